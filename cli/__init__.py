@@ -1,0 +1,1 @@
+"""The nmc command line."""

@@ -1,0 +1,1 @@
+"""Media-agnostic core: container, entropy coding, codec registry, media I/O."""

@@ -1,0 +1,1 @@
+"""Codec implementations; each sub-package registers itself with nmc.codec.registry."""
