@@ -1,2 +1,178 @@
-def main():
-    print("hi")
+"""The `nmc` command line: argument parsing, progress and printing only; the work is in nmc.codec."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nmc.codec.errors import NmcError
+
+app = typer.Typer(
+    name="nmc",
+    help="Neural media codec: compress speech, photos and Gaussian scenes with learned codecs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+JSON_HELP = "Print machine-readable JSON on stdout."
+FORCE_HELP = "Overwrite existing outputs."
+
+
+def fatal(message: str, code: int = 1) -> NoReturn:
+    err.print(f"nmc: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(data, indent=2))
+    elif str(text):
+        err.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+
+
+@app.command()
+def compress(
+    input: str = typer.Argument(..., help="Media file (image, audio), .ply or directory of .ply frames; '-' for stdin."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output .nmc path ('-' for stdout). Default: INPUT.nmc."),
+    codec: str = typer.Option("auto", "--codec", "-c", help="Codec name (see `nmc models`), or auto by media type."),
+    quality: Optional[str] = typer.Option(None, "--quality", "-q", help="Rate setting name of the codec (see `nmc models`)."),
+    bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="Highest nominal rate allowed, in the codec's unit (kbit/s for audio)."),
+    target_bpp: Optional[float] = typer.Option(None, "--target-bpp", help="Images: the best setting whose real size is at most this many bits per pixel."),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Compress a media file into an .nmc file."""
+    from nmc.codec.files import compress_path
+
+    if sum(x is not None for x in (quality, bitrate, target_bpp)) > 1:
+        fatal("give at most one of --quality, --bitrate, --target-bpp")
+    with _progress() as bar:
+        task = bar.add_task("compressing", total=None)
+        summary = compress_path(
+            input, output, codec, quality, bitrate, target_bpp, force, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
+    emit(summary.as_dict(), as_json, summary.line())
+
+
+@app.command()
+def decompress(
+    input: str = typer.Argument(..., help="The .nmc file ('-' for stdin)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path ('-' for stdout). Default: INPUT without .nmc, as PNG/WAV."),
+    recover: bool = typer.Option(False, "--recover", help="Decode despite damaged packets where the codec can predict lost data."),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Decompress an .nmc file back to media."""
+    from nmc.codec.files import decompress_path
+
+    summary = decompress_path(input, output, recover, force)
+    emit(summary.as_dict(), as_json, summary.line())
+
+
+@app.command()
+def info(
+    file: str = typer.Argument(..., help="The .nmc file."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Show the header, packet sizes, checksums and real rate of an .nmc file."""
+    from nmc.codec.inspect import describe
+
+    data = describe(Path(file))
+    lines = [f"{k}: {v}" for k, v in data.items() if k != "packet_bytes"]
+    lines.append(f"packet_bytes: {data['packet_bytes'][:16]}{' ...' if len(data['packet_bytes']) > 16 else ''}")
+    emit(data, as_json, "\n".join(lines))
+
+
+@app.command()
+def models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
+    """List the installed codecs, their rate settings and model sizes."""
+    from nmc.codec.inspect import list_models
+
+    rows = list_models()
+    table = Table("codec", "media", "model", "settings", "weights")
+    for r in rows:
+        table.add_row(r["codec"], r["media"], r["model_id"], ", ".join(f"{s['name']} ({s['rate']:g} {s['unit']})" for s in r["settings"]), r["weights_size"])
+    if as_json:
+        emit(rows, True, "")
+    elif rows:
+        Console().print(table)
+    else:
+        err.print("no codecs installed")
+
+
+@app.command()
+def batch(
+    src: Path = typer.Argument(..., help="Source directory (media files are compressed, .nmc files decompressed)."),
+    dst: Path = typer.Argument(..., help="Destination directory; the tree of SRC is mirrored."),
+    codec: str = typer.Option("auto", "--codec", "-c", help="Codec for compression, or auto by media type."),
+    quality: Optional[str] = typer.Option(None, "--quality", "-q", help="Rate setting name."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    resume: bool = typer.Option(False, "--resume", help="Skip files whose output already exists."),
+    force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Convert a whole directory tree, in parallel, with a summary at the end."""
+    from nmc.codec import batch as B
+
+    if not src.is_dir():
+        fatal(f"{src}: not a directory")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        fatal("DST must not be SRC or inside it")
+    dst.mkdir(parents=True, exist_ok=True)
+    jobs = B.plan(src, dst)
+    results = []
+    with _progress() as bar:
+        task = bar.add_task("batch", total=len(jobs))
+        for r in B.run(jobs, codec, quality, workers, resume, force):
+            results.append(r)
+            bar.advance(task)
+            if r.status == "failed":
+                err.print(f"failed: {r.job.src}: {r.error}", markup=False, highlight=False, soft_wrap=True)
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    if as_json:
+        records = [{"src": str(r.job.src), "status": r.status, "error": r.error, **(r.summary.as_dict() if r.summary else {})} for r in results]
+        emit({"counts": counts, "files": records}, True, "")
+    else:
+        table = Table("file", "status", "codec", "rate", "detail")
+        for r in sorted(results, key=lambda r: str(r.job.src)):
+            s = r.summary
+            table.add_row(str(r.job.src.relative_to(src)), r.status, s.codec if s else "", f"{s.rate:.4g} {s.unit}" if s else "", r.error)
+        Console(stderr=True).print(table)
+        err.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
+if importlib.util.find_spec("nmc.cli.eval_cmds"):  # `eval` and `bench` (issue 3)
+    from nmc.cli import eval_cmds
+
+    eval_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr and exit code 1."""
+    try:
+        app(args=argv, prog_name="nmc")
+    except NmcError as e:
+        fatal(str(e))
+    except (OSError, MemoryError) as e:
+        fatal(f"{type(e).__name__}: {e}")
+    except KeyboardInterrupt:
+        fatal("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,146 @@
+"""Library entry points: compress media into .nmc files and back (EnCodec's two levels).
+
+`compress_to_file` / `decompress_from_file` hold the logic over file objects;
+`compress` / `decompress` are in-memory wrappers. The CLI, `batch` and `eval` call these.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+from . import media as M
+from .container import Header, PacketWriter, read_header, read_packets, write_header
+from .entropy import CODER_INFO
+from .errors import ContainerError, MediaError, WeightsMismatchError
+from .registry import Codec, Setting, codec_for_media, get_codec
+
+Media = Any  # M.Image | M.Audio | M.Gaussians
+
+
+def load_media(path: str | Path, kind: str | None = None) -> tuple[str, Media]:
+    """Read any supported input; `kind` is needed for stdin ('-'), else taken from the path."""
+    if str(path) == "-" and kind is None:
+        raise MediaError("reading stdin needs an explicit --codec (the media type cannot be guessed)")
+    kind = kind or M.media_kind(path)
+    reader = {"image": M.read_image, "audio": M.read_audio, "gaussians": M.read_gaussians}[kind]
+    return kind, reader(path)
+
+
+def save_media(target: str | Path | IO[bytes], media: Media) -> None:
+    """Write decoded media to a path (format from the suffix) or a binary stream."""
+    if isinstance(media, M.Image):
+        M.write_image(target, media, None if isinstance(target, (str, Path)) else target)  # type: ignore[arg-type]
+    elif isinstance(media, M.Audio):
+        M.write_audio(target, media)  # type: ignore[arg-type]
+    else:
+        if not isinstance(target, (str, Path)):
+            raise MediaError("Gaussian scenes cannot be written to stdout; give -o PATH")
+        M.write_gaussians(target, media)
+
+
+def resolve_codec(name: str, kind: str) -> Codec:
+    codec = get_codec(codec_for_media(kind) if name == "auto" else name)
+    if codec.media != kind:
+        raise MediaError(f"codec {codec.name!r} codes {codec.media}, but the input is {kind}")
+    return codec
+
+
+def choose_setting(codec: Codec, quality: str | None = None, bitrate: float | None = None) -> Setting:
+    """The named setting, else the highest nominal rate not above `bitrate`, else the default."""
+    settings = codec.settings()
+    if quality is not None:
+        return codec.setting(quality)
+    if bitrate is not None:
+        fitting = [s for s in settings if s.rate <= bitrate + 1e-9]
+        if not fitting:
+            raise MediaError(f"{codec.name}: lowest rate is {settings[0].rate:g} {settings[0].unit}, above {bitrate:g}")
+        return fitting[-1]
+    return codec.setting(getattr(codec, "default_setting", settings[len(settings) // 2].name))
+
+
+def compress_to_file(
+    codec: Codec, media: Media, fo: IO[bytes], setting: Setting, progress: Callable[[int, int | None], None] | None = None
+) -> Header:
+    """Encode and write a complete .nmc stream; packets are written as the codec yields them.
+
+    `progress(done, total)` is called after each packet (total is None when unknown).
+    """
+    encoded = codec.encode(media, setting)
+    header = Header(
+        codec=codec.name,
+        model_id=codec.model_id,
+        weights=codec.weights_hash(),
+        media=encoded.media,
+        setting=setting.name,
+        coder=CODER_INFO,
+        packets=encoded.packet_count,
+        extra=encoded.extra,
+    )
+    write_header(fo, header)
+    writer = PacketWriter(fo)
+    for packet in encoded.packets:
+        writer.write(packet)
+        if progress:
+            progress(writer.count, encoded.packet_count)
+    writer.close()
+    return header
+
+
+def compress_to_target(codec: Codec, media: Media, fo: IO[bytes], target_bpp: float) -> Header:
+    """Highest setting whose real size (header included) is at most `target_bpp`."""
+    if not isinstance(media, M.Image):
+        raise MediaError("--target-bpp applies to images; use --bitrate for audio")
+    for setting in reversed(codec.settings()):
+        buf = io.BytesIO()
+        header = compress_to_file(codec, media, buf, setting)
+        bpp = 8 * buf.tell() / (media.width * media.height)
+        if bpp <= target_bpp:
+            fo.write(buf.getvalue())
+            return header
+    raise MediaError(f"{codec.name}: cannot reach {target_bpp:g} bpp (lowest setting gives {bpp:.4g} bpp)")
+
+
+@dataclass
+class Decoded:
+    header: Header
+    media: Media
+
+
+def open_file(fo: IO[bytes], recover: bool = False) -> tuple[Header, Codec, Iterator[bytes | None]]:
+    """Read the header, check the codec and weights, and return the lazy packet stream."""
+    header = read_header(fo)
+    codec = get_codec(header.codec)
+    if header.model_id != codec.model_id or header.weights != codec.weights_hash():
+        raise WeightsMismatchError(
+            f"file was written by {header.codec} model {header.model_id} (weights {header.weights[:12]}), "
+            f"but the installed model is {codec.model_id} (weights {codec.weights_hash()[:12]})"
+        )
+    if header.coder != CODER_INFO:
+        raise ContainerError(f"file needs entropy coder {header.coder}, this nmc has {CODER_INFO}")
+    return header, codec, read_packets(fo, header.packets, tolerant=recover)
+
+
+def decompress_from_file(fo: IO[bytes], recover: bool = False) -> Decoded:
+    """Decode a .nmc stream. Audio comes back lazily: its blocks are decoded while written."""
+    header, codec, packets = open_file(fo, recover)
+    return Decoded(header, codec.decode(header, packets, recover=recover))
+
+
+def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes:
+    """In-memory `compress_to_file`: returns the whole .nmc file."""
+    kind = {M.Image: "image", M.Audio: "audio", M.Gaussians: "gaussians"}[type(media)]
+    codec = resolve_codec(codec_name, kind)
+    buf = io.BytesIO()
+    compress_to_file(codec, media, buf, choose_setting(codec, setting))
+    return buf.getvalue()
+
+
+def decompress(data: bytes, recover: bool = False) -> Media:
+    """In-memory `decompress_from_file`; streamed audio is materialised."""
+    media = decompress_from_file(io.BytesIO(data), recover).media
+    if isinstance(media, M.Audio):
+        return M.Audio.from_array(media.to_array(), media.sample_rate)
+    return media

@@ -1,0 +1,56 @@
+"""What `nmc info` and `nmc models` show: a file's header and packets, the installed codecs."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .container import read_header, read_packets
+from .errors import MediaError
+from .files import real_rate
+from .registry import available, get_codec
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """Header fields, per-packet sizes and CRCs (all verified), and the real rate."""
+    if not path.is_file():
+        raise MediaError(f"{path}: no such file")
+    with open(path, "rb") as fo:
+        header = read_header(fo)
+        header_bytes = fo.tell()
+        packets = list(read_packets(fo, header.packets))
+    size = path.stat().st_size
+    rate, unit = real_rate(size, header.media)
+    return {
+        **asdict(header),
+        "file_bytes": size,
+        "header_bytes": header_bytes,
+        "packet_count": len(packets),
+        "packet_bytes": [len(p) for p in packets if p is not None],
+        "packet_crc32": [f"{zlib.crc32(p):08x}" for p in packets if p is not None][:16],
+        "rate": round(rate, 6),
+        "unit": unit,
+    }
+
+
+def _size(path: Path | None) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB" if path and path.exists() else "-"
+
+
+def list_models() -> list[dict[str, Any]]:
+    rows = []
+    for name, cls in available().items():
+        codec = get_codec(name)
+        rows.append(
+            {
+                "codec": name,
+                "media": cls.media,
+                "model_id": cls.model_id,
+                "description": cls.description,
+                "settings": [asdict(s) for s in codec.settings()],
+                "weights_size": _size(cls.weights_path),
+            }
+        )
+    return rows

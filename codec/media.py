@@ -1,0 +1,283 @@
+"""Reading and writing media: images (Pillow), audio (soundfile, soxr), Gaussian scenes (plyfile).
+
+Policies, stated once here:
+- Images become `(H, W, C)` arrays, C in {1, 2, 3, 4} (gray, gray+alpha, RGB, RGBA), uint8 or
+  uint16; EXIF orientation is applied; palette images expand to RGB(A); CMYK/YCbCr/LAB to RGB.
+- Audio is float32 `(frames, channels)` at the file's own rate, read and written in blocks
+  so that hours of audio never sit in memory at once.
+- A Gaussian scene is a list of frames; each frame maps the 3DGS vertex properties of a
+  `.ply` (x, y, z, f_dc_*, f_rest_*, opacity, scale_*, rot_*) to float32 arrays.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import MediaError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
+BLOCK_FRAMES = 1 << 16
+
+
+@dataclass
+class Image:
+    pixels: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]  # (H, W, C)
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[2])
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+
+@dataclass
+class Audio:
+    """A (possibly streamed) audio signal; `blocks()` yields float32 `(n, channels)` arrays once."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+    blocks: Callable[[], Iterator[npt.NDArray[np.float32]]]
+
+    @classmethod
+    def from_array(cls, samples: npt.ArrayLike, sample_rate: int) -> Audio:
+        x = np.asarray(samples, dtype=np.float32)
+        x = x[:, None] if x.ndim == 1 else x
+        return cls(sample_rate, x.shape[1], x.shape[0], lambda: iter([x[i : i + BLOCK_FRAMES] for i in range(0, len(x), BLOCK_FRAMES)]))
+
+    def to_array(self) -> npt.NDArray[np.float32]:
+        parts = list(self.blocks())
+        return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
+
+
+GaussianFrame = dict[str, npt.NDArray[np.float32]]
+
+
+@dataclass
+class Gaussians:
+    frames: list[GaussianFrame]
+    names: list[str]  # file name of each frame, to write the sequence back
+
+
+def media_kind(path: str | Path) -> str:
+    """'image', 'audio' or 'gaussians', from the suffix (or directory contents)."""
+    p = Path(path)
+    if p.is_dir():
+        if any(p.glob("*.ply")):
+            return "gaussians"
+        raise MediaError(f"{p}: directory holds no .ply frames")
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in AUDIO_SUFFIXES:
+        return "audio"
+    if suffix == ".ply":
+        return "gaussians"
+    raise MediaError(f"{p}: unsupported file type {suffix or '(no suffix)'!r}")
+
+
+def _open_input(path: str | Path) -> io.BufferedIOBase | Path:
+    """A path, or the bytes of stdin for '-'; empty or missing input is a MediaError."""
+    if str(path) == "-":
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise MediaError("stdin is empty")
+        return io.BytesIO(data)
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{p}: no such file")
+    if p.is_file() and p.stat().st_size == 0:
+        raise MediaError(f"{p}: file is empty")
+    return p
+
+
+# ---------------------------------------------------------------- images
+
+
+def read_image(path: str | Path) -> Image:
+    from PIL import Image as PILImage, ImageOps, UnidentifiedImageError
+
+    src = _open_input(path)
+    try:
+        with PILImage.open(src) as im:
+            im = ImageOps.exif_transpose(im)
+            return Image(_pil_to_array(im))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise MediaError(f"{path}: cannot read image ({err})") from None
+
+
+def _pil_to_array(im: "PILImage.Image") -> np.ndarray:  # type: ignore[name-defined]  # noqa: F821
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        im = im.convert("RGB")
+    elif mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        if a.min() < 0 or a.max() > 65535:
+            raise MediaError(f"32-bit integer images outside 0..65535 are not supported (mode {mode})")
+        return a.astype(np.uint16)[:, :, None]
+    elif mode == "F":
+        raise MediaError("floating-point images are not supported")
+    if im.mode not in ("L", "LA", "RGB", "RGBA"):
+        raise MediaError(f"unsupported image mode {im.mode}")
+    a = np.asarray(im, dtype=np.uint8)
+    return a[:, :, None] if a.ndim == 2 else a
+
+
+def write_image(path: str | Path, image: Image, fo: io.BufferedIOBase | None = None) -> None:
+    """Write by suffix (PNG when writing to a stream); 16-bit gray stays 16-bit in PNG/TIFF."""
+    from PIL import Image as PILImage
+
+    px = image.pixels
+    if px.dtype == np.uint16:
+        im = PILImage.fromarray(px[:, :, 0].astype(np.uint16), mode="I;16") if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
+    else:
+        im = PILImage.fromarray(px[:, :, 0] if px.shape[2] == 1 else px)
+    fmt = None if fo is None else "PNG"
+    im.save(fo if fo is not None else path, format=fmt)
+
+
+def to_rgb8(image: Image) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
+    """The 8-bit RGB planes a colour codec codes, and the alpha plane (None if opaque/absent)."""
+    px = image.pixels
+    if px.dtype == np.uint16:
+        px = ((px.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    color = px[:, :, :-1] if px.shape[2] in (2, 4) else px
+    alpha = px[:, :, -1] if px.shape[2] in (2, 4) else None
+    if alpha is not None and alpha.min() == 255:
+        alpha = None
+    rgb = np.repeat(color, 3, axis=2) if color.shape[2] == 1 else color
+    return np.ascontiguousarray(rgb), alpha
+
+
+# ---------------------------------------------------------------- audio
+
+
+def read_audio(path: str | Path) -> Audio:
+    """Stream an audio file (WAV, FLAC, OGG Vorbis/Opus, MP3, ...) in blocks."""
+    import soundfile as sf
+
+    src = _open_input(path)
+    try:
+        info = sf.info(src)
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise MediaError(f"{path}: cannot read audio ({err})") from None
+    if info.frames == 0:
+        raise MediaError(f"{path}: audio has no samples")
+
+    def blocks() -> Iterator[npt.NDArray[np.float32]]:
+        if isinstance(src, io.BytesIO):
+            src.seek(0)
+        try:
+            with sf.SoundFile(src) as f:
+                while True:
+                    block = f.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                    if not len(block):
+                        return
+                    yield block
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise MediaError(f"{path}: cannot read audio ({err})") from None
+
+    return Audio(int(info.samplerate), int(info.channels), int(info.frames), blocks)
+
+
+def resample_blocks(blocks: Iterator[npt.NDArray[np.float32]], rate_in: int, rate_out: int, channels: int) -> Iterator[npt.NDArray[np.float32]]:
+    """Resample a block stream with soxr's streaming resampler (bounded memory)."""
+    if rate_in == rate_out:
+        yield from blocks
+        return
+    import soxr
+
+    rs = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32", quality="HQ")
+    for block in blocks:
+        out = rs.resample_chunk(np.ascontiguousarray(block, dtype=np.float32))
+        if len(out):
+            yield out.reshape(-1, channels)
+    tail = rs.resample_chunk(np.zeros((0, channels), np.float32), last=True)
+    if len(tail):
+        yield tail.reshape(-1, channels)
+
+
+_AUDIO_WRITE = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS")}
+
+
+def write_audio(target: str | Path | io.BufferedIOBase, audio: Audio, suffix: str = ".wav") -> None:
+    """Write 16-bit PCM (or Vorbis/Opus) block by block; the suffix of a path picks the format."""
+    import soundfile as sf
+
+    if isinstance(target, (str, Path)):
+        suffix = Path(target).suffix.lower()
+    if suffix not in _AUDIO_WRITE:
+        raise MediaError(f"cannot write audio as {suffix!r} (use one of {', '.join(_AUDIO_WRITE)})")
+    fmt, subtype = _AUDIO_WRITE[suffix]
+    with sf.SoundFile(target, "w", samplerate=audio.sample_rate, channels=audio.channels, format=fmt, subtype=subtype) as f:
+        for block in audio.blocks():
+            f.write(np.clip(block, -1.0, 1.0))
+
+
+# ---------------------------------------------------------------- Gaussian scenes
+
+
+def read_gaussians(path: str | Path) -> Gaussians:
+    """One `.ply` (a single frame) or a directory of `.ply` frames in name order."""
+    p = Path(path)
+    files = sorted(p.glob("*.ply")) if p.is_dir() else [p]
+    if not files:
+        raise MediaError(f"{p}: no .ply frames")
+    return Gaussians([_read_ply(f) for f in files], [f.name for f in files])
+
+
+def _read_ply(path: Path) -> GaussianFrame:
+    from plyfile import PlyData
+
+    _open_input(path)
+    try:
+        vertex = PlyData.read(str(path))["vertex"].data
+    except (KeyError, ValueError, OSError, IndexError) as err:
+        raise MediaError(f"{path}: not a Gaussian-splatting .ply ({err})") from None
+    frame = {name: np.asarray(vertex[name], dtype=np.float32) for name in vertex.dtype.names}
+    missing = [k for k in ("x", "y", "z", "opacity") if k not in frame]
+    if missing:
+        raise MediaError(f"{path}: .ply lacks Gaussian properties {missing}")
+    return frame
+
+
+def write_gaussians(path: str | Path, scene: Gaussians) -> None:
+    """A single frame to a `.ply` file, a sequence to a directory of `.ply` files."""
+    from plyfile import PlyData, PlyElement
+
+    p = Path(path)
+    targets = [p] if len(scene.frames) == 1 and p.suffix == ".ply" else [p / n for n in scene.names]
+    if len(targets) > 1 or p.suffix != ".ply":
+        p.mkdir(parents=True, exist_ok=True)
+    for target, frame in zip(targets, scene.frames):
+        names = list(frame)
+        rec = np.empty(len(frame[names[0]]), dtype=[(n, "f4") for n in names])
+        for n in names:
+            rec[n] = frame[n]
+        PlyData([PlyElement.describe(rec, "vertex")]).write(str(target))

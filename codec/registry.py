@@ -1,0 +1,130 @@
+"""Codec interface and registry.
+
+A codec is a class registered under the name it writes into the container header. Packages
+announce their codecs through the `nmc.codecs` entry-point group (see pyproject.toml); the
+registry imports those modules on first use, which runs their `@register_codec` decorators.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, TypeVar
+
+from .container import Header
+from .errors import CodecNotFoundError
+
+MEDIA_KINDS = ("audio", "image", "gaussians")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One rate point of a codec: `name` is what users pass to --quality and the header stores."""
+
+    name: str
+    rate: float  # nominal rate, in `unit`
+    unit: str  # "kbps", "bpp" or "MB/frame"
+    description: str = ""
+
+
+@dataclass
+class Encoded:
+    """What `Codec.encode` returns: media metadata and codec-specific header fields, then packets.
+
+    `packets` may be a lazy iterator (streamed audio); `packet_count` is None when unknown upfront.
+    """
+
+    media: dict[str, Any]
+    packets: Iterable[bytes]
+    packet_count: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Codec(ABC):
+    """Base class of every codec. Subclasses set the class variables and implement the coding."""
+
+    name: ClassVar[str]  # set by @register_codec
+    media: ClassVar[str]  # one of MEDIA_KINDS
+    model_id: ClassVar[str]
+    description: ClassVar[str] = ""
+    weights_path: ClassVar[Path | None] = None  # hashed into every header it writes
+    auto_priority: ClassVar[int] = 0  # `--codec auto` takes the highest for the media kind
+
+    @abstractmethod
+    def settings(self) -> list[Setting]:
+        """Rate points, lowest rate first."""
+
+    @abstractmethod
+    def encode(self, media: Any, setting: Setting) -> Encoded:
+        """Code `media` at `setting` into header fields and independently decodable packets."""
+
+    @abstractmethod
+    def decode(self, header: Header, packets: Iterator[bytes | None], recover: bool = False) -> Any:
+        """Media from the header and packets; a None packet was lost (raise unless recoverable)."""
+
+    def weights_hash(self) -> str:
+        """sha256 of the weights file, so that a file is never decoded with other weights."""
+        return file_sha256(self.weights_path) if self.weights_path else "none"
+
+    def setting(self, name: str) -> Setting:
+        for s in self.settings():
+            if s.name == name:
+                return s
+        names = ", ".join(s.name for s in self.settings())
+        raise CodecNotFoundError(f"codec {self.name!r} has no rate setting {name!r} (choose from {names})")
+
+
+@cache
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+CODECS: dict[str, type[Codec]] = {}
+C = TypeVar("C", bound=type[Codec])
+
+
+def register_codec(name: str) -> Callable[[C], C]:
+    """Class decorator: make the codec known under `name` (the name stored in headers)."""
+
+    def wrap(cls: C) -> C:
+        if cls.media not in MEDIA_KINDS:
+            raise ValueError(f"codec {name!r} has unknown media kind {cls.media!r}")
+        cls.name = name
+        CODECS[name] = cls
+        return cls
+
+    return wrap
+
+
+@cache
+def _load_plugins() -> None:
+    for ep in entry_points(group="nmc.codecs"):
+        ep.load()
+
+
+def available() -> dict[str, type[Codec]]:
+    """All registered codecs, after importing the installed plugins."""
+    _load_plugins()
+    return dict(sorted(CODECS.items()))
+
+
+@cache
+def get_codec(name: str) -> Codec:
+    """The codec instance for `name` (loaded once per process)."""
+    codecs = available()
+    if name not in codecs:
+        known = ", ".join(codecs) or "none"
+        raise CodecNotFoundError(f"unknown codec {name!r} (installed: {known})")
+    return codecs[name]()
+
+
+def codec_for_media(kind: str) -> str:
+    """Name of the default codec for a media kind (`--codec auto`)."""
+    candidates = [c for c in available().values() if c.media == kind]
+    if not candidates:
+        raise CodecNotFoundError(f"no codec for {kind} is installed")
+    return max(candidates, key=lambda c: c.auto_priority).name
