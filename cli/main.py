@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,6 +33,24 @@ def fatal(message: str, code: int = 1) -> NoReturn:
     raise SystemExit(code)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn user errors into one line on stderr and exit code 1 (before click sees EOFError)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NmcError as e:
+            fatal(str(e))
+        except (OSError, MemoryError) as e:
+            fatal(f"{type(e).__name__}: {e}")
+
+    return wrapper  # type: ignore[return-value]
+
+
 def emit(data: Any, as_json: bool, text: str) -> None:
     if as_json:
         print(json.dumps(data, indent=2))
@@ -40,10 +59,11 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
 
 
 @app.command()
+@user_errors
 def compress(
     input: str = typer.Argument(..., help="Media file (image, audio), .ply or directory of .ply frames; '-' for stdin."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output .nmc path ('-' for stdout). Default: INPUT.nmc."),
@@ -68,6 +88,7 @@ def compress(
 
 
 @app.command()
+@user_errors
 def decompress(
     input: str = typer.Argument(..., help="The .nmc file ('-' for stdin)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path ('-' for stdout). Default: INPUT without .nmc, as PNG/WAV."),
@@ -83,6 +104,7 @@ def decompress(
 
 
 @app.command()
+@user_errors
 def info(
     file: str = typer.Argument(..., help="The .nmc file."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -97,6 +119,7 @@ def info(
 
 
 @app.command()
+@user_errors
 def models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> None:
     """List the installed codecs, their rate settings and model sizes."""
     from nmc.codec.inspect import list_models
@@ -114,6 +137,7 @@ def models(as_json: bool = typer.Option(False, "--json", help=JSON_HELP)) -> Non
 
 
 @app.command()
+@user_errors
 def batch(
     src: Path = typer.Argument(..., help="Source directory (media files are compressed, .nmc files decompressed)."),
     dst: Path = typer.Argument(..., help="Destination directory; the tree of SRC is mirrored."),
@@ -163,13 +187,9 @@ if importlib.util.find_spec("nmc.cli.eval_cmds"):  # `eval` and `bench` (issue 3
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 1."""
+    """Console entry point (`nmc`); commands are callable from tests as main([...])."""
     try:
         app(args=argv, prog_name="nmc")
-    except NmcError as e:
-        fatal(str(e))
-    except (OSError, MemoryError) as e:
-        fatal(f"{type(e).__name__}: {e}")
     except KeyboardInterrupt:
         fatal("interrupted", 130)
 

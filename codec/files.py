@@ -109,9 +109,11 @@ def compress_path(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Summary:
     start = time.perf_counter()
-    kind = None if codec == "auto" else api.get_codec(codec).media
-    kind, media = api.load_media(input, kind)
+    if str(input) == "-" and codec == "auto":
+        raise MediaError("reading stdin needs an explicit --codec (the media type cannot be guessed)")
+    kind = api.get_codec(codec).media if str(input) == "-" else M.media_kind(input)
     c = api.resolve_codec(codec, kind)
+    _, media = api.load_media(input, kind)
     if output is None:
         if str(input) == "-":
             raise MediaError("compressing stdin needs -o (a path or '-')")

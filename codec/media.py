@@ -153,7 +153,7 @@ def write_image(path: str | Path, image: Image, fo: io.BufferedIOBase | None = N
 
     px = image.pixels
     if px.dtype == np.uint16:
-        im = PILImage.fromarray(px[:, :, 0].astype(np.uint16), mode="I;16") if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
+        im = PILImage.fromarray(px[:, :, 0].astype("<u2")) if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
     else:
         im = PILImage.fromarray(px[:, :, 0] if px.shape[2] == 1 else px)
     fmt = None if fo is None else "PNG"
@@ -253,12 +253,12 @@ def read_gaussians(path: str | Path) -> Gaussians:
 
 
 def _read_ply(path: Path) -> GaussianFrame:
-    from plyfile import PlyData
+    from plyfile import PlyData, PlyParseError
 
     _open_input(path)
     try:
         vertex = PlyData.read(str(path))["vertex"].data
-    except (KeyError, ValueError, OSError, IndexError) as err:
+    except (PlyParseError, KeyError, ValueError, OSError, IndexError) as err:
         raise MediaError(f"{path}: not a Gaussian-splatting .ply ({err})") from None
     frame = {name: np.asarray(vertex[name], dtype=np.float32) for name in vertex.dtype.names}
     missing = [k for k in ("x", "y", "z", "opacity") if k not in frame]

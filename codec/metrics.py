@@ -1,0 +1,285 @@
+"""Quality metrics, rates and Bjøntegaard deltas: the numbers `nmc eval` reports.
+
+Images are compared as 8-bit RGB arrays `(H, W, 3)`. Audio metrics take float arrays
+`(frames,)` or `(frames, channels)` with their sample rates; both signals are mixed to
+mono, resampled with soxr to the rate the metric is defined at, and the decoded signal is
+cut or zero-padded to the reference's length (codecs may pad the end).
+
+Each metric is registered in `METRICS` with its media kind and direction, so reports,
+plots and BD-rate never hard-code a metric list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import math
+import sys
+import types
+from dataclasses import dataclass
+from functools import cache
+from typing import Callable, Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.floating]
+PESQ_RATE = 16_000
+STOI_RATE = 10_000  # STOI is defined on 10 kHz signals
+VISQOL_SPEECH_RATE = 16_000
+VISQOL_AUDIO_RATE = 48_000
+
+
+# ---------------------------------------------------------------- rates
+
+
+def bits_per_pixel(n_bytes: int, height: int, width: int) -> float:
+    """Real rate of an image file: all of its bytes (header included) over its pixels."""
+    return 8 * n_bytes / (height * width)
+
+
+def kbit_per_second(n_bytes: int, frames: int, sample_rate: int) -> float:
+    """Real rate of an audio file in kbit/s: all of its bytes over the duration."""
+    return 8 * n_bytes / (frames / sample_rate) / 1000
+
+
+# ---------------------------------------------------------------- images
+
+
+def psnr(ref: npt.NDArray[np.uint8], dec: npt.NDArray[np.uint8]) -> float:
+    """PSNR in dB over all RGB samples at peak 255; `inf` for identical images."""
+    _check_same_shape(ref, dec)
+    mse = float(np.mean((ref.astype(np.float64) - dec.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def ms_ssim(ref: npt.NDArray[np.uint8], dec: npt.NDArray[np.uint8]) -> float:
+    """MS-SSIM (Wang 2003: 5 scales, 11x11 Gaussian window) via `pytorch-msssim`, 0..1.
+
+    NaN for images whose shorter side is 160 pixels or less (too small for 5 scales).
+    """
+    import torch
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    _check_same_shape(ref, dec)
+    if min(ref.shape[:2]) <= 160:
+        return math.nan
+    with torch.no_grad():
+        return float(_ms_ssim(_to_tensor(ref) * 255, _to_tensor(dec) * 255, data_range=255, size_average=True))
+
+
+def ms_ssim_db(value: float) -> float:
+    """MS-SSIM on a dB scale, -10 log10(1 - MS-SSIM), as RD plots and BD-rate use it."""
+    return math.inf if value >= 1 else -10 * math.log10(1 - value)
+
+
+def st_lpips(ref: npt.NDArray[np.uint8], dec: npt.NDArray[np.uint8], net: str = "alex") -> float:
+    """Shift-tolerant LPIPS (Ghildyal & Liu 2022); lower is closer. Not paper LPIPS."""
+    import torch
+
+    _check_same_shape(ref, dec)
+    model = _st_lpips_model(net)
+    with torch.no_grad():
+        return float(model(_to_tensor(ref), _to_tensor(dec), normalize=True).mean())
+
+
+# stlpips_pytorch imports these at module level but its shift-tolerant networks never use
+# them (torchvision only builds the non-shift-tolerant "vanilla" backbones).
+_STLPIPS_UNUSED_IMPORTS = {"torchvision": ("models",), "IPython": ("embed",), "torchsummary": ("summary",)}
+
+
+@contextlib.contextmanager
+def _stub_missing_modules(names: dict[str, tuple[str, ...]]) -> Iterator[None]:
+    """Insert empty stand-ins for modules that are not installed, only while importing."""
+    added = [n for n in names if n not in sys.modules and importlib.util.find_spec(n) is None]
+    for name in added:
+        stub = types.ModuleType(name, "stand-in for an unused import of stlpips_pytorch")
+        for attr in names[name]:
+            setattr(stub, attr, None)
+        sys.modules[name] = stub
+    try:
+        yield
+    finally:
+        for name in added:
+            del sys.modules[name]
+
+
+@cache
+def _st_lpips_model(net: str) -> "torch.nn.Module":  # type: ignore[name-defined]  # noqa: F821
+    with _stub_missing_modules(_STLPIPS_UNUSED_IMPORTS):
+        from stlpips_pytorch import stlpips
+    # The weights ship inside the package (a plain state dict; torch.load is weights-only).
+    return stlpips.LPIPS(net=net, variant="shift_tolerant", verbose=False).eval()
+
+
+def _to_tensor(a: npt.NDArray[np.uint8]) -> "torch.Tensor":  # type: ignore[name-defined]  # noqa: F821
+    """`(H, W, 3)` uint8 -> `(1, 3, H, W)` float in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None] / 255
+
+
+def _check_same_shape(ref: np.ndarray, dec: np.ndarray) -> None:
+    if ref.shape != dec.shape:
+        raise ValueError(f"decoded shape {dec.shape} differs from the reference {ref.shape}")
+
+
+# ---------------------------------------------------------------- audio
+
+
+def prepare_audio(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int, rate: int) -> tuple[FloatArray, FloatArray]:
+    """Mono float64 at `rate`, the decoded signal cut or zero-padded to the reference length."""
+    import soxr
+
+    def mono(x: FloatArray, sr: int) -> FloatArray:
+        x = np.asarray(x, dtype=np.float64)
+        x = x.mean(axis=1) if x.ndim == 2 else x
+        return soxr.resample(x, sr, rate, quality="HQ") if sr != rate else x
+
+    r, d = mono(ref, ref_rate), mono(dec, dec_rate)
+    d = d[: len(r)] if len(d) >= len(r) else np.pad(d, (0, len(r) - len(d)))
+    return r, d
+
+
+def pesq_wb(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
+    """PESQ wideband (ITU-T P.862.2) MOS-LQO at 16 kHz; NaN where PESQ finds no speech."""
+    from pesq import pesq
+    from pesq.cypesq import PesqError
+
+    r, d = prepare_audio(ref, ref_rate, dec, dec_rate, PESQ_RATE)
+    try:
+        return float(pesq(PESQ_RATE, r, d, "wb"))
+    except PesqError:
+        return math.nan
+
+
+def stoi(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
+    """Short-time objective intelligibility (Taal 2011), 0..1, computed at 10 kHz."""
+    from pystoi import stoi as _stoi
+
+    r, d = prepare_audio(ref, ref_rate, dec, dec_rate, STOI_RATE)
+    return float(_stoi(r, d, STOI_RATE, extended=False))
+
+
+def visqol_speech(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
+    """ViSQOL v3 speech mode MOS-LQO (1..~4.75) at 16 kHz, lattice mapping as in the C++ tool."""
+    r, d = prepare_audio(ref, ref_rate, dec, dec_rate, VISQOL_SPEECH_RATE)
+    return float(_visqol("speech").measure_from_arrays(r, d, VISQOL_SPEECH_RATE).moslqo)
+
+
+def visqol_audio(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
+    """ViSQOL v3 audio mode MOS-LQO (1..~4.7) at 48 kHz, for music."""
+    r, d = prepare_audio(ref, ref_rate, dec, dec_rate, VISQOL_AUDIO_RATE)
+    return float(_visqol("audio").measure_from_arrays(r, d, VISQOL_AUDIO_RATE).moslqo)
+
+
+@cache
+def _visqol(mode: str) -> "visqol.VisqolApi":  # type: ignore[name-defined]  # noqa: F821
+    from visqol import VisqolApi
+
+    api = VisqolApi()
+    api.create(mode=mode, use_lattice_model=True if mode == "speech" else None)
+    return api
+
+
+def si_sdr(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
+    """Scale-invariant SDR in dB (Le Roux 2019) at the reference's rate; `inf` if exact."""
+    r, d = prepare_audio(ref, ref_rate, dec, dec_rate, ref_rate)
+    r, d = r - r.mean(), d - d.mean()
+    energy = float(np.dot(r, r))
+    if energy == 0:
+        return math.nan
+    target = np.dot(d, r) / energy * r
+    noise = float(np.sum((d - target) ** 2))
+    return math.inf if noise == 0 else 10 * math.log10(float(np.sum(target**2)) / noise)
+
+
+def mel_distance(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int, n_mels: int = 80) -> float:
+    """Mean absolute difference of log10 mel magnitudes (64 ms Hann frames, hop 16 ms, 80 bands)."""
+    r, d = prepare_audio(ref, ref_rate, dec, dec_rate, ref_rate)
+    n_fft = 1 << math.ceil(math.log2(0.064 * ref_rate))
+    fb = _mel_filterbank(ref_rate, n_fft, n_mels)
+    mr, md = (np.log10(np.maximum(_stft_magnitude(x, n_fft) @ fb.T, 1e-5)) for x in (r, d))
+    return float(np.mean(np.abs(mr - md)))
+
+
+def _stft_magnitude(x: FloatArray, n_fft: int) -> FloatArray:
+    hop = n_fft // 4
+    x = np.pad(x, (n_fft // 2, n_fft // 2 + (-len(x)) % hop))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+    return np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1))
+
+
+@cache
+def _mel_filterbank(rate: int, n_fft: int, n_mels: int) -> FloatArray:
+    """Triangular filters evenly spaced on the HTK mel scale from 0 Hz to Nyquist."""
+    hz = np.fft.rfftfreq(n_fft, 1 / rate)
+    mel = lambda f: 2595 * np.log10(1 + np.asarray(f) / 700)  # noqa: E731
+    edges = 700 * (10 ** (np.linspace(0, mel(rate / 2), n_mels + 2) / 2595) - 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    return np.maximum(0, np.minimum((hz - lo) / (mid - lo), (hi - hz) / (hi - mid)))
+
+
+# ---------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    media: str  # "image" or "audio"
+    fn: Callable[..., float]
+    higher_is_better: bool
+    label: str  # axis label in plots
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("psnr", "image", psnr, True, "PSNR (dB)"),
+        Metric("ms_ssim", "image", ms_ssim, True, "MS-SSIM"),
+        Metric("st_lpips", "image", st_lpips, False, "ST-LPIPS (alex)"),
+        Metric("pesq", "audio", pesq_wb, True, "PESQ-WB"),
+        Metric("stoi", "audio", stoi, True, "STOI"),
+        Metric("visqol_speech", "audio", visqol_speech, True, "ViSQOL speech (16 kHz)"),
+        Metric("visqol_audio", "audio", visqol_audio, True, "ViSQOL audio (48 kHz)"),
+        Metric("si_sdr", "audio", si_sdr, True, "SI-SDR (dB)"),
+        Metric("mel_distance", "audio", mel_distance, False, "log-mel distance"),
+    )
+}
+DEFAULT_METRICS = {
+    "image": ["psnr", "ms_ssim", "st_lpips"],
+    "audio": ["pesq", "stoi", "visqol_speech", "si_sdr", "mel_distance"],
+}
+BD_METRICS = {"image": ["psnr", "ms_ssim"], "audio": ["pesq"]}
+
+
+# ---------------------------------------------------------------- Bjøntegaard delta rate
+
+
+def bd_rate(rate_a: npt.ArrayLike, quality_a: npt.ArrayLike, rate_b: npt.ArrayLike, quality_b: npt.ArrayLike) -> float:
+    """Average rate difference of curve B against anchor A at equal quality, in percent.
+
+    Bjøntegaard (VCEG-M33) with piecewise-cubic (PCHIP) interpolation of log-rate over
+    quality, integrated over the quality range both curves cover (as in VCEG-AL22 / JVET
+    CTC tools). Negative means B needs fewer bits. NaN if the curves have no overlap or
+    fewer than two distinct points each.
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    curves = []
+    for rate, quality in ((rate_a, quality_a), (rate_b, quality_b)):
+        r, q = np.asarray(rate, np.float64), np.asarray(quality, np.float64)
+        keep = np.isfinite(r) & np.isfinite(q) & (r > 0)
+        q, log_r = q[keep], np.log(r[keep])
+        order = np.argsort(q)
+        q, log_r = q[order], log_r[order]
+        q, first = np.unique(q, return_index=True)  # PCHIP needs strictly increasing x
+        if len(q) < 2:
+            return math.nan
+        curves.append((q, log_r[first]))
+    lo = max(curves[0][0][0], curves[1][0][0])
+    hi = min(curves[0][0][-1], curves[1][0][-1])
+    if hi <= lo:
+        return math.nan
+    area = [PchipInterpolator(q, lr).integrate(lo, hi) for q, lr in curves]
+    return float((math.exp((area[1] - area[0]) / (hi - lo)) - 1) * 100)

@@ -1,0 +1,44 @@
+"""Shared fixtures; registers the test-only toy codecs (tests/toycodec.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
+
+from nmc.codec import media as M  # noqa: E402
+
+
+def synthetic_image(h: int = 40, w: int = 56, seed: int = 0) -> M.Image:
+    """Smooth gradients plus a little noise: compressible like a photo, reproducible."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w)], axis=-1)
+    return M.Image(np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def image() -> M.Image:
+    return synthetic_image()
+
+
+@pytest.fixture
+def image_file(tmp_path: Path, image: M.Image) -> Path:
+    path = tmp_path / "photo.png"
+    M.write_image(path, image)
+    return path
+
+
+@pytest.fixture
+def audio_file(tmp_path: Path) -> Path:
+    import soundfile as sf
+
+    path = tmp_path / "tone.wav"
+    t = np.arange(12000) / 8000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
+    return path

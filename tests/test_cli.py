@@ -1,0 +1,163 @@
+"""The command line: round trips, --json, atomic outputs, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import toycodec
+
+from nmc.cli.main import main
+from nmc.codec import media as M
+from nmc.codec import registry
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(result: tuple[int, str, str], fragment: str) -> None:
+    code, _, err = result
+    assert code == 1, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nmc: error:") and fragment in lines[0], err
+    assert "Traceback" not in err
+
+
+def files_in(path: Path) -> set[str]:
+    return {p.name for p in path.iterdir()}
+
+
+class TestRoundTrip:
+    def test_image(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        code, out, _ = run(capsys, "compress", str(image_file), "--codec", "toy-image", "--json")
+        assert code == 0
+        summary = json.loads(out)
+        assert summary["output"].endswith("photo.png.nmc") and summary["unit"] == "bpp" and summary["rate"] > 0
+        target = image_file.with_name("decoded.png")
+        code, out, _ = run(capsys, "decompress", summary["output"], "-o", str(target), "--json")
+        assert code == 0 and json.loads(out)["codec"] == "toy-image"
+        assert np.abs(M.read_image(target).pixels.astype(int) - M.read_image(image_file).pixels).max() <= 2
+
+    def test_default_decoded_name_protects_the_original(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        before = image_file.read_bytes()
+        assert_user_error(run(capsys, "decompress", str(image_file) + ".nmc"), "already exists")
+        assert image_file.read_bytes() == before
+
+    def test_audio(self, capsys, audio_file: Path) -> None:  # noqa: ANN001
+        assert run(capsys, "compress", str(audio_file), "-c", "toy-audio")[0] == 0
+        code, out, _ = run(capsys, "decompress", str(audio_file) + ".nmc", "-o", str(audio_file.with_name("back.wav")), "--json")
+        assert code == 0 and json.loads(out)["unit"] == "kbps"
+        assert M.read_audio(audio_file.with_name("back.wav")).frames == 12000
+
+    def test_quality_and_bitrate(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        code, out, _ = run(capsys, "compress", str(image_file), "-c", "toy-image", "-q", "coarse", "--json")
+        assert json.loads(out)["setting"] == "coarse"
+        code, out, _ = run(capsys, "compress", str(image_file), "-c", "toy-image", "-b", "2", "-f", "--json")
+        assert json.loads(out)["setting"] == "coarse"
+        code, out, _ = run(capsys, "compress", str(image_file), "-c", "toy-image", "--target-bpp", "100", "-f", "--json")
+        assert json.loads(out)["setting"] == "fine" and json.loads(out)["rate"] <= 100
+
+    def test_info(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        code, out, _ = run(capsys, "info", str(image_file) + ".nmc", "--json")
+        data = json.loads(out)
+        assert code == 0 and data["codec"] == "toy-image" and data["packet_count"] == 3
+        assert data["file_bytes"] == Path(str(image_file) + ".nmc").stat().st_size
+
+    def test_stdin_stdout(self, image_file: Path, tmp_path: Path) -> None:
+        script = "import sys; sys.path.insert(0, 'tests'); import toycodec; from nmc.cli.main import main; main(sys.argv[1:])"
+        root = Path(__file__).parent.parent
+        nmc = [sys.executable, "-c", script]
+        enc = subprocess.run([*nmc, "compress", "-", "-c", "toy-image", "-o", "-"], input=image_file.read_bytes(), capture_output=True, cwd=root)
+        assert enc.returncode == 0, enc.stderr
+        dec = subprocess.run([*nmc, "decompress", "-", "-o", "-"], input=enc.stdout, capture_output=True, cwd=root)
+        assert dec.returncode == 0 and dec.stdout.startswith(b"\x89PNG")
+
+
+class TestBadInput:
+    def test_missing_file(self, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+        assert_user_error(run(capsys, "compress", str(tmp_path / "nope.png")), "no such file")
+        assert_user_error(run(capsys, "decompress", str(tmp_path / "nope.nmc")), "no such file")
+
+    def test_unsupported_and_empty(self, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+        (tmp_path / "notes.txt").write_text("hello")
+        assert_user_error(run(capsys, "compress", str(tmp_path / "notes.txt")), "unsupported")
+        (tmp_path / "empty.png").write_bytes(b"")
+        assert_user_error(run(capsys, "compress", str(tmp_path / "empty.png"), "-c", "toy-image"), "empty")
+        (tmp_path / "empty.nmc").write_bytes(b"")
+        assert_user_error(run(capsys, "decompress", str(tmp_path / "empty.nmc")), "empty")
+        assert files_in(tmp_path) == {"notes.txt", "empty.png", "empty.nmc"}
+
+    def test_unreadable_media(self, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+        (tmp_path / "fake.png").write_bytes(b"\x89PNG but not really")
+        assert_user_error(run(capsys, "compress", str(tmp_path / "fake.png"), "-c", "toy-image"), "cannot read image")
+        assert files_in(tmp_path) == {"fake.png"}
+
+    def test_wrong_codec_for_media(self, capsys, audio_file: Path) -> None:  # noqa: ANN001
+        assert_user_error(run(capsys, "compress", str(audio_file), "-c", "toy-image"), "codes image")
+        assert_user_error(run(capsys, "compress", str(audio_file), "-c", "nosuch"), "unknown codec")
+
+    def test_no_codec_for_media(self, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+        (tmp_path / "s.ply").write_bytes(b"ply\n")
+        assert_user_error(run(capsys, "compress", str(tmp_path / "s.ply")), "no codec for gaussians")
+
+    def test_corrupt_and_truncated_files(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        data = Path(str(image_file) + ".nmc").read_bytes()
+        bad = image_file.with_name("bad.nmc")
+        for variant, fragment in [
+            (b"GIF89a" + data[6:], "magic"),
+            (data[:4] + b"\x07" + data[5:], "version"),
+            (data[: len(data) // 2], "truncated"),
+            (data[:-30] + bytes([data[-30] ^ 1]) + data[-29:], "damaged"),
+        ]:
+            bad.write_bytes(variant)
+            assert_user_error(run(capsys, "decompress", str(bad)), fragment)
+            assert not bad.with_name("bad.png").exists()
+            assert_user_error(run(capsys, "info", str(bad)), fragment)
+
+    def test_weights_mismatch(self, capsys, image_file: Path, monkeypatch) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        monkeypatch.setattr(toycodec.ToyImage, "weights_hash", lambda self: "f" * 64)
+        assert_user_error(run(capsys, "decompress", str(image_file) + ".nmc", "-o", str(image_file.with_name("x.png"))), "weights")
+        assert not image_file.with_name("x.png").exists()
+
+    def test_no_overwrite_without_force(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        out = image_file.with_name("keep.nmc")
+        out.write_bytes(b"precious")
+        assert_user_error(run(capsys, "compress", str(image_file), "-c", "toy-image", "-o", str(out)), "already exists")
+        assert out.read_bytes() == b"precious"
+
+    def test_failed_decode_leaves_no_partial_output(self, capsys, audio_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(audio_file), "-c", "toy-audio")
+        src = Path(str(audio_file) + ".nmc")
+        data = bytearray(src.read_bytes())
+        data[-20] ^= 0xFF  # damage the last packet: earlier blocks are already written
+        src.write_bytes(bytes(data))
+        assert_user_error(run(capsys, "decompress", str(src), "-o", str(audio_file.with_name("back.wav"))), "damaged")
+        assert files_in(audio_file.parent) == {"tone.wav", "tone.wav.nmc"}
+
+
+def test_help_lists_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "nmc.cli.main", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("compress", "decompress", "info", "models", "batch"):
+        assert command in out
+
+
+def test_models_lists_no_test_codecs() -> None:
+    out = subprocess.run([sys.executable, "-m", "nmc.cli.main", "models", "--json"], capture_output=True, text=True, check=True).stdout
+    names = {row["codec"] for row in json.loads(out or "[]")}
+    assert not any(n.startswith("toy") for n in names)
+    assert "toy-image" in registry.available()  # registered in this test process only

@@ -1,0 +1,111 @@
+"""Media I/O policies: image modes, EXIF orientation, audio formats and resampling, .ply scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image as PILImage
+
+from nmc.codec import media as M
+from nmc.codec.errors import MediaError
+
+
+class TestImages:
+    @pytest.mark.parametrize(
+        ("mode", "channels", "dtype"),
+        [("RGB", 3, np.uint8), ("RGBA", 4, np.uint8), ("L", 1, np.uint8), ("LA", 2, np.uint8), ("CMYK", 3, np.uint8), ("1", 1, np.uint8), ("I;16", 1, np.uint16)],
+    )
+    def test_modes(self, tmp_path: Path, mode: str, channels: int, dtype: type) -> None:
+        path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+        PILImage.new(mode, (5, 3)).save(path)
+        im = M.read_image(path)
+        assert im.pixels.shape == (3, 5, channels) and im.pixels.dtype == dtype
+
+    def test_palette_with_transparency_becomes_rgba(self, tmp_path: Path) -> None:
+        im = PILImage.new("P", (4, 4))
+        im.info["transparency"] = 0
+        im.save(tmp_path / "p.png", transparency=0)
+        assert M.read_image(tmp_path / "p.png").channels == 4
+
+    def test_exif_orientation_is_applied(self, tmp_path: Path) -> None:
+        im = PILImage.new("RGB", (6, 2))
+        exif = im.getexif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+        im.save(tmp_path / "o.jpg", exif=exif)
+        assert M.read_image(tmp_path / "o.jpg").pixels.shape[:2] == (6, 2)
+
+    def test_to_rgb8(self) -> None:
+        gray16 = M.Image(np.full((2, 2, 1), 65535, np.uint16))
+        rgb, alpha = M.to_rgb8(gray16)
+        assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8 and rgb.max() == 255 and alpha is None
+        rgba = M.Image(np.dstack([np.zeros((2, 2, 3), np.uint8), np.array([[255, 0], [255, 255]], np.uint8)]))
+        assert M.to_rgb8(rgba)[1] is not None
+
+    def test_16_bit_gray_round_trip(self, tmp_path: Path) -> None:
+        im = M.Image(np.arange(12, dtype=np.uint16).reshape(3, 4, 1) * 5000)
+        M.write_image(tmp_path / "g.png", im)
+        assert np.array_equal(M.read_image(tmp_path / "g.png").pixels, im.pixels)
+
+    @pytest.mark.parametrize("content", [b"", b"not an image at all"])
+    def test_bad_files(self, tmp_path: Path, content: bytes) -> None:
+        (tmp_path / "bad.png").write_bytes(content)
+        with pytest.raises(MediaError):
+            M.read_image(tmp_path / "bad.png")
+
+
+class TestAudio:
+    @pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+    def test_formats_round_trip(self, tmp_path: Path, suffix: str) -> None:
+        x = (0.5 * np.sin(np.arange(16000) / 7)).astype(np.float32)[:, None]
+        M.write_audio(tmp_path / f"a{suffix}", M.Audio.from_array(np.hstack([x, -x]), 16000))
+        a = M.read_audio(tmp_path / f"a{suffix}")
+        assert (a.sample_rate, a.channels) == (16000, 2)
+        y = a.to_array()
+        if suffix != ".ogg":  # lossless formats: 16-bit precision
+            assert np.abs(y - np.hstack([x, -x])).max() < 1e-4
+
+    def test_blocks_are_bounded(self, tmp_path: Path) -> None:
+        sf.write(tmp_path / "long.wav", np.zeros(M.BLOCK_FRAMES * 3 + 5, np.float32), 8000)
+        sizes = [len(b) for b in M.read_audio(tmp_path / "long.wav").blocks()]
+        assert max(sizes) <= M.BLOCK_FRAMES and sum(sizes) == M.BLOCK_FRAMES * 3 + 5
+
+    def test_resample_stream(self) -> None:
+        x = np.sin(2 * np.pi * 440 * np.arange(48000) / 48000).astype(np.float32)[:, None]
+        blocks = (x[i : i + 5000] for i in range(0, 48000, 5000))
+        y = np.concatenate(list(M.resample_blocks(blocks, 48000, 16000, 1)))
+        assert abs(len(y) - 16000) <= 2
+        ref = np.sin(2 * np.pi * 440 * np.arange(len(y)) / 16000)
+        assert np.abs(y[100:-100, 0] - ref[100:-100]).max() < 1e-2
+
+    def test_unreadable(self, tmp_path: Path) -> None:
+        (tmp_path / "x.wav").write_bytes(b"RIFF....garbage")
+        with pytest.raises(MediaError):
+            M.read_audio(tmp_path / "x.wav")
+
+
+class TestGaussians:
+    def test_ply_sequence_round_trip(self, tmp_path: Path) -> None:
+        rng = np.random.default_rng(0)
+        names = ["x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0"]
+        frames = [{n: rng.normal(size=10).astype(np.float32) for n in names} for _ in range(2)]
+        M.write_gaussians(tmp_path / "seq", M.Gaussians(frames, ["000.ply", "001.ply"]))
+        assert M.media_kind(tmp_path / "seq") == "gaussians"
+        back = M.read_gaussians(tmp_path / "seq")
+        assert back.names == ["000.ply", "001.ply"]
+        assert all(np.array_equal(a[n], b[n]) for a, b in zip(frames, back.frames) for n in names)
+
+    def test_not_gaussians(self, tmp_path: Path) -> None:
+        from plyfile import PlyData, PlyElement
+
+        PlyData([PlyElement.describe(np.zeros(3, dtype=[("a", "f4")]), "vertex")]).write(str(tmp_path / "a.ply"))
+        with pytest.raises(MediaError, match="lacks"):
+            M.read_gaussians(tmp_path / "a.ply")
+
+
+def test_media_kind() -> None:
+    assert M.media_kind("a.JPG") == "image" and M.media_kind("b.flac") == "audio" and M.media_kind("c.ply") == "gaussians"
+    with pytest.raises(MediaError, match="unsupported"):
+        M.media_kind("notes.txt")
