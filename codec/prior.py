@@ -1,0 +1,133 @@
+"""Context priors over VQ indices, evaluated with integer arithmetic only.
+
+A `ContextPrior` predicts one index (alphabet K) from a few context indices (e.g. the same
+codebook in the previous frame, the coarser level at the same place) with a factorized
+bilinear model:
+
+    score[k] = bias[k] + sum_c (embed_c[ctx_c] . proj_c[:, k]) * mult_c >> 16      (integers)
+    freq[k]  = EXP2[score[k] - max(score) ...]                                       (table lookup)
+
+`embed_c` and `proj_c` are int8, so every dot product is an integer below 2**24 and is
+computed exactly even by a float32 BLAS in any summation order; `mult_c` rescales to
+1/UNITS-bit steps with an integer multiply and shift. The frequency tables that reach the
+range coder are therefore bit-identical on every machine, device and thread count.
+Training happens in float (`fit_prior`, torch) and ends with one quantization step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+UNITS = 16  # score steps per bit
+RANGE = 22 * UNITS  # scores more than 22 bits below the best symbol share the floor frequency
+EXP2 = np.maximum(1, np.round(2.0**16 * 2.0 ** ((np.arange(RANGE + 1) - RANGE) / UNITS))).astype(np.int64)
+
+
+@dataclass
+class ContextPrior:
+    """Integer model of P(symbol | contexts). Context value `sizes[c]` means "not available"."""
+
+    bias: npt.NDArray[np.int32]  # (K,) in score units
+    embed: list[npt.NDArray[np.int8]]  # per context: (sizes[c] + 1, d)
+    proj: list[npt.NDArray[np.int8]]  # per context: (d, K)
+    mult: npt.NDArray[np.int64]  # (n_ctx,)
+
+    @property
+    def alphabet(self) -> int:
+        return int(self.bias.shape[0])
+
+    @property
+    def sizes(self) -> list[int]:
+        return [e.shape[0] - 1 for e in self.embed]
+
+    def scores(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Integer scores `(m, K)` for context rows `(m, n_ctx)`."""
+        ctx = np.asarray(contexts, dtype=np.int64).reshape(-1, len(self.embed))
+        total = np.broadcast_to(self.bias.astype(np.int64), (ctx.shape[0], self.alphabet)).copy()
+        for c, (e, p) in enumerate(zip(self.embed, self.proj)):
+            if ctx.size and (ctx[:, c].min() < 0 or ctx[:, c].max() > self.sizes[c]):
+                raise ValueError(f"context {c} outside [0, {self.sizes[c]}]")
+            dots = e[ctx[:, c]].astype(np.float32) @ p.astype(np.float32)  # exact: integers < 2**24
+            total += (dots.astype(np.int64) * self.mult[c]) >> 16
+        return total
+
+    def tables(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Integer frequency tables `(m, K)` for the range coder."""
+        s = self.scores(contexts)
+        rel = np.clip(s - s.max(axis=1, keepdims=True) + RANGE, 0, RANGE)
+        return EXP2[rel]
+
+    def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {f"{prefix}.bias": self.bias, f"{prefix}.mult": self.mult}
+        for c, (e, p) in enumerate(zip(self.embed, self.proj)):
+            out[f"{prefix}.embed{c}"] = e
+            out[f"{prefix}.proj{c}"] = p
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> ContextPrior:
+        n = sum(1 for k in tensors if k.startswith(f"{prefix}.embed"))
+        return cls(
+            bias=np.asarray(tensors[f"{prefix}.bias"], np.int32),
+            embed=[np.asarray(tensors[f"{prefix}.embed{c}"], np.int8) for c in range(n)],
+            proj=[np.asarray(tensors[f"{prefix}.proj{c}"], np.int8) for c in range(n)],
+            mult=np.asarray(tensors[f"{prefix}.mult"], np.int64),
+        )
+
+
+def ideal_bits(prior: ContextPrior, symbols: npt.ArrayLike, contexts: npt.ArrayLike) -> float:
+    """Cross-entropy in bits of `symbols` under the integer tables (what the coder achieves)."""
+    t = prior.tables(contexts).astype(np.float64)
+    s = np.asarray(symbols).ravel()
+    return float(-np.log2(t[np.arange(s.size), s] / t.sum(axis=1)).sum())
+
+
+def fit_prior(
+    symbols: npt.ArrayLike,
+    contexts: npt.ArrayLike,
+    alphabet: int,
+    sizes: list[int],
+    dim: int = 32,
+    steps: int = 3000,
+    batch: int = 4096,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: str = "cpu",
+) -> ContextPrior:
+    """Train the float model by maximum likelihood, then quantize it to a `ContextPrior`."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.as_tensor(np.asarray(symbols), dtype=torch.long).ravel().to(device)
+    x = torch.as_tensor(np.asarray(contexts), dtype=torch.long).reshape(len(y), len(sizes)).to(device)
+    embed = [torch.nn.Parameter((torch.randn(n + 1, dim, generator=gen) * 0.1).to(device)) for n in sizes]
+    proj = [torch.nn.Parameter((torch.randn(dim, alphabet, generator=gen) * 0.1).to(device)) for _ in sizes]
+    counts = torch.bincount(y, minlength=alphabet).double() + 0.5
+    bias = torch.nn.Parameter((counts / counts.sum()).log().float())
+    opt = torch.optim.Adam([bias, *embed, *proj], lr=lr)
+    for step in range(steps):
+        i = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen).to(device)
+        logits = bias + sum(e[x[i, c]] @ p for c, (e, p) in enumerate(zip(embed, proj)))
+        loss = torch.nn.functional.cross_entropy(logits, y[i])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
+    return _quantize(*(t.detach().double().cpu().numpy() for t in (bias, *embed, *proj)), n=len(sizes))
+
+
+def _quantize(bias: np.ndarray, *tensors: np.ndarray, n: int) -> ContextPrior:
+    embed, proj = tensors[:n], tensors[n:]
+    to_units = UNITS / np.log(2.0)  # natural-log logits -> score units
+    q_embed, q_proj, mult = [], [], []
+    for e, p in zip(embed, proj):
+        se = max(np.abs(e).max(), 1e-8) / 127
+        sp = max(np.abs(p).max(), 1e-8) / 127
+        q_embed.append(np.round(e / se).astype(np.int8))
+        q_proj.append(np.round(p / sp).astype(np.int8))
+        mult.append(int(round(se * sp * to_units * 65536)))
+    return ContextPrior(np.round(bias * to_units).astype(np.int32), q_embed, q_proj, np.array(mult, np.int64))
