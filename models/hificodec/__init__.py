@@ -1,0 +1,1 @@
+"""HiFi-Codec: speech codec with group-residual VQ (network, training script, weights)."""
