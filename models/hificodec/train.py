@@ -322,8 +322,10 @@ def main(
         use_gan = step >= disc_start
         losses = {}
         if use_gan:  # discriminator step
-            with autocast:
-                loss_d = d_loss(disc(x), disc(x_hat.detach()))
+            with autocast:  # real and fake in one DDP forward
+                feats = disc(torch.cat([x, x_hat.detach()]))
+                B = x.shape[0]
+                loss_d = d_loss([[f[:B] for f in fs] for fs in feats], [[f[B:] for f in fs] for fs in feats])
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             torch.nn.utils.clip_grad_norm_(raw_disc.parameters(), 10.0)
@@ -397,8 +399,8 @@ def main(
                 checkpoint()
                 last_save = time.time()
 
-    if ddp:  # guard against silent divergence: every rank must hold the same generator weights
-        sums = torch.stack([p.detach().float().sum() for p in raw_model.parameters()])
+    if ddp:  # guard against silent divergence: every rank must hold the same weights
+        sums = torch.stack([p.detach().float().sum() for m in (raw_model, raw_disc) for p in m.parameters()])
         lo, hi = sums.clone(), sums.clone()
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)
