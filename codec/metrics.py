@@ -147,6 +147,8 @@ def pesq_wb(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> f
     from pesq.cypesq import PesqError
 
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, PESQ_RATE)
+    if not r.any() or not d.any():
+        return math.nan
     try:
         return float(pesq(PESQ_RATE, r, d, "wb"))
     except PesqError:

@@ -1,0 +1,128 @@
+"""`nmc eval` and `nmc bench`: parse, call nmc.codec.evaluate / nmc.codec.bench, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def _names(text: Optional[str]) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else []
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=_console(), transient=True)
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and v != v) else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def eval_command(
+    datasets: list[Path] = typer.Argument(..., help="Image/audio files or directories (searched recursively)."),
+    codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Learned codecs, comma-separated (see `nmc models`)."),
+    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance)."),
+    report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics."),
+    as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
+) -> None:
+    """Rate and quality of codecs and anchors on a dataset: tables, RD plots, BD-rate."""
+    from nmc.codec import evaluate
+    from nmc.codec.metrics import METRICS
+
+    chosen = _names(metrics)
+    unknown = [m for m in chosen if m not in METRICS]
+    if unknown:
+        raise typer.BadParameter(f"unknown metric(s) {unknown} (choose from {', '.join(METRICS)})", param_hint="--metrics")
+    per_kind = {kind: [m for m in chosen if METRICS[m].media == kind] for kind in ("image", "audio")}
+    with _progress() as bar:
+        task = bar.add_task("eval", total=None)
+        result = evaluate.run(
+            list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
+            progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads,
+        )  # fmt: skip
+    if as_json:
+        print((report / "report.json").read_text())
+        return
+    from rich.table import Table
+
+    console = _console()
+    for kind in ("image", "audio"):
+        rows = [m for m in result["means"] if m["media"] == kind]
+        if rows:
+            cols = [k for k in rows[0] if k not in ("codec", "setting", "media", "files", "bytes", "encode_s", "decode_s")]
+            table = Table("codec", "setting", *cols, title=f"{kind}: means over {rows[0]['files']} file(s)")
+            for m in rows:
+                table.add_row(m["codec"], m["setting"], *(_fmt(m[c]) for c in cols))
+            console.print(table)
+    if result["bd_rate"]:
+        table = Table("codec", "anchor", "metric", "BD-rate %", title="BD-rate (negative = fewer bits)")
+        for b in result["bd_rate"]:
+            table.add_row(b["codec"], b["anchor"], b["metric"], _fmt(b["percent"]))
+        console.print(table)
+    console.print(f"report: {report / 'report.md'}", markup=False, highlight=False)
+
+
+def bench_command(
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Media files to code (default: the repository's samples/)."),
+    codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Learned codecs, comma-separated (default: all installed)."),
+    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors to bench as well."),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="Rate points as name=setting pairs, e.g. jpeg=q50 (default: middle)."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="CPU thread counts, e.g. 1,2 (default: 1 and all)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or both (default: cpu, plus cuda when present)."),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="Timed runs per measurement (median)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
+) -> None:
+    """Encode/decode speed, peak memory, model size and entropy-coder overhead."""
+    from nmc.codec import bench
+    from nmc.codec.registry import available
+
+    pairs = [p.split("=", 1) for p in _names(setting)]
+    if any(len(p) != 2 for p in pairs):
+        raise typer.BadParameter("use name=setting pairs, e.g. jpeg=q50", param_hint="--setting")
+    files = list(inputs or (sorted(SAMPLES.iterdir()) if SAMPLES.is_dir() else []))
+    files = [f for f in files if f.suffix != ".md"]
+    if not files:
+        raise typer.BadParameter("give INPUT files (no samples/ directory found)")
+    codecs = _names(codec) if codec else ([] if anchors else list(available()))
+    with _progress() as bar:
+        task = bar.add_task("bench", total=None)
+        rows = bench.run(
+            files, codecs, _names(anchors), dict(pairs), [int(t) for t in _names(threads)] or None, _names(device) or None, repeat,
+            progress=lambda label: bar.update(task, description=label),
+        )  # fmt: skip
+    if as_json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("codec", "setting", "device", "threads", "encode", "decode", "peak RSS MB", "python MB", "parameters", "file B", "container B", "coder overhead %")
+    for r in rows:
+        table.add_row(
+            r.codec, r.setting, r.device, str(r.threads), f"{r.encode_speed:.3g} {r.speed_unit}", f"{r.decode_speed:.3g} {r.speed_unit}",
+            _fmt(r.peak_rss_mb), _fmt(r.peak_python_mb), _fmt(r.parameters), str(r.file_bytes), _fmt(r.container_bytes), _fmt(r.coder_overhead_pct),
+        )  # fmt: skip
+    _console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `eval` and `bench` to the main app (called by nmc.cli.main while it loads)."""
+    from nmc.cli.main import user_errors
+
+    app.command("eval")(user_errors(eval_command))
+    app.command("bench")(user_errors(bench_command))

@@ -1,0 +1,244 @@
+"""`nmc bench`: encode/decode speed, peak memory, model size and entropy-coder overhead.
+
+Speed is the median of `repeat` timed runs after one warm-up (which loads the model).
+Memory is measured in a separate, untimed run: the peak resident-set growth over the
+process baseline (psutil, sampled every 2 ms) and tracemalloc's peak of Python/numpy
+allocations (torch's own allocator is invisible to tracemalloc, hence both). On CUDA the
+peak of torch's allocator is added.
+
+Coder overhead needs nothing from the codecs: during the memory run every
+`entropy.Encoder` call is tallied (`entropy_tally`), giving the model's cross-entropy
+(ideal bits of exactly the symbols coded, under exactly the tables used) and the bytes the
+range coder produced. `container_bytes` is the rest of the file: header, packet framing,
+stream-length prefixes.
+
+Learned codecs run on a GPU when the codec object has a `to(device)` method (returning
+the codec or None); codecs without one, and the anchors, are measured on the CPU only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import threading
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import media as M
+from .errors import MediaError
+from .evaluate import Coder, anchor_coder, learned_coder, torch_threads
+
+
+@dataclass
+class BenchRow:
+    codec: str
+    setting: str
+    input: str
+    device: str
+    threads: int
+    encode_s: float
+    decode_s: float
+    encode_speed: float
+    decode_speed: float
+    speed_unit: str  # "MP/s" (images) or "x realtime" (audio)
+    peak_rss_mb: float
+    peak_python_mb: float
+    peak_gpu_mb: float | None
+    parameters: int | None  # values stored in the weights file
+    weights_mb: float | None
+    file_bytes: int
+    container_bytes: int | None  # file bytes that are not entropy-coded payload
+    coded_bytes: int | None
+    ideal_bytes: float | None  # the model's cross-entropy of the coded symbols
+    coder_overhead_pct: float | None  # coded / ideal - 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def entropy_tally() -> Iterator[dict[str, float]]:
+    """Count ideal bits and produced bytes of every `entropy.Encoder` while active."""
+    from . import entropy as E
+
+    tally = {"ideal_bits": 0.0, "coded_bytes": 0}
+    encode, to_bytes = E.Encoder.encode, E.Encoder.to_bytes
+
+    def counting_encode(self: Any, symbols: Any, freqs: Any) -> None:
+        tally["ideal_bits"] += E.cross_entropy_bits(symbols, freqs)
+        encode(self, symbols, freqs)
+
+    def counting_to_bytes(self: Any) -> bytes:
+        data = to_bytes(self)
+        tally["coded_bytes"] += len(data)
+        return data
+
+    E.Encoder.encode, E.Encoder.to_bytes = counting_encode, counting_to_bytes  # type: ignore[method-assign]
+    try:
+        yield tally
+    finally:
+        E.Encoder.encode, E.Encoder.to_bytes = encode, to_bytes  # type: ignore[method-assign]
+
+
+class PeakRSS:
+    """Peak resident-set growth (bytes) of this process while the `with` block runs."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        import psutil
+
+        self._proc, self._interval = psutil.Process(), interval
+        self._stop = threading.Event()
+        self.base = self.peak = 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self._interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.base = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+def _model_size(name: str) -> tuple[int | None, float | None]:
+    """Number of values and size in MB of a learned codec's shipped weights file."""
+    from .registry import available
+
+    path = getattr(available().get(name), "weights_path", None)
+    if path is None or not Path(path).exists():
+        return None, None
+    from safetensors import safe_open
+
+    with safe_open(str(path), "np") as f:
+        count = sum(int(_prod(f.get_slice(k).get_shape())) for k in f.keys())
+    return count, Path(path).stat().st_size / 1e6
+
+
+def _prod(shape: list[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+def _on_device(name: str, device: str) -> bool:
+    """Move a learned codec to `device`; False if it cannot be moved."""
+    from .registry import get_codec
+
+    codec = get_codec(name)
+    if hasattr(codec, "to"):
+        codec.to(device)
+        return True
+    return device == "cpu"
+
+
+def bench_one(coder: Coder, setting: str, path: Path, media: Any, device: str, threads: int, repeat: int) -> BenchRow:
+    """Time, memory and overhead of one coder at one setting on one input."""
+    import torch
+
+    def cuda_sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+        cuda_sync()
+        t = time.perf_counter()
+        out = fn()
+        cuda_sync()
+        return out, time.perf_counter() - t
+
+    with torch_threads(threads):
+        data = coder.encode(media, setting)  # warm-up: loads the model
+        coder.decode(data)
+        enc = statistics.median(timed(lambda: coder.encode(media, setting))[1] for _ in range(repeat))
+        dec = statistics.median(timed(lambda: coder.decode(data))[1] for _ in range(repeat))
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        tracemalloc.start()
+        with PeakRSS() as rss, entropy_tally() as tally:
+            data = coder.encode(media, setting)
+            coder.decode(data)
+        peak_python = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    if isinstance(media, M.Image):
+        amount, unit = media.width * media.height / 1e6, "MP/s"
+    else:
+        amount, unit = media.frames / media.sample_rate, "x realtime"
+    coded = int(tally["coded_bytes"]) if tally["coded_bytes"] else None
+    ideal = tally["ideal_bits"] / 8 if coded else None
+    params, weights_mb = (None, None) if coder.is_anchor else _model_size(coder.name)
+    return BenchRow(
+        coder.name, setting, str(path), device, threads, round(enc, 5), round(dec, 5),
+        round(amount / enc, 3), round(amount / dec, 3), unit,
+        round(rss.growth / 1e6, 2), round(peak_python / 1e6, 2),
+        round(torch.cuda.max_memory_allocated() / 1e6, 2) if device.startswith("cuda") else None,
+        params, None if weights_mb is None else round(weights_mb, 3),
+        len(data), len(data) - coded if coded else None, coded,
+        None if ideal is None else round(ideal, 1),
+        None if not ideal else round(100 * (coded / ideal - 1), 4),  # type: ignore[operator]
+    )  # fmt: skip
+
+
+def run(
+    inputs: list[str | Path],
+    codecs: list[str],
+    anchors: list[str],
+    settings: dict[str, str] | None = None,
+    threads: list[int] | None = None,
+    devices: list[str] | None = None,
+    repeat: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Bench every coder on every input of its media kind.
+
+    Args:
+        inputs (list): media files (the first of each kind is used per coder).
+        settings (dict): coder name -> setting; default the middle of its settings.
+        threads (list): CPU thread counts; default `[1, os.cpu_count()]`.
+        devices (list): default CPU plus CUDA when available.
+    """
+    import os
+
+    import torch
+
+    threads = threads or sorted({1, os.cpu_count() or 1})
+    devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
+    if not coders:
+        raise MediaError("nothing to bench: give --codec and/or --anchors")
+    loaded = {}
+    for p in map(Path, inputs):
+        kind = M.media_kind(p)
+        if kind not in loaded:
+            media = M.read_image(p) if kind == "image" else M.read_audio(p)
+            loaded[kind] = (p, media if kind == "image" else M.Audio.from_array(media.to_array(), media.sample_rate))
+    rows = []
+    for coder in coders:
+        if coder.media not in loaded:
+            raise MediaError(f"{coder.name} codes {coder.media}: give an {coder.media} input")
+        path, media = loaded[coder.media]
+        setting = (settings or {}).get(coder.name) or coder.settings[len(coder.settings) // 2]
+        for device in devices if not coder.is_anchor else ["cpu"]:
+            if not coder.is_anchor and not _on_device(coder.name, device):
+                continue
+            for n in threads if device == "cpu" else [threads[-1]]:
+                if progress:
+                    progress(f"{coder.name} {setting} {device} {n} thread(s)")
+                rows.append(bench_one(coder, setting, path, media, device, n, repeat))
+        if not coder.is_anchor and len(devices) > 1:
+            _on_device(coder.name, "cpu")
+    return rows

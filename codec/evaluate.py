@@ -1,0 +1,381 @@
+"""`nmc eval`: every file x coder x rate point -> rate and quality, then reports and BD-rate.
+
+Learned codecs and classical anchors are run through the same `Coder` view. Each finished
+point is appended to `DIR/cache.jsonl` at once, keyed by file content, coder identity
+(weights hash or library version) and setting, so an interrupted run resumes where it
+stopped. The report directory then gets:
+
+- `report.json`: `{"meta": {...}, "records": [...], "means": [...], "bd_rate": [...]}`;
+  a record is `{file, codec, setting, bytes, bpp | kbps, <metric>: value, encode_s, decode_s}`,
+  a mean has the same keys (averaged over files, NaN skipped) plus `files`, and a
+  BD-rate entry is `{codec, anchor, metric, percent}`. Non-finite numbers are `null`.
+- `report.csv` (the records), `report.md` (tables and plots), `rd_<metric>.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from . import media as M
+from .anchors import get_anchor
+from .errors import MediaError
+from .metrics import BD_METRICS, DEFAULT_METRICS, METRICS, bd_rate, bits_per_pixel, kbit_per_second, ms_ssim_db
+
+RATE_KEY = {"image": "bpp", "audio": "kbps"}
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class Coder:
+    """What the evaluator runs: a learned codec or an anchor, through the same four calls."""
+
+    name: str
+    media: str
+    settings: list[str]
+    identity: str  # changes whenever the coder's output may change
+    encode: Callable[[Any, str], bytes]
+    decode: Callable[[bytes], Any]
+    is_anchor: bool
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def learned_coder(name: str) -> Coder:
+    """A registered codec; its rate is the whole .nmc file (header included)."""
+    from . import api
+    from .registry import get_codec
+
+    codec = get_codec(name)
+    return Coder(
+        name, codec.media, [s.name for s in codec.settings()], f"{codec.model_id} {codec.weights_hash()}",
+        lambda media, setting: api.compress(name, media, setting), api.decompress, False,
+    )  # fmt: skip
+
+
+def anchor_coder(name: str) -> Coder:
+    anchor = get_anchor(name)
+    return Coder(name, anchor.media, anchor.settings(), anchor.version(), anchor.encode, anchor.decode, True)
+
+
+def find_files(datasets: Iterable[str | Path]) -> list[Path]:
+    """Image and audio files: the paths given, and those under the directories given (sorted)."""
+    files: list[Path] = []
+    for d in map(Path, datasets):
+        if d.is_dir():
+            found = sorted(p for p in d.rglob("*") if p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES)
+            if not found:
+                raise MediaError(f"{d}: no image or audio files")
+            files += found
+        elif d.is_file():
+            M.media_kind(d)  # raises on unsupported types
+            files.append(d)
+        else:
+            raise MediaError(f"{d}: no such file or directory")
+    return files
+
+
+# ---------------------------------------------------------------- running
+
+
+def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str]) -> dict[str, float]:
+    """Rate and the named metrics of one decoded media against its reference."""
+    if kind == "image":
+        a, b = M.to_rgb8(ref)[0], M.to_rgb8(decoded)[0]
+        out = {"bpp": bits_per_pixel(len(data), ref.height, ref.width)}
+        out.update({m: METRICS[m].fn(a, b) for m in metrics})
+        return out
+    x, y = ref.to_array(), decoded.to_array()
+    out = {"kbps": kbit_per_second(len(data), ref.frames, ref.sample_rate)}
+    out.update({m: METRICS[m].fn(x, ref.sample_rate, y, decoded.sample_rate) for m in metrics})
+    return out
+
+
+class PointCache:
+    """Finished points, one JSON line each; a torn last line (a killed run) is ignored."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.points: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                    self.points[entry["key"]] = entry["record"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+
+    @staticmethod
+    def key(source_sha: str, coder: Coder, setting: str) -> str:
+        return f"{source_sha}|{coder.name}|{coder.identity}|{setting}"
+
+    def get(self, key: str, metrics: list[str]) -> dict[str, Any] | None:
+        record = self.points.get(key)
+        return record if record is not None and all(m in record for m in metrics) else None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.points[key] = record
+        with open(self.path, "a") as fo:
+            fo.write(json.dumps({"key": key, "record": _finite(record)}) + "\n")
+            fo.flush()
+
+
+def run(
+    datasets: list[str | Path],
+    codecs: list[str],
+    anchors: list[str],
+    report_dir: str | Path,
+    metrics: dict[str, list[str]] | None = None,
+    progress: Progress | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Evaluate, write every report file into `report_dir`, and return the report.
+
+    Args:
+        datasets (list): files and/or directories of images and audio.
+        codecs (list): registered codec names; anchors (list): anchor names.
+        metrics (dict): metric names per media kind; default `DEFAULT_METRICS`.
+        progress (callable): `progress(done, total, label)` after each point.
+        threads (int): torch threads for codecs and metrics. One by default: the work is
+            many small tensor ops, and torch's thread pool slows down many times over
+            when other processes share the cores.
+    """
+    coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
+    if not coders:
+        raise MediaError("nothing to evaluate: give --codec and/or --anchors")
+    metrics = {**DEFAULT_METRICS, **(metrics or {})}
+    for kind, names in metrics.items():
+        wrong = [n for n in names if n not in METRICS or METRICS[n].media != kind]
+        if wrong:
+            raise MediaError(f"unknown {kind} metric(s) {wrong} (choose from {[n for n, m in METRICS.items() if m.media == kind]})")
+    files = find_files(datasets)
+    jobs = [(f, c) for f in files for c in coders if c.media == M.media_kind(f)]
+    if not jobs:
+        raise MediaError("no file matches the media kind of the chosen codecs/anchors")
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = PointCache(out / "cache.jsonl")
+    with torch_threads(threads):
+        records = _run_points(files, jobs, cache, metrics, progress)
+    report = build_report(records, coders, metrics, [str(d) for d in datasets])
+    write_report(report, out)
+    return report
+
+
+def _run_points(files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None) -> list[dict[str, Any]]:
+    total, done = sum(len(c.settings) for _, c in jobs), 0
+    records = []
+    for path in files:
+        kind = M.media_kind(path)
+        source_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        ref = None
+        for coder in (c for f, c in jobs if f == path):
+            for setting in coder.settings:
+                key = PointCache.key(source_sha, coder, setting)
+                record = cache.get(key, metrics[kind])
+                if record is None:
+                    if ref is None:
+                        ref = _load(path, kind)
+                    record = {"file": str(path), "codec": coder.name, "setting": setting, **_point(kind, ref, coder, setting, metrics[kind])}
+                    cache.put(key, record)
+                records.append({**record, "file": str(path)})
+                done += 1
+                if progress:
+                    progress(done, total, f"{path.name} {coder.name} {setting}")
+    return records
+
+
+def _load(path: Path, kind: str) -> Any:
+    if kind == "image":
+        return M.read_image(path)
+    audio = M.read_audio(path)
+    return M.Audio.from_array(audio.to_array(), audio.sample_rate)  # decoded once, reused per point
+
+
+def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = coder.encode(ref, setting)
+    t1 = time.perf_counter()
+    decoded = coder.decode(data)
+    t2 = time.perf_counter()
+    return {"bytes": len(data), **measure(kind, ref, data, decoded, metrics), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
+
+
+# ---------------------------------------------------------------- aggregation and BD-rate
+
+
+def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: dict[str, list[str]], datasets: list[str]) -> dict[str, Any]:
+    means = []
+    for coder in coders:
+        kind, rate_key = coder.media, RATE_KEY[coder.media]
+        for setting in coder.settings:
+            rows = [r for r in records if r["codec"] == coder.name and r["setting"] == setting]
+            if rows:
+                keys = ["bytes", rate_key, *metrics[kind], "encode_s", "decode_s"]
+                mean = {k: _nanmean([r.get(k, math.nan) for r in rows]) for k in keys}
+                means.append({"codec": coder.name, "setting": setting, "media": kind, "files": len(rows), **mean})
+    return {"meta": _meta(datasets, coders), "records": records, "means": means, "bd_rate": bd_table(means, coders)}
+
+
+def bd_table(means: list[dict[str, Any]], coders: list[Coder]) -> list[dict[str, Any]]:
+    """BD-rate of each learned codec against each anchor of its media kind.
+
+    With no learned codec, each anchor is compared with the first anchor of its kind. MS-SSIM
+    enters in dB, -10 log10(1 - MS-SSIM). Computed on the per-setting mean curves.
+    """
+    rows = []
+    for kind in ("image", "audio"):
+        learned = [c for c in coders if c.media == kind and not c.is_anchor]
+        anchors = [c for c in coders if c.media == kind and c.is_anchor]
+        pairs = [(c, a) for c in learned for a in anchors] or [(c, anchors[0]) for c in anchors[1:]]
+        for coder, anchor in pairs:
+            for metric in BD_METRICS[kind]:
+                a, b = (_curve(means, x.name, RATE_KEY[kind], metric) for x in (anchor, coder))
+                rows.append({"codec": coder.name, "anchor": anchor.name, "metric": metric, "percent": _round(bd_rate(*a, *b), 2)})
+    return rows
+
+
+def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -> tuple[list[float], list[float]]:
+    rows = [m for m in means if m["codec"] == name and m.get(metric) is not None]
+    quality = [ms_ssim_db(m[metric]) if metric == "ms_ssim" else m[metric] for m in rows]
+    return [m[rate_key] for m in rows], quality
+
+
+def _nanmean(values: list[Any]) -> float:
+    finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _round(x: float, digits: int) -> float | None:
+    return round(x, digits) if math.isfinite(x) else None
+
+
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become None (null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _meta(datasets: list[str], coders: list[Coder]) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
+        "datasets": datasets,
+        "coders": {c.name: {"media": c.media, "anchor": c.is_anchor, "identity": c.identity} for c in coders},
+    }
+
+
+# ---------------------------------------------------------------- report files
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
+    _write_csv(report["records"], out / "report.csv")
+    plots = write_plots(report, out)
+    (out / "report.md").write_text(markdown(report, plots))
+
+
+def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
+    columns: list[str] = []
+    for r in records:
+        columns += [k for k in r if k not in columns]
+    with open(path, "w", newline="") as fo:
+        writer = csv.DictWriter(fo, columns)
+        writer.writeheader()
+        writer.writerows(_finite(records))
+
+
+def write_plots(report: dict[str, Any], out: Path) -> list[str]:
+    """One rate-distortion PNG per metric (mean curves, log rate axis); returns the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for kind in ("image", "audio"):
+        rows = [m for m in report["means"] if m["media"] == kind]
+        metrics = [k for k in METRICS if METRICS[k].media == kind and any(_finite(m.get(k)) is not None for m in rows)]
+        for metric in metrics:
+            fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
+            for codec in dict.fromkeys(m["codec"] for m in rows):
+                rate, quality = _curve(rows, codec, RATE_KEY[kind], metric)
+                pts = sorted((r, q) for r, q in zip(rate, quality) if math.isfinite(q) and r > 0)
+                if pts:
+                    anchor = report["meta"]["coders"][codec]["anchor"]
+                    ax.plot(*zip(*pts), "--o" if anchor else "-s", ms=3, lw=1.2, label=codec)
+            ax.set_xscale("log")
+            ax.set_xlabel("bits per pixel" if kind == "image" else "kbit/s")
+            ax.set_ylabel(METRICS[metric].label + (" (dB)" if metric == "ms_ssim" else ""))
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            names.append(f"rd_{metric}.png")
+            fig.savefig(out / names[-1])
+            plt.close(fig)
+    return names
+
+
+def markdown(report: dict[str, Any], plots: list[str]) -> str:
+    meta = report["meta"]
+    lines = ["# Evaluation report", "", f"{meta['date']} on {meta['machine']}  ", f"Datasets: {', '.join(meta['datasets'])}", ""]
+    for kind in ("image", "audio"):
+        rows = [m for m in report["means"] if m["media"] == kind]
+        if not rows:
+            continue
+        cols = [RATE_KEY[kind], *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
+        lines += [f"## Means per rate point ({kind})", "", _md_table(["codec", "setting", "files", *cols], [[m["codec"], m["setting"], m["files"], *(m[c] for c in cols)] for m in rows]), ""]
+    if report["bd_rate"]:
+        lines += ["## BD-rate (%, negative = fewer bits than the anchor at equal quality)", ""]
+        lines += [_md_table(["codec", "anchor", "metric", "BD-rate %"], [[b["codec"], b["anchor"], b["metric"], b["percent"]] for b in report["bd_rate"]]), ""]
+    lines += [f"![{p}]({p})" for p in plots] + [""]
+    for kind in ("image", "audio"):
+        records = [r for r in report["records"] if meta["coders"][r["codec"]]["media"] == kind]
+        if records:
+            cols = [k for k in records[0] if k not in ("file", "codec", "setting")]
+            body = [[Path(r["file"]).name, r["codec"], r["setting"], *(r.get(c) for c in cols)] for r in records]
+            lines += [f"## Per file ({kind})", "", _md_table(["file", "codec", "setting", *cols], body), ""]
+    return "\n".join(lines)
+
+
+def _md_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if not math.isfinite(v) else f"{v:.4g}"
+        return "–" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
