@@ -71,6 +71,7 @@ def compress(
     quality: Optional[str] = typer.Option(None, "--quality", "-q", help="Rate setting name of the codec (see `nmc models`)."),
     bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="Highest nominal rate allowed, in the codec's unit (kbit/s for audio)."),
     target_bpp: Optional[float] = typer.Option(None, "--target-bpp", help="Images: the best setting whose real size is at most this many bits per pixel."),
+    mono: bool = typer.Option(False, "--mono", help="Audio: downmix to one channel before coding (recorded in the header)."),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
@@ -82,7 +83,7 @@ def compress(
     with _progress() as bar:
         task = bar.add_task("compressing", total=None)
         summary = compress_path(
-            input, output, codec, quality, bitrate, target_bpp, force, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            input, output, codec, quality, bitrate, target_bpp, force, lambda done, total: bar.update(task, completed=done, total=total), mono
         )
     emit(summary.as_dict(), as_json, summary.line())
 
@@ -93,13 +94,14 @@ def decompress(
     input: str = typer.Argument(..., help="The .nmc file ('-' for stdin)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path ('-' for stdout). Default: INPUT without .nmc, as PNG/WAV."),
     recover: bool = typer.Option(False, "--recover", help="Decode despite damaged packets where the codec can predict lost data."),
+    sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=1000, max=768000, help="Audio: resample the decoded signal to this rate (Hz)."),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Decompress an .nmc file back to media."""
     from nmc.codec.files import decompress_path
 
-    summary = decompress_path(input, output, recover, force)
+    summary = decompress_path(input, output, recover, force, sample_rate)
     emit(summary.as_dict(), as_json, summary.line())
 
 

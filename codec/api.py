@@ -62,18 +62,24 @@ def choose_setting(codec: Codec, quality: str | None = None, bitrate: float | No
 
 
 def compress_to_file(
-    codec: Codec, media: Media, fo: IO[bytes], setting: Setting, progress: Callable[[int, int | None], None] | None = None
+    codec: Codec,
+    media: Media,
+    fo: IO[bytes],
+    setting: Setting,
+    progress: Callable[[int, int | None], None] | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> Header:
     """Encode and write a complete .nmc stream; packets are written as the codec yields them.
 
-    `progress(done, total)` is called after each packet (total is None when unknown).
+    `progress(done, total)` is called after each packet (total is None when unknown);
+    `notes` are added to the header's media metadata (e.g. that the input was downmixed).
     """
     encoded = codec.encode(media, setting)
     header = Header(
         codec=codec.name,
         model_id=codec.model_id,
         weights=codec.weights_hash(),
-        media=encoded.media,
+        media={**encoded.media, **(notes or {})},
         setting=setting.name,
         coder=CODER_INFO,
         packets=encoded.packet_count,

@@ -107,6 +107,7 @@ def compress_path(
     target_bpp: float | None = None,
     force: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    mono: bool = False,
 ) -> Summary:
     start = time.perf_counter()
     if str(input) == "-" and codec == "auto":
@@ -114,6 +115,12 @@ def compress_path(
     kind = api.get_codec(codec).media if str(input) == "-" else M.media_kind(input)
     c = api.resolve_codec(codec, kind)
     _, media = api.load_media(input, kind)
+    notes = {}
+    if mono:
+        if not isinstance(media, M.Audio):
+            raise MediaError("--mono applies to audio input")
+        if media.channels > 1:
+            media, notes = media.downmix(), {"downmixed_from": media.channels}
     if output is None:
         if str(input) == "-":
             raise MediaError("compressing stdin needs -o (a path or '-')")
@@ -122,12 +129,14 @@ def compress_path(
         if target_bpp is not None:
             header = api.compress_to_target(c, media, fo, target_bpp)
         else:
-            header = api.compress_to_file(c, media, fo, api.choose_setting(c, quality, bitrate), progress)
+            header = api.compress_to_file(c, media, fo, api.choose_setting(c, quality, bitrate), progress, notes)
         nbytes = fo.tell() if fo.seekable() else -1
     return _summary(input, output, header, nbytes, start)
 
 
-def decompress_path(input: str | Path, output: str | Path | None = None, recover: bool = False, force: bool = False) -> Summary:
+def decompress_path(
+    input: str | Path, output: str | Path | None = None, recover: bool = False, force: bool = False, sample_rate: int | None = None
+) -> Summary:
     start = time.perf_counter()
     if str(input) == "-":
         src: IO[bytes] = sys.stdin.buffer
@@ -138,6 +147,10 @@ def decompress_path(input: str | Path, output: str | Path | None = None, recover
     with src:
         decoded = api.decompress_from_file(src, recover)
         kind = decoded.header.media["kind"]
+        if sample_rate is not None:
+            if not isinstance(decoded.media, M.Audio):
+                raise MediaError("--sample-rate applies to audio files")
+            decoded.media = decoded.media.resampled(sample_rate)
         if output is None:
             if str(input) == "-":
                 raise MediaError("decompressing stdin needs -o (a path or '-')")

@@ -63,6 +63,17 @@ class Audio:
         x = x[:, None] if x.ndim == 1 else x
         return cls(sample_rate, x.shape[1], x.shape[0], lambda: iter([x[i : i + BLOCK_FRAMES] for i in range(0, len(x), BLOCK_FRAMES)]))
 
+    def downmix(self) -> Audio:
+        """Mono: the mean of the channels."""
+        return Audio(self.sample_rate, 1, self.frames, lambda: (b.mean(axis=1, keepdims=True) for b in self.blocks()))
+
+    def resampled(self, rate: int) -> Audio:
+        """The same signal at `rate` Hz, resampled block by block."""
+        if rate == self.sample_rate:
+            return self
+        frames = round(self.frames * rate / self.sample_rate)
+        return Audio(rate, self.channels, frames, lambda: resample_blocks(self.blocks(), self.sample_rate, rate, self.channels))
+
     def to_array(self) -> npt.NDArray[np.float32]:
         parts = list(self.blocks())
         return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)

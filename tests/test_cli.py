@@ -161,3 +161,18 @@ def test_models_lists_no_test_codecs() -> None:
     names = {row["codec"] for row in json.loads(out or "[]")}
     assert not any(n.startswith("toy") for n in names)
     assert "toy-image" in registry.available()  # registered in this test process only
+
+
+def test_mono_and_output_sample_rate(capsys, tmp_path: Path) -> None:  # noqa: ANN001
+    import soundfile as sf
+
+    src = tmp_path / "stereo.wav"
+    t = np.arange(8000) / 8000
+    sf.write(src, np.stack([np.sin(2 * np.pi * 200 * t), np.zeros_like(t)], axis=1).astype(np.float32) * 0.5, 8000)
+    assert run(capsys, "compress", str(src), "-c", "toy-audio", "--mono")[0] == 0
+    code, out, _ = run(capsys, "info", str(src) + ".nmc", "--json")
+    assert json.loads(out)["media"]["channels"] == 1 and json.loads(out)["media"]["downmixed_from"] == 2
+    back = tmp_path / "back.wav"
+    assert run(capsys, "decompress", str(src) + ".nmc", "-o", str(back), "--sample-rate", "16000")[0] == 0
+    audio = M.read_audio(back)
+    assert (audio.sample_rate, audio.channels) == (16000, 1) and abs(audio.frames - 16000) <= 2
