@@ -1,0 +1,1 @@
+"""McQuic-style image codec network (multi-codebook VQ, variable rate) and its training script."""

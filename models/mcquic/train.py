@@ -1,0 +1,353 @@
+"""Train the mcquic network (multi-codebook VQ, variable rate) on random crops of photos.
+
+One file, top to bottom, in the manner of nanoGPT's train.py. Runs on one CPU process or on any
+number of GPUs with DDP:
+
+    python models/mcquic/train.py --tiny --max-steps 20 --ckpt-dir .ckpt/tiny          # CPU smoke test
+    torchrun --standalone --nproc_per_node=4 models/mcquic/train.py --minutes 8.5 \\
+        --ckpt-dir .ckpt/mcquic --log-file $OUT/mcquic.log --export $OUT/mcquic.safetensors
+
+Resumes from `--ckpt-dir` when it holds a checkpoint (sharded safetensors + ckpt.json, no pickle).
+The LR schedule follows cumulative *training time* (`--total-minutes`), so a run split over
+several time-budgeted calls decays the LR once, at the end of the planned total.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import typer
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+try:
+    from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, save_model
+except ImportError:  # GPU machines run the file from a plain checkout, without `pip install`
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from network import McQuic, McQuicArgs, args_from_dict, save_model  # type: ignore[no-redef]
+
+CKPT_FORMAT = "nmc-mcquic-ckpt-v1"
+SHARD_BYTES = 15 * 2**20 - 2**16  # shards stay under 15 MiB, safetensors header included
+TINY = McQuicArgs(channels=(8, 16, 24, 32), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), coarse_k=32, fine_k=32, coarse_dim=4, fine_dim=4, restart_every=10)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_images(root: Path, holdout: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Decode every image under `root` once into uint8 `[3, H, W]` tensors; every k-th one is held out."""
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
+    if not paths:
+        raise SystemExit(f"no images under {str(root)!r}")
+    images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).contiguous() for p in paths]
+    held = set(range(0, len(images), max(1, len(images) // holdout))[:holdout]) if holdout else set()
+    return [im for i, im in enumerate(images) if i not in held], [images[i] for i in sorted(held)]
+
+
+def get_batch(images: list[torch.Tensor], n: int, crop: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """`n` random crops in [0, 1]: one random rescale per batch (crop `s * crop` pixels, resize), random h-flips."""
+    ids = torch.randint(len(images), (n,), generator=gen).tolist()
+    s = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=gen).item()
+    size = min(round(crop * s), *(min(images[i].shape[1:]) for i in ids))
+    crops = []
+    for i in ids:
+        _, h, w = images[i].shape
+        top, left = (torch.randint(d - size + 1, (), generator=gen).item() for d in (h, w))
+        c = images[i][:, top : top + size, left : left + size]
+        crops.append(c.flip(-1) if torch.rand((), generator=gen).item() < 0.5 else c)
+    x = torch.stack(crops).float().div_(255)
+    if size != crop:
+        x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- sharded checkpoints
+
+
+def save_checkpoint(ckpt_dir: Path, tensors: dict[str, torch.Tensor], meta: dict) -> list[int]:
+    """Write `tensors` as safetensors shards of at most 15 MiB, then `ckpt.json` atomically; returns shard sizes."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"{meta['step']:09d}"
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    index: dict[str, dict] = {}
+    used = 0
+    for name, t in tensors.items():
+        flat, parts = t.detach().to("cpu").reshape(-1), 0
+        while parts == 0 or flat.numel():  # fill each shard to the limit, splitting tensors across shards
+            room = (SHARD_BYTES - used) // flat.element_size()
+            if room == 0:
+                shards.append({})
+                used, room = 0, SHARD_BYTES // flat.element_size()
+            part, flat = flat[:room], flat[room:]
+            shards[-1][f"{name}#{parts}"] = part.clone()
+            used += part.numel() * part.element_size()
+            parts += 1
+        index[name] = {"shape": list(t.shape), "parts": parts, "dtype": str(t.dtype)}
+    files = []
+    for k, shard in enumerate(shards):
+        fname = f"shard-{tag}-{k:03d}.safetensors"
+        save_file(shard, str(ckpt_dir / fname))
+        files.append(fname)
+        for key in shard:
+            index[key.rsplit("#", 1)[0]].setdefault("files", []).append(fname)
+    tmp = ckpt_dir / "ckpt.json.tmp"
+    tmp.write_text(json.dumps({**meta, "format": CKPT_FORMAT, "shards": files, "tensors": index}, indent=1))
+    os.replace(tmp, ckpt_dir / "ckpt.json")
+    for old in ckpt_dir.glob("shard-*.safetensors"):
+        if old.name not in files:
+            old.unlink()
+    return [(ckpt_dir / f).stat().st_size for f in files]
+
+
+def load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    if not (ckpt_dir / "ckpt.json").exists():
+        return None
+    meta = json.loads((ckpt_dir / "ckpt.json").read_text())
+    if meta.get("format") != CKPT_FORMAT:
+        raise SystemExit(f"{ckpt_dir}/ckpt.json: unknown format {meta.get('format')!r}")
+    raw: dict[str, torch.Tensor] = {}
+    for f in meta["shards"]:
+        raw.update(load_file(str(ckpt_dir / f)))
+    tensors = {name: torch.cat([raw[f"{name}#{j}"] for j in range(e["parts"])]).reshape(e["shape"]) for name, e in meta["tensors"].items()}
+    return tensors, meta
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    sd = opt.state_dict()
+    tensors = {f"optim/{pid}/{k}": v for pid, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    return tensors, sd["param_groups"]
+
+
+def optimizer_state(tensors: dict[str, torch.Tensor], groups: list) -> dict:
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("optim/"):
+            _, pid, k = name.split("/")
+            state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": groups}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(net: McQuic, images: list[torch.Tensor], device: torch.device) -> dict[int, tuple[float, float]]:
+    """Full held-out images through compress/decompress (fp32): quality -> (mean PSNR on 8-bit output, bpp)."""
+    net.eval()
+    out = {}
+    for q in range(1, net.args.qualities + 1):
+        psnr, bpp = [], []
+        for im in images:
+            x = im[None].to(device).float() / 255
+            c = net.compress(x, q)
+            y = (net.decompress(c.indices, q, c.shape) * 255).round() / 255
+            psnr.append(-10 * math.log10(F.mse_loss(y, x).item() + 1e-12))
+            bpp.append(net.bits(q, *im.shape[1:]) / (im.shape[1] * im.shape[2]))
+        out[q] = (sum(psnr) / len(psnr), sum(bpp) / len(bpp))
+    net.train()
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+@app.command()
+def main(
+    data: Path = Path(".data/images"),  # training images (decoded once into RAM); never the dev set
+    ckpt_dir: Path = Path(".ckpt/mcquic"),  # resumes from here if it holds ckpt.json
+    log_file: Path | None = None,  # default CKPT_DIR/train.log; appended by rank 0, flushed (not `--log`: torchrun takes it)
+    export: Path | None = None,  # fp16 safetensors of the inference network, written at the end
+    minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides, all ranks stop together
+    max_steps: int = 10**9,  # stop at this total step count (resume-aware)
+    total_minutes: float = 25.0,  # planned training time over all calls: horizon of the cosine LR decay
+    batch: int = 32,  # crops per GPU (per process)
+    crop: int = 256,  # crop size, a multiple of 16
+    scale_min: float = 0.9,  # random rescale: crop s*crop pixels with s in [scale_min, scale_max], resize to crop
+    scale_max: float = 1.25,
+    holdout: int = 4,  # training images kept out of training for the final evaluation
+    lr: float = 5e-4,  # peak AdamW learning rate
+    min_lr_frac: float = 0.1,  # final LR as a fraction of the peak
+    warmup: int = 300,  # linear warm-up steps
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    mse_scale: float = 1000.0,  # loss = mse_scale * MSE + beta * commitment (+ msssim term)
+    beta: float = 0.1,  # weight of the relative commitment error, summed over stages
+    msssim: float = 0.0,  # weight of (1 - MS-SSIM) (needs pytorch_msssim); 0 = pure PSNR training
+    seed: int = 0,
+    save_minutes: float = 2.0,  # checkpoint interval (also saved at the end)
+    ckpt_optim: str = "bf16",  # AdamW moments in the checkpoint: fp32 (bit-exact resume), bf16 (half size), none
+    log_every: int = 50,  # steps between log lines (each costs one device sync)
+    print_every: int = 200,  # steps between short stdout lines
+    sync_every: int = 10,  # steps between rank-0 broadcasts of stop flag and LR
+    tiny: bool = False,  # CPU smoke config: tiny network, 64x64 crops, batch 4
+) -> None:
+    if tiny:  # small crops and batch unless given explicitly
+        crop, batch, scale_max = 64 if crop == 256 else crop, 4 if batch == 32 else batch, 1.1
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
+    if ckpt_optim not in ("fp32", "bf16", "none"):
+        raise typer.BadParameter(f"--ckpt-optim must be fp32, bf16 or none, got {ckpt_optim!r}")
+    if msssim > 0 and crop < 176:
+        raise typer.BadParameter(f"--msssim needs --crop >= 176 (5-scale MS-SSIM), got {crop}")
+    if crop % McQuic.stride:
+        raise typer.BadParameter(f"--crop must be a multiple of {McQuic.stride}, got {crop}")
+
+    ddp = "RANK" in os.environ
+    cuda = torch.cuda.is_available()
+    if ddp:
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=torch.device(f"cuda:{os.environ['LOCAL_RANK']}") if cuda else None)
+        rank, world, local = dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"])
+    else:
+        rank, world, local = 0, 1, 0
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    master = rank == 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    t_start = time.time()
+
+    log_file = log_file or ckpt_dir / "train.log"
+    if master:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+    logf = open(log_file if master else os.devnull, "a")  # noqa: SIM115 (open for the whole run)
+
+    def say(msg: str, echo: bool = True) -> None:
+        if master:
+            logf.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+            logf.flush()
+            if echo:
+                print(msg, flush=True)
+
+    # model, optimizer, resume
+    ckpt = load_checkpoint(ckpt_dir)
+    model_args = args_from_dict(ckpt[1]["model_args"]) if ckpt else (TINY if tiny else McQuicArgs())
+    torch.manual_seed(seed)  # identical init on every rank
+    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=cuda)
+    step, train_seconds, warm_from = 0, 0.0, 0
+    if ckpt:
+        tensors, meta = ckpt
+        net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+        if any(k.startswith("optim/") for k in tensors):  # else fresh moments (saved with --ckpt-optim none)
+            opt.load_state_dict(optimizer_state(tensors, meta["optim_param_groups"]))
+        else:
+            warm_from = meta["step"]  # warm up again
+        step, train_seconds = meta["step"], meta["train_seconds"]
+        torch.set_rng_state(tensors["rng/cpu"])
+        if cuda and "rng/cuda" in tensors and master:
+            torch.cuda.set_rng_state(tensors["rng/cuda"])
+        say(f"resumed from {ckpt_dir} at step {step} ({train_seconds / 60:.1f} training minutes so far)")
+    gen = torch.Generator()  # data RNG, re-seeded from (seed, rank, step) every step: a resumed run sees the same crops
+    model = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False) if ddp else net
+    nparams = sum(p.numel() for p in net.parameters())
+    bpps = ", ".join(f"q{q} {net.bpp(q):.3f}" for q in range(1, model_args.qualities + 1))
+    say(f"world {world} device {device} params {nparams / 1e6:.2f} M; fixed-length bpp {bpps}")
+    say(f"config {json.dumps(config)}", echo=False)
+
+    train_imgs, held_imgs = load_images(data, holdout)
+    train_imgs = [im.to(device) for im in train_imgs]
+    say(f"{len(train_imgs)} training images in memory, {len(held_imgs)} held out; load took {time.time() - t_start:.1f}s")
+
+    ms_ssim: Callable[..., torch.Tensor] | None = None
+    if msssim > 0:
+        from pytorch_msssim import ms_ssim as ms_ssim_fn
+
+        ms_ssim = ms_ssim_fn
+
+    def checkpoint() -> None:
+        tensors = {f"model/{k}": v for k, v in net.state_dict().items()}
+        opt_t, groups = optimizer_tensors(opt)
+        if ckpt_optim != "none":
+            tensors.update({k: v.to(torch.bfloat16) if ckpt_optim == "bf16" and v.dim() else v for k, v in opt_t.items()})
+        tensors["rng/cpu"] = torch.get_rng_state()
+        if cuda:
+            tensors["rng/cuda"] = torch.cuda.get_rng_state()
+        meta = {"step": step, "train_seconds": train_seconds, "model_args": asdict(model_args), "config": config,
+                "optim_param_groups": groups, "scheduler": {"kind": "warmup+cosine(train time)", "warmup": warmup,
+                "total_minutes": total_minutes, "min_lr_frac": min_lr_frac, "lr": lr}}  # fmt: skip
+        sizes = save_checkpoint(ckpt_dir, tensors, meta)
+        say(f"step {step}: checkpoint {len(sizes)} shards, largest {max(sizes) / 2**20:.2f} MiB", echo=False)
+
+    def lr_at(step: int, seconds: float) -> float:
+        p = min(1.0, seconds / (60 * total_minutes))
+        return lr * min(1.0, (step - warm_from + 1) / warmup) * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    # training loop
+    Q = model_args.qualities
+    t_loop, t_saved, t_log, step_log = time.time(), time.time(), time.time(), step
+    seconds0 = train_seconds
+    lr_now = lr_at(step, train_seconds)
+    stop = step >= max_steps
+    while not stop:
+        gen.manual_seed(seed + 7919 * rank + 104729 * step)
+        x = get_batch(train_imgs, batch, crop, (scale_min, scale_max), gen).to(device, non_blocking=True)
+        quality = (torch.arange(batch, device=device) + step) % Q + 1  # deterministic, balanced over steps
+        for g in opt.param_groups:
+            g["lr"] = lr_now
+        with autocast:
+            out = model(x, quality)
+        x_hat = out.x_hat.float()
+        mse_b = (x_hat - x).pow(2).mean((1, 2, 3))
+        loss = mse_scale * mse_b.mean() + beta * out.commit
+        if ms_ssim is not None:
+            loss = loss + msssim * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0))
+        loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        train_seconds = seconds0 + time.time() - t_loop
+
+        if step % log_every == 0 and master:
+            dt = time.time() - t_log
+            psnr = [(-10 * torch.log10(mse_b[quality == q].mean())).item() if (quality == q).any() else float("nan") for q in range(1, Q + 1)]
+            usage, perplexity = net.codebook_usage(), net.codebook_perplexity()
+            say(f"step {step} loss {loss.item():.4f} mse {mse_b.mean().item():.3e} commit {out.commit.item():.3f} "
+                f"psnr[q] {' '.join(f'{p:.2f}' for p in psnr)} usage[stage] min/mean "
+                f"{' '.join(f'{min(u):.2f}/{sum(u) / len(u):.2f}' for u in usage)} perplexity/K[stage] "
+                f"{' '.join(f'{p:.2f}' for p in perplexity)} lr {lr_now:.2e} "
+                f"{(step - step_log) / dt:.2f} steps/s", echo=step % print_every == 0)  # fmt: skip
+            t_log, step_log = time.time(), step
+        if step % sync_every == 0 or step >= max_steps:
+            flags = torch.tensor([float(step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)), train_seconds], device=device)
+            if ddp:
+                dist.broadcast(flags, 0)  # every rank stops on the same step and uses rank 0's clock for the LR
+            stop, lr_now = bool(flags[0].item()), lr_at(step, flags[1].item())
+        if master and not stop and time.time() - t_saved > 60 * save_minutes:
+            checkpoint()
+            t_saved = time.time()
+
+    if master:
+        checkpoint()
+        say(f"stopped at step {step} after {(time.time() - t_loop) / 60:.2f} min in this call ({train_seconds / 60:.1f} min in total)")
+        if held_imgs:
+            for q, (p, b) in evaluate(net, held_imgs, device).items():
+                say(f"eval held-out ({len(held_imgs)} train images) q{q}: PSNR {p:.2f} dB, fixed-length bpp {b:.4f}")
+        if export:
+            save_model(net, export)
+            say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
+    logf.close()
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    app()

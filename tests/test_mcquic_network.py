@@ -1,0 +1,80 @@
+"""mcquic network and training-script pieces: shapes, progressive indices, weights and checkpoint round trips."""
+
+import dataclasses
+
+import pytest
+import torch
+from nmc.models.mcquic.network import McQuic, McQuicArgs, MultiCodebookVQ, load_model, save_model
+from nmc.models.mcquic.train import SHARD_BYTES, TINY, load_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def net() -> McQuic:
+    torch.manual_seed(0)
+    model = McQuic(TINY)
+    model.train()
+    model(torch.rand(4, 3, 64, 64), torch.arange(4) + 1)  # initialise codebooks from data
+    return model.eval()
+
+
+class TestMultiCodebookVQ:
+    def test_indices_codes_symmetric(self):
+        torch.manual_seed(0)
+        vq = MultiCodebookVQ(m=3, k=16, dim=4).eval()
+        x = torch.randn(2, 12, 5, 7)
+        idx = vq.codes_to_indices(x)
+        assert idx.shape == (2, 3, 5, 7) and idx.dtype == torch.int64
+        codes = vq.indices_to_codes(idx)
+        assert torch.equal(vq.codes_to_indices(codes), idx)
+        assert torch.equal(vq(x).indices, idx)
+
+    def test_ema_and_dead_restart_keep_codebook_used(self):
+        torch.manual_seed(0)
+        vq = MultiCodebookVQ(m=2, k=32, dim=2, restart_every=5).train()
+        for _ in range(40):
+            vq(torch.randn(8, 4, 8, 8))
+        assert vq.usage().min() > 0.9
+        assert vq.bits == 10
+
+
+class TestMcQuic:
+    def test_rates(self):
+        net = McQuic(McQuicArgs())
+        assert [round(net.bpp(q), 3) for q in range(1, 5)] == [0.125, 0.375, 0.625, 0.875]
+        with pytest.raises(ValueError, match="quality"):
+            net.bpp(5)
+
+    def test_any_size_and_progressive_indices(self, net):
+        x = torch.rand(1, 3, 37, 53)
+        full = net.compress(x, 4)
+        assert [tuple(i.shape) for i in full.indices] == [(1, 4, 3, 4)] + [(1, 2, 6, 8)] * 3
+        for q in range(1, 4):
+            part = net.compress(x, q)
+            assert all(torch.equal(a, b) for a, b in zip(part.indices, full.indices[:q]))
+            y = net.decompress(full.indices, q, full.shape)  # coarser qualities decode from a prefix
+            assert y.shape == x.shape and torch.equal(y, net.decompress(part.indices, q, part.shape))
+
+    def test_save_load_round_trip(self, net, tmp_path):
+        save_model(net, tmp_path / "m.safetensors")
+        loaded = load_model(tmp_path / "m.safetensors")
+        half = McQuic.from_state_dict({k: v.half() for k, v in net.inference_state_dict().items()}, dataclasses.asdict(TINY))
+        x = torch.rand(1, 3, 48, 32)
+        a, b = loaded.compress(x, 4), half.compress(x, 4)
+        assert all(torch.equal(i, j) for i, j in zip(a.indices, b.indices))
+        assert torch.equal(loaded.decompress(a.indices, 4, a.shape), half.decompress(b.indices, 4, b.shape))
+
+    def test_load_refuses_other_files(self, tmp_path):
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+        with pytest.raises(ValueError, match="not an mcquic"):
+            load_model(tmp_path / "x.safetensors")
+
+
+class TestCheckpoint:
+    def test_shards_small_and_round_trip(self, tmp_path):
+        tensors = {"big": torch.randn(5_000_000), "small": torch.arange(10), "bytes": torch.zeros(7, dtype=torch.uint8)}
+        sizes = save_checkpoint(tmp_path, tensors, {"step": 3})
+        assert len(sizes) >= 2 and max(sizes) <= 15 * 2**20 and SHARD_BYTES < 15 * 2**20
+        loaded, meta = load_checkpoint(tmp_path)
+        assert meta["step"] == 3 and all(torch.equal(loaded[k], v) for k, v in tensors.items())
