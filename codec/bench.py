@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from . import media as M
 from .errors import MediaError
-from .evaluate import Coder, anchor_coder, learned_coder, torch_threads
+from .evaluate import Coder, anchor_coder, learned_coder, load_reference, torch_threads
 
 
 @dataclass
@@ -124,7 +124,7 @@ def _model_size(name: str) -> tuple[int | None, float | None]:
     from safetensors import safe_open
 
     with safe_open(str(path), "np") as f:
-        count = sum(int(_prod(f.get_slice(k).get_shape())) for k in f.keys())
+        count = sum(int(_prod(f.get_slice(k).get_shape())) for k in f.keys())  # noqa: SIM118 (safe_open is not a dict)
     return count, Path(path).stat().st_size / 1e6
 
 
@@ -220,12 +220,11 @@ def run(
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to bench: give --codec and/or --anchors")
-    loaded = {}
+    loaded: dict[str, tuple[Path, M.Image | M.Audio]] = {}
     for p in map(Path, inputs):
         kind = M.media_kind(p)
         if kind not in loaded:
-            media = M.read_image(p) if kind == "image" else M.read_audio(p)
-            loaded[kind] = (p, media if kind == "image" else M.Audio.from_array(media.to_array(), media.sample_rate))
+            loaded[kind] = (p, load_reference(p, kind))
     rows = []
     for coder in coders:
         if coder.media not in loaded:

@@ -32,7 +32,15 @@ import numpy as np
 from . import media as M
 from .anchors import get_anchor
 from .errors import MediaError
-from .metrics import BD_METRICS, DEFAULT_METRICS, METRICS, bd_rate, bits_per_pixel, kbit_per_second, ms_ssim_db
+from .metrics import (
+    BD_METRICS,
+    DEFAULT_METRICS,
+    METRICS,
+    bd_rate,
+    bits_per_pixel,
+    kbit_per_second,
+    ms_ssim_db,
+)
 
 RATE_KEY = {"image": "bpp", "audio": "kbps"}
 Progress = Callable[[int, int, str], None]
@@ -198,7 +206,7 @@ def _run_points(files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointC
                 record = cache.get(key, metrics[kind])
                 if record is None:
                     if ref is None:
-                        ref = _load(path, kind)
+                        ref = load_reference(path, kind)
                     record = {"file": str(path), "codec": coder.name, "setting": setting, **_point(kind, ref, coder, setting, metrics[kind])}
                     cache.put(key, record)
                 records.append({**record, "file": str(path)})
@@ -208,11 +216,12 @@ def _run_points(files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointC
     return records
 
 
-def _load(path: Path, kind: str) -> Any:
+def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
+    """The media a coder gets; audio is decoded to memory once and reused for every point."""
     if kind == "image":
         return M.read_image(path)
     audio = M.read_audio(path)
-    return M.Audio.from_array(audio.to_array(), audio.sample_rate)  # decoded once, reused per point
+    return M.Audio.from_array(audio.to_array(), audio.sample_rate)
 
 
 def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> dict[str, Any]:
@@ -287,7 +296,8 @@ def _finite(obj: Any) -> Any:
 def _meta(datasets: list[str], coders: list[Coder]) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     return {

@@ -5,6 +5,9 @@ Images are compared as 8-bit RGB arrays `(H, W, 3)`. Audio metrics take float ar
 mono, resampled with soxr to the rate the metric is defined at, and the decoded signal is
 cut or zero-padded to the reference's length (codecs may pad the end).
 
+PESQ, STOI and ViSQOL normalise levels, so on a (near-)silent reference they score the
+noise floor; they return NaN when the reference is below -60 dBFS RMS, and means skip NaN.
+
 Each metric is registered in `METRICS` with its media kind and direction, so reports,
 plots and BD-rate never hard-code a metric list.
 """
@@ -18,7 +21,7 @@ import sys
 import types
 from dataclasses import dataclass
 from functools import cache
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +31,7 @@ PESQ_RATE = 16_000
 STOI_RATE = 10_000  # STOI is defined on 10 kHz signals
 VISQOL_SPEECH_RATE = 16_000
 VISQOL_AUDIO_RATE = 48_000
+SILENCE_RMS = 1e-3  # -60 dBFS
 
 
 # ---------------------------------------------------------------- rates
@@ -89,7 +93,7 @@ _STLPIPS_UNUSED_IMPORTS = {"torchvision": ("models",), "IPython": ("embed",), "t
 
 
 @contextlib.contextmanager
-def _stub_missing_modules(names: dict[str, tuple[str, ...]]) -> Iterator[None]:
+def _stub_missing_modules(names: Mapping[str, tuple[str, ...]]) -> Iterator[None]:
     """Insert empty stand-ins for modules that are not installed, only while importing."""
     added = [n for n in names if n not in sys.modules and importlib.util.find_spec(n) is None]
     for name in added:
@@ -147,7 +151,7 @@ def pesq_wb(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> f
     from pesq.cypesq import PesqError
 
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, PESQ_RATE)
-    if not r.any() or not d.any():
+    if _silent(r) or not d.any():
         return math.nan
     try:
         return float(pesq(PESQ_RATE, r, d, "wb"))
@@ -160,19 +164,29 @@ def stoi(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> floa
     from pystoi import stoi as _stoi
 
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, STOI_RATE)
+    if _silent(r):
+        return math.nan
     return float(_stoi(r, d, STOI_RATE, extended=False))
 
 
 def visqol_speech(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
     """ViSQOL v3 speech mode MOS-LQO (1..~4.75) at 16 kHz, lattice mapping as in the C++ tool."""
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, VISQOL_SPEECH_RATE)
+    if _silent(r):
+        return math.nan
     return float(_visqol("speech").measure_from_arrays(r, d, VISQOL_SPEECH_RATE).moslqo)
 
 
 def visqol_audio(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
     """ViSQOL v3 audio mode MOS-LQO (1..~4.7) at 48 kHz, for music."""
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, VISQOL_AUDIO_RATE)
+    if _silent(r):
+        return math.nan
     return float(_visqol("audio").measure_from_arrays(r, d, VISQOL_AUDIO_RATE).moslqo)
+
+
+def _silent(x: FloatArray) -> bool:
+    return float(np.sqrt(np.mean(x**2))) < SILENCE_RMS
 
 
 @cache
@@ -216,8 +230,8 @@ def _stft_magnitude(x: FloatArray, n_fft: int) -> FloatArray:
 def _mel_filterbank(rate: int, n_fft: int, n_mels: int) -> FloatArray:
     """Triangular filters evenly spaced on the HTK mel scale from 0 Hz to Nyquist."""
     hz = np.fft.rfftfreq(n_fft, 1 / rate)
-    mel = lambda f: 2595 * np.log10(1 + np.asarray(f) / 700)  # noqa: E731
-    edges = 700 * (10 ** (np.linspace(0, mel(rate / 2), n_mels + 2) / 2595) - 1)
+    top = 2595 * np.log10(1 + rate / 2 / 700)  # Nyquist in mel
+    edges = 700 * (10 ** (np.linspace(0, top, n_mels + 2) / 2595) - 1)
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     return np.maximum(0, np.minimum((hz - lo) / (mid - lo), (hi - hz) / (hi - mid)))
 

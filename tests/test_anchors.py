@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import synthetic_image
-
 from nmc.codec import anchors as A
 from nmc.codec import metrics as Q
 from nmc.codec.media import Audio, Image

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import synthetic_image
-
 from nmc.cli.main import main
 from nmc.codec import anchors as A
 from nmc.codec import bench, evaluate

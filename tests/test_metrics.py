@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nmc.codec import metrics as Q
 from nmc.codec.media import read_audio
 
@@ -98,9 +97,13 @@ class TestAudioMetrics:
         assert Q.mel_distance(x, sr, x, sr) == 0.0
         assert 0 < Q.mel_distance(x, sr, light, sr) < Q.mel_distance(x, sr, heavy, sr)
 
-    def test_pesq_is_nan_without_speech(self) -> None:
-        silence = np.zeros(16000)
-        assert math.isnan(Q.pesq_wb(silence, 16000, silence, 16000))
+    def test_perceptual_metrics_are_nan_on_silence(self, speech: tuple[np.ndarray, int]) -> None:
+        x, sr = speech
+        quiet = x * 1e-4  # about -80 dBFS, like a broken recording
+        for metric in (Q.pesq_wb, Q.stoi, Q.visqol_speech):
+            assert math.isnan(metric(quiet, sr, quiet, sr))
+        assert math.isnan(Q.pesq_wb(np.zeros(16000), 16000, np.zeros(16000), 16000))
+        assert Q.si_sdr(quiet, sr, quiet, sr) > 100  # still defined
 
     def test_metrics_accept_another_decoded_rate(self, speech: tuple[np.ndarray, int]) -> None:
         import soxr
