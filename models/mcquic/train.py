@@ -148,6 +148,7 @@ def optimizer_state(tensors: dict[str, torch.Tensor], groups: list) -> dict:
 def evaluate(net: McQuic, images: list[torch.Tensor], device: torch.device) -> dict[int, tuple[float, float]]:
     """Full held-out images through compress/decompress (fp32): quality -> (mean PSNR on 8-bit output, bpp)."""
     net.eval()
+    torch.backends.cudnn.benchmark = False  # every image has its own shape: no autotuning per shape
     out = {}
     for q in range(1, net.args.qualities + 1):
         psnr, bpp = [], []
