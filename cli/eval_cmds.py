@@ -121,11 +121,12 @@ def bench_command(
         return
     from rich.table import Table
 
-    table = Table("codec", "setting", "device", "threads", "encode", "decode", "peak RSS MB", "python MB", "parameters", "file B", "container B", "coder overhead %")
+    units = " / ".join(sorted({r.speed_unit for r in rows}))
+    table = Table("codec", "setting", "dev", "thr", "encode", "decode", "RSS MB", "py MB", "params", "bytes", "coder +%", title=f"speed in {units}")
     for r in rows:
         table.add_row(
-            r.codec, r.setting, r.device, str(r.threads), f"{r.encode_speed:.3g} {r.speed_unit}", f"{r.decode_speed:.3g} {r.speed_unit}",
-            _fmt(r.peak_rss_mb), _fmt(r.peak_python_mb), _fmt(r.parameters), str(r.file_bytes), _fmt(r.container_bytes), _fmt(r.coder_overhead_pct),
+            r.codec, r.setting, r.device, str(r.threads), f"{r.encode_speed:.3g}", f"{r.decode_speed:.3g}",
+            _fmt(r.peak_rss_mb), _fmt(r.peak_python_mb), _fmt(r.parameters), str(r.file_bytes), _fmt(r.coder_overhead_pct),
         )  # fmt: skip
     _console().print(table)
 

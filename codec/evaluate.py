@@ -273,6 +273,18 @@ def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -
     return [m[rate_key] for m in rows], quality
 
 
+AT_RATES = {"image": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [1.0, 2.0, 4.0, 8.0, 16.0]}
+
+
+def quality_at_rates(means: list[dict[str, Any]], codec: str, rate_key: str, metric: str, rates: list[float]) -> list[float | None]:
+    """A codec's mean quality at given rates, linear in log rate; None outside its range."""
+    rows = sorted((m[rate_key], m[metric]) for m in means if m["codec"] == codec and _finite(m.get(metric)) is not None)
+    if len(rows) < 2:
+        return [None] * len(rates)
+    log_r, q = np.log([r for r, _ in rows]), np.array([v for _, v in rows])
+    return [float(np.interp(lr, log_r, q)) if log_r[0] <= lr <= log_r[-1] else None for lr in np.log(rates)]
+
+
 def _nanmean(values: list[Any]) -> float:
     finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     return float(np.mean(finite)) if finite else math.nan
@@ -370,8 +382,16 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines += [f"## Means per rate point ({kind})", "", _md_table(["codec", "setting", "files", *cols], [[m["codec"], m["setting"], m["files"], *(m[c] for c in cols)] for m in rows]), ""]
     if report["bd_rate"]:
         lines += ["## BD-rate (%, negative = fewer bits than the anchor at equal quality)", ""]
+        lines += ["Over the per-setting mean curves; MS-SSIM in dB. – : the curves share no quality range.", ""]
         lines += [_md_table(["codec", "anchor", "metric", "BD-rate %"], [[b["codec"], b["anchor"], b["metric"], b["percent"]] for b in report["bd_rate"]]), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
+    for kind in ("image", "audio"):
+        rows = [m for m in report["means"] if m["media"] == kind]
+        coders = list(dict.fromkeys(m["codec"] for m in rows))
+        for metric in [k for k in METRICS if rows and k in rows[0]]:
+            head = [f"{r:g} {RATE_KEY[kind]}" for r in AT_RATES[kind]]
+            body = [[c, *quality_at_rates(report["means"], c, RATE_KEY[kind], metric, AT_RATES[kind])] for c in coders]
+            lines += [f"## {METRICS[metric].label} at fixed rates (interpolated in log rate)", "", _md_table(["codec", *head], body), ""]
     for kind in ("image", "audio"):
         records = [r for r in report["records"] if meta["coders"][r["codec"]]["media"] == kind]
         if records:
