@@ -1,0 +1,423 @@
+"""The `hificodec` codec: HiFi-Codec GRVQ indices of 10 s chunks, range-coded with context priors.
+
+Audio of any rate and channel count is resampled to 16 kHz and each channel is coded on its
+own. One packet holds one chunk of `chunk_frames` codec frames (hop 320) of every channel:
+
+    packet  = pack_streams([meta, stream_0, ..., stream_{C-1}])
+    meta    = uint16 frames | per channel: uint8 unigram mask, float32 gain
+    stream  = range-coded indices of one channel, codebook-major (k = level * 2 + group)
+
+Chunks are encoded with `ENC_CONTEXT` frames of audio on both sides and decoded with
+`DEC_CONTEXT` frames of the neighbouring chunks' indices (one packet of lookahead), both
+more than the networks' receptive fields, so chunked coding equals whole-signal coding and
+memory stays bounded. Index `t` of codebook `k` is coded with `ContextPrior` k given
+(same codebook at t-1, previous level of the same group at t, level 0 of the other group
+at t), or with a unigram table where that is cheaper (bit k of the mask). Contexts restart
+at every packet, so packets decode independently. Byte layout: docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from nmc.codec import entropy as E
+from nmc.codec import media as M
+from nmc.codec.container import Header, pack_streams, unpack_streams
+from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
+from nmc.codec.prior import EXP2, RANGE, ContextPrior
+from nmc.codec.registry import Codec, Encoded, Setting, register_codec
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import HiFiCodec
+
+WEIGHTS = Path(__file__).parent / "weights" / "hificodec_16k.safetensors"
+SAMPLE_RATE = 16000
+HOP = 320  # samples per codec frame (50 frames/s)
+CHUNK_FRAMES = 500  # codec frames per packet (10 s)
+ENC_CONTEXT = 10  # frames of audio on each side of a chunk; g_a's receptive field is 8
+DEC_CONTEXT = 12  # frames of indices on each side of a chunk; g_s's receptive field is 11
+SETTINGS = {"1kbps": 2, "2kbps": 4, "3kbps": 6, "4kbps": 8}  # name -> codebooks
+_META = struct.Struct("<H")
+_CHANNEL = struct.Struct("<Bf")
+
+IntArray = npt.NDArray[np.int64]
+
+
+# ---------------------------------------------------------------- index prior
+
+
+def contexts(indices: npt.ArrayLike, k: int, groups: int, alphabet: int) -> IntArray:
+    """Context rows `(T, 3)` of codebook k for one packet's indices `(n_codebooks, T)`.
+
+    (same codebook at t-1, level - 1 of the same group at t, level 0 of the next group at t);
+    `alphabet` marks a context that is not available (packet start, level 0, not yet coded).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    level, g = divmod(k, groups)
+    na = np.full(idx.shape[1], alphabet, np.int64)
+    prev = np.concatenate([[alphabet], idx[k, :-1]]) if idx.shape[1] else na
+    coarser = idx[k - groups] if level else na
+    other = (g + 1) % groups
+    return np.stack([prev, coarser, idx[other] if other < k else na], axis=1)
+
+
+def _tables(scores: IntArray) -> IntArray:
+    """`ContextPrior.tables` from precomputed scores (same integer arithmetic)."""
+    rel = np.clip(scores - scores.max(axis=-1, keepdims=True) + RANGE, 0, RANGE)
+    return EXP2[rel]
+
+
+@dataclass
+class GRVQPrior:
+    """One `ContextPrior` and one unigram table per codebook; codes one channel of a packet.
+
+    Scores are sums of per-context terms, so they are evaluated as table gathers:
+    `S(x) = S(NA, NA, NA) + sum_c delta[k][c][x_c]` with `delta[k][c][v] = S(v at c, NA elsewhere)
+    - S(NA, NA, NA)`, `(K + 1, K)` integers computed once from `ContextPrior.scores` (exact).
+    Decoding is sequential in t only through the previous-index context (c = 0).
+    """
+
+    priors: list[ContextPrior]
+    unigram: npt.NDArray[np.int32]  # (n_codebooks, K), sums to 2**16
+    groups: int
+
+    def __post_init__(self) -> None:
+        self._delta: dict[tuple[int, int], np.ndarray] = {}
+        self._base: dict[int, IntArray] = {}
+
+    @property
+    def alphabet(self) -> int:
+        return int(self.unigram.shape[1])
+
+    def _context_delta(self, k: int, c: int) -> np.ndarray:
+        if (k, c) not in self._delta:
+            K = self.alphabet
+            rows = np.full((K + 1, 3), K, np.int64)
+            rows[:, c] = np.arange(K + 1)
+            s = self.priors[k].scores(rows)
+            s -= s[K]
+            small = np.abs(s).max() < 2**15  # int16 halves the cache; exact either way
+            self._delta[k, c] = s.astype(np.int16 if small else np.int32)
+        return self._delta[k, c]
+
+    def _base_scores(self, k: int) -> IntArray:
+        if k not in self._base:
+            self._base[k] = self.priors[k].scores(np.full((1, 3), self.alphabet))[0]
+        return self._base[k]
+
+    def scores(self, k: int, ctx: IntArray) -> IntArray:
+        """`ContextPrior.scores` of codebook k for context rows `(T, 3)`, by table gathers."""
+        K = self.alphabet
+        s = np.tile(self._base_scores(k), (len(ctx), 1))
+        for c in range(ctx.shape[1]):
+            if ctx.size and (ctx[:, c].min() < 0 or ctx[:, c].max() > K):
+                raise ValueError(f"context {c} outside [0, {K}]")
+            if (ctx[:, c] != K).any():
+                s += self._context_delta(k, c)[ctx[:, c]]
+        return s
+
+    def context_tables(self, indices: npt.ArrayLike, k: int) -> IntArray:
+        """Frequency tables `(T, K)` that code codebook k of `indices` `(n_codebooks, T)`."""
+        return _tables(self.scores(k, contexts(indices, k, self.groups, self.alphabet)))
+
+    def encode(self, enc: E.Encoder, indices: npt.NDArray[np.integer]) -> int:
+        """Code `(n_codebooks, T)` indices; returns the mask of codebooks coded with the unigram."""
+        mask = 0
+        for k in range(indices.shape[0]):
+            tables = self.context_tables(indices, k)
+            if E.cross_entropy_bits(indices[k], self.unigram[k]) < E.cross_entropy_bits(indices[k], tables):
+                enc.encode(indices[k], self.unigram[k])
+                mask |= 1 << k
+            else:
+                enc.encode(indices[k], tables)
+        return mask
+
+    def decode(self, dec: E.Decoder, n_codebooks: int, frames: int, mask: int) -> npt.NDArray[np.int64]:
+        out = np.zeros((n_codebooks, frames), np.int64)
+        for k in range(n_codebooks):
+            if mask >> k & 1:
+                out[k] = dec.decode(self.unigram[k], frames)
+                continue
+            ctx = contexts(out, k, self.groups, self.alphabet)
+            ctx[:, 0] = self.alphabet  # the previous index is added step by step
+            rest, step = self.scores(k, ctx), self._context_delta(k, 0)
+            prev = self.alphabet
+            for t in range(frames):
+                prev = out[k, t] = dec.decode(_tables(rest[t] + step[prev])[None])[0]
+        return out
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
+        for k, p in enumerate(self.priors):
+            out.update(p.to_tensors(f"prior.{k}"))
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], groups: int) -> GRVQPrior:
+        unigram = np.asarray(tensors["prior.unigram"], np.int32)
+        priors = [ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])]
+        return cls(priors, unigram, groups)
+
+
+# ---------------------------------------------------------------- weights file
+
+
+@dataclass
+class Model:
+    """The generator and the index prior, from one weights file."""
+
+    net: HiFiCodec
+    prior: GRVQPrior
+
+
+def write_weights(path: Path, generator: dict[str, torch.Tensor], config_json: str, prior: GRVQPrior, info: dict[str, Any]) -> None:
+    """One safetensors file: fp16 generator tensors plus the integer prior (`prior.*`)."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {k: v.half().contiguous() for k, v in generator.items()}
+    tensors.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in prior.to_tensors().items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"codec": "hificodec", "config": config_json, "prior": json.dumps(info)})
+
+
+def load_model(path: Path) -> Model:
+    from safetensors import safe_open
+
+    from .network import CodecConfig, HiFiCodec
+
+    with safe_open(str(path), framework="pt") as f:
+        meta, names = f.metadata() or {}, list(f.keys())
+        if "config" not in meta or "prior.unigram" not in names:
+            raise CodecNotFoundError(f"{path}: not a hificodec weights file (no config or prior)")
+        state = {k: f.get_tensor(k) for k in names if not k.startswith("prior.")}
+        tables = {k: f.get_tensor(k).numpy() for k in names if k.startswith("prior.")}
+    config = CodecConfig.from_json(meta["config"])
+    prior = GRVQPrior.from_tensors(tables, config.groups)
+    if prior.unigram.shape != (config.groups * config.levels, config.codebook_size) or prior.unigram.shape[0] > 8:
+        raise CodecNotFoundError(f"{path}: prior of shape {prior.unigram.shape} does not fit the generator")
+    return Model(HiFiCodec.from_state_dict(state, config), prior)
+
+
+# ---------------------------------------------------------------- streaming helpers
+
+
+def _windows(blocks: Iterable[np.ndarray], chunk: int, context: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Cut a stream of arrays (time on axis 0) into chunks of `chunk` rows, each with up to
+    `context` rows of its neighbours on both sides; yields `(window, a, b)` with the chunk at
+    `window[a:b]`. Holds at most one chunk, its contexts and one block.
+    """
+    buf: np.ndarray | None = None
+    origin = pos = 0  # absolute rows of buf[0] and of the next chunk's start
+    it = iter(blocks)
+    while True:
+        block = next(it, None)
+        if block is not None:
+            buf = block if buf is None else np.concatenate([buf, block])
+        if buf is None:
+            return
+        end = origin + len(buf)
+        while pos < end and (block is None or end - pos >= chunk + context):
+            lo, stop = max(pos - context, origin), min(pos + chunk, end)
+            yield buf[lo - origin : min(stop + context, end) - origin], pos - lo, stop - lo
+            pos = stop
+            cut = max(pos - context, origin) - origin
+            buf, origin = buf[cut:], origin + cut
+        if block is None:
+            return
+
+
+def _checked(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for b in blocks:
+        if not np.isfinite(b).all():
+            raise MediaError("hificodec: audio contains NaN or infinite samples")
+        yield b
+
+
+def _exact(blocks: Iterable[np.ndarray], channels: int, keep: int, total: int) -> Iterator[np.ndarray]:
+    """The first `keep` rows of a block stream, then zeros up to `total` rows."""
+    got = 0
+    for b in blocks:
+        b = b[: keep - got]
+        got += len(b)
+        if len(b):
+            yield b
+        if got == keep:
+            break
+    if total > got:
+        yield np.zeros((total - got, channels), np.float32)
+
+
+def _gain(x: np.ndarray) -> float:
+    """Divisor that brings `x` into [-1, 1]: 1, or the peak rounded up to float32."""
+    peak = np.float32(np.abs(x).max(initial=0.0))
+    return 1.0 if peak <= 1 else float(peak)
+
+
+# ---------------------------------------------------------------- the codec
+
+
+@register_codec("hificodec")
+class HiFiCodecCodec(Codec):
+    """Speech at 1-4 kbit/s nominal (2-8 codebooks of 1024 x 50 frames/s), 16 kHz output."""
+
+    media = "audio"
+    model_id = "hificodec-16k-v1"
+    description = "HiFi-Codec GRVQ speech codec, 16 kHz, context-coded indices"
+    weights_path = WEIGHTS
+    auto_priority = 10
+    default_setting = "2kbps"
+
+    def __init__(self, weights_path: Path | None = None, chunk_frames: int = CHUNK_FRAMES) -> None:
+        if weights_path is not None:
+            self.weights_path = Path(weights_path)
+        if not 1 <= chunk_frames <= 0xFFFF:
+            raise ValueError(f"chunk_frames={chunk_frames} outside [1, 65535]")
+        self.chunk_frames = chunk_frames
+        self.device = "cpu"
+
+    def settings(self) -> list[Setting]:
+        return [Setting(name, n * 10 * 50 / 1000, "kbps", f"{n} codebooks ({n // 2} levels x 2 groups)") for name, n in SETTINGS.items()]
+
+    @cached_property
+    def model(self) -> Model:
+        """The network and prior, loaded on first use (keeps `nmc --help` and `nmc models` fast)."""
+        path = Path(self.weights_path)  # type: ignore[arg-type]
+        if not path.is_file():
+            raise CodecNotFoundError(f"hificodec weights not found at {path} (the model is not installed)")
+        model = load_model(path)
+        model.net.to(self.device)
+        return model
+
+    def to(self, device: str) -> HiFiCodecCodec:
+        """Run the networks on `device` (indices and tables stay on the CPU)."""
+        self.device = device
+        if "model" in self.__dict__:
+            self.model.net.to(device)
+        return self
+
+    # ------------------------------------------------------------ encode
+
+    def encode(self, audio: M.Audio, setting: Setting) -> Encoded:
+        n_cb = SETTINGS[setting.name]
+        model = self.model
+        coded = max(1, round(audio.frames * SAMPLE_RATE / audio.sample_rate))
+        frames = -(-coded // HOP)
+        chunk = self.chunk_frames
+        media = {
+            "kind": "audio", "sample_rate": audio.sample_rate, "channels": audio.channels, "frames": audio.frames,
+            "coded_rate": SAMPLE_RATE, "coded_channels": audio.channels, "coded_frames": coded,
+        }  # fmt: skip
+        extra = {"hop": HOP, "chunk_frames": chunk, "frames": frames, "codebooks": n_cb, "groups": model.prior.groups, "codebook_size": model.prior.alphabet}
+
+        def packets() -> Iterator[bytes]:
+            x = M.resample_blocks(_checked(audio.blocks()), audio.sample_rate, SAMPLE_RATE, audio.channels)
+            x = _exact(x, audio.channels, coded, frames * HOP)
+            for window, a, b in _windows(x, chunk * HOP, ENC_CONTEXT * HOP):
+                yield self._encode_chunk(model, window, a // HOP, b // HOP, n_cb)
+
+        return Encoded(media, packets(), -(-frames // chunk), extra)
+
+    def encode_indices(self, model: Model, x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
+        """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1])."""
+        import torch
+
+        with torch.inference_mode():
+            y = model.net.g_a(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None].to(self.device))
+            idx = model.net.quantizer.codes_to_indices(y[..., a:b], n_cb // model.prior.groups)
+        return idx[0].cpu().numpy().astype(np.int64)
+
+    def _encode_chunk(self, model: Model, window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
+        meta, streams = [_META.pack(b - a)], []
+        for x in window.T:
+            gain = _gain(x)
+            enc = E.Encoder()
+            mask = model.prior.encode(enc, self.encode_indices(model, x / np.float32(gain), a, b, n_cb))
+            meta.append(_CHANNEL.pack(mask, gain))
+            streams.append(enc.to_bytes())
+        return pack_streams([b"".join(meta), *streams])
+
+    # ------------------------------------------------------------ decode
+
+    def read_packet(self, header: Header, index: int, payload: bytes) -> tuple[npt.NDArray[np.int64], list[float]]:
+        """Indices `(frames, channels, n_codebooks)` and per-channel gains of packet `index`."""
+        ex, ch = header.extra, header.media["coded_channels"]
+        expected = min(ex["chunk_frames"], ex["frames"] - index * ex["chunk_frames"])
+        try:
+            meta, *streams = unpack_streams(payload, 1 + ch)
+        except ContainerError as err:
+            raise ContainerError(f"hificodec packet {index}: {err}") from None
+        if len(meta) != _META.size + ch * _CHANNEL.size or _META.unpack_from(meta)[0] != expected:
+            raise ContainerError(f"hificodec packet {index}: bad metadata (expected {expected} frames of {ch} channels)")
+        out = np.zeros((expected, ch, ex["codebooks"]), np.int64)
+        gains = []
+        for c, data in enumerate(streams):
+            mask, gain = _CHANNEL.unpack_from(meta, _META.size + c * _CHANNEL.size)
+            if not (np.isfinite(gain) and gain >= 1):
+                raise ContainerError(f"hificodec packet {index}: invalid gain {gain}")
+            try:
+                out[:, c] = self.model.prior.decode(E.Decoder(data), ex["codebooks"], expected, mask).T
+            except (ValueError, RuntimeError) as err:
+                raise ContainerError(f"hificodec packet {index}: undecodable indices ({err})") from None
+            gains.append(gain)
+        return out, gains
+
+    def _check_header(self, header: Header) -> None:
+        ex, m = header.extra, header.media
+        prior = self.model.prior
+        try:
+            ok = (
+                ex["hop"] == HOP and m["coded_rate"] == SAMPLE_RATE and ex["codebooks"] in SETTINGS.values()
+                and ex["groups"] == prior.groups and ex["codebook_size"] == prior.alphabet
+                and 1 <= ex["chunk_frames"] <= 0xFFFF and m["coded_channels"] >= 1 and m["coded_frames"] >= 1
+                and ex["frames"] == -(-m["coded_frames"] // HOP)
+                and header.packets in (None, -(-ex["frames"] // ex["chunk_frames"]))
+            )  # fmt: skip
+        except (KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise ContainerError(f"hificodec: inconsistent header fields {ex} / {m}")
+
+    def decode(self, header: Header, packets: Iterator[bytes | None], recover: bool = False) -> M.Audio:
+        self._check_header(header)
+        model, ch, coded = self.model, header.media["coded_channels"], header.media["coded_frames"]
+        gains: deque[list[float]] = deque()
+
+        def indices() -> Iterator[np.ndarray]:
+            for i, payload in enumerate(packets):
+                if payload is None:
+                    raise ContainerError(f"hificodec packet {i} is damaged or missing (lost audio cannot be recovered)")
+                idx, g = self.read_packet(header, i, payload)
+                gains.append(g)
+                yield idx
+
+        def blocks() -> Iterator[np.ndarray]:
+            import torch
+
+            left = coded
+            for window, a, b in _windows(indices(), header.extra["chunk_frames"], DEC_CONTEXT):
+                gain = gains.popleft()
+                out = np.empty(((b - a) * HOP, ch), np.float32)
+                for c in range(ch):
+                    with torch.inference_mode():
+                        idx = torch.from_numpy(np.ascontiguousarray(window[:, c].T))[None].to(self.device)
+                        x = model.net.decode(idx)[0, 0, a * HOP : b * HOP].float().cpu().numpy()
+                    out[:, c] = x * np.float32(gain[c])
+                yield out[:left]
+                left -= len(out[:left])
+            if left:
+                raise ContainerError(f"hificodec: stream ends {left} samples early")
+
+        return M.Audio(SAMPLE_RATE, ch, coded, blocks)

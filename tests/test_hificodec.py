@@ -1,0 +1,354 @@
+"""The hificodec codec: round trips, chunked == whole coding, packet independence, exact priors
+across thread counts, edge cases and damaged files. Uses the shipped weights when present,
+otherwise a small random model built here (the tests never need a download)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from nmc.codec import entropy as E
+from nmc.codec import media as M
+from nmc.codec import registry
+from nmc.codec.container import (
+    Header,
+    PacketWriter,
+    read_header,
+    read_packets,
+    write_header,
+)
+from nmc.codec.errors import ContainerError, MediaError
+from nmc.codec.prior import ContextPrior
+from nmc.models.hificodec import codec as H
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+CHUNK = 40  # frames per packet in most tests (0.8 s): many packets from short signals
+
+
+def random_prior(n_cb: int, K: int, groups: int, seed: int = 0) -> H.GRVQPrior:
+    rng = np.random.default_rng(seed)
+
+    def one() -> ContextPrior:
+        return ContextPrior(
+            rng.integers(-64, 64, K).astype(np.int32),
+            [rng.integers(-127, 128, (K + 1, 8)).astype(np.int8) for _ in range(3)],
+            [rng.integers(-127, 128, (8, K)).astype(np.int8) for _ in range(3)],
+            np.full(3, 30, np.int64),
+        )
+
+    unigram = E.freqs_from_counts(rng.random((n_cb, K)) ** 4)
+    return H.GRVQPrior([one() for _ in range(n_cb)], unigram, groups)
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if H.WEIGHTS.is_file():
+        return H.WEIGHTS
+    import torch
+    from nmc.models.hificodec.network import CodecConfig, HiFiCodec
+
+    torch.manual_seed(0)
+    cfg = CodecConfig(enc_channels=4, dec_channels=32, latent_dim=32, enc_dilations=((1,),) * 4, dec_dilations=((1,),) * 4)
+    net = HiFiCodec(cfg).remove_weight_norm()
+    path = tmp_path_factory.mktemp("hificodec") / "random.safetensors"
+    H.write_weights(path, net.state_dict(), cfg.to_json(), random_prior(cfg.groups * cfg.levels, cfg.codebook_size, cfg.groups), {})
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The networks on one thread: fast and steady on a loaded 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def codec(weights: Path) -> H.HiFiCodecCodec:
+    return H.HiFiCodecCodec(weights, chunk_frames=CHUNK)
+
+
+def speech(seconds: float | None = None, rate: int = 16000, channels: int = 1) -> np.ndarray:
+    x, sr = sf.read(SAMPLES / "speech_es.flac", dtype="float32")
+    if seconds:
+        x = np.tile(x, int(np.ceil(seconds * sr / len(x))))[: int(seconds * sr)]
+    if rate != sr:
+        import soxr
+
+        x = soxr.resample(x, sr, rate).astype(np.float32)
+    return np.stack([x * (0.8**c) for c in range(channels)], axis=1)
+
+
+def encode(codec: H.HiFiCodecCodec, x: np.ndarray, rate: int, setting: str = "2kbps") -> bytes:
+    enc = codec.encode(M.Audio.from_array(x, rate), codec.setting(setting))
+    header = Header(codec.name, codec.model_id, codec.weights_hash(), enc.media, setting, E.CODER_INFO, enc.packet_count, enc.extra)
+    buf = io.BytesIO()
+    write_header(buf, header)
+    writer = PacketWriter(buf)
+    for p in enc.packets:
+        writer.write(p)
+    writer.close()
+    return buf.getvalue()
+
+
+def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
+    fo = io.BytesIO(data)
+    header = read_header(fo)
+    return header, list(read_packets(fo, header.packets))
+
+
+def decode(codec: H.HiFiCodecCodec, data: bytes) -> M.Audio:
+    header, packets = open_stream(data)
+    return codec.decode(header, iter(packets))
+
+
+class TestInterface:
+    def test_registered_with_settings(self) -> None:
+        assert "hificodec" in registry.available()
+        c = registry.get_codec("hificodec")
+        assert [(s.name, s.rate) for s in c.settings()] == [("1kbps", 1.0), ("2kbps", 2.0), ("3kbps", 3.0), ("4kbps", 4.0)]
+        assert c.default_setting == "2kbps" and c.media == "audio" and registry.codec_for_media("audio") == "hificodec"
+
+    def test_missing_weights_is_one_clear_error(self, tmp_path: Path) -> None:
+        c = H.HiFiCodecCodec(tmp_path / "none.safetensors")
+        with pytest.raises(registry.CodecNotFoundError, match="weights not found"):
+            c.encode(M.Audio.from_array(np.zeros(100), 16000), c.setting("2kbps"))
+
+
+shipped = pytest.mark.skipif(not H.WEIGHTS.is_file(), reason="rates need the trained weights and priors")
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("rate,channels,setting", [(16000, 1, "2kbps"), (44100, 2, "1kbps"), (37811, 1, "4kbps")])
+    def test_length_channels_rate(self, codec: H.HiFiCodecCodec, rate: int, channels: int, setting: str) -> None:
+        x = speech(2.0, rate, channels)
+        data = encode(codec, x, rate, setting)
+        header, packets = open_stream(data)
+        expected = round(len(x) * 16000 / rate)
+        assert header.media["coded_frames"] == expected and header.extra["codebooks"] == H.SETTINGS[setting]
+        assert len(packets) == header.packets == math.ceil(math.ceil(expected / 320) / CHUNK)
+        y = codec.decode(header, iter(packets)).to_array()
+        assert y.shape == (expected, channels) and y.dtype == np.float32 and np.isfinite(y).all()
+
+    @shipped
+    def test_rate_is_below_the_fixed_length_rate(self, codec: H.HiFiCodecCodec) -> None:
+        x = speech(4.0)
+        data = encode(codec, x, 16000, "2kbps")
+        _, packets = open_stream(data)
+        payload = sum(len(p) for p in packets if p is not None)
+        assert 8 * payload / 4.0 < 2000 * 1.05  # entropy-coded payload vs 4 x 10 bit x 50 /s
+
+
+class TestStreaming:
+    def test_chunked_equals_whole(self, codec: H.HiFiCodecCodec) -> None:
+        import torch
+
+        x = speech(3.0)  # 150 frames: 4 packets of 40 frames
+        data = encode(codec, x, 16000, "4kbps")
+        header, packets = open_stream(data)
+        streamed = np.concatenate([codec.read_packet(header, i, p)[0][:, 0].T for i, p in enumerate(packets)], axis=1)
+        net = codec.model.net
+        whole = net.encode(torch.from_numpy(x[:, 0])[None, None], 4)[0].numpy()
+        assert streamed.shape == whole.shape
+        assert (streamed == whole).mean() > 0.995  # the same up to float summation order
+        y = codec.decode(header, iter(packets)).to_array()[:, 0]
+        ref = net.decode(torch.from_numpy(streamed)[None])[0, 0, : len(x)].numpy()
+        assert np.abs(y - ref).max() < 1e-4
+
+    def test_contexts_cover_the_receptive_fields(self) -> None:
+        import torch
+        from nmc.models.hificodec.network import HiFiCodec
+
+        torch.manual_seed(0)
+        net = HiFiCodec(weight_norm=False).eval()  # full-size configuration
+        with torch.inference_mode():
+            x = torch.randn(1, 1, 320 * 60) * 0.1
+            x2 = x.clone()
+            x2[..., 320 * 30] += 1
+            changed = torch.nonzero((net.g_a(x2) - net.g_a(x)).abs().amax(dim=1)[0]).flatten()
+            assert changed.min() >= 30 - H.ENC_CONTEXT and changed.max() < 31 + H.ENC_CONTEXT
+            i = torch.randint(0, 1024, (1, 2, 60))
+            i2 = i.clone()
+            i2[..., 30] = (i2[..., 30] + 1) % 1024
+            changed = torch.nonzero((net.decode(i2) - net.decode(i))[0, 0]).flatten() // 320
+            assert changed.min() >= 30 - H.DEC_CONTEXT and changed.max() <= 30 + H.DEC_CONTEXT
+
+    def test_windows_cover_the_stream(self) -> None:
+        rng = np.random.default_rng(1)
+        x = np.arange(1000)
+        cuts = np.sort(rng.choice(np.arange(1, 1000), 30, replace=False))
+        got, biggest = [], 0
+        for window, a, b in H._windows(np.split(x, cuts), 64, 5):
+            assert a == min(5, window[a]) and len(window) - b == min(5, 999 - window[b - 1])
+            got.append(window[a:b])
+            biggest = max(biggest, len(window))
+        assert np.array_equal(np.concatenate(got), x) and all(len(g) == 64 for g in got[:-1]) and biggest <= 74
+
+    def test_packets_decode_independently(self, codec: H.HiFiCodecCodec) -> None:
+        header, packets = open_stream(encode(codec, speech(2.5), 16000, "3kbps"))
+        forward = [codec.read_packet(header, i, p)[0] for i, p in enumerate(packets)]
+        backward = [codec.read_packet(header, i, packets[i])[0] for i in reversed(range(len(packets)))]
+        assert all(np.array_equal(f, b) for f, b in zip(forward, reversed(backward)))
+        # a packet cut out and decoded in a fresh codec gives the same indices
+        fresh = H.HiFiCodecCodec(codec.weights_path)
+        assert np.array_equal(fresh.read_packet(header, 2, packets[2])[0], forward[2])
+
+
+class TestPrior:
+    def test_decoder_tables_equal_the_context_prior(self, codec: H.HiFiCodecCodec) -> None:
+        prior = codec.model.prior
+        idx = np.random.default_rng(0).integers(0, prior.alphabet, (8, 50))
+        for k in (0, 1, 5):
+            ctx = H.contexts(idx, k, prior.groups, prior.alphabet)
+            assert np.array_equal(prior.context_tables(idx, k), prior.priors[k].tables(ctx))
+
+    def test_round_trip_with_unigram_fallback(self, codec: H.HiFiCodecCodec) -> None:
+        prior = codec.model.prior
+        rng = np.random.default_rng(0)
+        idx = rng.integers(0, prior.alphabet, (4, 60))
+        idx[1] = np.argmax(prior.unigram[1])  # constant: whichever table is cheaper is used
+        enc = E.Encoder()
+        mask = prior.encode(enc, idx)
+        assert np.array_equal(prior.decode(E.Decoder(enc.to_bytes()), 4, 60, mask), idx)
+
+    def test_tables_identical_with_one_thread(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
+        data = encode(codec, speech(1.5, 22050, 2), 22050, "4kbps")
+        header, packets = open_stream(data)
+        here = hashlib.sha256(b"".join(codec.read_packet(header, i, p)[0].tobytes() for i, p in enumerate(packets))).hexdigest()
+        tables = codec.model.prior.context_tables(codec.read_packet(header, 0, packets[0])[0][:, 0].T, 3)
+        (tmp_path / "x.nmc").write_bytes(data)
+        script = textwrap.dedent(
+            f"""
+            import hashlib, io, torch
+            torch.set_num_threads(1)
+            from nmc.models.hificodec import codec as H
+            from nmc.codec.container import read_header, read_packets
+            fo = open({str(tmp_path / "x.nmc")!r}, "rb")
+            header = read_header(fo)
+            c = H.HiFiCodecCodec({str(codec.weights_path)!r})
+            idx = [c.read_packet(header, i, p)[0] for i, p in enumerate(read_packets(fo, header.packets))]
+            print(hashlib.sha256(b"".join(i.tobytes() for i in idx)).hexdigest())
+            print(hashlib.sha256(c.model.prior.context_tables(idx[0][:, 0].T, 3).tobytes()).hexdigest())
+            """
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.split()
+        assert out == [here, hashlib.sha256(tables.tobytes()).hexdigest()]
+
+
+class TestEdgeCases:
+    @pytest.mark.parametrize("n,rate", [(1, 16000), (1, 48000), (100, 16000), (319, 8000), (5000, 192000)])
+    def test_short_inputs(self, codec: H.HiFiCodecCodec, n: int, rate: int) -> None:
+        x = 0.1 * np.sin(np.arange(n) / 3.0)[:, None].astype(np.float32)
+        y = decode(codec, encode(codec, x, rate)).to_array()
+        assert y.shape == (max(1, round(n * 16000 / rate)), 1) and np.isfinite(y).all()
+
+    def test_digital_silence(self, codec: H.HiFiCodecCodec) -> None:
+        data = encode(codec, np.zeros((16000, 2), np.float32), 16000)
+        y = decode(codec, data).to_array()
+        assert y.shape == (16000, 2) and np.isfinite(y).all()
+
+    @shipped
+    def test_silence_is_cheap(self, codec: H.HiFiCodecCodec) -> None:
+        _, packets = open_stream(encode(codec, np.zeros((16000, 1), np.float32), 16000))
+        assert sum(len(p) for p in packets if p is not None) < 100
+
+    def test_samples_outside_unit_range_are_scaled_per_packet(self, codec: H.HiFiCodecCodec) -> None:
+        x = speech(1.0) * np.float32(3.0 / np.abs(speech(1.0)).max())
+        header, packets = open_stream(encode(codec, x, 16000))
+        gains = [g for i, p in enumerate(packets) for g in codec.read_packet(header, i, p)[1]]
+        assert max(gains) == pytest.approx(3.0, rel=1e-6) and min(gains) >= 1.0
+        quiet = open_stream(encode(codec, x / 6, 16000))
+        assert all(codec.read_packet(quiet[0], i, p)[1] == [1.0] for i, p in enumerate(quiet[1]))
+
+    def test_nan_is_refused(self, codec: H.HiFiCodecCodec) -> None:
+        x = np.zeros((1000, 1), np.float32)
+        x[10] = np.nan
+        with pytest.raises(MediaError, match="NaN"):
+            encode(codec, x, 16000)
+
+    def test_many_channels(self, codec: H.HiFiCodecCodec) -> None:
+        x = speech(1.0, 16000, 5)
+        y = decode(codec, encode(codec, x, 16000, "1kbps")).to_array()
+        assert y.shape == (16000, 5)
+
+
+class TestDamage:
+    def test_flipped_byte_is_detected(self, codec: H.HiFiCodecCodec) -> None:
+        data = bytearray(encode(codec, speech(1.0), 16000))
+        data[-20] ^= 0x40
+        with pytest.raises(ContainerError, match="checksum"):
+            decode(codec, bytes(data)).to_array()
+
+    def test_bad_payload_with_valid_crc(self, codec: H.HiFiCodecCodec) -> None:
+        header, packets = open_stream(encode(codec, speech(1.0), 16000))
+        with pytest.raises(ContainerError, match="hificodec packet 0"):
+            codec.read_packet(header, 0, packets[0][:-3])
+        with pytest.raises(ContainerError, match="bad metadata"):
+            codec.read_packet(header, 1, packets[0])  # packet 1 is the shorter last one
+
+    def test_lost_packet_and_bad_header(self, codec: H.HiFiCodecCodec) -> None:
+        header, packets = open_stream(encode(codec, speech(1.0), 16000))
+        with pytest.raises(ContainerError, match="packet 1 is damaged or missing"):
+            codec.decode(header, iter([packets[0], None]), recover=True).to_array()
+        header.extra["frames"] += 1
+        with pytest.raises(ContainerError, match="inconsistent header"):
+            codec.decode(header, iter(packets))
+
+
+class TestFitPrior:
+    def test_fit_write_load(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
+        from nmc.codec import prior as P
+        from nmc.models.hificodec import fit_prior as F
+
+        header, packets = open_stream(encode(codec, speech(3.0), 16000, "4kbps"))
+        idx = [codec.read_packet(header, i, p)[0][:, 0].T for i, p in enumerate(packets)]
+        y, ctx = F.stack(idx, 3, 2, 1024)
+        assert y.shape == (150,) and ctx.shape == (150, 3) and (ctx[:, 0] == 1024).sum() == len(idx)
+        model = codec.model
+        prior = H.GRVQPrior([P.fit_prior(*F.stack(idx, k, 2, 1024), 1024, [1024] * 3, dim=4, steps=5, batch=64) for k in range(8)],
+                            model.prior.unigram, 2)  # fmt: skip
+        path = tmp_path / "w.safetensors"
+        H.write_weights(path, model.net.state_dict(), model.net.config.to_json(), prior, {"test": 1})
+        back = H.load_model(path)
+        assert np.array_equal(back.prior.priors[5].bias, prior.priors[5].bias)
+
+
+class TestCommandLine:
+    def test_compress_decompress(self, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        import json
+
+        from nmc.cli.main import main
+
+        def run(*args: str) -> dict:
+            try:
+                main([*args, "--json"])
+            except SystemExit as e:
+                assert not e.code, capsys.readouterr().err
+            return json.loads(capsys.readouterr().out)
+
+        src = tmp_path / "talk.wav"
+        sf.write(src, speech(1.5, 44100, 2), 44100)
+        monkeypatch.setattr(H.HiFiCodecCodec, "weights_path", weights)
+        registry.get_codec.cache_clear()
+        try:
+            out = run("compress", str(src), "--mono", "-q", "1kbps")
+            assert out["codec"] == "hificodec" and out["setting"] == "1kbps" and out["unit"] == "kbps"
+            back = run("decompress", out["output"], "-o", str(tmp_path / "back.wav"), "--sample-rate", "22050")
+            info = sf.info(back["output"])
+            assert info.samplerate == 22050 and info.channels == 1 and abs(info.frames - round(1.5 * 22050)) <= 2
+        finally:
+            registry.get_codec.cache_clear()
