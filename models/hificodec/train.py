@@ -29,14 +29,15 @@ import soxr
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 import typer
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:  # installed package (pip install -e .)
-    from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss
+    from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss, load_generator
 except ImportError:  # plain checkout (the GPU machine): the script's folder is on sys.path
-    from network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss  # type: ignore[no-redef]
+    from network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss, load_generator  # type: ignore[no-redef]
 
 SR = 16000
 AUDIO_EXTS = (".opus", ".flac", ".wav", ".ogg")
@@ -129,6 +130,23 @@ def load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | No
     return None
 
 
+def init_from_export(model: HiFiCodec, path: Path) -> int:
+    """Load an exported generator into the weight-normed training model; returns its step."""
+    from safetensors import safe_open
+
+    src = load_generator(path).float().state_dict()
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if parametrize.is_parametrized(m, "weight"):
+                m.weight = src.pop(f"{name}.weight").to(m.weight.device)  # right_inverse splits g and v
+        missing = set(src) - set(model.state_dict())
+        if missing:
+            raise typer.BadParameter(f"{path}: tensors {sorted(missing)[:3]} do not fit the model")
+        model.load_state_dict(src, strict=False)
+    with safe_open(str(path), framework="pt") as f:
+        return int((f.metadata() or {}).get("step", 0))
+
+
 def export_generator(model: HiFiCodec, path: Path, step: int) -> None:
     """The shipped generator: weight norm folded, fp16, config in the safetensors metadata."""
     g = HiFiCodec(model.config)  # a fresh copy: removing weight norm from a deepcopy breaks the original
@@ -176,6 +194,7 @@ def main(
     silence_db: float = -50.0,           # crops quieter than this (RMS dBFS) are replaced when possible
     save_minutes: float = 2.0,           # checkpoint period
     ckpt_optim: str = "bf16",            # Adam moments in the checkpoint: fp32 | bf16 | none
+    init: Path = Path(""),               # without a checkpoint: start the generator from this fp16 export
     max_files: int = 0,                  # use only the first N files (0: all)
     tiny: bool = False,                  # tiny model, batch and data: a CPU smoke test in seconds
     seed: int = 1337,
@@ -255,6 +274,9 @@ def main(
             level_rng.set_state(tensors["rng/levels"])
         step = meta["step"]
         say(f"resumed from {ckpt_dir} at step {step} (optimizer state: {meta['ckpt_optim']})")
+    elif str(init):
+        step = init_from_export(model, init)
+        say(f"initialised the generator from {init} (step {step}); fresh discriminator and optimizers")
     start_step = step
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     say(f"world {world} on {torch.cuda.get_device_name(device) if cuda else 'cpu'}; generator "

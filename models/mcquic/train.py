@@ -34,10 +34,10 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:
-    from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, save_model
+    from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, load_model, save_model
 except ImportError:  # GPU machines run the file from a plain checkout, without `pip install`
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from network import McQuic, McQuicArgs, args_from_dict, save_model  # type: ignore[no-redef]
+    from network import McQuic, McQuicArgs, args_from_dict, load_model, save_model  # type: ignore[no-redef]
 
 CKPT_FORMAT = "nmc-mcquic-ckpt-v1"
 SHARD_BYTES = 15 * 2**20 - 2**16  # shards stay under 15 MiB, safetensors header included
@@ -190,6 +190,7 @@ def main(
     msssim: float = 0.0,  # weight of (1 - MS-SSIM) (needs pytorch_msssim); 0 = pure PSNR training
     seed: int = 0,
     save_minutes: float = 2.0,  # checkpoint interval (also saved at the end)
+    init: Path | None = None,  # without a checkpoint: start from these exported weights (fresh optimizer)
     ckpt_optim: str = "bf16",  # AdamW moments in the checkpoint: fp32 (bit-exact resume), bf16 (half size), none
     log_every: int = 50,  # steps between log lines (each costs one device sync)
     print_every: int = 200,  # steps between short stdout lines
@@ -247,6 +248,8 @@ def main(
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
         if any(k.startswith("optim/") for k in tensors):  # else fresh moments (saved with --ckpt-optim none)
             opt.load_state_dict(optimizer_state(tensors, meta["optim_param_groups"]))
+            for p in net.parameters():  # fused AdamW needs moments with the param's dtype and strides
+                opt.state[p].update({k: torch.empty_like(p).copy_(v) for k, v in opt.state[p].items() if v.dim()})
         else:
             warm_from = meta["step"]  # warm up again
         step, train_seconds = meta["step"], meta["train_seconds"]
@@ -254,6 +257,9 @@ def main(
         if cuda and "rng/cuda" in tensors and master:
             torch.cuda.set_rng_state(tensors["rng/cuda"])
         say(f"resumed from {ckpt_dir} at step {step} ({train_seconds / 60:.1f} training minutes so far)")
+    elif init is not None:
+        net.load_state_dict(load_model(init).state_dict())
+        say(f"initialised from {init}; fresh optimizer")
     gen = torch.Generator()  # data RNG, re-seeded from (seed, rank, step) every step: a resumed run sees the same crops
     model = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False) if ddp else net
     nparams = sum(p.numel() for p in net.parameters())
