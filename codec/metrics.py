@@ -172,17 +172,24 @@ def stoi(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> floa
 def visqol_speech(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
     """ViSQOL v3 speech mode MOS-LQO (1..~4.75) at 16 kHz, lattice mapping as in the C++ tool."""
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, VISQOL_SPEECH_RATE)
-    if _silent(r):
-        return math.nan
-    return float(_visqol("speech").measure_from_arrays(r, d, VISQOL_SPEECH_RATE).moslqo)
+    return _visqol_moslqo("speech", r, d, VISQOL_SPEECH_RATE)
 
 
 def visqol_audio(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
     """ViSQOL v3 audio mode MOS-LQO (1..~4.7) at 48 kHz, for music."""
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, VISQOL_AUDIO_RATE)
-    if _silent(r):
+    return _visqol_moslqo("audio", r, d, VISQOL_AUDIO_RATE)
+
+
+def _visqol_moslqo(mode: str, ref: FloatArray, dec: FloatArray, rate: int) -> float:
+    """NaN for silence, and for clips too short to form one ViSQOL patch (the library
+    then fails with an IndexError; e.g. a 0.57 s syllable in speech mode)."""
+    if _silent(ref):
         return math.nan
-    return float(_visqol("audio").measure_from_arrays(r, d, VISQOL_AUDIO_RATE).moslqo)
+    try:
+        return float(_visqol(mode).measure_from_arrays(ref, dec, rate).moslqo)
+    except IndexError:
+        return math.nan
 
 
 def _silent(x: FloatArray) -> bool:

@@ -118,6 +118,7 @@ class TestAudioMetrics:
         heavy = x + np.random.default_rng(0).normal(0, 0.05, x.shape)
         assert Q.visqol_speech(x, sr, x, sr) > 4.5
         assert Q.visqol_speech(x, sr, heavy, sr) < 3.0
+        assert math.isnan(Q.visqol_speech(x[: sr // 4], sr, x[: sr // 4], sr))  # shorter than a patch
 
 
 class TestBDRate:
