@@ -273,7 +273,7 @@ def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -
     return [m[rate_key] for m in rows], quality
 
 
-AT_RATES = {"image": [0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [1.0, 2.0, 4.0, 8.0, 16.0]}
+AT_RATES = {"image": [0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0]}
 
 
 def quality_at_rates(means: list[dict[str, Any]], codec: str, rate_key: str, metric: str, rates: list[float]) -> list[float | None]:
@@ -343,6 +343,7 @@ def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     """One rate-distortion PNG per metric (mean curves, log rate axis); returns the file names."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -360,6 +361,10 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
                     anchor = report["meta"]["coders"][codec]["anchor"]
                     ax.plot(*zip(*pts), "--o" if anchor else "-s", ms=3, lw=1.2, label=codec)
             ax.set_xscale("log")
+            lo, hi = ax.get_xlim()
+            ax.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("bits per pixel" if kind == "image" else "kbit/s")
             ax.set_ylabel(METRICS[metric].label + (" (dB)" if metric == "ms_ssim" else ""))
             ax.grid(True, which="both", alpha=0.3)
