@@ -32,9 +32,9 @@ def load_media(path: str | Path, kind: str | None = None) -> tuple[str, Media]:
 def save_media(target: str | Path | IO[bytes], media: Media) -> None:
     """Write decoded media to a path (format from the suffix) or a binary stream."""
     if isinstance(media, M.Image):
-        M.write_image(target, media, None if isinstance(target, (str, Path)) else target)  # type: ignore[arg-type]
+        M.write_image(target, media)
     elif isinstance(media, M.Audio):
-        M.write_audio(target, media)  # type: ignore[arg-type]
+        M.write_audio(target, media)
     else:
         if not isinstance(target, (str, Path)):
             raise MediaError("Gaussian scenes cannot be written to stdout; give -o PATH")

@@ -15,7 +15,7 @@ import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -105,7 +105,7 @@ def media_kind(path: str | Path) -> str:
     raise MediaError(f"{p}: unsupported file type {suffix or '(no suffix)'!r}")
 
 
-def _open_input(path: str | Path) -> io.BufferedIOBase | Path:
+def _open_input(path: str | Path) -> IO[bytes] | Path:
     """A path, or the bytes of stdin for '-'; empty or missing input is a MediaError."""
     if str(path) == "-":
         data = sys.stdin.buffer.read()
@@ -129,8 +129,7 @@ def read_image(path: str | Path) -> Image:
     src = _open_input(path)
     try:
         with PILImage.open(src) as im:
-            im = ImageOps.exif_transpose(im)
-            return Image(_pil_to_array(im))
+            return Image(_pil_to_array(ImageOps.exif_transpose(im)))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise MediaError(f"{path}: cannot read image ({err})") from None
 
@@ -158,7 +157,7 @@ def _pil_to_array(im: "PILImage.Image") -> np.ndarray:  # type: ignore[name-defi
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def write_image(path: str | Path, image: Image, fo: io.BufferedIOBase | None = None) -> None:
+def write_image(target: str | Path | IO[bytes], image: Image) -> None:
     """Write by suffix (PNG when writing to a stream); 16-bit gray stays 16-bit in PNG/TIFF."""
     from PIL import Image as PILImage
 
@@ -167,15 +166,12 @@ def write_image(path: str | Path, image: Image, fo: io.BufferedIOBase | None = N
         im = PILImage.fromarray(px[:, :, 0].astype("<u2")) if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
     else:
         im = PILImage.fromarray(px[:, :, 0] if px.shape[2] == 1 else px)
-    fmt = None if fo is None else "PNG"
-    im.save(fo if fo is not None else path, format=fmt)
+    im.save(target, format=None if isinstance(target, (str, Path)) else "PNG")
 
 
 def to_rgb8(image: Image) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
     """The 8-bit RGB planes a colour codec codes, and the alpha plane (None if opaque/absent)."""
-    px = image.pixels
-    if px.dtype == np.uint16:
-        px = ((px.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    px = image.pixels.astype(np.uint8) if image.bit_depth == 8 else ((image.pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
     color = px[:, :, :-1] if px.shape[2] in (2, 4) else px
     alpha = px[:, :, -1] if px.shape[2] in (2, 4) else None
     if alpha is not None and alpha.min() == 255:
@@ -237,7 +233,7 @@ def resample_blocks(blocks: Iterator[npt.NDArray[np.float32]], rate_in: int, rat
 _AUDIO_WRITE = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS")}
 
 
-def write_audio(target: str | Path | io.BufferedIOBase, audio: Audio, suffix: str = ".wav") -> None:
+def write_audio(target: str | Path | IO[bytes], audio: Audio, suffix: str = ".wav") -> None:
     """Write 16-bit PCM (or Vorbis/Opus) block by block; the suffix of a path picks the format."""
     import soundfile as sf
 
