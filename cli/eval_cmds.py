@@ -125,7 +125,7 @@ def bench_command(
     table = Table("codec", "setting", "dev", "thr", "encode", "decode", "RSS MB", "py MB", "params", "bytes", "coder +%", title=f"speed in {units}")
     for r in rows:
         table.add_row(
-            r.codec, r.setting, r.device, str(r.threads), f"{r.encode_speed:.3g}", f"{r.decode_speed:.3g}",
+            r.codec, r.setting, r.device, _fmt(r.threads), f"{r.encode_speed:.3g}", f"{r.decode_speed:.3g}",
             _fmt(r.peak_rss_mb), _fmt(r.peak_python_mb), _fmt(r.parameters), str(r.file_bytes), _fmt(r.coder_overhead_pct),
         )  # fmt: skip
     _console().print(table)

@@ -1,16 +1,16 @@
 """`nmc bench`: encode/decode speed, peak memory, model size and entropy-coder overhead.
 
-Speed is the median of `repeat` timed runs after one warm-up (which loads the model).
-Memory is measured in a separate, untimed run: the peak resident-set growth over the
-process baseline (psutil, sampled every 2 ms) and tracemalloc's peak of Python/numpy
-allocations (torch's own allocator is invisible to tracemalloc, hence both). On CUDA the
-peak of torch's allocator is added.
+Memory comes from the first, cold encode + decode of each coder (so the model load is
+included): the peak resident-set growth of this process and its child processes (psutil,
+sampled every 2 ms; ffmpeg runs as a child) and tracemalloc's peak of Python/numpy
+allocations (torch's own allocator is invisible to tracemalloc, hence both). Speed is then
+the median of `repeat` timed runs per device and thread count, after a warm-up; on CUDA
+the peak of torch's allocator during the warm-up is added.
 
-Coder overhead needs nothing from the codecs: during the memory run every
-`entropy.Encoder` call is tallied (`entropy_tally`), giving the model's cross-entropy
-(ideal bits of exactly the symbols coded, under exactly the tables used) and the bytes the
-range coder produced. `container_bytes` is the rest of the file: header, packet framing,
-stream-length prefixes.
+Coder overhead needs nothing from the codecs: during the cold run every `entropy.Encoder`
+call is tallied (`entropy_tally`), giving the model's cross-entropy (ideal bits of exactly
+the symbols coded, under exactly the tables used) and the bytes the range coder produced.
+`container_bytes` is the rest of the file: header, packet framing, stream-length prefixes.
 
 Learned codecs run on a GPU when the codec object has a `to(device)` method (returning
 the codec or None); codecs without one, and the anchors, are measured on the CPU only.
@@ -38,7 +38,7 @@ class BenchRow:
     setting: str
     input: str
     device: str
-    threads: int
+    threads: int | None  # torch threads; None for anchors (their libraries decide)
     encode_s: float
     decode_s: float
     encode_speed: float
@@ -84,7 +84,7 @@ def entropy_tally() -> Iterator[dict[str, float]]:
 
 
 class PeakRSS:
-    """Peak resident-set growth (bytes) of this process while the `with` block runs."""
+    """Peak resident-set growth (bytes) of this process and its children in the `with` block."""
 
     def __init__(self, interval: float = 0.002) -> None:
         import psutil
@@ -93,13 +93,22 @@ class PeakRSS:
         self._stop = threading.Event()
         self.base = self.peak = 0
 
+    def _rss(self) -> int:
+        import psutil
+
+        total = self._proc.memory_info().rss
+        for child in self._proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return int(total)
+
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, self._rss())
             time.sleep(self._interval)
 
     def __enter__(self) -> PeakRSS:
-        self.base = self.peak = self._proc.memory_info().rss
+        self.base = self.peak = self._rss()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -107,11 +116,34 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, self._rss())
 
     @property
     def growth(self) -> int:
         return self.peak - self.base
+
+
+@dataclass
+class ColdRun:
+    """What the first encode + decode of a coder shows: memory, sizes, coder overhead."""
+
+    peak_rss: int
+    peak_python: int
+    data: bytes
+    coded_bytes: int
+    ideal_bits: float
+
+
+def cold_run(coder: Coder, setting: str, media: Any) -> ColdRun:
+    tracemalloc.start()
+    try:
+        with PeakRSS() as rss, entropy_tally() as tally:
+            data = coder.encode(media, setting)
+            coder.decode(data)
+        peak_python = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return ColdRun(rss.growth, peak_python, data, int(tally["coded_bytes"]), tally["ideal_bits"])
 
 
 def _model_size(name: str) -> tuple[int | None, float | None]:
@@ -146,50 +178,41 @@ def _on_device(name: str, device: str) -> bool:
     return device == "cpu"
 
 
-def bench_one(coder: Coder, setting: str, path: Path, media: Any, device: str, threads: int, repeat: int) -> BenchRow:
-    """Time, memory and overhead of one coder at one setting on one input."""
+def bench_one(coder: Coder, setting: str, path: Path, media: Any, cold: ColdRun, device: str, threads: int | None, repeat: int) -> BenchRow:
+    """Speed of one coder at one setting on one input, with the cold run's other numbers."""
     import torch
 
-    def cuda_sync() -> None:
+    def timed(fn: Callable[[], Any]) -> float:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-
-    def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-        cuda_sync()
         t = time.perf_counter()
-        out = fn()
-        cuda_sync()
-        return out, time.perf_counter() - t
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
 
-    with torch_threads(threads):
-        data = coder.encode(media, setting)  # warm-up: loads the model
-        coder.decode(data)
-        enc = statistics.median(timed(lambda: coder.encode(media, setting))[1] for _ in range(repeat))
-        dec = statistics.median(timed(lambda: coder.decode(data))[1] for _ in range(repeat))
+    with torch_threads(threads or torch.get_num_threads()):
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        tracemalloc.start()
-        with PeakRSS() as rss, entropy_tally() as tally:
-            data = coder.encode(media, setting)
-            coder.decode(data)
-        peak_python = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
+        coder.decode(coder.encode(media, setting))  # warm-up on this device
+        gpu = torch.cuda.max_memory_allocated() / 1e6 if device.startswith("cuda") else None
+        enc = statistics.median(timed(lambda: coder.encode(media, setting)) for _ in range(repeat))
+        dec = statistics.median(timed(lambda: coder.decode(cold.data)) for _ in range(repeat))
     if isinstance(media, M.Image):
         amount, unit = media.width * media.height / 1e6, "MP/s"
     else:
         amount, unit = media.frames / media.sample_rate, "x realtime"
-    coded = int(tally["coded_bytes"]) if tally["coded_bytes"] else None
-    ideal = tally["ideal_bits"] / 8 if coded else None
+    coded = cold.coded_bytes or None
+    ideal = cold.ideal_bits / 8 if coded else None
     params, weights_mb = (None, None) if coder.is_anchor else _model_size(coder.name)
     return BenchRow(
         coder.name, setting, str(path), device, threads, round(enc, 5), round(dec, 5),
         round(amount / enc, 3), round(amount / dec, 3), unit,
-        round(rss.growth / 1e6, 2), round(peak_python / 1e6, 2),
-        round(torch.cuda.max_memory_allocated() / 1e6, 2) if device.startswith("cuda") else None,
+        round(cold.peak_rss / 1e6, 2), round(cold.peak_python / 1e6, 2), None if gpu is None else round(gpu, 2),
         params, None if weights_mb is None else round(weights_mb, 3),
-        len(data), len(data) - coded if coded else None, coded,
+        len(cold.data), None if coded is None else len(cold.data) - coded, coded,
         None if ideal is None else round(ideal, 1),
-        None if not ideal else round(100 * (coded / ideal - 1), 4),  # type: ignore[operator]
+        None if coded is None or not ideal else round(100 * (coded / ideal - 1), 4),
     )  # fmt: skip
 
 
@@ -231,13 +254,17 @@ def run(
             raise MediaError(f"{coder.name} codes {coder.media}: give an {coder.media} input")
         path, media = loaded[coder.media]
         setting = (settings or {}).get(coder.name) or coder.settings[len(coder.settings) // 2]
+        if progress:
+            progress(f"{coder.name} {setting} cold run")
+        cold = cold_run(coder, setting, media)
         for device in devices if not coder.is_anchor else ["cpu"]:
             if not coder.is_anchor and not _on_device(coder.name, device):
                 continue
-            for n in threads if device == "cpu" else [threads[-1]]:
+            # Anchors thread (or not) inside their own libraries: one row, threads None.
+            for n in [None] if coder.is_anchor else threads if device == "cpu" else [threads[-1]]:
                 if progress:
-                    progress(f"{coder.name} {setting} {device} {n} thread(s)")
-                rows.append(bench_one(coder, setting, path, media, device, n, repeat))
+                    progress(f"{coder.name} {setting} {device} {n or 'library'} thread(s)")
+                rows.append(bench_one(coder, setting, path, media, cold, device, n, repeat))
         if not coder.is_anchor and len(devices) > 1:
             _on_device(coder.name, "cpu")
     return rows

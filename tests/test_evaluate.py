@@ -104,6 +104,7 @@ class TestBench:
         assert toy.coded_bytes + toy.container_bytes == toy.file_bytes
         assert 0 <= toy.coder_overhead_pct < 5  # tiny streams: the final coder word dominates
         assert jpeg.coder_overhead_pct is None and jpeg.parameters is None and jpeg.peak_rss_mb >= 0
+        assert toy.threads == 1 and jpeg.threads is None  # anchors thread inside their libraries
 
     def test_tally_restores_the_encoder(self) -> None:
         from nmc.codec import entropy as E
