@@ -1,7 +1,9 @@
 """The .nmc container: fixed prefix, JSON header, CRC-checked packets. Byte layout: docs/FORMAT.md.
 
     prefix   magic b"\\x89NMC" | uint8 version | uint32 header length     (little endian)
-    header   UTF-8 JSON object | uint32 CRC32 of the JSON bytes
+    header   UTF-8 JSON object, raw-DEFLATE-compressed with the preset dictionary
+             HEADER_DICT (headers cost tens of bytes: they matter at 1 kbit/s) |
+             uint32 CRC32 of the compressed bytes
     packet*  uint32 payload length | uint32 CRC32 of payload | payload
     end      uint32 0xFFFFFFFF | uint32 number of packets
 
@@ -27,6 +29,14 @@ _PACKET = struct.Struct("<II")
 END_MARK = 0xFFFFFFFF
 MAX_HEADER_BYTES = 1 << 20
 MAX_PACKET_BYTES = 1 << 28
+# Part of format version 1: changing a single byte of it needs a new FORMAT_VERSION.
+HEADER_DICT = (
+    b'"coded_channels":1,"coded_rate":16000,"frames":"bit_depth":8,"channels":3,"height":512,"kind":"image","width":768},'
+    b'"model_id":"mcquic-v1","packets":null,"setting":"q3","weights":"mcquic","tile":'
+    b'"extra":{"chunk_frames":500,"codebook_size":1024,"codebooks":4,"groups":2,"hop":320},'
+    b'"media":{"channels":1,"frames":"kind":"audio","sample_rate":16000},"model_id":"hificodec-16k-v1","packets":1,'
+    b'"setting":"2kbps","weights":"{"codec":"hificodec","coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
+)
 
 
 @dataclass
@@ -42,15 +52,23 @@ class Header:
     packets: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_bytes(self) -> bytes:
+    def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+
+    def to_bytes(self) -> bytes:
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+        return deflate.compress(self.to_json()) + deflate.flush()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Header:
         try:
-            fields = json.loads(data.decode())
+            inflate = zlib.decompressobj(-15, HEADER_DICT)
+            text = inflate.decompress(data, MAX_HEADER_BYTES) + inflate.flush()
+            if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
+                raise ValueError("header does not end where its length says")
+            fields = json.loads(text.decode())
             return cls(**fields)
-        except (UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
+        except (zlib.error, ValueError, TypeError) as err:
             raise ContainerError(f"invalid header: {err}") from None
 
 

@@ -67,8 +67,8 @@ class Codec(ABC):
         """Media from the header and packets; a None packet was lost (raise unless recoverable)."""
 
     def weights_hash(self) -> str:
-        """sha256 of the weights file, so that a file is never decoded with other weights."""
-        return file_sha256(self.weights_path) if self.weights_path else "none"
+        """First 64 bits of the weights file's SHA-256, so a file is never decoded with other weights."""
+        return file_sha256(self.weights_path)[:16] if self.weights_path else "none"
 
     def setting(self, name: str) -> Setting:
         for s in self.settings():
