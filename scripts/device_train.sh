@@ -34,7 +34,7 @@ P1=$!
 if [ "$MCQ" -gt 0 ]; then
 CUDA_VISIBLE_DEVICES=$MCQ_GPUS torchrun --nproc_per_node="$MCQ" --master_port=29502 models/mcquic/train.py \
     --data .data/images --ckpt-dir .ckpt/mcquic --minutes "$MINUTES" \
-    --total-minutes "${MCQ_TOTAL_MINUTES:-18}" $EXTRA \
+    --total-minutes "${MCQ_TOTAL_MINUTES:-18}" $EXTRA ${MCQ_ARGS:-} \
     $( [ -f .ckpt/init/mcquic.safetensors ] && echo --init .ckpt/init/mcquic.safetensors ) \
     --log-file "$OUT/mcquic.log" --export "$OUT/mcquic.safetensors" > "$OUT/mcquic.stdout" 2>&1 &
 P2=$!
