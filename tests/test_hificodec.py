@@ -38,16 +38,16 @@ CHUNK = 40  # frames per packet in most tests (0.8 s): many packets from short s
 def random_prior(n_cb: int, K: int, groups: int, seed: int = 0) -> H.GRVQPrior:
     rng = np.random.default_rng(seed)
 
-    def one() -> ContextPrior:
+    def one(n: int) -> ContextPrior:
         return ContextPrior(
             rng.integers(-64, 64, K).astype(np.int32),
-            [rng.integers(-127, 128, (K + 1, 8)).astype(np.int8) for _ in range(3)],
-            [rng.integers(-127, 128, (8, K)).astype(np.int8) for _ in range(3)],
-            np.full(3, 30, np.int64),
+            [rng.integers(-127, 128, (K + 1, 8)).astype(np.int8) for _ in range(n)],
+            [rng.integers(-127, 128, (8, K)).astype(np.int8) for _ in range(n)],
+            np.full(n, 30, np.int64),
         )
 
     unigram = E.freqs_from_counts(rng.random((n_cb, K)) ** 4)
-    return H.GRVQPrior([one() for _ in range(n_cb)], unigram, groups)
+    return H.GRVQPrior([one(len(H.sources(k, groups))) for k in range(n_cb)], unigram, groups)
 
 
 @pytest.fixture(scope="session")
@@ -208,6 +208,15 @@ class TestStreaming:
 
 
 class TestPrior:
+    def test_contexts_are_already_coded(self) -> None:
+        idx = np.arange(8 * 5).reshape(8, 5)
+        for n in H.SETTINGS.values():  # every setting codes whole levels: sources stay below n
+            assert all(j < n for k in range(n) for j in H.sources(k, 2))
+        assert H.sources(0, 2) == [0, 1] and H.sources(7, 2) == [7, 5, 0, 1, 6]
+        ctx = H.contexts(idx, 2, 2, 1024)  # sources 2 (t-1), 0 (t), 1 (t), 3 (t-1)
+        assert np.array_equal(ctx[:, 0], [1024, *idx[2, :4]]) and np.array_equal(ctx[:, 1], idx[0])
+        assert np.array_equal(ctx[:, 2], idx[1]) and np.array_equal(ctx[:, 3], [1024, *idx[3, :4]])
+
     def test_decoder_tables_equal_the_context_prior(self, codec: H.HiFiCodecCodec) -> None:
         prior = codec.model.prior
         idx = np.random.default_rng(0).integers(0, prior.alphabet, (8, 50))
@@ -317,10 +326,10 @@ class TestFitPrior:
         header, packets = open_stream(encode(codec, speech(3.0), 16000, "4kbps"))
         idx = [codec.read_packet(header, i, p)[0][:, 0].T for i, p in enumerate(packets)]
         y, ctx = F.stack(idx, 3, 2, 1024)
-        assert y.shape == (150,) and ctx.shape == (150, 3) and (ctx[:, 0] == 1024).sum() == len(idx)
+        assert y.shape == (150,) and ctx.shape == (150, 4) and (ctx[:, 0] == 1024).sum() == len(idx)
         model = codec.model
-        prior = H.GRVQPrior([P.fit_prior(*F.stack(idx, k, 2, 1024), 1024, [1024] * 3, dim=4, steps=5, batch=64) for k in range(8)],
-                            model.prior.unigram, 2)  # fmt: skip
+        fits = [F.stack(idx, k, 2, 1024) for k in range(8)]
+        prior = H.GRVQPrior([P.fit_prior(y, c, 1024, [1024] * c.shape[1], dim=4, steps=5, batch=64) for y, c in fits], model.prior.unigram, 2)
         path = tmp_path / "w.safetensors"
         H.write_weights(path, model.net.state_dict(), model.net.config.to_json(), prior, {"test": 1})
         back = H.load_model(path)

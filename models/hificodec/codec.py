@@ -5,15 +5,15 @@ own. One packet holds one chunk of `chunk_frames` codec frames (hop 320) of ever
 
     packet  = pack_streams([meta, stream_0, ..., stream_{C-1}])
     meta    = uint16 frames | per channel: uint8 unigram mask, float32 gain
-    stream  = range-coded indices of one channel, codebook-major (k = level * 2 + group)
+    stream  = range-coded indices of one channel, frame-major (frame t: codebooks 0..n-1)
 
 Chunks are encoded with `ENC_CONTEXT` frames of audio on both sides and decoded with
 `DEC_CONTEXT` frames of the neighbouring chunks' indices (one packet of lookahead), both
 more than the networks' receptive fields, so chunked coding equals whole-signal coding and
-memory stays bounded. Index `t` of codebook `k` is coded with `ContextPrior` k given
-(same codebook at t-1, previous level of the same group at t, level 0 of the other group
-at t), or with a unigram table where that is cheaper (bit k of the mask). Contexts restart
-at every packet, so packets decode independently. Byte layout: docs/FORMAT.md.
+memory stays bounded. Each index is coded with the integer `ContextPrior` of its codebook
+given the most recent indices of a few related codebooks (`sources`), or with a unigram
+table where that is cheaper for the packet (bit k of the mask). Contexts restart at every
+packet, so packets decode independently. Byte layout: docs/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -56,19 +56,31 @@ IntArray = npt.NDArray[np.int64]
 # ---------------------------------------------------------------- index prior
 
 
-def contexts(indices: npt.ArrayLike, k: int, groups: int, alphabet: int) -> IntArray:
-    """Context rows `(T, 3)` of codebook k for one packet's indices `(n_codebooks, T)`.
+def sources(k: int, groups: int) -> list[int]:
+    """Codebooks whose most recent index is a context of codebook k = level * groups + g.
 
-    (same codebook at t-1, level - 1 of the same group at t, level 0 of the next group at t);
-    `alphabet` marks a context that is not available (packet start, level 0, not yet coded).
+    Itself (previous frame), the previous level of the same group, level 0 of the next group,
+    level 0 of the same group (from level 2) and the same level of the next group (from level 1).
+    """
+    level, g = divmod(k, groups)
+    other = (g + 1) % groups
+    out = [k, k - groups, other, g, level * groups + other]
+    keep = [True, level >= 1, True, level >= 2, level >= 1]
+    return list(dict.fromkeys(j for j, ok in zip(out, keep) if ok))
+
+
+def contexts(indices: npt.ArrayLike, k: int, groups: int, alphabet: int) -> IntArray:
+    """Context rows `(T, len(sources(k)))` of codebook k for one packet's indices `(n_codebooks, T)`.
+
+    Indices are coded frame by frame, codebook by codebook within a frame, so the most recent
+    index of codebook j is the one at frame t if j < k, else at t - 1; `alphabet` stands for
+    "none yet" at the packet start (contexts never cross packets).
     """
     idx = np.asarray(indices, dtype=np.int64)
-    level, g = divmod(k, groups)
-    na = np.full(idx.shape[1], alphabet, np.int64)
-    prev = np.concatenate([[alphabet], idx[k, :-1]]) if idx.shape[1] else na
-    coarser = idx[k - groups] if level else na
-    other = (g + 1) % groups
-    return np.stack([prev, coarser, idx[other] if other < k else na], axis=1)
+    cols = []
+    for j in sources(k, groups):
+        cols.append(idx[j] if j < k else np.concatenate([[alphabet], idx[j, :-1]])[: idx.shape[1]])
+    return np.stack(cols, axis=1)
 
 
 def _tables(scores: IntArray) -> IntArray:
@@ -81,10 +93,10 @@ def _tables(scores: IntArray) -> IntArray:
 class GRVQPrior:
     """One `ContextPrior` and one unigram table per codebook; codes one channel of a packet.
 
-    Scores are sums of per-context terms, so they are evaluated as table gathers:
-    `S(x) = S(NA, NA, NA) + sum_c delta[k][c][x_c]` with `delta[k][c][v] = S(v at c, NA elsewhere)
-    - S(NA, NA, NA)`, `(K + 1, K)` integers computed once from `ContextPrior.scores` (exact).
-    Decoding is sequential in t only through the previous-index context (c = 0).
+    Symbols are coded frame-major (t, then k). Scores are sums of per-context terms, so they
+    are table gathers: `S(x) = S(none) + sum_c delta[k][c][x_c]` with `delta[k][c][v] =
+    S(v at c, "none" elsewhere) - S(none)`, `(K + 1, K)` integers computed once from
+    `ContextPrior.scores` (exact), which makes the sequential decoder cheap per symbol.
     """
 
     priors: list[ContextPrior]
@@ -102,7 +114,7 @@ class GRVQPrior:
     def _context_delta(self, k: int, c: int) -> np.ndarray:
         if (k, c) not in self._delta:
             K = self.alphabet
-            rows = np.full((K + 1, 3), K, np.int64)
+            rows = np.full((K + 1, len(self.priors[k].embed)), K, np.int64)
             rows[:, c] = np.arange(K + 1)
             s = self.priors[k].scores(rows)
             s -= s[K]
@@ -112,11 +124,11 @@ class GRVQPrior:
 
     def _base_scores(self, k: int) -> IntArray:
         if k not in self._base:
-            self._base[k] = self.priors[k].scores(np.full((1, 3), self.alphabet))[0]
+            self._base[k] = self.priors[k].scores(np.full((1, len(self.priors[k].embed)), self.alphabet))[0]
         return self._base[k]
 
     def scores(self, k: int, ctx: IntArray) -> IntArray:
-        """`ContextPrior.scores` of codebook k for context rows `(T, 3)`, by table gathers."""
+        """`ContextPrior.scores` of codebook k for context rows `(T, n_ctx)`, by table gathers."""
         K = self.alphabet
         s = np.tile(self._base_scores(k), (len(ctx), 1))
         for c in range(ctx.shape[1]):
@@ -130,31 +142,41 @@ class GRVQPrior:
         """Frequency tables `(T, K)` that code codebook k of `indices` `(n_codebooks, T)`."""
         return _tables(self.scores(k, contexts(indices, k, self.groups, self.alphabet)))
 
-    def encode(self, enc: E.Encoder, indices: npt.NDArray[np.integer]) -> int:
-        """Code `(n_codebooks, T)` indices; returns the mask of codebooks coded with the unigram."""
+    def encode(self, enc: E.Encoder, indices: npt.NDArray[np.integer], block: int = 64) -> int:
+        """Code `(n_codebooks, T)` indices frame-major; returns the mask of codebooks coded with
+        their unigram table (where that is cheaper for this packet)."""
+        n, T = indices.shape
+        ctx = [contexts(indices, k, self.groups, self.alphabet) for k in range(n)]
         mask = 0
-        for k in range(indices.shape[0]):
-            tables = self.context_tables(indices, k)
-            if E.cross_entropy_bits(indices[k], self.unigram[k]) < E.cross_entropy_bits(indices[k], tables):
-                enc.encode(indices[k], self.unigram[k])
+        for k in range(n):
+            if E.cross_entropy_bits(indices[k], self.unigram[k]) < E.cross_entropy_bits(indices[k], _tables(self.scores(k, ctx[k]))):
                 mask |= 1 << k
-            else:
-                enc.encode(indices[k], tables)
+        for t in range(0, T, block):  # bounded memory: `block` frames of tables at a time
+            rows = [np.broadcast_to(self.unigram[k], (min(block, T - t), self.alphabet)) if mask >> k & 1
+                    else _tables(self.scores(k, ctx[k][t : t + block])) for k in range(n)]  # fmt: skip
+            enc.encode(indices[:, t : t + block].T.ravel(), np.stack(rows, axis=1).reshape(-1, self.alphabet))
         return mask
 
     def decode(self, dec: E.Decoder, n_codebooks: int, frames: int, mask: int) -> npt.NDArray[np.int64]:
-        out = np.zeros((n_codebooks, frames), np.int64)
+        K = self.alphabet
+        out = np.full((n_codebooks, frames + 1), K, np.int64)  # column -1 is "none yet" (frame -1)
+        plan = []
         for k in range(n_codebooks):
             if mask >> k & 1:
-                out[k] = dec.decode(self.unigram[k], frames)
-                continue
-            ctx = contexts(out, k, self.groups, self.alphabet)
-            ctx[:, 0] = self.alphabet  # the previous index is added step by step
-            rest, step = self.scores(k, ctx), self._context_delta(k, 0)
-            prev = self.alphabet
-            for t in range(frames):
-                prev = out[k, t] = dec.decode(_tables(rest[t] + step[prev])[None])[0]
-        return out
+                plan.append((k, None, []))
+            else:
+                src = [(j, j < k, self._context_delta(k, c)) for c, j in enumerate(sources(k, self.groups))]
+                plan.append((k, self._base_scores(k), src))
+        for t in range(frames):
+            for k, base, src in plan:
+                if base is None:
+                    out[k, t] = dec.decode(self.unigram[k], 1)[0]
+                    continue
+                s = base.copy()
+                for j, same_frame, delta in src:
+                    s += delta[out[j, t if same_frame else t - 1]]
+                out[k, t] = dec.decode(_tables(s)[None])[0]
+        return out[:, :frames]
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
@@ -166,6 +188,9 @@ class GRVQPrior:
     def from_tensors(cls, tensors: dict[str, np.ndarray], groups: int) -> GRVQPrior:
         unigram = np.asarray(tensors["prior.unigram"], np.int32)
         priors = [ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])]
+        for k, p in enumerate(priors):
+            if len(p.embed) != len(sources(k, groups)):
+                raise ValueError(f"prior {k} has {len(p.embed)} contexts, the codec gives {len(sources(k, groups))}")
         return cls(priors, unigram, groups)
 
 
@@ -205,7 +230,10 @@ def load_model(path: Path) -> Model:
         state = {k: f.get_tensor(k) for k in names if not k.startswith("prior.")}
         tables = {k: f.get_tensor(k).numpy() for k in names if k.startswith("prior.")}
     config = CodecConfig.from_json(meta["config"])
-    prior = GRVQPrior.from_tensors(tables, config.groups)
+    try:
+        prior = GRVQPrior.from_tensors(tables, config.groups)
+    except (KeyError, ValueError) as err:
+        raise CodecNotFoundError(f"{path}: prior does not fit this codec ({err})") from None
     if prior.unigram.shape != (config.groups * config.levels, config.codebook_size) or prior.unigram.shape[0] > 8:
         raise CodecNotFoundError(f"{path}: prior of shape {prior.unigram.shape} does not fit the generator")
     return Model(HiFiCodec.from_state_dict(state, config), prior)

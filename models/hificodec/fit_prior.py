@@ -56,7 +56,7 @@ def packet_indices(net: HiFiCodec, files: list[Path]) -> list[np.ndarray]:
 
 
 def stack(packets: list[np.ndarray], k: int, groups: int, K: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symbols `(N,)` and context rows `(N, 3)` of codebook k over all packets."""
+    """Symbols `(N,)` and context rows `(N, n_ctx)` of codebook k over all packets."""
     ctx = np.concatenate([contexts(p, k, groups, K) for p in packets])
     return np.concatenate([p[k] for p in packets]), ctx
 
@@ -69,13 +69,16 @@ def main(
     held_out: float = 0.1,                # fraction of those files kept for the report
     dim: int = 32,                        # ContextPrior embedding size
     steps: int = 2000,                    # Adam steps per codebook
-    batch: int = 4096,
+    batch: int = 2048,
     seed: int = 0,
+    threads: int = 1,                     # torch threads (more threads stall on a loaded box)
+    cache: Path = Path(""),               # .npz of the encoded indices: reused if it exists, else written
 ) -> None:
     t0 = time.time()
     if "dev" in data.resolve().parts:
         raise typer.BadParameter(f"refusing to fit priors on a dev set: {data}")
     torch.manual_seed(seed)
+    torch.set_num_threads(threads)
     with safe_open(str(generator), framework="pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in list(f.keys()) if not k.startswith("prior.")}
@@ -92,8 +95,14 @@ def main(
         picked.append(path)
         total += sf.info(str(path)).duration
     n_test = max(1, round(held_out * len(picked)))
-    train = packet_indices(net, picked[n_test:])
-    test = packet_indices(net, picked[:n_test])
+    if str(cache) not in ("", ".") and cache.exists():
+        with np.load(cache) as z:
+            train, test = [z[f"train{i}"] for i in range(int(z["n_train"]))], [z[f"test{i}"] for i in range(int(z["n_test"]))]
+    else:
+        train, test = packet_indices(net, picked[n_test:]), packet_indices(net, picked[:n_test])
+        if str(cache) not in ("", "."):
+            np.savez(cache, n_train=len(train), n_test=len(test), **{f"train{i}": x for i, x in enumerate(train)},
+                     **{f"test{i}": x for i, x in enumerate(test)})
     n_train, n_test_frames = sum(x.shape[1] for x in train), sum(x.shape[1] for x in test)
     print(f"{len(picked)} files, {total / 60:.1f} min from {data}: {n_train} train / {n_test_frames} held-out frames "
           f"({time.time() - t0:.0f} s)", flush=True)
@@ -101,7 +110,7 @@ def main(
     priors, unigram, rows = [], [], []
     for k in range(n_cb):
         y, ctx = stack(train, k, groups, K)
-        prior = fit_prior(y, ctx, K, [K, K, K], dim=dim, steps=steps, batch=batch, seed=seed + k)
+        prior = fit_prior(y, ctx, K, [K] * ctx.shape[1], dim=dim, steps=steps, batch=batch, seed=seed + k)
         uni = E.freqs_from_counts(np.bincount(y, minlength=K) + 0.5)
         yt, ct = stack(test, k, groups, K)
         ctx_bits = ideal_bits(prior, yt, ct) / len(yt)
