@@ -33,6 +33,7 @@ from nmc.models.hificodec import codec as H
 
 SAMPLES = Path(__file__).parent.parent / "samples"
 CHUNK = 40  # frames per packet in most tests (0.8 s): many packets from short signals
+WINDOW = 16  # frames per network call in the tests: several per packet
 
 
 def random_prior(n_cb: int, K: int, groups: int, seed: int = 0) -> H.GRVQPrior:
@@ -78,7 +79,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def codec(weights: Path) -> H.HiFiCodecCodec:
-    return H.HiFiCodecCodec(weights, chunk_frames=CHUNK)
+    return H.HiFiCodecCodec(weights, chunk_frames=CHUNK, window_frames=WINDOW)
 
 
 def speech(seconds: float | None = None, rate: int = 16000, channels: int = 1) -> np.ndarray:

@@ -1,19 +1,20 @@
-"""The `hificodec` codec: HiFi-Codec GRVQ indices of 10 s chunks, range-coded with context priors.
+"""The `hificodec` codec: HiFi-Codec GRVQ indices of 30 s chunks, range-coded with context priors.
 
 Audio of any rate and channel count is resampled to 16 kHz and each channel is coded on its
-own. One packet holds one chunk of `chunk_frames` codec frames (hop 320) of every channel:
+own. One packet holds one chunk of `chunk_frames` codec frames (hop 320, 30 s) of every channel:
 
     packet  = pack_streams([meta, stream_0, ..., stream_{C-1}])
     meta    = uint16 frames | per channel: uint8 unigram mask, float32 gain
     stream  = range-coded indices of one channel, frame-major (frame t: codebooks 0..n-1)
 
-Chunks are encoded with `ENC_CONTEXT` frames of audio on both sides and decoded with
-`DEC_CONTEXT` frames of the neighbouring chunks' indices (one packet of lookahead), both
-more than the networks' receptive fields, so chunked coding equals whole-signal coding and
-memory stays bounded. Each index is coded with the integer `ContextPrior` of its codebook
-given the most recent indices of a few related codebooks (`sources`), or with a unigram
-table where that is cheaper for the packet (bit k of the mask). Contexts restart at every
-packet, so packets decode independently. Byte layout: docs/FORMAT.md.
+The networks run on windows of `WINDOW_FRAMES` (10 s) with `ENC_CONTEXT` frames of audio on
+both sides (encoder) or `DEC_CONTEXT` frames of the neighbouring indices (decoder, one packet
+of lookahead), both more than the networks' receptive fields, so chunked coding equals
+whole-signal coding and memory stays bounded. Each index is coded with the integer
+`ContextPrior` of its codebook given the most recent indices of a few related codebooks
+(`sources`), or with a unigram table where that is cheaper for the packet (bit k of the
+mask). Contexts restart at every packet, so packets decode independently. Byte layout:
+docs/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 WEIGHTS = Path(__file__).parent / "weights" / "hificodec_16k.safetensors"
 SAMPLE_RATE = 16000
 HOP = 320  # samples per codec frame (50 frames/s)
-CHUNK_FRAMES = 500  # codec frames per packet (10 s)
+CHUNK_FRAMES = 1500  # codec frames per packet (30 s): the coder's ~2 bytes per stream stay < 0.1 %
+WINDOW_FRAMES = 500  # codec frames per network call (10 s): bounds memory whatever the packet size
 ENC_CONTEXT = 10  # frames of audio on each side of a chunk; g_a's receptive field is 8
 DEC_CONTEXT = 12  # frames of indices on each side of a chunk; g_s's receptive field is 11
 SETTINGS = {"1kbps": 2, "2kbps": 4, "3kbps": 6, "4kbps": 8}  # name -> codebooks
@@ -144,16 +146,21 @@ class GRVQPrior:
 
     def encode(self, enc: E.Encoder, indices: npt.NDArray[np.integer], block: int = 64) -> int:
         """Code `(n_codebooks, T)` indices frame-major; returns the mask of codebooks coded with
-        their unigram table (where that is cheaper for this packet)."""
+        their unigram table (where that is cheaper for this packet). Tables are built `block`
+        frames at a time, so memory does not grow with the packet."""
         n, T = indices.shape
         ctx = [contexts(indices, k, self.groups, self.alphabet) for k in range(n)]
+
+        def tables(k: int, t: int) -> IntArray:
+            return _tables(self.scores(k, ctx[k][t : t + block]))
+
         mask = 0
         for k in range(n):
-            if E.cross_entropy_bits(indices[k], self.unigram[k]) < E.cross_entropy_bits(indices[k], _tables(self.scores(k, ctx[k]))):
+            bits = sum(E.cross_entropy_bits(indices[k, t : t + block], tables(k, t)) for t in range(0, T, block))
+            if E.cross_entropy_bits(indices[k], self.unigram[k]) < bits:
                 mask |= 1 << k
-        for t in range(0, T, block):  # bounded memory: `block` frames of tables at a time
-            rows = [np.broadcast_to(self.unigram[k], (min(block, T - t), self.alphabet)) if mask >> k & 1
-                    else _tables(self.scores(k, ctx[k][t : t + block])) for k in range(n)]  # fmt: skip
+        for t in range(0, T, block):
+            rows = [np.broadcast_to(self.unigram[k], (min(block, T - t), self.alphabet)) if mask >> k & 1 else tables(k, t) for k in range(n)]
             enc.encode(indices[:, t : t + block].T.ravel(), np.stack(rows, axis=1).reshape(-1, self.alphabet))
         return mask
 
@@ -267,6 +274,14 @@ def _windows(blocks: Iterable[np.ndarray], chunk: int, context: int) -> Iterator
             return
 
 
+def _sub_windows(window: np.ndarray, a: int, b: int, size: int, context: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Like `_windows` inside one window: chunks of `size` rows of `window[a:b]` with context."""
+    for s in range(a, b, size):
+        e = min(s + size, b)
+        lo, hi = max(s - context, 0), min(e + context, len(window))
+        yield window[lo:hi], s - lo, e - lo
+
+
 def _checked(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
     for b in blocks:
         if not np.isfinite(b).all():
@@ -308,12 +323,12 @@ class HiFiCodecCodec(Codec):
     auto_priority = 10
     default_setting = "2kbps"
 
-    def __init__(self, weights_path: Path | None = None, chunk_frames: int = CHUNK_FRAMES) -> None:
+    def __init__(self, weights_path: Path | None = None, chunk_frames: int = CHUNK_FRAMES, window_frames: int = WINDOW_FRAMES) -> None:
         if weights_path is not None:
             self.weights_path = Path(weights_path)
-        if not 1 <= chunk_frames <= 0xFFFF:
-            raise ValueError(f"chunk_frames={chunk_frames} outside [1, 65535]")
-        self.chunk_frames = chunk_frames
+        if not 1 <= chunk_frames <= 0xFFFF or window_frames < 1:
+            raise ValueError(f"chunk_frames={chunk_frames} outside [1, 65535] or window_frames={window_frames} < 1")
+        self.chunk_frames, self.window_frames = chunk_frames, window_frames
         self.device = "cpu"
 
     def settings(self) -> list[Setting]:
@@ -359,13 +374,17 @@ class HiFiCodecCodec(Codec):
         return Encoded(media, packets(), -(-frames // chunk), extra)
 
     def encode_indices(self, model: Model, x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
-        """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1])."""
+        """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1]),
+        computed `window_frames` at a time."""
         import torch
 
-        with torch.inference_mode():
-            y = model.net.g_a(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None].to(self.device))
-            idx = model.net.quantizer.codes_to_indices(y[..., a:b], n_cb // model.prior.groups)
-        return idx[0].cpu().numpy().astype(np.int64)
+        parts = []
+        for sub, sa, sb in _sub_windows(x, a * HOP, b * HOP, self.window_frames * HOP, ENC_CONTEXT * HOP):
+            with torch.inference_mode():
+                y = model.net.g_a(torch.from_numpy(np.ascontiguousarray(sub, np.float32))[None, None].to(self.device))
+                idx = model.net.quantizer.codes_to_indices(y[..., sa // HOP : sb // HOP], n_cb // model.prior.groups)
+            parts.append(idx[0].cpu().numpy().astype(np.int64))
+        return np.concatenate(parts, axis=1)
 
     def _encode_chunk(self, model: Model, window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
         meta, streams = [_META.pack(b - a)], []
@@ -437,14 +456,15 @@ class HiFiCodecCodec(Codec):
             left = coded
             for window, a, b in _windows(indices(), header.extra["chunk_frames"], DEC_CONTEXT):
                 gain = gains.popleft()
-                out = np.empty(((b - a) * HOP, ch), np.float32)
-                for c in range(ch):
-                    with torch.inference_mode():
-                        idx = torch.from_numpy(np.ascontiguousarray(window[:, c].T))[None].to(self.device)
-                        x = model.net.decode(idx)[0, 0, a * HOP : b * HOP].float().cpu().numpy()
-                    out[:, c] = x * np.float32(gain[c])
-                yield out[:left]
-                left -= len(out[:left])
+                for sub, sa, sb in _sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):
+                    out = np.empty(((sb - sa) * HOP, ch), np.float32)
+                    for c in range(ch):
+                        with torch.inference_mode():
+                            idx = torch.from_numpy(np.ascontiguousarray(sub[:, c].T))[None].to(self.device)
+                            x = model.net.decode(idx)[0, 0, sa * HOP : sb * HOP].float().cpu().numpy()
+                        out[:, c] = x * np.float32(gain[c])
+                    yield out[:left]
+                    left -= len(out[:left])
             if left:
                 raise ContainerError(f"hificodec: stream ends {left} samples early")
 
