@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-from nmc.models.mcquic.network import McQuic, McQuicArgs, MultiCodebookVQ, load_model, save_model
+from nmc.models.mcquic.network import McQuic, McQuicArgs, MultiCodebookVQ, export_tensors, load_model, save_model
 from nmc.models.mcquic.train import SHARD_BYTES, TINY, load_checkpoint, save_checkpoint
 
 
@@ -57,7 +57,7 @@ class TestMcQuic:
     def test_save_load_round_trip(self, net, tmp_path):
         save_model(net, tmp_path / "m.safetensors")
         loaded = load_model(tmp_path / "m.safetensors")
-        half = McQuic.from_state_dict({k: v.half() for k, v in net.inference_state_dict().items()}, dataclasses.asdict(TINY))
+        half = McQuic.from_state_dict(export_tensors(net), dataclasses.asdict(TINY))
         x = torch.rand(1, 3, 48, 32)
         a, b = loaded.compress(x, 4), half.compress(x, 4)
         assert all(torch.equal(i, j) for i, j in zip(a.indices, b.indices))

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CompressResult", "ForwardResult", "McQuic", "McQuicArgs", "MultiCodebookVQ", "load_model", "save_model"]
+__all__ = ["CompressResult", "ForwardResult", "McQuic", "McQuicArgs", "MultiCodebookVQ", "export_tensors", "load_model", "save_model"]
 
 FORMAT = "nmc-mcquic-v1"
 
@@ -424,11 +424,21 @@ def args_from_dict(d: dict) -> McQuicArgs:
     return McQuicArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
+def export_tensors(net: McQuic) -> dict[str, torch.Tensor]:
+    """Inference tensors for shipping: conv weights in fp16, codebooks (`vq.*.embed`) in fp32.
+
+    The network is positively homogeneous (convs, LeakyReLU, residual sums), so training is free
+    to grow the latent scale, and it does: trained codebook entries reach ~1e11, beyond fp16.
+    """
+    sd = net.inference_state_dict()
+    return {k: v.detach().to("cpu", torch.float32 if k.endswith(".embed") else torch.float16).contiguous() for k, v in sd.items()}
+
+
 def save_model(net: McQuic, path: str | Path) -> None:
-    """Write the inference weights as fp16 safetensors with `model_args` in the metadata."""
+    """Write the inference weights (`export_tensors`) as safetensors with `model_args` in the metadata."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in net.inference_state_dict().items()}
+    tensors = export_tensors(net)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": FORMAT, "model_args": json.dumps(asdict(net.args))})
 

@@ -1,0 +1,353 @@
+"""The mcquic codec: round trips of every image mode and size, tiled == whole coding, packet
+independence, bit-identical decoding across thread counts, lossless alpha, edge cases and damaged
+files. Uses the shipped weights when present, otherwise a small random model built here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nmc.codec import api, registry
+from nmc.codec import entropy as E
+from nmc.codec import media as M
+from nmc.codec.container import (
+    Header,
+    PacketWriter,
+    pack_streams,
+    read_header,
+    read_packets,
+    unpack_streams,
+    write_header,
+)
+from nmc.codec.errors import ContainerError
+from nmc.codec.prior import ContextPrior
+from nmc.models.mcquic import codec as Q
+from PIL import Image
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def random_prior(K: int, seed: int = 0) -> Q.IndexPrior:
+    rng = np.random.default_rng(seed)
+
+    def one(k: int) -> ContextPrior:
+        sizes = Q.context_sizes(k, K)
+        return ContextPrior(
+            rng.integers(-64, 64, K).astype(np.int32),
+            [rng.integers(-127, 128, (n + 1, 8)).astype(np.int8) for n in sizes],
+            [rng.integers(-127, 128, (8, K)).astype(np.int8) for _ in sizes],
+            np.full(len(sizes), 30, np.int64),
+        )
+
+    return Q.IndexPrior([one(k) for k in range(10)], E.freqs_from_counts(rng.random((10, K)) ** 4))
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if Q.WEIGHTS.is_file():
+        return Q.WEIGHTS
+    import torch
+    from nmc.models.mcquic.network import McQuic, export_tensors
+    from nmc.models.mcquic.train import TINY
+
+    torch.manual_seed(0)
+    net = McQuic(TINY)
+    net.train()
+    net(torch.rand(4, 3, 64, 64), torch.arange(4) + 1)  # codebooks from data
+    path = tmp_path_factory.mktemp("mcquic") / "random.safetensors"
+    Q.write_weights(path, export_tensors(net.eval()), json.dumps(asdict(TINY)), random_prior(TINY.coarse_k), {})
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The network on one thread: fast and steady on a loaded 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def codec(weights: Path) -> Q.McQuicCodec:
+    return Q.McQuicCodec(weights)
+
+
+def photo(h: int = 96, w: int = 128, y: int = 200, x: int = 300) -> np.ndarray:
+    """A crop of the sample photo `(h, w, 3)` uint8 (tiled when larger than the photo)."""
+    px = np.asarray(Image.open(SAMPLES / "photo_aqua.png").convert("RGB"))
+    reps = (-(-(y + h) // px.shape[0]), -(-(x + w) // px.shape[1]), 1)
+    return np.ascontiguousarray(np.tile(px, reps)[y : y + h, x : x + w])
+
+
+def encode(codec: Q.McQuicCodec, pixels: np.ndarray, setting: str = "q2") -> bytes:
+    buf = io.BytesIO()
+    api.compress_to_file(codec, M.Image(pixels), buf, codec.setting(setting))
+    return buf.getvalue()
+
+
+def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
+    fo = io.BytesIO(data)
+    header = read_header(fo)
+    return header, list(read_packets(fo, header.packets))
+
+
+def decode(codec: Q.McQuicCodec, data: bytes) -> np.ndarray:
+    header, packets = open_stream(data)
+    return codec.decode(header, iter(packets)).pixels
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+def rewrite(data: bytes, edit: dict[int, bytes]) -> bytes:
+    """The same file with some packet payloads replaced (valid CRCs: only the codec can notice)."""
+    header, packets = open_stream(data)
+    buf = io.BytesIO()
+    write_header(buf, header)
+    writer = PacketWriter(buf)
+    for i, p in enumerate(packets):
+        writer.write(edit.get(i, p))  # type: ignore[arg-type]
+    writer.close()
+    return buf.getvalue()
+
+
+SHIPPED = Q.WEIGHTS.is_file()
+shipped = pytest.mark.skipif(not SHIPPED, reason="rates and quality need the trained weights and priors")
+
+
+class TestInterface:
+    def test_registered_settings_and_auto(self) -> None:
+        assert "mcquic" in registry.available()
+        c = registry.get_codec("mcquic")
+        assert [(s.name, s.rate) for s in c.settings()] == [("q1", 0.125), ("q2", 0.375), ("q3", 0.625), ("q4", 0.875)]
+        assert c.media == "image" and c.setting(c.default_setting) and registry.codec_for_media("image") == "mcquic"
+
+    def test_missing_weights_is_one_clear_error(self, tmp_path: Path) -> None:
+        c = Q.McQuicCodec(tmp_path / "none.safetensors")
+        with pytest.raises(registry.CodecNotFoundError, match="weights not found"):
+            c.encode(M.Image(photo(16, 16)), c.setting("q1"))
+
+    def test_weights_file_holds_network_and_prior(self, weights: Path) -> None:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "np") as f:
+            names = list(f.keys())
+        assert "prior.unigram" in names and "prior.9.bias" in names and any(n.startswith("g_s.") for n in names)
+
+
+class TestRoundTrip:
+    @pytest.mark.parametrize("h,w", [(1, 1), (1, 37), (29, 1), (17, 33), (64, 48)])
+    def test_any_size(self, codec: Q.McQuicCodec, h: int, w: int) -> None:
+        px = photo(h, w)
+        data = encode(codec, px, "q1")
+        header, packets = open_stream(data)
+        out = decode(codec, data)
+        assert out.shape == (h, w, 3) and out.dtype == np.uint8
+        assert header.media == {"kind": "image", "width": w, "height": h, "channels": 3, "bit_depth": 8} and len(packets) == 1
+
+    def test_gray_comes_back_gray(self, codec: Q.McQuicCodec) -> None:
+        gray = photo().mean(axis=2, keepdims=True).astype(np.uint8)
+        out = decode(codec, encode(codec, gray, "q3"))
+        assert out.shape == gray.shape and (psnr(out, gray) > 22 or not SHIPPED)
+
+    def test_rgba_alpha_is_lossless(self, codec: Q.McQuicCodec) -> None:
+        px = photo()
+        xx = np.mgrid[0 : px.shape[0], 0 : px.shape[1]][1]
+        alpha = np.clip((xx - 40) * 8, 0, 255).astype(np.uint8)  # transparent left, a soft edge, opaque right
+        alpha[30:50, 60:90] = np.random.default_rng(0).integers(0, 256, (20, 30))
+        data = encode(codec, np.dstack([px, alpha]))
+        out = decode(codec, data)
+        assert out.shape == (96, 128, 4) and np.array_equal(out[..., 3], alpha)
+        assert open_stream(data)[0].extra["alpha"] is True
+
+    def test_opaque_alpha_costs_nothing(self, codec: Q.McQuicCodec) -> None:
+        px = photo()
+        rgba = np.dstack([px, np.full(px.shape[:2], 255, np.uint8)])
+        data, plain = encode(codec, rgba), encode(codec, px)
+        out = decode(codec, data)
+        assert out.shape[2] == 4 and (out[..., 3] == 255).all() and abs(len(data) - len(plain)) < 16
+
+    def test_gray_alpha_and_16_bit(self, codec: Q.McQuicCodec) -> None:
+        g16 = (photo()[..., :1].astype(np.uint16) * 257 + 100).astype(np.uint16)
+        a16 = np.full_like(g16, 65535)
+        a16[:10] = 0
+        data = encode(codec, np.dstack([g16, a16]))
+        header = open_stream(data)[0]
+        out = decode(codec, data)
+        assert header.media["bit_depth"] == 16 and header.media["channels"] == 2
+        assert out.dtype == np.uint16 and out.shape == (96, 128, 2)
+        assert np.array_equal(out[..., 1], a16[..., 0]) and (out[..., 0] % 257 == 0).all()  # 8-bit precision, 16-bit range
+
+    @shipped
+    def test_rate_and_quality_increase_with_setting(self, codec: Q.McQuicCodec) -> None:
+        px = photo(128, 192)
+        sizes, quality = [], []
+        for q in ("q1", "q2", "q3", "q4"):
+            data = encode(codec, px, q)
+            sizes.append(len(data))
+            quality.append(psnr(decode(codec, data), px))
+        assert sizes == sorted(sizes) and len(set(sizes)) == 4
+        assert quality[0] < quality[1] < quality[3] and quality[1] > 22
+        bpp = [8 * s / px.shape[0] / px.shape[1] for s in sizes]
+        assert all(b < s.rate * 1.1 for b, s in zip(bpp, codec.settings()))  # entropy coding beats the fixed length
+
+    @shipped
+    def test_target_bpp_picks_the_highest_setting_below(self, codec: Q.McQuicCodec) -> None:
+        px = photo(128, 192)
+        sizes = {q: len(encode(codec, px, q)) for q in ("q1", "q2", "q3", "q4")}
+        target = 8 * (sizes["q2"] + sizes["q3"]) / 2 / px.size * 3
+        buf = io.BytesIO()
+        header = api.compress_to_target(codec, M.Image(px), buf, target)
+        assert header.setting == "q2" and len(buf.getvalue()) == sizes["q2"]
+
+
+class TestTiling:
+    def test_tiles_match_whole_image(self, weights: Path) -> None:
+        px = photo(144, 208)
+        whole = Q.McQuicCodec(weights)
+        tiled = Q.McQuicCodec(weights, tile=64)  # 128 px of encoder context around each tile
+        data_w, data_t = encode(whole, px, "q2"), encode(tiled, px, "q2")
+        assert len(open_stream(data_t)[1]) == 3 * 4 and len(open_stream(data_w)[1]) == 1
+        out_w, out_t = decode(whole, data_w), decode(tiled, data_t)
+        assert psnr(out_t, out_w) > 40 and psnr(out_t, px) > psnr(out_w, px) - 0.1
+
+    def test_decoder_has_no_seams(self, weights: Path) -> None:
+        """With full encoder context the indices are the whole image's, and tiled synthesis equals it."""
+        px = photo(112, 160)
+        data_w = encode(Q.McQuicCodec(weights), px, "q3")
+        data_t = encode(Q.McQuicCodec(weights, tile=64, enc_margin=256), px, "q3")
+        out_w, out_t = decode(Q.McQuicCodec(weights), data_w), decode(Q.McQuicCodec(weights), data_t)
+        diff = np.abs(out_w.astype(int) - out_t.astype(int))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float summation order only
+
+    def test_packets_decode_alone(self, weights: Path) -> None:
+        c = Q.McQuicCodec(weights, tile=64, enc_margin=32)
+        px = photo(100, 150)
+        data = encode(c, px, "q3")
+        header, packets = open_stream(data)
+        rgb = M.to_rgb8(M.Image(px))[0]
+        for i, box in enumerate(Q.tiles(100, 150, 64)):
+            grids, alpha = c.read_packet(header, i, packets[i], box)  # type: ignore[arg-type]
+            expected = Q.tile_indices(c.model.net, rgb, box, 3, margin=32)
+            assert alpha is None and all(np.array_equal(a, b) for a, b in zip(grids, expected))
+
+
+class TestDeterminism:
+    def test_decode_is_bit_identical_across_thread_counts(self, weights: Path, tmp_path: Path) -> None:
+        path = tmp_path / "x.nmc"
+        path.write_bytes(encode(Q.McQuicCodec(weights, tile=64), photo(112, 144), "q4"))
+        px = decode(Q.McQuicCodec(weights), path.read_bytes())  # here: one thread (fixture)
+        script = textwrap.dedent(f"""
+            import hashlib, io, sys, torch
+            torch.set_num_threads(int(sys.argv[1]))
+            from nmc.codec.container import read_header, read_packets
+            from nmc.models.mcquic.codec import McQuicCodec
+            fo = open({str(path)!r}, "rb")
+            h = read_header(fo)
+            px = McQuicCodec({str(weights)!r}).decode(h, read_packets(fo, h.packets)).pixels
+            print(hashlib.sha256(px.tobytes()).hexdigest())
+        """)
+        digests = {subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, check=True).stdout for n in (2, 4)}
+        assert digests == {hashlib.sha256(px.tobytes()).hexdigest() + "\n"}
+
+    def test_prior_gathers_equal_context_prior_tables(self) -> None:
+        prior, K = random_prior(32, seed=1), 32
+        rng = np.random.default_rng(0)
+        grids = [rng.integers(0, K, (3, 5)) for _ in range(4)] + [rng.integers(0, K, (6, 10)) for _ in range(6)]
+        for k in (0, 3, 4, 5, 9):
+            ctx = Q.contexts(grids, k, K)
+            assert np.array_equal(Q._tables(prior.scores(k, ctx)), prior.priors[k].tables(ctx))
+
+    def test_prior_round_trip(self) -> None:
+        prior, K = random_prior(32, seed=2), 32
+        rng = np.random.default_rng(1)
+        for h, w in [(1, 1), (2, 7), (5, 3)]:
+            grids = [rng.integers(0, K, (h, w)) for _ in range(4)] + [rng.integers(0, K, (2 * h, 2 * w)) for _ in range(6)]
+            enc = E.Encoder()
+            mask = prior.encode(enc, grids)
+            out = prior.decode(E.Decoder(enc.to_bytes()), 10, (h, w), mask)
+            assert all(np.array_equal(a, b) for a, b in zip(out, grids))
+
+
+class TestAlpha:
+    @pytest.mark.parametrize("shape", [(1, 1), (1, 70), (33, 1), (40, 65)])
+    def test_lossless(self, shape: tuple[int, int]) -> None:
+        rng = np.random.default_rng(0)
+        for a in (np.zeros(shape, np.uint8), rng.integers(0, 256, shape).astype(np.uint8), np.full(shape, 255, np.uint8)):
+            assert np.array_equal(Q.decode_alpha(Q.encode_alpha(a), *shape), a)
+
+    def test_flat_alpha_is_nearly_free(self) -> None:
+        a = np.zeros((256, 256), np.uint8)
+        a[:, 100:] = 255
+        assert len(Q.encode_alpha(a)) <= 32
+
+
+class TestErrors:
+    def test_damaged_packet_is_one_clear_error(self, codec: Q.McQuicCodec) -> None:
+        data = encode(codec, photo(), "q2")
+        flipped = bytearray(data)
+        flipped[-20] ^= 0x10  # inside the last packet's payload: the container's CRC catches it
+        with pytest.raises(ContainerError, match="checksum"):
+            decode(codec, bytes(flipped))
+        meta, indices = unpack_streams(open_stream(data)[1][0], 2)  # type: ignore[arg-type]
+        for bad in (pack_streams([meta, indices[:-1]]), pack_streams([meta]), pack_streams([b"\0" * 6, indices])):
+            with pytest.raises(ContainerError, match="mcquic packet 0: undecodable"):  # valid CRC, bad content
+                decode(codec, rewrite(data, {0: bad}))
+
+    def test_lost_packet_is_an_error(self, codec: Q.McQuicCodec) -> None:
+        header = open_stream(encode(codec, photo(), "q1"))[0]
+        with pytest.raises(ContainerError, match="damaged or missing"):
+            codec.decode(header, iter([None]))
+
+    def test_inconsistent_header(self, codec: Q.McQuicCodec) -> None:
+        header, packets = open_stream(encode(codec, photo(), "q1"))
+        header.extra["stages"] = 3
+        with pytest.raises(ContainerError, match="inconsistent header"):
+            codec.decode(header, iter(packets))
+
+
+@shipped  # through the registry: the installed codec
+class TestFiles:
+    @pytest.mark.parametrize("mode", ["P", "CMYK", "L", "RGBA", "I;16", "LA"])
+    def test_pil_modes_through_the_api(self, codec: Q.McQuicCodec, tmp_path: Path, mode: str) -> None:
+        src = Image.fromarray(photo(40, 56))
+        if mode == "I;16":
+            src = Image.fromarray(np.asarray(src.convert("L")).astype(np.uint16) * 257)
+        elif mode == "RGBA":
+            src = src.convert("RGBA")
+            src.putalpha(Image.linear_gradient("L").resize((56, 40)))
+        else:
+            src = src.convert(mode)
+        path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+        src.save(path)
+        image = api.load_media(path)[1]
+        out = api.decompress(api.compress("mcquic", image, "q2"))
+        assert out.pixels.shape == image.pixels.shape and out.pixels.dtype == image.pixels.dtype
+        if image.channels in (2, 4):
+            assert np.array_equal(out.pixels[..., -1], image.pixels[..., -1])
+
+    def test_cli_round_trip(self, tmp_path: Path) -> None:
+        from nmc.cli.main import main
+
+        src = tmp_path / "x.png"
+        Image.fromarray(photo(40, 56)).save(src)
+        for argv in (["compress", str(src), "--codec", "mcquic", "--quality", "q1"], ["decompress", str(src) + ".nmc", "-o", str(tmp_path / "y.png")]):
+            try:
+                main(argv)
+            except SystemExit as exit_:
+                assert exit_.code in (0, None)
+        assert psnr(np.asarray(Image.open(tmp_path / "y.png")), photo(40, 56)) > (15 if SHIPPED else 0)
