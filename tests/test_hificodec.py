@@ -147,10 +147,10 @@ class TestRoundTrip:
     @shipped
     def test_rate_is_below_the_fixed_length_rate(self, codec: H.HiFiCodecCodec) -> None:
         x = speech(4.0)
-        data = encode(codec, x, 16000, "2kbps")
+        data = encode(H.HiFiCodecCodec(codec.weights_path), x, 16000, "2kbps")  # one packet
         _, packets = open_stream(data)
         payload = sum(len(p) for p in packets if p is not None)
-        assert 8 * payload / 4.0 < 2000 * 1.05  # entropy-coded payload vs 4 x 10 bit x 50 /s
+        assert 8 * payload / 4.0 < 2000 * 0.93  # >= 7 % below 4 x 10 bit x 50 /s on dense speech (1.81 kbit/s)
 
 
 class TestStreaming:
