@@ -318,6 +318,9 @@ class TestErrors:
         header.extra["stages"] = 3
         with pytest.raises(ContainerError, match="inconsistent header"):
             codec.decode(header, iter(packets))
+        header.extra["stages"], header.media["width"] = 1, 10**9  # would need a huge allocation
+        with pytest.raises(ContainerError, match="inconsistent header"):
+            codec.decode(header, iter(packets))
 
 
 @shipped  # through the registry: the installed codec

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
-from nmc.codec.errors import CodecNotFoundError, ContainerError
+from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
 from nmc.codec.prior import EXP2, RANGE, ContextPrior
 from nmc.codec.registry import Codec, Encoded, Setting, register_codec
 
@@ -45,6 +45,7 @@ STRIDE = 16  # pixels per coarse cell; fine cells are 8 pixels
 TILE = 1024  # pixels per tile side (packet), a multiple of STRIDE
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees
 DEC_MARGIN = 10  # coarse cells of neighbouring indices the decoder sees (g_c + g_s reach ~9)
+MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
 SETTINGS = {"q1": 1, "q2": 2, "q3": 3, "q4": 4}  # name -> index stages (coarse + q-1 fine)
 _META = struct.Struct("<HHH")
 
@@ -182,7 +183,8 @@ class IndexPrior:
             order = coding_order(k, *grid.shape)
             symbols = grid.ravel()[order]
             tables = _tables(self.scores(k, contexts(grids, k, K)[order]))
-            if E.cross_entropy_bits(grid, self.unigram[k]) < E.cross_entropy_bits(symbols, tables):
+            ctx_bits = float((np.log2(tables.sum(1)) - np.log2(tables[np.arange(symbols.size), symbols])).sum())
+            if E.cross_entropy_bits(grid, self.unigram[k]) < ctx_bits:
                 enc.encode(grid.ravel(), self.unigram[k])
                 mask |= 1 << k
             else:
@@ -436,6 +438,8 @@ class McQuicCodec(Codec):
 
     def encode(self, image: M.Image, setting: Setting) -> Encoded:
         stages = SETTINGS[setting.name]
+        if max(image.width, image.height) > MAX_SIDE:
+            raise MediaError(f"mcquic: images up to {MAX_SIDE} pixels a side, got {image.width}x{image.height}")
         rgb, alpha = M.to_rgb8(image)
         model = self.model
         boxes = tiles(image.height, image.width, self.tile)
@@ -483,9 +487,9 @@ class McQuicCodec(Codec):
                 ex["stride"] == STRIDE and ex["tile"] % STRIDE == 0 and STRIDE <= ex["tile"] <= 0xFFFF
                 and ex["stages"] == SETTINGS.get(header.setting) and ex["codebook_size"] == self.model.prior.alphabet
                 and ex["codebooks"] == [COARSE_M] + [FINE_M] * (ex["stages"] - 1) and isinstance(ex["alpha"], bool)
-                and 0 <= ex["dec_margin"] <= 64 and m["width"] >= 1 and m["height"] >= 1
+                and 0 <= ex["dec_margin"] <= 64 and 1 <= m["width"] <= MAX_SIDE and 1 <= m["height"] <= MAX_SIDE
                 and m["channels"] in (1, 2, 3, 4) and m["bit_depth"] in (8, 16) and (m["channels"] in (2, 4) or not ex["alpha"])
-                and header.packets == len(tiles(m["height"], m["width"], ex["tile"]))
+                and header.packets == -(-m["height"] // ex["tile"]) * -(-m["width"] // ex["tile"])
             )  # fmt: skip
         except (KeyError, TypeError):
             ok = False
