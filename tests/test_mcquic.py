@@ -290,6 +290,15 @@ class TestAlpha:
         for a in (np.zeros(shape, np.uint8), rng.integers(0, 256, shape).astype(np.uint8), np.full(shape, 255, np.uint8)):
             assert np.array_equal(Q.decode_alpha(Q.encode_alpha(a), *shape), a)
 
+    def test_golden_stream(self) -> None:
+        """The alpha stream depends on no weights: pin its bytes so the format cannot drift."""
+        y, x = np.mgrid[0:40, 0:70]
+        a = np.clip((x - 20) * 9 + y, 0, 255).astype(np.uint8)
+        a[10:20, 30:50] = x[10:20, 30:50] * 37 % 256
+        data = Q.encode_alpha(a)
+        assert hashlib.sha256(data).hexdigest() == "b4b273f442616965793066a3a1bddbfa3e2266b4dba9ee040485dede4d21f67a"
+        assert np.array_equal(Q.decode_alpha(data, 40, 70), a)
+
     def test_flat_alpha_is_nearly_free(self) -> None:
         a = np.zeros((256, 256), np.uint8)
         a[:, 100:] = 255
