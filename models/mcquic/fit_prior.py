@@ -62,7 +62,7 @@ def main(
     steps: int = 3000,  # Adam steps per codebook
     batch: int = 4096,
     seed: int = 0,
-    threads: int = 2,  # torch threads
+    threads: int = 1,  # torch threads (more threads stall on a loaded box)
     cache: Path = Path(""),  # .npz of the encoded indices: reused if it exists, else written
 ) -> None:
     t0 = time.time()
