@@ -16,7 +16,7 @@ Training happens in float (`fit_prior`, torch) and ends with one quantization st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ class ContextPrior:
     embed: list[npt.NDArray[np.int8]]  # per context: (sizes[c] + 1, d)
     proj: list[npt.NDArray[np.int8]]  # per context: (d, K)
     mult: npt.NDArray[np.int64]  # (n_ctx,)
+    _terms: dict[int, npt.NDArray[np.integer]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def alphabet(self) -> int:
@@ -43,22 +44,31 @@ class ContextPrior:
     def sizes(self) -> list[int]:
         return [e.shape[0] - 1 for e in self.embed]
 
+    def term(self, c: int) -> npt.NDArray[np.integer]:
+        """Score contribution `(sizes[c] + 1, K)` of context c, for every context value (cached).
+
+        Scores are additive over contexts, so `scores(x) = bias + sum_c term(c)[x_c]` exactly;
+        sequential decoders then need only table gathers per symbol.
+        """
+        if c not in self._terms:
+            dots = self.embed[c].astype(np.float32) @ self.proj[c].astype(np.float32)  # exact: integers < 2**24
+            t = (dots.astype(np.int64) * self.mult[c]) >> 16
+            self._terms[c] = t.astype(np.int16 if np.abs(t).max() < 2**15 else np.int32)
+        return self._terms[c]
+
     def scores(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Integer scores `(m, K)` for context rows `(m, n_ctx)`."""
         ctx = np.asarray(contexts, dtype=np.int64).reshape(-1, len(self.embed))
         total = np.broadcast_to(self.bias.astype(np.int64), (ctx.shape[0], self.alphabet)).copy()
-        for c, (e, p) in enumerate(zip(self.embed, self.proj)):
+        for c in range(len(self.embed)):
             if ctx.size and (ctx[:, c].min() < 0 or ctx[:, c].max() > self.sizes[c]):
                 raise ValueError(f"context {c} outside [0, {self.sizes[c]}]")
-            dots = e[ctx[:, c]].astype(np.float32) @ p.astype(np.float32)  # exact: integers < 2**24
-            total += (dots.astype(np.int64) * self.mult[c]) >> 16
+            total += self.term(c)[ctx[:, c]]
         return total
 
     def tables(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Integer frequency tables `(m, K)` for the range coder."""
-        s = self.scores(contexts)
-        rel = np.clip(s - s.max(axis=1, keepdims=True) + RANGE, 0, RANGE)
-        return EXP2[rel]
+        return tables_from_scores(self.scores(contexts))
 
     def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {f"{prefix}.bias": self.bias, f"{prefix}.mult": self.mult}
@@ -76,6 +86,36 @@ class ContextPrior:
             proj=[np.asarray(tensors[f"{prefix}.proj{c}"], np.int8) for c in range(n)],
             mult=np.asarray(tensors[f"{prefix}.mult"], np.int64),
         )
+
+
+def tables_from_scores(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """Frequency tables from integer scores: the best symbol gets 2**16, each score unit below it 1/UNITS bit less."""
+    rel = np.clip(scores - scores.max(axis=-1, keepdims=True) + RANGE, 0, RANGE)
+    return EXP2[rel]
+
+
+@dataclass
+class PriorSet:
+    """The priors of a codec's codebooks, as stored in its weights file: one `ContextPrior`
+    and one unigram table per codebook (the unigram codes a packet when it is cheaper)."""
+
+    priors: list[ContextPrior]
+    unigram: npt.NDArray[np.int32]  # (n_codebooks, K), each row sums to 2**16
+
+    @property
+    def alphabet(self) -> int:
+        return int(self.unigram.shape[1])
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
+        for k, p in enumerate(self.priors):
+            out.update(p.to_tensors(f"prior.{k}"))
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> PriorSet:
+        unigram = np.asarray(tensors["prior.unigram"], np.int32)
+        return cls([ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])], unigram)
 
 
 def ideal_bits(prior: ContextPrior, symbols: npt.ArrayLike, contexts: npt.ArrayLike) -> float:

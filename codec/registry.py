@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, TypeVar
@@ -51,7 +51,7 @@ class Codec(ABC):
     media: ClassVar[str]  # one of MEDIA_KINDS
     model_id: ClassVar[str]
     description: ClassVar[str] = ""
-    weights_path: ClassVar[Path | None] = None  # hashed into every header it writes
+    weights_path: Path | None = None  # hashed into every header it writes (an instance may override it)
     auto_priority: ClassVar[int] = 0  # `--codec auto` takes the highest for the media kind
 
     @abstractmethod
@@ -76,6 +76,36 @@ class Codec(ABC):
                 return s
         names = ", ".join(s.name for s in self.settings())
         raise CodecNotFoundError(f"codec {self.name!r} has no rate setting {name!r} (choose from {names})")
+
+
+class NeuralCodec(Codec):
+    """A codec whose network and priors live in one weights file, loaded on first use so that
+    `nmc --help` and `nmc models` stay fast. `model.net` is the torch module to place on a device."""
+
+    def __init__(self, weights_path: Path | None = None) -> None:
+        if weights_path is not None:
+            self.weights_path = Path(weights_path)
+        self.device = "cpu"
+
+    @abstractmethod
+    def load(self, path: Path) -> Any:
+        """The model (an object with a `net` attribute) from the weights file."""
+
+    @cached_property
+    def model(self) -> Any:
+        path = self.weights_path
+        if path is None or not Path(path).is_file():
+            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        model = self.load(Path(path))
+        model.net.to(self.device)
+        return model
+
+    def to(self, device: str) -> NeuralCodec:
+        """Run the network on `device`; indices, tables and media stay on the CPU."""
+        self.device = device
+        if "model" in self.__dict__:
+            self.model.net.to(device)
+        return self
 
 
 @cache

@@ -218,13 +218,6 @@ class TestPrior:
         assert np.array_equal(ctx[:, 0], [1024, *idx[2, :4]]) and np.array_equal(ctx[:, 1], idx[0])
         assert np.array_equal(ctx[:, 2], idx[1]) and np.array_equal(ctx[:, 3], [1024, *idx[3, :4]])
 
-    def test_decoder_tables_equal_the_context_prior(self, codec: H.HiFiCodecCodec) -> None:
-        prior = codec.model.prior
-        idx = np.random.default_rng(0).integers(0, prior.alphabet, (8, 50))
-        for k in (0, 1, 5):
-            ctx = H.contexts(idx, k, prior.groups, prior.alphabet)
-            assert np.array_equal(prior.context_tables(idx, k), prior.priors[k].tables(ctx))
-
     def test_round_trip_with_unigram_fallback(self, codec: H.HiFiCodecCodec) -> None:
         prior = codec.model.prior
         rng = np.random.default_rng(0)

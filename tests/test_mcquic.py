@@ -264,14 +264,6 @@ class TestDeterminism:
         digests = {subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, check=True).stdout for n in (2, 4)}
         assert digests == {hashlib.sha256(px.tobytes()).hexdigest() + "\n"}
 
-    def test_prior_gathers_equal_context_prior_tables(self) -> None:
-        prior, K = random_prior(32, seed=1), 32
-        rng = np.random.default_rng(0)
-        grids = [rng.integers(0, K, (3, 5)) for _ in range(4)] + [rng.integers(0, K, (6, 10)) for _ in range(6)]
-        for k in (0, 3, 4, 5, 9):
-            ctx = Q.contexts(grids, k, K)
-            assert np.array_equal(Q._tables(prior.scores(k, ctx)), prior.priors[k].tables(ctx))
-
     def test_prior_round_trip(self) -> None:
         prior, K = random_prior(32, seed=2), 32
         rng = np.random.default_rng(1)

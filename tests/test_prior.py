@@ -34,6 +34,24 @@ def test_learns_context_and_codes_exactly() -> None:
     assert 8 * len(data) < 1.01 * bits * 1000 + 64
 
 
+def test_term_tables_give_the_bilinear_scores_exactly() -> None:
+    """The cached per-context tables sum to bias + sum_c (embed_c[x_c] . proj_c * mult_c) >> 16."""
+    rng = np.random.default_rng(5)
+    prior = P.ContextPrior(
+        bias=rng.integers(-500, 0, 300).astype(np.int32),
+        embed=[rng.integers(-127, 128, (n + 1, 24)).astype(np.int8) for n in (300, 17)],
+        proj=[rng.integers(-127, 128, (24, 300)).astype(np.int8) for _ in range(2)],
+        mult=np.array([4000, 90000], np.int64),
+    )
+    ctx = np.stack([rng.integers(0, 301, 500), rng.integers(0, 18, 500)], axis=1)
+    direct = prior.bias.astype(np.int64)[None] + sum(
+        (prior.embed[c][ctx[:, c]].astype(np.int64) @ prior.proj[c].astype(np.int64) * prior.mult[c]) >> 16 for c in range(2)
+    )
+    assert np.array_equal(prior.scores(ctx), direct)
+    with np.testing.assert_raises(ValueError):
+        prior.scores(np.array([[301, 0]]))
+
+
 def test_serialization_round_trip() -> None:
     s, ctx = _markov(500, 16)
     prior = P.fit_prior(s, ctx, 16, [16], dim=4, steps=20)

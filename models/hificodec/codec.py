@@ -23,7 +23,6 @@ import struct
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,8 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
-from nmc.codec.prior import EXP2, RANGE, ContextPrior
-from nmc.codec.registry import Codec, Encoded, Setting, register_codec
+from nmc.codec.prior import PriorSet, tables_from_scores
+from nmc.codec.registry import Encoded, NeuralCodec, Setting, register_codec
 
 if TYPE_CHECKING:
     import torch
@@ -85,64 +84,22 @@ def contexts(indices: npt.ArrayLike, k: int, groups: int, alphabet: int) -> IntA
     return np.stack(cols, axis=1)
 
 
-def _tables(scores: IntArray) -> IntArray:
-    """`ContextPrior.tables` from precomputed scores (same integer arithmetic)."""
-    rel = np.clip(scores - scores.max(axis=-1, keepdims=True) + RANGE, 0, RANGE)
-    return EXP2[rel]
-
-
 @dataclass
-class GRVQPrior:
-    """One `ContextPrior` and one unigram table per codebook; codes one channel of a packet.
+class GRVQPrior(PriorSet):
+    """The codebooks' priors (`PriorSet`) for GRVQ indices; codes one channel of a packet.
 
-    Symbols are coded frame-major (t, then k). Scores are sums of per-context terms, so they
-    are table gathers: `S(x) = S(none) + sum_c delta[k][c][x_c]` with `delta[k][c][v] =
-    S(v at c, "none" elsewhere) - S(none)`, `(K + 1, K)` integers computed once from
-    `ContextPrior.scores` (exact), which makes the sequential decoder cheap per symbol.
+    Symbols are coded frame-major (t, then k); the contexts of codebook k are given by `sources`.
     """
 
-    priors: list[ContextPrior]
-    unigram: npt.NDArray[np.int32]  # (n_codebooks, K), sums to 2**16
-    groups: int
-
-    def __post_init__(self) -> None:
-        self._delta: dict[tuple[int, int], np.ndarray] = {}
-        self._base: dict[int, IntArray] = {}
-
-    @property
-    def alphabet(self) -> int:
-        return int(self.unigram.shape[1])
-
-    def _context_delta(self, k: int, c: int) -> np.ndarray:
-        if (k, c) not in self._delta:
-            K = self.alphabet
-            rows = np.full((K + 1, len(self.priors[k].embed)), K, np.int64)
-            rows[:, c] = np.arange(K + 1)
-            s = self.priors[k].scores(rows)
-            s -= s[K]
-            small = np.abs(s).max() < 2**15  # int16 halves the cache; exact either way
-            self._delta[k, c] = s.astype(np.int16 if small else np.int32)
-        return self._delta[k, c]
-
-    def _base_scores(self, k: int) -> IntArray:
-        if k not in self._base:
-            self._base[k] = self.priors[k].scores(np.full((1, len(self.priors[k].embed)), self.alphabet))[0]
-        return self._base[k]
+    groups: int = 2
 
     def scores(self, k: int, ctx: IntArray) -> IntArray:
-        """`ContextPrior.scores` of codebook k for context rows `(T, n_ctx)`, by table gathers."""
-        K = self.alphabet
-        s = np.tile(self._base_scores(k), (len(ctx), 1))
-        for c in range(ctx.shape[1]):
-            if ctx.size and (ctx[:, c].min() < 0 or ctx[:, c].max() > K):
-                raise ValueError(f"context {c} outside [0, {K}]")
-            if (ctx[:, c] != K).any():
-                s += self._context_delta(k, c)[ctx[:, c]]
-        return s
+        """`ContextPrior.scores` of codebook k for context rows `(T, n_ctx)`."""
+        return self.priors[k].scores(ctx)
 
     def context_tables(self, indices: npt.ArrayLike, k: int) -> IntArray:
         """Frequency tables `(T, K)` that code codebook k of `indices` `(n_codebooks, T)`."""
-        return _tables(self.scores(k, contexts(indices, k, self.groups, self.alphabet)))
+        return tables_from_scores(self.scores(k, contexts(indices, k, self.groups, self.alphabet)))
 
     def encode(self, enc: E.Encoder, indices: npt.NDArray[np.integer], block: int = 64) -> int:
         """Code `(n_codebooks, T)` indices frame-major; returns the mask of codebooks coded with
@@ -152,7 +109,7 @@ class GRVQPrior:
         ctx = [contexts(indices, k, self.groups, self.alphabet) for k in range(n)]
 
         def tables(k: int, t: int) -> IntArray:
-            return _tables(self.scores(k, ctx[k][t : t + block]))
+            return tables_from_scores(self.scores(k, ctx[k][t : t + block]))
 
         mask = 0
         for k in range(n):
@@ -167,13 +124,13 @@ class GRVQPrior:
     def decode(self, dec: E.Decoder, n_codebooks: int, frames: int, mask: int) -> npt.NDArray[np.int64]:
         K = self.alphabet
         out = np.full((n_codebooks, frames + 1), K, np.int64)  # column -1 is "none yet" (frame -1)
-        plan = []
+        plan: list[tuple[int, IntArray | None, list[tuple[int, bool, np.ndarray]]]] = []
         for k in range(n_codebooks):
             if mask >> k & 1:
                 plan.append((k, None, []))
             else:
-                src = [(j, j < k, self._context_delta(k, c)) for c, j in enumerate(sources(k, self.groups))]
-                plan.append((k, self._base_scores(k), src))
+                src = [(j, j < k, self.priors[k].term(c)) for c, j in enumerate(sources(k, self.groups))]
+                plan.append((k, self.priors[k].bias.astype(np.int64), src))
         for t in range(frames):
             for k, base, src in plan:
                 if base is None:
@@ -182,23 +139,17 @@ class GRVQPrior:
                 s = base.copy()
                 for j, same_frame, delta in src:
                     s += delta[out[j, t if same_frame else t - 1]]
-                out[k, t] = dec.decode(_tables(s)[None])[0]
+                out[k, t] = dec.decode(tables_from_scores(s)[None])[0]
         return out[:, :frames]
 
-    def to_tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
-        for k, p in enumerate(self.priors):
-            out.update(p.to_tensors(f"prior.{k}"))
-        return out
-
     @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray], groups: int) -> GRVQPrior:
-        unigram = np.asarray(tensors["prior.unigram"], np.int32)
-        priors = [ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])]
-        for k, p in enumerate(priors):
+    def for_groups(cls, tensors: dict[str, np.ndarray], groups: int) -> GRVQPrior:
+        """Load the priors and check that each has the contexts `sources` gives it."""
+        base = PriorSet.from_tensors(tensors)
+        for k, p in enumerate(base.priors):
             if len(p.embed) != len(sources(k, groups)):
                 raise ValueError(f"prior {k} has {len(p.embed)} contexts, the codec gives {len(sources(k, groups))}")
-        return cls(priors, unigram, groups)
+        return cls(base.priors, base.unigram, groups)
 
 
 # ---------------------------------------------------------------- weights file
@@ -238,7 +189,7 @@ def load_model(path: Path) -> Model:
         tables = {k: f.get_tensor(k).numpy() for k in names if k.startswith("prior.")}
     config = CodecConfig.from_json(meta["config"])
     try:
-        prior = GRVQPrior.from_tensors(tables, config.groups)
+        prior = GRVQPrior.for_groups(tables, config.groups)
     except (KeyError, ValueError) as err:
         raise CodecNotFoundError(f"{path}: prior does not fit this codec ({err})") from None
     if prior.unigram.shape != (config.groups * config.levels, config.codebook_size) or prior.unigram.shape[0] > 8:
@@ -313,7 +264,7 @@ def _gain(x: np.ndarray) -> float:
 
 
 @register_codec("hificodec")
-class HiFiCodecCodec(Codec):
+class HiFiCodecCodec(NeuralCodec):
     """Speech at 1-4 kbit/s nominal (2-8 codebooks of 1024 x 50 frames/s), 16 kHz output."""
 
     media = "audio"
@@ -324,32 +275,16 @@ class HiFiCodecCodec(Codec):
     default_setting = "2kbps"
 
     def __init__(self, weights_path: Path | None = None, chunk_frames: int = CHUNK_FRAMES, window_frames: int = WINDOW_FRAMES) -> None:
-        if weights_path is not None:
-            self.weights_path = Path(weights_path)
+        super().__init__(weights_path)
         if not 1 <= chunk_frames <= 0xFFFF or window_frames < 1:
             raise ValueError(f"chunk_frames={chunk_frames} outside [1, 65535] or window_frames={window_frames} < 1")
         self.chunk_frames, self.window_frames = chunk_frames, window_frames
-        self.device = "cpu"
 
     def settings(self) -> list[Setting]:
         return [Setting(name, n * 10 * 50 / 1000, "kbps", f"{n} codebooks ({n // 2} levels x 2 groups)") for name, n in SETTINGS.items()]
 
-    @cached_property
-    def model(self) -> Model:
-        """The network and prior, loaded on first use (keeps `nmc --help` and `nmc models` fast)."""
-        path = Path(self.weights_path)  # type: ignore[arg-type]
-        if not path.is_file():
-            raise CodecNotFoundError(f"hificodec weights not found at {path} (the model is not installed)")
-        model = load_model(path)
-        model.net.to(self.device)
-        return model
-
-    def to(self, device: str) -> HiFiCodecCodec:
-        """Run the networks on `device` (indices and tables stay on the CPU)."""
-        self.device = device
-        if "model" in self.__dict__:
-            self.model.net.to(device)
-        return self
+    def load(self, path: Path) -> Model:
+        return load_model(path)
 
     # ------------------------------------------------------------ encode
 

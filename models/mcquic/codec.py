@@ -22,7 +22,6 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +31,8 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
-from nmc.codec.prior import EXP2, RANGE, ContextPrior
-from nmc.codec.registry import Codec, Encoded, Setting, register_codec
+from nmc.codec.prior import PriorSet, tables_from_scores
+from nmc.codec.registry import Encoded, NeuralCodec, Setting, register_codec
 
 if TYPE_CHECKING:
     import torch
@@ -125,56 +124,16 @@ def coding_order(k: int, h: int, w: int) -> IntArray:
     return np.lexsort((y, y + x))
 
 
-def _tables(scores: npt.NDArray[np.integer]) -> IntArray:
-    """`ContextPrior.tables` from precomputed scores (the same integer arithmetic)."""
-    rel = np.clip(scores - scores.max(axis=-1, keepdims=True) + RANGE, 0, RANGE)
-    return EXP2[rel]
-
-
 # ---------------------------------------------------------------- index prior
 
 
 @dataclass
-class IndexPrior:
-    """One `ContextPrior` and one unigram table per codebook; codes the indices of one tile.
-
-    Scores are sums of per-context terms, evaluated as table gathers:
-    `S(x) = S(NA..) + sum_c delta[k][c][x_c]`, `delta[k][c][v] = S(v at c, NA elsewhere) - S(NA..)`,
-    `(size_c + 1, K)` integers computed once from `ContextPrior.scores` (exact).
-    """
-
-    priors: list[ContextPrior]
-    unigram: npt.NDArray[np.int32]  # (n_codebooks, K), each row sums to 2**16
-
-    def __post_init__(self) -> None:
-        self._delta: dict[int, tuple[IntArray, list[np.ndarray]]] = {}
-
-    @property
-    def alphabet(self) -> int:
-        return int(self.unigram.shape[1])
-
-    def terms(self, k: int) -> tuple[IntArray, list[np.ndarray]]:
-        """Base scores `(K,)` and per-context delta tables of codebook k."""
-        if k not in self._delta:
-            prior = self.priors[k]
-            na = np.array(prior.sizes, np.int64)
-            base = prior.scores(na[None])[0]
-            deltas = []
-            for c, size in enumerate(prior.sizes):
-                rows = np.tile(na, (size + 1, 1))
-                rows[:, c] = np.arange(size + 1)
-                d = prior.scores(rows) - base
-                deltas.append(d.astype(np.int16 if np.abs(d).max() < 2**15 else np.int32))
-            self._delta[k] = (base, deltas)
-        return self._delta[k]
+class IndexPrior(PriorSet):
+    """The codebooks' priors (`PriorSet`); codes the indices of one tile."""
 
     def scores(self, k: int, ctx: IntArray) -> IntArray:
-        """`ContextPrior.scores` of codebook k for context rows `(n, n_ctx)`, by table gathers."""
-        base, deltas = self.terms(k)
-        s = np.tile(base, (len(ctx), 1))
-        for c, d in enumerate(deltas):
-            s += d[ctx[:, c]]
-        return s
+        """`ContextPrior.scores` of codebook k for context rows `(n, n_ctx)`."""
+        return self.priors[k].scores(ctx)
 
     def encode(self, enc: E.Encoder, grids: list[IntArray]) -> int:
         """Code the tile's codebooks in order; returns the mask of codebooks coded with the unigram."""
@@ -182,7 +141,7 @@ class IndexPrior:
         for k, grid in enumerate(grids):
             order = coding_order(k, *grid.shape)
             symbols = grid.ravel()[order]
-            tables = _tables(self.scores(k, contexts(grids, k, K)[order]))
+            tables = tables_from_scores(self.scores(k, contexts(grids, k, K)[order]))
             ctx_bits = float((np.log2(tables.sum(1)) - np.log2(tables[np.arange(symbols.size), symbols])).sum())
             if E.cross_entropy_bits(grid, self.unigram[k]) < ctx_bits:
                 enc.encode(grid.ravel(), self.unigram[k])
@@ -198,13 +157,14 @@ class IndexPrior:
             if mask >> k & 1:
                 grids.append(dec.decode(self.unigram[k], h * w).astype(np.int64).reshape(h, w))
                 continue
-            base, deltas = self.terms(k)
+            prior = self.priors[k]
+            base, deltas = prior.bias.astype(np.int64), [prior.term(c) for c in range(len(prior.embed))]
             static = static_contexts(grids, k)
             s = np.tile(base, (h, w, 1))
             for plane, d in zip(static, deltas):
                 s += d[plane]
             if not neighbours(k):
-                grids.append(dec.decode(_tables(s.reshape(h * w, K))).astype(np.int64).reshape(h, w))
+                grids.append(dec.decode(tables_from_scores(s.reshape(h * w, K))).astype(np.int64).reshape(h, w))
                 continue
             near = deltas[len(static) :]
             padded = np.full((h + 1, w + 1), K, np.int64)  # the grid with a border of "not available"
@@ -215,20 +175,9 @@ class IndexPrior:
                 st = s[y, x]
                 for (dy, dx), d in zip(neighbours(k), near):
                     st += d[padded[1 + y + dy, 1 + x + dx]]
-                padded[1 + y, 1 + x] = dec.decode(_tables(st))
+                padded[1 + y, 1 + x] = dec.decode(tables_from_scores(st))
             grids.append(padded[1:, 1:].copy())
         return grids
-
-    def to_tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
-        for k, p in enumerate(self.priors):
-            out.update(p.to_tensors(f"prior.{k}"))
-        return out
-
-    @classmethod
-    def from_tensors(cls, tensors: dict[str, np.ndarray]) -> IndexPrior:
-        unigram = np.asarray(tensors["prior.unigram"], np.int32)
-        return cls([ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])], unigram)
 
 
 # ---------------------------------------------------------------- alpha (lossless)
@@ -389,7 +338,7 @@ def load_model(path: Path) -> Model:
 
 
 @register_codec("mcquic")
-class McQuicCodec(Codec):
+class McQuicCodec(NeuralCodec):
     """Photos at 0.1-1 bpp: McQuic multi-codebook VQ, 1 coarse + up to 3 fine stages, context-coded."""
 
     media = "image"
@@ -400,14 +349,12 @@ class McQuicCodec(Codec):
     default_setting = "q2"
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, enc_margin: int = ENC_MARGIN, dec_margin: int = DEC_MARGIN) -> None:
-        if weights_path is not None:
-            self.weights_path = Path(weights_path)
+        super().__init__(weights_path)
         if tile % STRIDE or not STRIDE <= tile <= 0xFFFF:
             raise ValueError(f"tile={tile} is not a multiple of {STRIDE} in [{STRIDE}, 65535]")
         if enc_margin % STRIDE or enc_margin < 0 or not 0 <= dec_margin <= 64:
             raise ValueError(f"enc_margin={enc_margin} (a multiple of {STRIDE}) or dec_margin={dec_margin} (0..64 cells) out of range")
         self.tile, self.enc_margin, self.dec_margin = tile, enc_margin, dec_margin
-        self.device = "cpu"
 
     def settings(self) -> list[Setting]:
         return [
@@ -417,22 +364,8 @@ class McQuicCodec(Codec):
             Setting("q4", 0.875, "bpp", "coarse + 3 fine stages"),
         ]
 
-    @cached_property
-    def model(self) -> Model:
-        """The network and prior, loaded on first use (keeps `nmc --help` and `nmc models` fast)."""
-        path = Path(self.weights_path)  # type: ignore[arg-type]
-        if not path.is_file():
-            raise CodecNotFoundError(f"mcquic weights not found at {path} (the model is not installed)")
-        model = load_model(path)
-        model.net.to(self.device)
-        return model
-
-    def to(self, device: str) -> McQuicCodec:
-        """Run the network on `device` (indices, tables and pixels stay on the CPU)."""
-        self.device = device
-        if "model" in self.__dict__:
-            self.model.net.to(device)
-        return self
+    def load(self, path: Path) -> Model:
+        return load_model(path)
 
     # ------------------------------------------------------------ encode
 
