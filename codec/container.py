@@ -30,12 +30,15 @@ END_MARK = 0xFFFFFFFF
 MAX_HEADER_BYTES = 1 << 20
 MAX_PACKET_BYTES = 1 << 28
 # Part of format version 1: changing a single byte of it needs a new FORMAT_VERSION.
-HEADER_DICT = (
-    b'"coded_channels":1,"coded_rate":16000,"frames":"bit_depth":8,"channels":3,"height":512,"kind":"image","width":768},'
-    b'"model_id":"mcquic-v1","packets":null,"setting":"q3","weights":"mcquic","tile":'
-    b'"extra":{"chunk_frames":500,"codebook_size":1024,"codebooks":4,"groups":2,"hop":320},'
-    b'"media":{"channels":1,"frames":"kind":"audio","sample_rate":16000},"model_id":"hificodec-16k-v1","packets":1,'
-    b'"setting":"2kbps","weights":"{"codec":"hificodec","coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
+HEADER_DICT = (  # two typical headers, the most frequent last (DEFLATE codes near matches cheaper)
+    b'{"codec":"mcquic","coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
+    b'"extra":{"alpha":false,"codebook_size":256,"codebooks":[4,2,2,2],"dec_margin":10,"stages":2,"stride":16,"tile":1024},'
+    b'"media":{"bit_depth":8,"channels":3,"height":512,"kind":"image","width":768},"model_id":"mcquic-v1","packets":1,'
+    b'"setting":"q2","weights":"'
+    b'{"codec":"hificodec","coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
+    b'"extra":{"chunk_frames":1500,"codebook_size":1024,"codebooks":4,"frames":60,"groups":2,"hop":320},'
+    b'"media":{"channels":1,"coded_channels":1,"coded_frames":16000,"coded_rate":16000,"frames":16000,"kind":"audio",'
+    b'"sample_rate":16000},"model_id":"hificodec-16k-v1","packets":1,"setting":"2kbps","weights":"'
 )
 
 
