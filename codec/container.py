@@ -40,6 +40,7 @@ HEADER_DICT = (  # two typical headers, the most frequent last (DEFLATE codes ne
     b'"media":{"channels":1,"coded_channels":1,"coded_frames":16000,"coded_rate":16000,"frames":16000,"kind":"audio",'
     b'"sample_rate":16000},"model_id":"hificodec-16k-v1","packets":1,"setting":"2kbps","weights":"'
 )
+FORMAT_ID = f"nmc{FORMAT_VERSION}-{zlib.crc32(HEADER_DICT):08x}"  # changes with anything that changes the bytes
 
 
 @dataclass

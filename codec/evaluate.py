@@ -31,6 +31,7 @@ import numpy as np
 
 from . import media as M
 from .anchors import get_anchor
+from .container import FORMAT_ID
 from .errors import MediaError
 from .metrics import (
     BD_METRICS,
@@ -78,8 +79,9 @@ def learned_coder(name: str) -> Coder:
     from .registry import get_codec
 
     codec = get_codec(name)
+    identity = f"{codec.model_id} {codec.weights_hash()} {FORMAT_ID}"  # the header's size counts in the rate
     return Coder(
-        name, codec.media, [s.name for s in codec.settings()], f"{codec.model_id} {codec.weights_hash()}",
+        name, codec.media, [s.name for s in codec.settings()], identity,
         lambda media, setting: api.compress(name, media, setting), api.decompress, False,
     )  # fmt: skip
 
