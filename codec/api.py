@@ -58,7 +58,7 @@ def choose_setting(codec: Codec, quality: str | None = None, bitrate: float | No
         if not fitting:
             raise MediaError(f"{codec.name}: lowest rate is {settings[0].rate:g} {settings[0].unit}, above {bitrate:g}")
         return fitting[-1]
-    return codec.setting(getattr(codec, "default_setting", settings[len(settings) // 2].name))
+    return codec.default()
 
 
 def compress_to_file(

@@ -230,7 +230,7 @@ def run(
 
     Args:
         inputs (list): media files (the first of each kind is used per coder).
-        settings (dict): coder name -> setting; default the middle of its settings.
+        settings (dict): coder name -> setting; default the codec's default setting (anchors: the middle one).
         threads (list): CPU thread counts; default `[1, os.cpu_count()]`.
         devices (list): default CPU plus CUDA when available.
     """
@@ -253,7 +253,7 @@ def run(
         if coder.media not in loaded:
             raise MediaError(f"{coder.name} codes {coder.media}: give an {coder.media} input")
         path, media = loaded[coder.media]
-        setting = (settings or {}).get(coder.name) or coder.settings[len(coder.settings) // 2]
+        setting = (settings or {}).get(coder.name) or coder.default or coder.settings[len(coder.settings) // 2]
         if progress:
             progress(f"{coder.name} {setting} cold run")
         cold = cold_run(coder, setting, media)

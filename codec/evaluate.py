@@ -58,6 +58,7 @@ class Coder:
     encode: Callable[[Any, str], bytes]
     decode: Callable[[bytes], Any]
     is_anchor: bool
+    default: str = ""  # the setting used when none is named (bench); "" = the middle one
 
 
 @contextlib.contextmanager
@@ -82,7 +83,7 @@ def learned_coder(name: str) -> Coder:
     identity = f"{codec.model_id} {codec.weights_hash()} {FORMAT_ID}"  # the header's size counts in the rate
     return Coder(
         name, codec.media, [s.name for s in codec.settings()], identity,
-        lambda media, setting: api.compress(name, media, setting), api.decompress, False,
+        lambda media, setting: api.compress(name, media, setting), api.decompress, False, codec.default().name,
     )  # fmt: skip
 
 

@@ -53,6 +53,7 @@ class Codec(ABC):
     description: ClassVar[str] = ""
     weights_path: Path | None = None  # hashed into every header it writes (an instance may override it)
     auto_priority: ClassVar[int] = 0  # `--codec auto` takes the highest for the media kind
+    default_setting: ClassVar[str | None] = None  # None: the middle of settings()
 
     @abstractmethod
     def settings(self) -> list[Setting]:
@@ -69,6 +70,11 @@ class Codec(ABC):
     def weights_hash(self) -> str:
         """First 64 bits of the weights file's SHA-256, so a file is never decoded with other weights."""
         return file_sha256(self.weights_path)[:16] if self.weights_path else "none"
+
+    def default(self) -> Setting:
+        """The setting used when the user names none."""
+        settings = self.settings()
+        return self.setting(self.default_setting) if self.default_setting else settings[len(settings) // 2]
 
     def setting(self, name: str) -> Setting:
         for s in self.settings():
