@@ -129,7 +129,9 @@ def read_image(path: str | Path) -> Image:
     src = _open_input(path)
     try:
         with PILImage.open(src) as im:
-            return Image(_pil_to_array(ImageOps.exif_transpose(im)))
+            if im.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even when there is nothing to do
+                im = ImageOps.exif_transpose(im)
+            return Image(_pil_to_array(im))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise MediaError(f"{path}: cannot read image ({err})") from None
 
