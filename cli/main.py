@@ -26,6 +26,14 @@ app = typer.Typer(
 err = Console(stderr=True)
 JSON_HELP = "Print machine-readable JSON on stdout."
 FORCE_HELP = "Overwrite existing outputs."
+THREADS_HELP = "CPU threads for the networks (default: torch's choice; 1 is often fastest on a busy machine)."
+
+
+def set_threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def fatal(message: str, code: int = 1) -> NoReturn:
@@ -72,12 +80,14 @@ def compress(
     bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="Highest nominal rate allowed, in the codec's unit (kbit/s for audio)."),
     target_bpp: Optional[float] = typer.Option(None, "--target-bpp", help="Images: the best setting whose real size is at most this many bits per pixel."),
     mono: bool = typer.Option(False, "--mono", help="Audio: downmix to one channel before coding (recorded in the header)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compress a media file into an .nmc file."""
     from nmc.codec.files import compress_path
 
+    set_threads(threads)
     if sum(x is not None for x in (quality, bitrate, target_bpp)) > 1:
         fatal("give at most one of --quality, --bitrate, --target-bpp")
     with _progress() as bar:
@@ -95,12 +105,14 @@ def decompress(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path ('-' for stdout). Default: INPUT without .nmc, as PNG/WAV."),
     recover: bool = typer.Option(False, "--recover", help="Decode despite damaged packets where the codec can predict lost data."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=1000, max=768000, help="Audio: resample the decoded signal to this rate (Hz)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Decompress an .nmc file back to media."""
     from nmc.codec.files import decompress_path
 
+    set_threads(threads)
     summary = decompress_path(input, output, recover, force, sample_rate)
     emit(summary.as_dict(), as_json, summary.line())
 
