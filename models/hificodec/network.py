@@ -435,12 +435,17 @@ class PeriodDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         x = F.pad(x, (0, -x.shape[-1] % self.period), mode="reflect")
         x = x.view(x.shape[0], 1, -1, self.period)                    # b 1 (t p) -> b 1 t p
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        feats.append(self.post(x))
-        return feats
+        return _feature_maps(self.convs, self.post, x)
+
+
+def _feature_maps(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> list[Tensor]:
+    """Every layer's output (for feature matching), the last one being the logits."""
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
+        feats.append(x)
+    feats.append(post(x))
+    return feats
 
 
 class STFTDiscriminator(nn.Module):
@@ -467,12 +472,7 @@ class STFTDiscriminator(nn.Module):
             s = torch.stft(x.float().squeeze(1), self.n_fft, self.n_fft // 4, window=self.window,
                            return_complex=True)
         x = torch.view_as_real(s).permute(0, 3, 2, 1)                 # b f t 2 -> b 2 t f
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            feats.append(x)
-        feats.append(self.post(x))
-        return feats
+        return _feature_maps(self.convs, self.post, x)
 
 
 class Discriminator(nn.Module):
