@@ -64,7 +64,7 @@ def stack(packets: list[np.ndarray], k: int, groups: int, K: int) -> tuple[np.nd
 def main(
     generator: Path = Path(".ckpt/out/hificodec_16k.safetensors"),  # fp16 export of train.py
     out: Path = Path("models/hificodec/weights/hificodec_16k.safetensors"),  # combined weights file
-    data: Path = Path("/work/shared/data/train/speech"),  # training speech (never dev)
+    data: Path = Path("../shared/data/train/speech"),  # training speech (never dev)
     minutes: float = 60.0,                # audio used, drawn at random from the files
     held_out: float = 0.1,                # fraction of those files kept for the report
     dim: int = 32,                        # ContextPrior embedding size

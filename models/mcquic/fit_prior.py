@@ -56,7 +56,7 @@ def stack(tiles_: list[list[np.ndarray]], k: int, K: int) -> tuple[np.ndarray, n
 def main(
     network: Path = Path(".ckpt/out/mcquic.safetensors"),  # export of train.py (fp16 convs, fp32 codebooks)
     out: Path = Path("models/mcquic/weights/mcquic.safetensors"),  # combined weights file
-    data: Path = Path("/work/shared/data/train/images"),  # training photos (never dev)
+    data: Path = Path("../shared/data/train/images"),  # training photos (never dev)
     held_out: int = 10,  # every n-th photo is kept for the report
     dim: int = 32,  # ContextPrior embedding size
     steps: int = 3000,  # Adam steps per codebook
