@@ -363,7 +363,7 @@ def load_generator(path: str | Path) -> HiFiCodec:
         meta = f.metadata() or {}
         if "config" not in meta:
             raise ValueError(f"{path}: no 'config' in the safetensors metadata")
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("prior.")}  # the shipped file also holds the codec's priors
     return HiFiCodec.from_state_dict(state, CodecConfig.from_json(meta["config"]))
 
 

@@ -451,5 +451,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> McQuic:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: not an mcquic weights file (format {meta.get('format')!r}, expected {FORMAT!r})")
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("prior.")}  # noqa: SIM118 (the shipped file also holds the priors)
     return McQuic.from_state_dict(state, json.loads(meta["model_args"])).to(device)
