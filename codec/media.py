@@ -129,9 +129,8 @@ def read_image(path: str | Path) -> Image:
     src = _open_input(path)
     try:
         with PILImage.open(src) as im:
-            if im.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even when there is nothing to do
-                im = ImageOps.exif_transpose(im)
-            return Image(_pil_to_array(im))
+            oriented = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # it copies even when nothing to do
+            return Image(_pil_to_array(oriented))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise MediaError(f"{path}: cannot read image ({err})") from None
 
