@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint
+.PHONY: install demo test
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,5 @@ demo: install
 	$(PY) scripts/demo.py samples demo-out
 
 test: install
+	$(PY) -m mypy codec cli models --ignore-missing-imports --explicit-package-bases
 	$(PY) -m pytest
-
-lint: install
-	$(PY) -m mypy codec cli --ignore-missing-imports --explicit-package-bases

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -101,8 +102,9 @@ def main(
     else:
         train, test = packet_indices(net, picked[n_test:]), packet_indices(net, picked[:n_test])
         if str(cache) not in ("", "."):
-            np.savez(cache, n_train=len(train), n_test=len(test), **{f"train{i}": x for i, x in enumerate(train)},
-                     **{f"test{i}": x for i, x in enumerate(test)})
+            arrays: dict[str, Any] = {"n_train": len(train), "n_test": len(test)}
+            arrays.update({f"train{i}": x for i, x in enumerate(train)} | {f"test{i}": x for i, x in enumerate(test)})
+            np.savez(cache, **arrays)
     n_train, n_test_frames = sum(x.shape[1] for x in train), sum(x.shape[1] for x in test)
     print(f"{len(picked)} files, {total / 60:.1f} min from {data}: {n_train} train / {n_test_frames} held-out frames "
           f"({time.time() - t0:.0f} s)", flush=True)

@@ -161,13 +161,13 @@ def export_generator(model: HiFiCodec, path: Path, step: int) -> None:
 
 def d_loss(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> torch.Tensor:
     """LSGAN discriminator loss."""
-    return sum(torch.mean((1 - r[-1].float()) ** 2) + torch.mean(f[-1].float() ** 2) for r, f in zip(real, fake))
+    return torch.stack([torch.mean((1 - r[-1].float()) ** 2) + torch.mean(f[-1].float() ** 2) for r, f in zip(real, fake)]).sum()
 
 
 def g_losses(real: list[list[torch.Tensor]], fake: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """LSGAN generator loss and feature matching (L1 over all but the logit layer)."""
-    adv = sum(torch.mean((1 - f[-1].float()) ** 2) for f in fake)
-    fm = sum(F.l1_loss(ff.float(), rr.float()) for r, f in zip(real, fake) for rr, ff in zip(r[:-1], f[:-1]))
+    adv = torch.stack([torch.mean((1 - f[-1].float()) ** 2) for f in fake]).sum()
+    fm = torch.stack([F.l1_loss(ff.float(), rr.float()) for r, f in zip(real, fake) for rr, ff in zip(r[:-1], f[:-1])]).sum()
     return adv, fm
 
 
@@ -243,7 +243,7 @@ def main(
     log_fh = open(log_path, "a") if master else None
 
     def say(msg: str, stdout: bool = True) -> None:
-        if master:
+        if log_fh is not None:
             log_fh.write(msg + "\n")
             log_fh.flush()
             if stdout:
@@ -274,7 +274,7 @@ def main(
             level_rng.set_state(tensors["rng/levels"])
         step = meta["step"]
         say(f"resumed from {ckpt_dir} at step {step} (optimizer state: {meta['ckpt_optim']})")
-    elif str(init):
+    elif str(init) not in ("", "."):
         step = init_from_export(model, init)
         say(f"initialised the generator from {init} (step {step}); fresh discriminator and optimizers")
     start_step = step
@@ -386,15 +386,15 @@ def main(
                 dead = usage == 0
                 usage_pct = (100 * (~dead).float().view(cfg.levels, cfg.groups, K).mean(dim=(1, 2))).tolist()
                 n_dead = dead.sum(dim=1).tolist()
-                for k in range(n_cb):
-                    if n_dead[k] == 0:
+                for j in range(n_cb):
+                    if n_dead[j] == 0:
                         continue
-                    z = q.latents[:, k].transpose(1, 2).reshape(-1, cfg.code_dim).float()
-                    pick = torch.randint(len(z), (n_dead[k],), generator=shared_rng).to(device)
-                    new = z[pick] + 1e-3 * z.std() * torch.randn(n_dead[k], cfg.code_dim, device=device)
+                    z = q.latents[:, j].transpose(1, 2).reshape(-1, cfg.code_dim).float()
+                    pick = torch.randint(len(z), (n_dead[j],), generator=shared_rng).to(device)
+                    new = z[pick] + 1e-3 * z.std() * torch.randn(n_dead[j], cfg.code_dim, device=device)
                     if ddp:
                         dist.broadcast(new, src=0)  # rank 0's batch vectors, so weights stay in sync
-                    raw_model.quantizer.vqs[k].codebook.weight.data[dead[k]] = new
+                    raw_model.quantizer.vqs[j].codebook.weight.data[dead[j]] = new
                 usage.zero_()
 
         # logging; rank 0 decides when to save and stop, every rank follows on the same step
@@ -422,8 +422,8 @@ def main(
                 last_save = time.time()
 
     if ddp:  # guard against silent divergence: every rank must hold the same weights
-        sums = torch.stack([p.detach().float().sum() for m in (raw_model, raw_disc) for p in m.parameters()])
-        lo, hi = sums.clone(), sums.clone()
+        param_sums = torch.stack([p.detach().float().sum() for m in (raw_model, raw_disc) for p in m.parameters()])
+        lo, hi = param_sums.clone(), param_sums.clone()
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)
         say(f"ranks in sync: {torch.equal(lo, hi)}")
