@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -11,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
-
 from nmc.codec import media as M  # noqa: E402
+from nmc.codec.container import Header, read_header, read_packets  # noqa: E402
 
 
 def synthetic_image(h: int = 40, w: int = 56, seed: int = 0) -> M.Image:
@@ -21,6 +22,13 @@ def synthetic_image(h: int = 40, w: int = 56, seed: int = 0) -> M.Image:
     y, x = np.mgrid[0:h, 0:w]
     base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (h + w)], axis=-1)
     return M.Image(np.clip(base + rng.normal(0, 3, base.shape), 0, 255).astype(np.uint8))
+
+
+def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
+    """The header and the CRC-checked packets of a whole .nmc file."""
+    fo = io.BytesIO(data)
+    header = read_header(fo)
+    return header, list(read_packets(fo, header.packets))
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import open_stream
+from nmc.codec import api, registry
 from nmc.codec import entropy as E
 from nmc.codec import media as M
-from nmc.codec import registry
-from nmc.codec.container import (
-    Header,
-    PacketWriter,
-    read_header,
-    read_packets,
-    write_header,
-)
 from nmc.codec.errors import ContainerError, MediaError
 from nmc.codec.prior import ContextPrior
 from nmc.models.hificodec import codec as H
@@ -85,21 +79,9 @@ def speech(seconds: float | None = None, rate: int = 16000, channels: int = 1) -
 
 
 def encode(codec: H.HiFiCodecCodec, x: np.ndarray, rate: int, setting: str = "2kbps") -> bytes:
-    enc = codec.encode(M.Audio.from_array(x, rate), codec.setting(setting))
-    header = Header(codec.name, codec.model_id, codec.weights_hash(), enc.media, setting, E.CODER_INFO, enc.packet_count, enc.extra)
     buf = io.BytesIO()
-    write_header(buf, header)
-    writer = PacketWriter(buf)
-    for p in enc.packets:
-        writer.write(p)
-    writer.close()
+    api.compress_to_file(codec, M.Audio.from_array(x, rate), buf, codec.setting(setting))
     return buf.getvalue()
-
-
-def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
-    fo = io.BytesIO(data)
-    header = read_header(fo)
-    return header, list(read_packets(fo, header.packets))
 
 
 def decode(codec: H.HiFiCodecCodec, data: bytes) -> M.Audio:

@@ -15,15 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import open_stream
 from nmc.codec import api, registry
 from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import (
-    Header,
     PacketWriter,
     pack_streams,
-    read_header,
-    read_packets,
     unpack_streams,
     write_header,
 )
@@ -86,12 +84,6 @@ def encode(codec: Q.McQuicCodec, pixels: np.ndarray, setting: str = "q2") -> byt
     buf = io.BytesIO()
     api.compress_to_file(codec, M.Image(pixels), buf, codec.setting(setting))
     return buf.getvalue()
-
-
-def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
-    fo = io.BytesIO(data)
-    header = read_header(fo)
-    return header, list(read_packets(fo, header.packets))
 
 
 def decode(codec: Q.McQuicCodec, data: bytes) -> np.ndarray:
