@@ -38,6 +38,10 @@ try:  # installed package (pip install -e .)
     from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss, load_generator
 except ImportError:  # plain checkout (the GPU machine): the script's folder is on sys.path
     from network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss, load_generator  # type: ignore[no-redef]
+try:
+    from nmc.models.hificodec.augment import AugmentConfig, augment, level_gain
+except ImportError:
+    from augment import AugmentConfig, augment, level_gain  # type: ignore[no-redef]
 
 SR = 16000
 AUDIO_EXTS = (".opus", ".flac", ".wav", ".ogg")
@@ -181,7 +185,7 @@ def main(
     batch_size: int = 64,                # crops per GPU per step
     segment: int = 16000,                # crop length in samples (a multiple of 320)
     lr: float = 5e-4,                    # AdamW, generator and discriminator
-    lr_decay: float = 0.999965,          # lr *= lr_decay per step (0.5x at 20k steps)
+    lr_decay: float = 0.99998,           # lr *= lr_decay per step (0.5x at 35k steps: made for long runs)
     warmup: int = 300,                   # linear lr warm-up steps whenever Adam starts from scratch
     disc_start: int = 1000,              # mel/VQ-only steps before the GAN losses switch on
     w_mel: float = 15.0,                 # loss weights (DAC)
@@ -192,6 +196,8 @@ def main(
     level_probs: str = "0.15,0.45,0.15,0.25",  # P(n_levels = 1..4) per sample; 2 levels = 2 kbit/s
     restart_every: int = 200,            # steps per codebook-usage window; dead codes restart after it
     silence_db: float = -50.0,           # crops quieter than this (RMS dBFS) are replaced when possible
+    augment_on: bool = typer.Option(True, "--augment/--no-augment"),  # speed, reverb, noise, near-silence (augment.py)
+    w_dc: float = 50.0,                  # L1 on each crop's mean: the decoder must add no DC offset
     save_minutes: float = 2.0,           # checkpoint period
     ckpt_optim: str = "bf16",            # Adam moments in the checkpoint: fp32 | bf16 | none
     init: Path = Path(""),               # without a checkpoint: start the generator from this fp16 export
@@ -310,16 +316,22 @@ def main(
         audio = torch.from_numpy(audio_np).to(device)
         say(data_msg)
         crop_rng = torch.Generator(device).manual_seed(seed + 1000 * rank + 7919 * step)  # per rank
-        offsets = torch.arange(segment, device=device)
+        aug_cfg = AugmentConfig() if augment_on else None
+        window = aug_cfg.max_input(segment) if aug_cfg else segment
+        offsets = torch.arange(window, device=device)
         silence = 10 ** (silence_db / 20)
 
     def get_batch() -> torch.Tensor:
-        """`(B, 1, segment)` random crops (loud ones first) with a random gain in [-10, +6] dB."""
-        starts = torch.randint(0, len(audio) - segment, (2 * batch_size,), device=device, generator=crop_rng)
+        """`(B, 1, segment)` random crops (loud ones first), augmented, with a random gain."""
+        starts = torch.randint(0, len(audio) - window, (2 * batch_size,), device=device, generator=crop_rng)
         x = audio[starts[:, None] + offsets]
-        quiet = (x.pow(2).mean(dim=1).sqrt() < silence).to(torch.uint8)
+        quiet = (x[:, :segment].pow(2).mean(dim=1).sqrt() < silence).to(torch.uint8)
         x = x[torch.sort(quiet, stable=True).indices[:batch_size]]
-        gain = 10 ** (torch.empty(batch_size, 1, device=device).uniform_(-10, 6, generator=crop_rng) / 20)
+        if aug_cfg is not None:
+            x = augment(x, segment, aug_cfg, crop_rng, SR)
+            gain = level_gain(batch_size, aug_cfg, crop_rng, device)
+        else:
+            gain = 10 ** (torch.empty(batch_size, 1, device=device).uniform_(-10, 6, generator=crop_rng) / 20)
         x = x * gain
         x = x * torch.clamp(0.99 / x.abs().amax(dim=1, keepdim=True).clamp(min=1e-5), max=1.0)
         return x[:, None]
@@ -356,7 +368,9 @@ def main(
         # generator step
         losses["mel"] = mel_loss(x_hat, x)
         losses["commit"], losses["codebook"] = q.commitment_loss, q.codebook_loss
-        loss_g = w_mel * losses["mel"] + w_commit * q.commitment_loss + w_codebook * q.codebook_loss
+        losses["dc"] = (x_hat.mean(dim=-1) - x.mean(dim=-1)).abs().mean()
+        loss_g = (w_mel * losses["mel"] + w_commit * q.commitment_loss + w_codebook * q.codebook_loss
+                  + w_dc * losses["dc"])
         if use_gan:  # D is frozen and bypasses DDP here: no D weight grads, no all-reduce
             raw_disc.requires_grad_(False)
             with autocast:
