@@ -1,0 +1,75 @@
+"""torchrun / DDP start-up and the few collective decisions a training loop needs.
+
+Every decision that changes which collectives run (stop now, save now) is taken on rank 0 and
+broadcast, so ranks never wait on each other forever (seen on 4-GPU machines otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Runtime:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    ddp: bool
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast on CUDA, nothing on the CPU (the CPU path is for smoke tests)."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else nullcontext()
+
+    def agree(self, *values: float) -> list[float]:
+        """Rank 0's `values` on every rank (one small broadcast)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.ddp:
+            dist.broadcast(t, src=0)
+        return t.tolist()
+
+    def in_sync(self, modules: Iterable[torch.nn.Module]) -> bool:
+        """True when every rank holds the same parameters (guards against silent divergence)."""
+        if not self.ddp:
+            return True
+        sums = torch.stack([p.detach().float().sum() for m in modules for p in m.parameters()])
+        lo, hi = sums.clone(), sums.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        return torch.equal(lo, hi)
+
+    def close(self) -> None:
+        if self.ddp:
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def start() -> Runtime:
+    """Join the torchrun job when there is one (NCCL on GPUs, gloo on CPUs), else a single process."""
+    ddp = "RANK" in os.environ
+    cuda = torch.cuda.is_available()
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    if ddp:
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
+        return Runtime(dist.get_rank(), dist.get_world_size(), local, device, True)
+    return Runtime(0, 1, 0, device, False)
