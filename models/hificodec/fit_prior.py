@@ -44,14 +44,14 @@ def read_mono(path: Path) -> np.ndarray:
     return (soxr.resample(x, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else x).astype(np.float32)
 
 
-def packet_indices(net: HiFiCodec, files: list[Path]) -> list[np.ndarray]:
+def packet_indices(net: HiFiCodec, files: list[Path], device: str = "cpu") -> list[np.ndarray]:
     """Indices `(n_codebooks, T <= CHUNK_FRAMES)` of every packet of every file (all levels)."""
     out = []
     with torch.inference_mode():
         for path in files:
             x = read_mono(path)
             x = x / max(1.0, float(np.abs(x).max(initial=0.0)))  # the codec's gain policy
-            idx = net.encode(torch.from_numpy(x)[None, None], net.config.levels)[0].numpy()
+            idx = net.encode(torch.from_numpy(x)[None, None].to(device), net.config.levels)[0].cpu().numpy()
             out += [idx[:, i : i + CHUNK_FRAMES] for i in range(0, idx.shape[1], CHUNK_FRAMES)]
     return out
 
@@ -74,6 +74,7 @@ def main(
     seed: int = 0,
     threads: int = 1,                     # torch threads (more threads stall on a loaded box)
     cache: Path = Path(""),               # .npz of the encoded indices: reused if it exists, else written
+    device: str = "cpu",                  # cuda: encode and fit there (the tables are integers either way)
 ) -> None:
     t0 = time.time()
     if "dev" in data.resolve().parts:
@@ -84,7 +85,7 @@ def main(
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in list(f.keys()) if not k.startswith("prior.")}
     config = CodecConfig.from_json(meta["config"])
-    net = HiFiCodec.from_state_dict(state, config)
+    net = HiFiCodec.from_state_dict(state, config).to(device)
     K, groups, n_cb = config.codebook_size, config.groups, config.groups * config.levels
 
     files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
@@ -100,7 +101,7 @@ def main(
         with np.load(cache) as z:
             train, test = [z[f"train{i}"] for i in range(int(z["n_train"]))], [z[f"test{i}"] for i in range(int(z["n_test"]))]
     else:
-        train, test = packet_indices(net, picked[n_test:]), packet_indices(net, picked[:n_test])
+        train, test = packet_indices(net, picked[n_test:], device), packet_indices(net, picked[:n_test], device)
         if str(cache) not in ("", "."):
             arrays: dict[str, Any] = {"n_train": len(train), "n_test": len(test)}
             arrays.update({f"train{i}": x for i, x in enumerate(train)} | {f"test{i}": x for i, x in enumerate(test)})
@@ -112,7 +113,8 @@ def main(
     priors, unigram, rows = [], [], []
     for k in range(n_cb):
         y, ctx = stack(train, k, groups, K)
-        prior = fit_prior(y, ctx, K, [K] * ctx.shape[1], dim=dim, steps=steps, batch=batch, seed=seed + k)
+        prior = fit_prior(y, ctx, K, [K] * ctx.shape[1], dim=dim, steps=steps, batch=batch, seed=seed + k,
+                           device=device)
         uni = E.freqs_from_counts(np.bincount(y, minlength=K) + 0.5)
         yt, ct = stack(test, k, groups, K)
         ctx_bits = ideal_bits(prior, yt, ct) / len(yt)
