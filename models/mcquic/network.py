@@ -6,7 +6,8 @@ https://arxiv.org/abs/2203.10897 (reference code: github.com/xiaosu-zhu/McQuic).
 
 Written for nmc from the paper's idea; no code is copied. Differences from McQuic: one coarse
 f16 stage plus *residual* multi-codebook stages at f8 (one model, several qualities), EMA
-codebooks with dead-codeword restarts instead of learned Gumbel codebooks.
+codebooks with dead-codeword restarts instead of learned Gumbel codebooks, latents bounded by
+`tanh` before quantization (v2; v1 weights, unbounded, still load).
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ class MultiCodebookVQ(nn.Module):
         d = (e * e).sum(-1)[:, None, :] - 2 * torch.bmm(flat, e.transpose(1, 2))  # |x|^2 is constant per row
         return d.argmin(-1)
 
+    def max_norm(self) -> torch.Tensor:
+        """Largest codeword norm over all codebooks (a scalar tensor): bounded latents keep it small."""
+        return self.embed.norm(dim=-1).max()
+
     def usage(self) -> torch.Tensor:
         """Share of codewords per codebook `[M]` that the last training batch (all ranks) assigned to."""
         return self.hits
@@ -219,9 +224,11 @@ class MultiCodebookVQ(nn.Module):
 class McQuicArgs:
     """Constructor arguments (`model_args`); stored in checkpoints and in exported weights."""
 
-    channels: tuple[int, int, int, int] = (32, 64, 128, 128)  # widths at f2, f4, f8, f16
+    channels: tuple[int, int, int, int] = (32, 64, 160, 192)  # widths at f2, f4, f8, f16 (v1: 32, 64, 128, 128)
     enc_blocks: tuple[int, int, int] = (1, 2, 2)  # residual blocks of g_a at f4, f8, f16
-    dec_blocks: tuple[int, int, int] = (1, 2, 2)  # residual blocks of g_s at f4, f8, f16
+    dec_blocks: tuple[int, int, int] = (1, 3, 2)  # residual blocks of g_s at f4, f8, f16 (f16: in g_c; v1: 1, 2, 2)
+    dec_f2_blocks: int = 0  # residual blocks of g_s at f2 (full-resolution detail)
+    bounded: bool = True  # latents pass through tanh before VQ: codebooks stay within [-1, 1]^d
     coarse_m: int = 4  # codebooks of the f16 stage
     coarse_k: int = 256  # entries per codebook (8 bits)
     coarse_dim: int = 16  # channels per coarse codebook
@@ -240,9 +247,9 @@ class McQuicArgs:
 
 @dataclass
 class ForwardResult:
-    """Training forward. `quality[b]` is the level used to decode sample b."""
+    """Training forward: every sample decoded at every requested quality level."""
 
-    x_hat: torch.Tensor  # `[B, 3, H, W]`, same padding as the input
+    x_hat: torch.Tensor  # `[len(qualities), B, 3, H, W]`, same padding as the input
     commit: torch.Tensor  # scalar, sum over stages of relative commitment errors
     indices: list[torch.Tensor] = field(default_factory=list)  # per stage `[B, M, h, w]`
 
@@ -272,7 +279,8 @@ class McQuic(nn.Module):
                                                             ▼      │                                   │
                  x_hat ◄──g_s── FiLM_q( c8 + E(sum r_hat) ) ◄──────┘◄──────────────────────────────────┘
 
-    `g_a`: strided convs + residual blocks down to f8 and f16; `g_c`: coarse synthesis f16->f8
+    `g_a`: strided convs + residual blocks down to f8 and f16, `tanh` on the latents (`bounded`)
+    so that codebook entries stay in [-1, 1]; `g_c`: coarse synthesis f16->f8
     (run by the encoder too); `g_r`: residual analysis at f8; `g_s`: synthesis f8->f1 with
     sub-pixel upsampling. Fixed-length rate: `H W / 256 * coarse_m log2 coarse_k` bits, plus
     `H W / 64 * fine_m log2 fine_k` per fine stage.
@@ -295,6 +303,7 @@ class McQuic(nn.Module):
             _conv(c2, c3, 3, 2), *[ResBlock(c3) for _ in range(e8)],
         )  # fmt: skip
         self.g_a16 = nn.Sequential(_conv(c3, c4, 3, 2), *[ResBlock(c4) for _ in range(e16)], _conv(c4, dc, 1))
+        self.bound = nn.Tanh() if a.bounded else nn.Identity()  # breaks the scale symmetry of convs + LeakyReLU
         self.g_c = nn.Sequential(_conv(dc, c4, 1), *[ResBlock(c4) for _ in range(d16)], _up(c4, c3))
         self.g_r = nn.Sequential(_conv(2 * c3, c3, 1), _act(), _conv(c3, df, 3))
         self.expand = _conv(df, c3, 1)
@@ -302,7 +311,7 @@ class McQuic(nn.Module):
         nn.init.zeros_(self.film.weight)
         self.g_s = nn.Sequential(
             *[ResBlock(c3) for _ in range(d8)], _up(c3, c2), _act(), *[ResBlock(c2) for _ in range(d4)],
-            _up(c2, c1), _act(), _conv(c1, 12, 3), nn.PixelShuffle(2),
+            _up(c2, c1), _act(), *[ResBlock(c1) for _ in range(a.dec_f2_blocks)], _conv(c1, 12, 3), nn.PixelShuffle(2),
         )  # fmt: skip
         nn.init.constant_(self.g_s[-2].bias, 0.5)  # type: ignore[arg-type]  # start at mid-gray
         self.vq: list[MultiCodebookVQ] = nn.ModuleList(  # type: ignore[assignment]
@@ -328,9 +337,10 @@ class McQuic(nn.Module):
 
     # shared pieces
 
-    def _decode(self, c8: torch.Tensor, r_sum: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    def _decode(self, c8: torch.Tensor, r_sum: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """`g_s` on `c8 + E(r_sum)` modulated by `film` `[B, 2 C]` (the rows of the decoded levels)."""
         u = c8 + self.expand(r_sum)
-        gamma, beta = self.film(quality - 1)[..., None, None].chunk(2, dim=1)
+        gamma, beta = film[..., None, None].chunk(2, dim=1)
         return self.g_s(u * (1 + gamma) + beta)
 
     @staticmethod
@@ -342,26 +352,34 @@ class McQuic(nn.Module):
 
     # training
 
-    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> ForwardResult:
-        """Encode, quantize every stage, decode sample b with stages `< quality[b]`.
+    def forward(self, x: torch.Tensor, qualities: list[int] | None = None) -> ForwardResult:
+        """Encode, quantize the stages, decode every sample at each quality in `qualities` (default: all).
+
+        One `g_s` pass over the stacked levels: every level gets a gradient from every crop, and
+        level q's loss pushes fine stage q-1 to carry what the coarser levels miss.
 
         Args:
             x (torch.Tensor): `[B, 3, H, W]` in [0, 1], H and W multiples of 16.
-            quality (torch.Tensor): `[B]` int64 in 1..qualities.
+            qualities (list[int] | None): levels in 1..qualities to decode.
         """
+        qs = list(qualities or range(1, self.args.qualities + 1))
+        for q in qs:
+            self._check_quality(q)
         y8 = self.g_a8(x)
-        coarse = self.vq[0](self.g_a16(y8))
+        coarse = self.vq[0](self.bound(self.g_a16(y8)))
         c8 = self.g_c(coarse.codes)
-        r = self.g_r(torch.cat([y8, c8], 1))
-        r_sum, commit, indices = torch.zeros_like(r, dtype=torch.float32), coarse.commit, [coarse.indices]
-        for s, vq in enumerate(self.vq[1:], start=1):
+        r = self.bound(self.g_r(torch.cat([y8, c8], 1)))
+        sums, commit, indices = [torch.zeros_like(r, dtype=torch.float32)], coarse.commit, [coarse.indices]
+        for vq in self.vq[1 : max(qs)]:
             res = vq(r)
-            keep = (quality > s).to(r_sum.dtype)[:, None, None, None]
-            r_sum = r_sum + keep * res.codes
+            sums.append(sums[-1] + res.codes)
             r = r - res.codes.detach()
             commit = commit + res.commit
             indices.append(res.indices)
-        return ForwardResult(self._decode(c8, r_sum, quality), commit, indices)
+        n, b = len(qs), x.shape[0]
+        film = torch.stack([self.film.weight[q - 1] for q in qs]).repeat_interleave(b, 0)  # no host-to-device copy
+        x_hat = self._decode(c8.repeat(n, 1, 1, 1), torch.cat([sums[q - 1] for q in qs]), film)
+        return ForwardResult(x_hat.unflatten(0, (n, b)), commit, indices)
 
     # inference
 
@@ -371,10 +389,10 @@ class McQuic(nn.Module):
         self._check_quality(quality)
         h, w = x.shape[-2:]
         y8 = self.g_a8(self.pad(x))
-        z = self.g_a16(y8)
+        z = self.bound(self.g_a16(y8))
         indices = [self.vq[0].codes_to_indices(z)]
         c8 = self.g_c(self.vq[0].indices_to_codes(indices[0]))
-        r = self.g_r(torch.cat([y8, c8], 1))
+        r = self.bound(self.g_r(torch.cat([y8, c8], 1)))
         for vq in self.vq[1:quality]:
             indices.append(vq.codes_to_indices(r))
             r = r - vq.indices_to_codes(indices[-1])
@@ -390,13 +408,16 @@ class McQuic(nn.Module):
         r_sum = torch.zeros(c8.shape[0], self.expand.in_channels, *c8.shape[-2:], device=c8.device)
         for vq, idx in zip(self.vq[1:quality], indices[1:quality]):
             r_sum = r_sum + vq.indices_to_codes(idx)
-        q = torch.full((c8.shape[0],), quality, dtype=torch.long, device=c8.device)
-        x_hat = self._decode(c8, r_sum, q)
+        x_hat = self._decode(c8, r_sum, self.film.weight[quality - 1].expand(c8.shape[0], -1))
         return x_hat[..., : shape[0], : shape[1]].clamp(0, 1)
 
     def codebook_usage(self) -> list[list[float]]:
         """Per stage, per codebook: share of codewords the last training batch used."""
         return [vq.usage().tolist() for vq in self.vq]
+
+    def codebook_max_norm(self) -> list[float]:
+        """Per stage: the largest codeword norm (one device sync)."""
+        return torch.stack([vq.max_norm() for vq in self.vq]).tolist()
 
     def codebook_perplexity(self) -> list[float]:
         """Per stage: mean over codebooks of exp(entropy) of the last batch's assignments, as a share of K."""
@@ -419,8 +440,12 @@ class McQuic(nn.Module):
         return net.eval()
 
 
+V1_ARGS = {"dec_f2_blocks": 0, "bounded": False}  # fields added after v1: v1 files lack them and mean these
+
+
 def args_from_dict(d: dict) -> McQuicArgs:
-    """`McQuicArgs` from its JSON form (lists back to tuples)."""
+    """`McQuicArgs` from its JSON form (lists back to tuples); fields a v1 file lacks take their v1 values."""
+    d = {**V1_ARGS, **d}
     return McQuicArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 

@@ -4,12 +4,13 @@ One file, top to bottom, in the manner of nanoGPT's train.py. Runs on one CPU pr
 number of GPUs with DDP:
 
     python models/mcquic/train.py --tiny --max-steps 20 --ckpt-dir .ckpt/tiny          # CPU smoke test
-    torchrun --standalone --nproc_per_node=4 models/mcquic/train.py --minutes 8.5 \\
+    torchrun --standalone --nproc_per_node=4 models/mcquic/train.py --minutes 8.5 --total-steps 30000 \\
         --ckpt-dir .ckpt/mcquic --log-file $OUT/mcquic.log --export $OUT/mcquic.safetensors
 
-Resumes from `--ckpt-dir` when it holds a checkpoint (sharded safetensors + ckpt.json, no pickle).
-The LR schedule follows cumulative *training time* (`--total-minutes`), so a run split over
-several time-budgeted calls decays the LR once, at the end of the planned total.
+Resumes from `--ckpt-dir` when it holds a checkpoint (sharded safetensors + ckpt.json, no pickle);
+with `--ckpt-optim fp32` (default) a resumed run continues bit-identically on the same device.
+The LR schedule is by step (linear warm-up, cosine decay to `--total-steps`): a run split over
+several time-budgeted calls follows one schedule; resuming with a larger `--total-steps` extends it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 import typer
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 try:
@@ -42,6 +44,7 @@ except ImportError:  # GPU machines run the file from a plain checkout, without 
 CKPT_FORMAT = "nmc-mcquic-ckpt-v1"
 SHARD_BYTES = 15 * 2**20 - 2**16  # shards stay under 15 MiB, safetensors header included
 TINY = McQuicArgs(channels=(8, 16, 24, 32), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), coarse_k=32, fine_k=32, coarse_dim=4, fine_dim=4, restart_every=10)
+COMPILED = ("g_a8", "g_a16", "g_c", "g_r", "g_s")  # pure conv stacks; the VQ's Python-side state stays eager
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -67,9 +70,10 @@ def get_batch(images: list[torch.Tensor], n: int, crop: int, scale: tuple[float,
     for i in ids:
         _, h, w = images[i].shape
         top, left = (torch.randint(d - size + 1, (), generator=gen).item() for d in (h, w))
-        c = images[i][:, top : top + size, left : left + size]
-        crops.append(c.flip(-1) if torch.rand((), generator=gen).item() < 0.5 else c)
-    x = torch.stack(crops).float().div_(255)
+        crops.append(images[i][:, top : top + size, left : left + size])
+    x = torch.stack(crops)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)[:, None, None, None]
+    x = torch.where(flip, x.flip(-1), x).float().div_(255)
     if size != crop:
         x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x.contiguous(memory_format=torch.channels_last)
@@ -145,8 +149,12 @@ def optimizer_state(tensors: dict[str, torch.Tensor], groups: list) -> dict:
 
 
 @torch.no_grad()
-def evaluate(net: McQuic, images: list[torch.Tensor], device: torch.device) -> dict[int, tuple[float, float]]:
-    """Full held-out images through compress/decompress (fp32): quality -> (mean PSNR on 8-bit output, bpp)."""
+def evaluate(trained: McQuic, images: list[torch.Tensor], device: torch.device) -> dict[int, tuple[float, float]]:
+    """Full held-out images through compress/decompress (fp32): quality -> (mean PSNR on 8-bit output, bpp).
+
+    Runs an eager copy: compiled modules would recompile for every image shape."""
+    net = McQuic(trained.args).to(device)
+    net.load_state_dict(trained.state_dict())
     net.eval()
     torch.backends.cudnn.benchmark = False  # every image has its own shape: no autotuning per shape
     out = {}
@@ -159,8 +167,25 @@ def evaluate(net: McQuic, images: list[torch.Tensor], device: torch.device) -> d
             psnr.append(-10 * math.log10(F.mse_loss(y, x).item() + 1e-12))
             bpp.append(net.bits(q, *im.shape[1:]) / (im.shape[1] * im.shape[2]))
         out[q] = (sum(psnr) / len(psnr), sum(bpp) / len(bpp))
-    net.train()
     return out
+
+
+def conv_macs(net: McQuic, x: torch.Tensor) -> float:
+    """Multiply-accumulates per input pixel of one training forward (all levels), counted with hooks."""
+    total = [0]
+
+    def hook(m: nn.Conv2d, _: tuple, out: torch.Tensor) -> None:
+        total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    was_training = net.training
+    net.eval()  # no codebook updates
+    with torch.no_grad():
+        net(x)
+    net.train(was_training)
+    for h in hooks:
+        h.remove()
+    return total[0] / x[0, 0].numel() / x.shape[0]
 
 
 # ----------------------------------------------------------------------------- main
@@ -174,27 +199,28 @@ def main(
     export: Path | None = None,  # fp16 safetensors of the inference network, written at the end
     minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides, all ranks stop together
     max_steps: int = 10**9,  # stop at this total step count (resume-aware)
-    total_minutes: float = 25.0,  # planned training time over all calls: horizon of the cosine LR decay
-    batch: int = 32,  # crops per GPU (per process)
+    total_steps: int = 30000,  # horizon of the cosine LR decay (over all calls; resume with more to extend)
+    batch: int = 32,  # crops per GPU (per process); each is decoded at every quality level
     crop: int = 256,  # crop size, a multiple of 16
     scale_min: float = 0.9,  # random rescale: crop s*crop pixels with s in [scale_min, scale_max], resize to crop
     scale_max: float = 1.25,
     holdout: int = 4,  # training images kept out of training for the final evaluation
     lr: float = 5e-4,  # peak AdamW learning rate
     min_lr_frac: float = 0.1,  # final LR as a fraction of the peak
-    warmup: int = 300,  # linear warm-up steps
+    warmup: int = 1000,  # linear warm-up steps
     weight_decay: float = 0.0,
     grad_clip: float = 1.0,
-    mse_scale: float = 1000.0,  # loss = mse_scale * MSE + beta * commitment (+ msssim term)
+    mse_scale: float = 1000.0,  # loss = mse_scale * MSE (mean over levels) + beta * commitment (+ msssim term)
     beta: float = 0.1,  # weight of the relative commitment error, summed over stages
     msssim: float = 0.0,  # weight of (1 - MS-SSIM) (needs pytorch_msssim); 0 = pure PSNR training
     seed: int = 0,
     save_minutes: float = 2.0,  # checkpoint interval (also saved at the end)
     init: Path | None = None,  # without a checkpoint: start from these exported weights (fresh optimizer)
-    ckpt_optim: str = "bf16",  # AdamW moments in the checkpoint: fp32 (bit-exact resume), bf16 (half size), none
+    ckpt_optim: str = "fp32",  # AdamW moments in the checkpoint: fp32 (bit-exact resume), bf16 (half size), none
     log_every: int = 50,  # steps between log lines (each costs one device sync)
     print_every: int = 200,  # steps between short stdout lines
-    sync_every: int = 10,  # steps between rank-0 broadcasts of stop flag and LR
+    sync_every: int = 10,  # steps between rank-0 broadcasts of the stop flag (and loss checks)
+    compile: bool = False,  # torch.compile the conv stacks; falls back to eager if the first step fails
     tiny: bool = False,  # CPU smoke config: tiny network, 64x64 crops, batch 4
 ) -> None:
     if tiny:  # small crops and batch unless given explicitly
@@ -286,63 +312,92 @@ def main(
         if cuda:
             tensors["rng/cuda"] = torch.cuda.get_rng_state()
         meta = {"step": step, "train_seconds": train_seconds, "model_args": asdict(model_args), "config": config,
-                "optim_param_groups": groups, "scheduler": {"kind": "warmup+cosine(train time)", "warmup": warmup,
-                "total_minutes": total_minutes, "min_lr_frac": min_lr_frac, "lr": lr}}  # fmt: skip
+                "optim_param_groups": groups, "scheduler": {"kind": "warmup+cosine(step)", "warmup": warmup,
+                "total_steps": total_steps, "min_lr_frac": min_lr_frac, "lr": lr}}  # fmt: skip
         sizes = save_checkpoint(ckpt_dir, tensors, meta)
         say(f"step {step}: checkpoint {len(sizes)} shards, largest {max(sizes) / 2**20:.2f} MiB", echo=False)
 
-    def lr_at(step: int, seconds: float) -> float:
-        p = min(1.0, seconds / (60 * total_minutes))
+    def lr_at(step: int) -> float:
+        """Linear warm-up (again after a moment-free resume), then cosine from `lr` to `min_lr_frac * lr` at `total_steps`."""
+        p = min(1.0, step / max(1, total_steps))
         return lr * min(1.0, (step - warm_from + 1) / warmup) * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
-    # training loop
-    Q = model_args.qualities
-    t_loop, t_saved, t_log, step_log = time.time(), time.time(), time.time(), step
-    seconds0 = train_seconds
-    lr_now = lr_at(step, train_seconds)
-    stop = step >= max_steps
-    while not stop:
-        gen.manual_seed(seed + 7919 * rank + 104729 * step)
-        x = get_batch(train_imgs, batch, crop, (scale_min, scale_max), gen).to(device, non_blocking=True)
-        quality = (torch.arange(batch, device=device) + step) % Q + 1  # deterministic, balanced over steps
-        for g in opt.param_groups:
-            g["lr"] = lr_now
+    def train_step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns the loss, the per-level per-crop MSE `[Q, B]` and the commitment (no host sync)."""
         with autocast:
-            out = model(x, quality)
+            out = model(x)
         x_hat = out.x_hat.float()
-        mse_b = (x_hat - x).pow(2).mean((1, 2, 3))
-        loss = mse_scale * mse_b.mean() + beta * out.commit
+        mse = (x_hat - x).pow(2).mean((2, 3, 4))
+        loss = mse_scale * mse.mean() + beta * out.commit
         if ms_ssim is not None:
-            loss = loss + msssim * (1 - ms_ssim(x_hat.clamp(0, 1), x, data_range=1.0))
+            loss = loss + msssim * (1 - ms_ssim(x_hat.flatten(0, 1).clamp(0, 1), x.repeat(Q, 1, 1, 1), data_range=1.0))
         loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach(), mse.detach(), out.commit.detach()
+
+    Q = model_args.qualities
+    pixels = batch * world * crop * crop
+    train_macs = 3 * conv_macs(net, torch.zeros(1, 3, 64, 64, device=device))  # fwd + bwd ~ 3x fwd; no RNG draw (exact resume)
+    if compile:
+        for name in COMPILED:
+            getattr(net, name).compile()
+    say(f"training: {Q} levels per crop, {train_macs / 1e3:.0f} kMAC per pixel per step (fwd + bwd), {pixels} pixels per step")
+
+    # training loop
+    t_loop, t_saved, t_log, step_log = time.time(), time.time(), time.time(), step
+    seconds0, first_step = train_seconds, step
+    stop, diverged = step >= max_steps, False
+    while not stop:
+        gen.manual_seed(seed + 7919 * rank + 104729 * step)
+        x = get_batch(train_imgs, batch, crop, (scale_min, scale_max), gen).to(device, non_blocking=True)
+        lr_now = lr_at(step)
+        for g in opt.param_groups:
+            g["lr"] = lr_now
+        try:
+            loss, mse, commit = train_step(x)
+        except Exception as err:  # a torch.compile failure shows up at the first call: run eager instead
+            if not compile or step != first_step:
+                raise
+            say(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running eager")
+            compile = False
+            for name in COMPILED:
+                getattr(net, name)._compiled_call_impl = None  # what nn.Module.compile() set
+            opt.zero_grad(set_to_none=True)
+            continue
         step += 1
         train_seconds = seconds0 + time.time() - t_loop
 
         if step % log_every == 0 and master:
             dt = time.time() - t_log
-            psnr = [(-10 * torch.log10(mse_b[quality == q].mean())).item() if (quality == q).any() else float("nan") for q in range(1, Q + 1)]
-            usage, perplexity = net.codebook_usage(), net.codebook_perplexity()
-            say(f"step {step} loss {loss.item():.4f} mse {mse_b.mean().item():.3e} commit {out.commit.item():.3f} "
+            rate = (step - step_log) / dt
+            psnr = (-10 * torch.log10(mse.mean(1))).tolist()
+            usage, perplexity, norms = net.codebook_usage(), net.codebook_perplexity(), net.codebook_max_norm()
+            say(f"step {step} loss {loss.item():.4f} mse {mse.mean().item():.3e} commit {commit.item():.3f} "
                 f"psnr[q] {' '.join(f'{p:.2f}' for p in psnr)} usage[stage] min/mean "
                 f"{' '.join(f'{min(u):.2f}/{sum(u) / len(u):.2f}' for u in usage)} perplexity/K[stage] "
-                f"{' '.join(f'{p:.2f}' for p in perplexity)} lr {lr_now:.2e} "
-                f"{(step - step_log) / dt:.2f} steps/s", echo=step % print_every == 0)  # fmt: skip
+                f"{' '.join(f'{p:.2f}' for p in perplexity)} max|code|[stage] {' '.join(f'{n:.3g}' for n in norms)} "
+                f"lr {lr_now:.2e} {rate:.2f} steps/s {rate * batch * world:.0f} samples/s "
+                f"{rate * pixels * train_macs * 2 / 1e12:.1f} TFLOP/s", echo=step % print_every == 0)  # fmt: skip
             t_log, step_log = time.time(), step
         if step % sync_every == 0 or step >= max_steps:
-            flags = torch.tensor([float(step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)), train_seconds], device=device)
+            over = step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)
+            flags = torch.stack([torch.tensor(float(over), device=device), (~torch.isfinite(loss)).float()])
             if ddp:
-                dist.broadcast(flags, 0)  # every rank stops on the same step and uses rank 0's clock for the LR
-            stop, lr_now = bool(flags[0].item()), lr_at(step, flags[1].item())
+                dist.broadcast(flags, 0)  # every rank stops on the same step
+            diverged = bool(flags[1].item())
+            stop = diverged or bool(flags[0].item())
+            if diverged:
+                say(f"step {step}: loss is not finite; stopping without a checkpoint (the last one stays)")
         if master and not stop and time.time() - t_saved > 60 * save_minutes:
             checkpoint()
             t_saved = time.time()
 
-    if master:
+    if master and not diverged:
         checkpoint()
+    if master:
         say(f"stopped at step {step} after {(time.time() - t_loop) / 60:.2f} min in this call ({train_seconds / 60:.1f} min in total)")
         if held_imgs:
             for q, (p, b) in evaluate(net, held_imgs, device).items():
