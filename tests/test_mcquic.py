@@ -59,7 +59,7 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     net = McQuic(TINY)
     net.train()
-    net(torch.rand(4, 3, 64, 64), torch.arange(4) + 1)  # codebooks from data
+    net(torch.rand(4, 3, 64, 64))  # codebooks from data
     path = tmp_path_factory.mktemp("mcquic") / "random.safetensors"
     Q.write_weights(path, export_tensors(net.eval()), json.dumps(asdict(TINY)), random_prior(TINY.coarse_k), {})
     return path
@@ -338,3 +338,84 @@ class TestFiles:
             except SystemExit as exit_:
                 assert exit_.code in (0, None)
         assert psnr(np.asarray(Image.open(tmp_path / "y.png")), photo(40, 56)) > (15 if SHIPPED else 0)
+
+
+class TestNetworkV2:
+    """Bounded latents, every level from one forward, and weights of v1 that keep loading."""
+
+    def test_v1_weights_args_mean_unbounded(self) -> None:
+        from nmc.models.mcquic.network import McQuicArgs, args_from_dict
+
+        v1 = {k: v for k, v in asdict(McQuicArgs()).items() if k not in ("dec_f2_blocks", "bounded")}
+        assert args_from_dict(v1).bounded is False and args_from_dict(v1).dec_f2_blocks == 0
+        assert args_from_dict(asdict(McQuicArgs())) == McQuicArgs()
+
+    def test_codebooks_stay_bounded_whatever_the_input_scale(self) -> None:
+        import torch
+        from nmc.models.mcquic.network import McQuic
+        from nmc.models.mcquic.train import TINY
+
+        torch.manual_seed(0)
+        net = McQuic(TINY).train()
+        for _ in range(3):
+            net(torch.rand(2, 3, 64, 64) * 1000)  # an unbounded encoder would follow the input scale
+        assert max(net.codebook_max_norm()) <= 2.0  # `coarse_dim` = 4 entries in [-1, 1]
+
+    def test_every_level_of_the_forward_is_the_decoded_image(self) -> None:
+        import torch
+        from nmc.models.mcquic.network import McQuic
+        from nmc.models.mcquic.train import TINY
+
+        torch.manual_seed(0)
+        net = McQuic(TINY).train()
+        net(torch.rand(2, 3, 64, 64))  # codebooks from data
+        net.eval()
+        x = torch.rand(2, 3, 48, 64)
+        with torch.no_grad():
+            out = net(x, [1, 2, 3, 4])
+        assert out.x_hat.shape == (4, 2, 3, 48, 64)
+        for q in range(1, 5):
+            c = net.compress(x, q)
+            assert torch.allclose(out.x_hat[q - 1].clamp(0, 1), net.decompress(c.indices, q, c.shape), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        Image.fromarray(photo(96, 128, 60 * i, 90 * i)).save(root / f"p{i}.png")
+    return root
+
+
+class TestTraining:
+    """train.py on the CPU: exact resume, then export -> fit_prior -> codec round trip."""
+
+    def run(self, data: Path, ckpt: Path, steps: int, **kw: object) -> None:
+        from nmc.models.mcquic import train
+
+        train.main(data=data, ckpt_dir=ckpt, max_steps=steps, tiny=True, holdout=0, warmup=2, lr=2e-3, log_every=1, **kw)  # type: ignore[arg-type]
+
+    def test_resume_continues_identically(self, tiny_data: Path, tmp_path: Path) -> None:
+        import torch
+        from nmc.models.mcquic.train import load_checkpoint
+
+        for ckpt, steps in (("zero", 0), ("a", 6), ("b", 3), ("b", 6)):  # b: 3 steps, then resumed to 6
+            self.run(tiny_data, tmp_path / ckpt, steps)
+        zero, a, b = (load_checkpoint(tmp_path / c) for c in ("zero", "a", "b"))
+        assert zero is not None and a is not None and b is not None and a[1]["step"] == b[1]["step"] == 6
+        model = [k for k in a[0] if k.startswith("model/")]
+        assert model and all(torch.equal(a[0][k], b[0][k]) for k in model)
+        assert not torch.equal(a[0]["model/g_s.0.conv1.weight"], zero[0]["model/g_s.0.conv1.weight"])  # it did train
+
+    def test_export_fit_prior_and_code(self, tiny_data: Path, tmp_path: Path) -> None:
+        from nmc.models.mcquic import fit_prior
+
+        self.run(tiny_data, tmp_path / "ckpt", 4, export=tmp_path / "net.safetensors")
+        fit_prior.main(network=tmp_path / "net.safetensors", out=tmp_path / "w.safetensors", data=tiny_data, held_out=2, steps=20, batch=256)
+        codec = Q.McQuicCodec(tmp_path / "w.safetensors")
+        assert codec.model.net.args.bounded
+        px = photo(40, 56)
+        for q in ("q1", "q4"):
+            out = decode(codec, encode(codec, px, q))
+            assert out.shape == px.shape and psnr(out, px) > 5
+

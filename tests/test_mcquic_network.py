@@ -13,7 +13,7 @@ def net() -> McQuic:
     torch.manual_seed(0)
     model = McQuic(TINY)
     model.train()
-    model(torch.rand(4, 3, 64, 64), torch.arange(4) + 1)  # initialise codebooks from data
+    model(torch.rand(4, 3, 64, 64))  # initialise codebooks from data
     return model.eval()
 
 
