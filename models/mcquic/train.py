@@ -205,7 +205,7 @@ def main(
     scale_min: float = 0.9,  # random rescale: crop s*crop pixels with s in [scale_min, scale_max], resize to crop
     scale_max: float = 1.25,
     holdout: int = 4,  # training images kept out of training for the final evaluation
-    lr: float = 5e-4,  # peak AdamW learning rate
+    lr: float = 4e-4,  # peak AdamW learning rate
     min_lr_frac: float = 0.1,  # final LR as a fraction of the peak
     warmup: int = 1000,  # linear warm-up steps
     weight_decay: float = 0.0,
