@@ -4,7 +4,7 @@ One file, top to bottom, in the manner of nanoGPT's train.py. Runs on one CPU pr
 number of GPUs with DDP:
 
     python models/mcquic/train.py --tiny --max-steps 20 --ckpt-dir .ckpt/tiny          # CPU smoke test
-    torchrun --standalone --nproc_per_node=4 models/mcquic/train.py --minutes 8.5 --total-steps 30000 \\
+    torchrun --standalone --nproc_per_node=4 models/mcquic/train.py --minutes 8.5 --total-steps 20000 \\
         --ckpt-dir .ckpt/mcquic --log-file $OUT/mcquic.log --export $OUT/mcquic.safetensors
 
 Resumes from `--ckpt-dir` when it holds a checkpoint (sharded safetensors + ckpt.json, no pickle);
@@ -199,7 +199,7 @@ def main(
     export: Path | None = None,  # fp16 safetensors of the inference network, written at the end
     minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides, all ranks stop together
     max_steps: int = 10**9,  # stop at this total step count (resume-aware)
-    total_steps: int = 30000,  # horizon of the cosine LR decay (over all calls; resume with more to extend)
+    total_steps: int = 20000,  # horizon of the cosine LR decay (over all calls; resume with more to extend)
     batch: int = 32,  # crops per GPU (per process); each is decoded at every quality level
     crop: int = 256,  # crop size, a multiple of 16
     scale_min: float = 0.9,  # random rescale: crop s*crop pixels with s in [scale_min, scale_max], resize to crop
