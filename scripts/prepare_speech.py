@@ -2,12 +2,14 @@
 
     python scripts/prepare_speech.py split      # write data/speech_heldout.txt and data/speech_unseen.txt
     python scripts/prepare_speech.py sources    # fetch the added Debian packages, write data/speech_added.json
-    python scripts/prepare_speech.py build      # .data/speech/*.opus (training) and .data/dev-unseen/*.flac
+    python scripts/prepare_speech.py build      # .data/speech/*.opus: the training speech
+    python scripts/prepare_speech.py dev-unseen # .data/dev-unseen/*.flac: the listed clips, for `nmc eval`
     python scripts/prepare_speech.py opus-check # how close 16 kHz Opus is to its source, per bitrate
 
 Training speech = ../shared/data/train/speech minus every file of the held-out speakers, plus the
 added sources of data/speech_added.json (checked against their sha256), each clip resampled to
-16 kHz mono (soxr, as train.py does), silence at its ends cut to SILENCE_KEEP_S, and the clips of
+16 kHz mono (soxr, as train.py does), scaled down where it exceeds full scale (some KLettres Vorbis
+files decode to peaks of 2-61), silence at its ends cut to SILENCE_KEEP_S, and the clips of
 one speaker concatenated into Ogg Opus files of about CHUNK_S seconds (few headers, soundfile reads
 them). The held-out speakers never reach .data/speech. See docs/DATA.md.
 """
@@ -123,7 +125,8 @@ def split() -> None:
         by_speaker[speaker(e)].append(e)
     chosen: list[str] = []
     for name, group in sorted(by_speaker.items()):
-        durs = {e["file"]: duration(SHARED / e["file"]) for e in group}
+        # Asterisk's silence/N prompts are N seconds of silence: not speech to measure on
+        durs = {e["file"]: duration(SHARED / e["file"]) for e in group if "/silence/" not in e["member"]}
         if name.startswith("ast_"):
             pool = sorted(f for f, d in durs.items() if 2.5 <= d <= 10.0)
             chosen += rng.sample(pool, UNSEEN_ASTERISK_CLIPS)
@@ -194,6 +197,12 @@ def load16k(path: Path) -> np.ndarray:
     return (soxr.resample(x, sr, SR) if sr != SR else x).astype(np.float32)
 
 
+def below_full_scale(x: np.ndarray, peak: float = 0.99) -> np.ndarray:
+    """Scale a clip whose samples exceed full scale down to `peak` (the waveform itself is kept)."""
+    top = float(np.abs(x).max(initial=0.0))
+    return x * (peak / top) if top > 1.0 else x
+
+
 def trim(x: np.ndarray) -> np.ndarray:
     """Cut silence at both ends down to SILENCE_KEEP_S and fade the ends."""
     hop = SR // 100
@@ -238,10 +247,10 @@ def training_clips() -> dict[str, list[tuple[str, Path]]]:
 
 
 @app.command()
-def build(out: Path = ROOT / ".data" / "speech", dev_out: Path = ROOT / ".data" / "dev-unseen",
-          kbps: float = typer.Option(20.0, help="Opus bitrate (VBR target)"),
+def build(out: Path = ROOT / ".data" / "speech",
+          kbps: float = typer.Option(19.0, help="Opus bitrate (VBR target); see opus-check"),
           max_mib: float = typer.Option(16.0, help="fail when the training folder is larger")) -> None:
-    """Build the training folder and the dev-unseen folder; print minutes per source."""
+    """Build the training folder; print minutes per source."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     minutes: dict[str, float] = defaultdict(float)
@@ -250,7 +259,7 @@ def build(out: Path = ROOT / ".data" / "speech", dev_out: Path = ROOT / ".data" 
         chunk: list[np.ndarray] = []
         k = 0
         for label, path in clips:
-            x = trim(load16k(path))
+            x = trim(below_full_scale(load16k(path)))
             chunk += [x, gap]
             minutes[label] += len(x) / SR / 60
             if sum(map(len, chunk)) >= CHUNK_S * SR:
@@ -264,21 +273,27 @@ def build(out: Path = ROOT / ".data" / "speech", dev_out: Path = ROOT / ".data" 
     print(f"{'total':40s} {sum(minutes.values()):6.1f} min in {len(list(out.glob('*.opus')))} files, "
           f"{size / 2**20:.2f} MiB ({size * 8 / sum(minutes.values()) / 60 / 1000:.1f} kbit/s)")
 
-    # dev-unseen: the listed clips as FLAC at their stored rate, untouched
-    shutil.rmtree(dev_out, ignore_errors=True)
-    dev_out.mkdir(parents=True)
-    for rel in read_list(UNSEEN_LIST):
-        x, sr = sf.read(str(SHARED / rel), dtype="float32")
-        sf.write(str(dev_out / (Path(rel).stem + ".flac")), x, sr, subtype="PCM_16")
-    print(f"dev-unseen: {len(read_list(UNSEEN_LIST))} clips -> {dev_out}")
     if size > max_mib * 2**20:
         raise SystemExit(f"{out} is {size / 2**20:.2f} MiB, above {max_mib} MiB: lower --kbps or the caps")
+
+
+@app.command("dev-unseen")
+def dev_unseen(out: Path = ROOT / ".data" / "dev-unseen") -> None:
+    """The listed dev-unseen clips as 16-bit FLAC at their stored rate (scaled only where beyond full scale)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    files = read_list(UNSEEN_LIST)
+    for rel in files:
+        x, sr = sf.read(str(SHARED / rel), dtype="float32")
+        sf.write(str(out / (Path(rel).stem + ".flac")), below_full_scale(x), sr, subtype="PCM_16")
+    seconds = sum(duration(out / (Path(rel).stem + ".flac")) for rel in files)
+    print(f"dev-unseen: {len(files)} clips, {seconds / 60:.1f} min -> {out}")
 
 
 @app.command("opus-check")
 def opus_check(rates: str = "12,16,20,24,32", per_group: int = 4) -> None:
     """PESQ-WB and per-band energy of 16 kHz Opus against the 16 kHz source, on a few clips per group."""
-    from pesq import pesq
+    from pesq import PesqError, pesq
     clips = [c for group in training_clips().values() for c in group[::max(1, len(group) // per_group)][:per_group]]
     sources = [trim(load16k(p)) for _, p in clips]
     print(f"{len(sources)} clips; band energy change in dB for 0-1, 1-2, ..., 7-8 kHz")
@@ -291,8 +306,9 @@ def opus_check(rates: str = "12,16,20,24,32", per_group: int = 4) -> None:
                 y, _ = sf.read(str(path), dtype="float32")
                 m = min(len(x), len(y))
                 nbytes, secs = nbytes + path.stat().st_size, secs + m / SR
-                if m >= SR // 2:
-                    scores.append(pesq(SR, x[:m], y[:m], "wb"))
+                score = pesq(SR, x[:m], y[:m], "wb", on_error=PesqError.RETURN_VALUES)
+                if score > 0:   # -1: too short or no speech detected
+                    scores.append(score)
                 bands.append(band_energy(y[:m]) - band_energy(x[:m]))
             db = " ".join(f"{v:+.1f}" for v in np.mean(bands, axis=0))
             print(f"{kbps:4.0f} kbit/s: real {nbytes * 8 / secs / 1000:5.1f} kbit/s, PESQ-WB mean {np.mean(scores):.2f} "
