@@ -397,7 +397,7 @@ class TestTraining:
 
     def test_resume_continues_identically(self, tiny_data: Path, tmp_path: Path) -> None:
         import torch
-        from nmc.models.mcquic.train import load_checkpoint
+        from nmc.models.trainkit.checkpoint import load as load_checkpoint
 
         for ckpt, steps in (("zero", 0), ("a", 6), ("b", 3), ("b", 6)):  # b: 3 steps, then resumed to 6
             self.run(tiny_data, tmp_path / ckpt, steps)

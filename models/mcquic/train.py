@@ -7,7 +7,7 @@ number of GPUs with DDP:
     torchrun --standalone --nproc_per_node=4 models/mcquic/train.py --minutes 8.5 --total-steps 20000 \\
         --ckpt-dir .ckpt/mcquic --log-file $OUT/mcquic.log --export $OUT/mcquic.safetensors
 
-Resumes from `--ckpt-dir` when it holds a checkpoint (sharded safetensors + ckpt.json, no pickle);
+Resumes from `--ckpt-dir` when it holds a checkpoint (models/trainkit: sharded safetensors, no pickle);
 with `--ckpt-optim fp32` (default) a resumed run continues bit-identically on the same device.
 The LR schedule is by step (linear warm-up, cosine decay to `--total-steps`): a run split over
 several time-budgeted calls follows one schedule; resuming with a larger `--total-steps` extends it.
@@ -15,34 +15,27 @@ several time-budgeted calls follows one schedule; resuming with a larger `--tota
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 import typer
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-try:
-    from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, load_model, save_model
-except ImportError:  # GPU machines run the file from a plain checkout, without `pip install`
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from network import McQuic, McQuicArgs, args_from_dict, load_model, save_model  # type: ignore[no-redef]
+from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, load_model, save_model
+from nmc.models.trainkit import checkpoint as ckpt_io
+from nmc.models.trainkit import runtime
+from nmc.models.trainkit.corpus import training_files
+from nmc.models.trainkit.logger import Logger
+from nmc.models.trainkit.schedule import Schedule
 
-CKPT_FORMAT = "nmc-mcquic-ckpt-v1"
-SHARD_BYTES = 15 * 2**20 - 2**16  # shards stay under 15 MiB, safetensors header included
 TINY = McQuicArgs(channels=(8, 16, 24, 32), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), coarse_k=32, fine_k=32, coarse_dim=4, fine_dim=4, restart_every=10)
 COMPILED = ("g_a8", "g_a16", "g_c", "g_r", "g_s")  # pure conv stacks; the VQ's Python-side state stays eager
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -53,9 +46,10 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 def load_images(root: Path, holdout: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Decode every image under `root` once into uint8 `[3, H, W]` tensors; every k-th one is held out."""
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
-    if not paths:
-        raise SystemExit(f"no images under {str(root)!r}")
+    try:
+        paths = training_files(root, (".jpg", ".jpeg", ".png", ".webp"))
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).contiguous() for p in paths]
     held = set(range(0, len(images), max(1, len(images) // holdout))[:holdout]) if holdout else set()
     return [im for i, im in enumerate(images) if i not in held], [images[i] for i in sorted(held)]
@@ -77,72 +71,6 @@ def get_batch(images: list[torch.Tensor], n: int, crop: int, scale: tuple[float,
     if size != crop:
         x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x.contiguous(memory_format=torch.channels_last)
-
-
-# ----------------------------------------------------------------------------- sharded checkpoints
-
-
-def save_checkpoint(ckpt_dir: Path, tensors: dict[str, torch.Tensor], meta: dict) -> list[int]:
-    """Write `tensors` as safetensors shards of at most 15 MiB, then `ckpt.json` atomically; returns shard sizes."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{meta['step']:09d}"
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    index: dict[str, dict] = {}
-    used = 0
-    for name, t in tensors.items():
-        flat, parts = t.detach().to("cpu").reshape(-1), 0
-        while parts == 0 or flat.numel():  # fill each shard to the limit, splitting tensors across shards
-            room = (SHARD_BYTES - used) // flat.element_size()
-            if room == 0:
-                shards.append({})
-                used, room = 0, SHARD_BYTES // flat.element_size()
-            part, flat = flat[:room], flat[room:]
-            shards[-1][f"{name}#{parts}"] = part.clone()
-            used += part.numel() * part.element_size()
-            parts += 1
-        index[name] = {"shape": list(t.shape), "parts": parts, "dtype": str(t.dtype)}
-    files = []
-    for k, shard in enumerate(shards):
-        fname = f"shard-{tag}-{k:03d}.safetensors"
-        save_file(shard, str(ckpt_dir / fname))
-        files.append(fname)
-        for key in shard:
-            index[key.rsplit("#", 1)[0]].setdefault("files", []).append(fname)
-    tmp = ckpt_dir / "ckpt.json.tmp"
-    tmp.write_text(json.dumps({**meta, "format": CKPT_FORMAT, "shards": files, "tensors": index}, indent=1))
-    os.replace(tmp, ckpt_dir / "ckpt.json")
-    for old in ckpt_dir.glob("shard-*.safetensors"):
-        if old.name not in files:
-            old.unlink()
-    return [(ckpt_dir / f).stat().st_size for f in files]
-
-
-def load_checkpoint(ckpt_dir: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    if not (ckpt_dir / "ckpt.json").exists():
-        return None
-    meta = json.loads((ckpt_dir / "ckpt.json").read_text())
-    if meta.get("format") != CKPT_FORMAT:
-        raise SystemExit(f"{ckpt_dir}/ckpt.json: unknown format {meta.get('format')!r}")
-    raw: dict[str, torch.Tensor] = {}
-    for f in meta["shards"]:
-        raw.update(load_file(str(ckpt_dir / f)))
-    tensors = {name: torch.cat([raw[f"{name}#{j}"] for j in range(e["parts"])]).reshape(e["shape"]) for name, e in meta["tensors"].items()}
-    return tensors, meta
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
-    sd = opt.state_dict()
-    tensors = {f"optim/{pid}/{k}": v for pid, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
-    return tensors, sd["param_groups"]
-
-
-def optimizer_state(tensors: dict[str, torch.Tensor], groups: list) -> dict:
-    state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim/"):
-            _, pid, k = name.split("/")
-            state.setdefault(int(pid), {})[k] = v
-    return {"state": state, "param_groups": groups}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -233,37 +161,15 @@ def main(
     if crop % McQuic.stride:
         raise typer.BadParameter(f"--crop must be a multiple of {McQuic.stride}, got {crop}")
 
-    ddp = "RANK" in os.environ
-    cuda = torch.cuda.is_available()
-    if ddp:
-        dist.init_process_group("nccl" if cuda else "gloo", device_id=torch.device(f"cuda:{os.environ['LOCAL_RANK']}") if cuda else None)
-        rank, world, local = dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"])
-    else:
-        rank, world, local = 0, 1, 0
-    device = torch.device(f"cuda:{local}" if cuda else "cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    master = rank == 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
     t_start = time.time()
-
-    log_file = log_file or ckpt_dir / "train.log"
-    if master:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-    logf = open(log_file if master else os.devnull, "a")  # noqa: SIM115 (open for the whole run)
-
-    def say(msg: str, echo: bool = True) -> None:
-        if master:
-            logf.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
-            logf.flush()
-            if echo:
-                print(msg, flush=True)
+    rt = runtime.start()
+    ddp, cuda, rank, world, local, device, master = rt.ddp, rt.cuda, rt.rank, rt.world, rt.local_rank, rt.device, rt.master
+    log = Logger(log_file or ckpt_dir / "train.log", master, config)
+    say = log.say
 
     # model, optimizer, resume
-    ckpt = load_checkpoint(ckpt_dir)
+    ckpt = ckpt_io.load(ckpt_dir)
     model_args = args_from_dict(ckpt[1]["model_args"]) if ckpt else (TINY if tiny else McQuicArgs())
     torch.manual_seed(seed)  # identical init on every rank
     net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)
@@ -272,12 +178,8 @@ def main(
     if ckpt:
         tensors, meta = ckpt
         net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-        if any(k.startswith("optim/") for k in tensors):  # else fresh moments (saved with --ckpt-optim none)
-            opt.load_state_dict(optimizer_state(tensors, meta["optim_param_groups"]))
-            for p in net.parameters():  # fused AdamW needs moments with the param's dtype and strides
-                opt.state[p].update({k: torch.empty_like(p).copy_(v) for k, v in opt.state[p].items() if v.dim()})
-        else:
-            warm_from = meta["step"]  # warm up again
+        if not ckpt_io.load_optimizer(opt, tensors, "optim", meta["optim_param_groups"]):
+            warm_from = meta["step"]  # saved with --ckpt-optim none: fresh moments, warm up again
         step, train_seconds = meta["step"], meta["train_seconds"]
         torch.set_rng_state(tensors["rng/cpu"])
         if cuda and "rng/cuda" in tensors and master:
@@ -291,7 +193,6 @@ def main(
     nparams = sum(p.numel() for p in net.parameters())
     bpps = ", ".join(f"q{q} {net.bpp(q):.3f}" for q in range(1, model_args.qualities + 1))
     say(f"world {world} device {device} params {nparams / 1e6:.2f} M; fixed-length bpp {bpps}")
-    say(f"config {json.dumps(config)}", echo=False)
 
     train_imgs, held_imgs = load_images(data, holdout)
     train_imgs = [im.to(device) for im in train_imgs]
@@ -305,26 +206,20 @@ def main(
 
     def checkpoint() -> None:
         tensors = {f"model/{k}": v for k, v in net.state_dict().items()}
-        opt_t, groups = optimizer_tensors(opt)
-        if ckpt_optim != "none":
-            tensors.update({k: v.to(torch.bfloat16) if ckpt_optim == "bf16" and v.dim() else v for k, v in opt_t.items()})
+        opt_t, groups = ckpt_io.optimizer_tensors(opt, "optim", ckpt_optim)
+        tensors.update(opt_t)
         tensors["rng/cpu"] = torch.get_rng_state()
         if cuda:
             tensors["rng/cuda"] = torch.cuda.get_rng_state()
         meta = {"step": step, "train_seconds": train_seconds, "model_args": asdict(model_args), "config": config,
                 "optim_param_groups": groups, "scheduler": {"kind": "warmup+cosine(step)", "warmup": warmup,
                 "total_steps": total_steps, "min_lr_frac": min_lr_frac, "lr": lr}}  # fmt: skip
-        sizes = save_checkpoint(ckpt_dir, tensors, meta)
+        sizes = ckpt_io.save(ckpt_dir, tensors, meta)
         say(f"step {step}: checkpoint {len(sizes)} shards, largest {max(sizes) / 2**20:.2f} MiB", echo=False)
-
-    def lr_at(step: int) -> float:
-        """Linear warm-up (again after a moment-free resume), then cosine from `lr` to `min_lr_frac * lr` at `total_steps`."""
-        p = min(1.0, step / max(1, total_steps))
-        return lr * min(1.0, (step - warm_from + 1) / warmup) * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * p)))
 
     def train_step(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One optimizer step; returns the loss, the per-level per-crop MSE `[Q, B]` and the commitment (no host sync)."""
-        with autocast:
+        with rt.autocast():
             out = model(x)
         x_hat = out.x_hat.float()
         mse = (x_hat - x).pow(2).mean((2, 3, 4))
@@ -353,7 +248,7 @@ def main(
     while not stop:
         gen.manual_seed(seed + 7919 * rank + 104729 * step)
         x = get_batch(train_imgs, batch, crop, (scale_min, scale_max), gen).to(device, non_blocking=True)
-        lr_now = lr_at(step)
+        lr_now = sched(step, warm_from)
         for g in opt.param_groups:
             g["lr"] = lr_now
         try:
@@ -384,11 +279,9 @@ def main(
             t_log, step_log = time.time(), step
         if step % sync_every == 0 or step >= max_steps:
             over = step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)
-            flags = torch.stack([torch.tensor(float(over), device=device), (~torch.isfinite(loss)).float()])
-            if ddp:
-                dist.broadcast(flags, 0)  # every rank stops on the same step
-            diverged = bool(flags[1].item())
-            stop = diverged or bool(flags[0].item())
+            over_all, bad = rt.agree(float(over), float(not torch.isfinite(loss).item()))  # rank 0 decides for all
+            diverged = bool(bad)
+            stop = diverged or bool(over_all)
             if diverged:
                 say(f"step {step}: loss is not finite; stopping without a checkpoint (the last one stays)")
         if master and not stop and time.time() - t_saved > 60 * save_minutes:
@@ -405,10 +298,8 @@ def main(
         if export:
             save_model(net, export)
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
-    logf.close()
-    if ddp:
-        dist.barrier()
-        dist.destroy_process_group()
+    log.close()
+    rt.close()
 
 
 if __name__ == "__main__":
