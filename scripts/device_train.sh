@@ -3,8 +3,8 @@
 #   usage: MINUTES=8.5 scripts/device_train.sh        (from the repo root; carry .data and .whl)
 # Each job is torchrun + DDP over all GPUs (they share them) and resumes from .ckpt/<name>, which a
 # warm machine keeps between calls; on a fresh machine, .ckpt/<name> travels with `carry` or the
-# job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Logs and fp16 exports go to $OUT; FINAL=1
-# also brings back the checkpoints without optimizer moments (the 8-file limit of $OUT).
+# job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Back in $OUT: the logs and a copy of each
+# checkpoint without optimizer moments (8 files; export locally with train.py --max-steps 0 --export).
 # JOBS=hificodec or JOBS=mcquic trains one of them only.
 set -uo pipefail
 MINUTES=${MINUTES:?minutes}
@@ -25,11 +25,10 @@ port=29500
 for job in $JOBS; do
   port=$((port + 1))
   case $job in
-    hificodec) args="--data .data/speech --export $OUT/hificodec_16k.safetensors ${HIFI_ARGS:-}";;
-    mcquic) args="--data .data/images --export $OUT/mcquic.safetensors ${MCQ_ARGS:-}";;
+    hificodec) args="--data .data/speech ${HIFI_ARGS:-}";;
+    mcquic) args="--data .data/images ${MCQ_ARGS:-}";;
     *) echo "unknown job $job"; exit 2;;
   esac
-  [ "${FINAL:-0}" = 1 ] && args="$args --ckpt-optim none"
   torchrun --nproc_per_node="$NGPU" --master_port=$port models/$job/train.py --ckpt-dir .ckpt/$job \
       --minutes "$MINUTES" --log-file "$OUT/$job.log" $args > "$OUT/$job.stdout" 2>&1 &
   pids+=($!)
@@ -37,9 +36,7 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 for job in $JOBS; do echo "== $job"; tail -n 4 "$OUT/$job.stdout"; done
-if [ "${FINAL:-0}" = 1 ]; then
-  for job in $JOBS; do mkdir -p "$OUT/ckpt_$job" && cp .ckpt/$job/ckpt.json .ckpt/$job/shard-*.safetensors "$OUT/ckpt_$job/"; done
-fi
+for job in $JOBS; do python3 -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job"; done
 rm -f "$OUT"/*.stdout
 ls -la "$OUT" "$OUT"/ckpt_* 2>/dev/null
 exit $rc

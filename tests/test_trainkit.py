@@ -98,3 +98,17 @@ def test_hificodec_resume_is_exact(tmp_path: Path) -> None:
     assert meta_a["step"] == meta_b["step"] == 6
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_slim_copy_drops_optimizer_moments_and_resumes_fresh(tmp_path: Path) -> None:
+    net = torch.nn.Linear(4, 3)
+    opt = torch.optim.AdamW(net.parameters(), 1e-2)
+    net(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    t, groups = ckpt_io.optimizer_tensors(opt, "opt_g", "fp32")
+    ckpt_io.save(tmp_path / "full", {**{f"g/{k}": v for k, v in net.state_dict().items()}, **t},
+                 {"step": 9, "opt_g_groups": groups, "ckpt_optim": "fp32"})
+    ckpt_io.slim(tmp_path / "full", tmp_path / "slim")
+    tensors, meta = ckpt_io.load(tmp_path / "slim")
+    assert set(tensors) == {"g/weight", "g/bias"} and meta["step"] == 9 and meta["ckpt_optim"] == "none"
+    assert not ckpt_io.load_optimizer(torch.optim.AdamW(net.parameters()), tensors, "opt_g", meta["opt_g_groups"])

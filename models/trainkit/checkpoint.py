@@ -98,3 +98,23 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                 if torch.is_tensor(v) and v.dim():
                     st[k] = torch.empty_like(p).copy_(v)
     return True
+
+
+def slim(src: Path, dst: Path, optim_prefixes: tuple[str, ...] = ("opt", "optim")) -> list[int]:
+    """Copy the checkpoint in `src` to `dst` without optimizer moments (the resume warms up again).
+
+    What a GPU call brings back: a full checkpoint with fp32 moments is 3x the weights."""
+    loaded = load(src)
+    if loaded is None:
+        raise ValueError(f"no checkpoint in {src}")
+    tensors, meta = loaded
+    keep = {k: v for k, v in tensors.items() if k.split("/", 1)[0].split("_", 1)[0] not in optim_prefixes}
+    meta = {k: v for k, v in meta.items() if k not in ("format", "shards", "tensors")}
+    meta["ckpt_optim"] = "none"
+    return save(dst, keep, meta)
+
+
+if __name__ == "__main__":  # python -m nmc.models.trainkit.checkpoint SRC DST: a moment-free copy
+    import sys
+
+    print(slim(Path(sys.argv[1]), Path(sys.argv[2])))
