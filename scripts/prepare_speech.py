@@ -38,7 +38,7 @@ SPLIT_DIR = ROOT / "data"
 HELDOUT_LIST = SPLIT_DIR / "speech_heldout.txt"  # every training file of a held-out speaker
 UNSEEN_LIST = SPLIT_DIR / "speech_unseen.txt"    # the dev-unseen clips (a subset of the above)
 ADDED_MANIFEST = SPLIT_DIR / "speech_added.json"
-PKG_DIR = ROOT / ".data" / "pkgs"
+PKG_DIR = ROOT / ".cache" / "speech-pkgs"   # downloaded .deb files, unpacked; not under .data (carried)
 
 # Held-out speakers: the Asterisk fr-CA voice (June Wallack) and six KLettres languages, each read
 # by its own volunteer(s) who read no other language (KLettres handbook credits + a speaker-embedding
