@@ -35,7 +35,7 @@ CROP = 128  # side of the detail crop, px (the page zooms it)
 THUMB_WIDTH = 320  # width of the original's thumbnail, px
 OPUS_KBPS = 24  # per channel; near-transparent for the speech rates compared here
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the rates Ogg Opus takes
-SPECTROGRAM = (360, 120)  # width, height in px
+SPECTROGRAM = (320, 100)  # width, height in px
 SPECTROGRAM_DB = (-100.0, -10.0)  # dBFS range of the colour map
 PAGE_FILES = {"image": ("crop.webp",), "audio": ("ogg", "spec.webp")}  # per point: what the page shows
 
@@ -125,7 +125,7 @@ class FileMedia:
         if self.kind == "image":
             rgb = M.to_rgb8(decoded)[0]
             x, y, w, h = self.info["crop"] if "crop" in self.info else crop_box(rgb)
-            _write_pil(np.ascontiguousarray(rgb[y : y + h, x : x + w]), self.path(name, "crop.webp"), "WEBP", lossless=True, quality=100, method=6)
+            _write_pil(np.ascontiguousarray(rgb[y : y + h, x : x + w]), self.path(name, "crop.webp"), "WEBP", lossless=True, quality=50, method=4)
             _write_pil(rgb, self.full_path(name), "PNG")
         else:
             audio = decoded.to_array()
@@ -202,4 +202,4 @@ def _write_spectrogram(samples: npt.NDArray[np.float32], rate: int, ref_rate: in
     from PIL import Image as PILImage
 
     im = PILImage.fromarray(rgb).resize(SPECTROGRAM, PILImage.Resampling.BILINEAR)
-    _write_pil(np.asarray(im), path, "WEBP", quality=80)
+    _write_pil(np.asarray(im), path, "WEBP", quality=60)  # a picture of the sound: lossy is fine
