@@ -94,19 +94,18 @@ class FileMedia:
         """Find or create the folder; `reference()` (the loaded original) is called only when needed."""
         folder = folder_of(path, sha256)
         info_path = out / "media" / folder / "info.json"
-        if info_path.exists():
-            return cls(out, folder, kind, json.loads(info_path.read_text()))
+        fm = cls(out, folder, kind, json.loads(info_path.read_text()) if info_path.exists() else {})
+        if fm.info and fm.has("original") and (kind != "image" or fm.path("original", "thumb.jpg").exists()):
+            return fm
         ref = reference()
         if kind == "image":
-            rgb = M.to_rgb8(ref)[0]
-            info: dict[str, Any] = {"width": ref.width, "height": ref.height, "crop": crop_box(rgb)}
+            fm.info = {"width": ref.width, "height": ref.height, "crop": crop_box(M.to_rgb8(ref)[0])}
         else:
-            info = {"seconds": ref.frames / ref.sample_rate, "sample_rate": ref.sample_rate, "channels": ref.channels}
-        fm = cls(out, folder, kind, info)
+            fm.info = {"seconds": ref.frames / ref.sample_rate, "sample_rate": ref.sample_rate, "channels": ref.channels}
         fm.write("original", ref)
         if kind == "image":
             _write_thumbnail(M.to_rgb8(ref)[0], fm.path("original", "thumb.jpg"))
-        _atomic_write(info_path, json.dumps(info).encode())  # last: marks the original as complete
+        _atomic_write(info_path, json.dumps(fm.info).encode())
         return fm
 
     def path(self, name: str, suffix: str) -> Path:

@@ -127,9 +127,11 @@ class TestEvalPage:
         run_eval(data, tmp_path / "r")
         assert calls == []  # every point and its media come from the report directory
         crop = next((tmp_path / "r" / "media").glob("c-*/jpeg.q50.*.crop.webp"))
+        spectrogram = next((tmp_path / "r" / "media").glob("tone-*/original.spec.webp"))
         crop.unlink()
+        spectrogram.unlink()
         run_eval(data, tmp_path / "r")
-        assert calls == ["q50"] and crop.exists()  # only the missing media are coded again
+        assert calls == ["q50"] and crop.exists() and spectrogram.exists()  # only the missing media are made again
 
     def test_media_at_keeps_the_closest_settings(self, tmp_path: Path) -> None:
         report = run_eval(small_dataset(tmp_path / "data"), tmp_path / "r", media_at=[0.5])
@@ -242,5 +244,9 @@ class TestInBrowser:
 
     @pytest.mark.parametrize("name", ["dev-images", "dev-speech"])
     def test_committed_dev_pages(self, name: str, chromium: str) -> None:
-        check = check_page(ROOT / "docs" / "benchmarks" / name / "report.html", SCREENSHOTS / f"{name}.png", chromium)
+        page = ROOT / "docs" / "benchmarks" / name / "report.html"
+        check = check_page(page, SCREENSHOTS / f"{name}.png", chromium)
         assert check.problems == [] and check.images > 0
+        text = page.read_text()
+        assert text.count("<audio") == text.count('class="spec"')  # every clip, the original too, has its spectrogram
+        assert text.count('class="file image"') == text.count('class="entries"')  # every photo has media
