@@ -24,7 +24,7 @@ from .metrics import METRICS
 from .report_media import OPUS_KBPS, PAGE_FILES, folder_of, point_name
 
 RATE_UNIT = {"bpp": "bpp", "kbps": "kbit/s"}
-DEFAULT_TARGET = {"image": 0.25, "audio": 2.0}  # the rate the page compares at first
+DEFAULT_BPP = 0.25  # the rate the image line-up starts at
 
 
 @dataclass
@@ -73,7 +73,7 @@ def write_page(report: dict[str, Any], out: Path, plots: list[str]) -> Path:
     kinds = [k for k in SECTIONS if any(v.kind == k for v in views)]
     body = [_summary(report, plots, views)]
     for kind in kinds:
-        body.append(SECTIONS[kind]([v for v in views if v.kind == kind], report))
+        body.append(SECTIONS[kind]([v for v in views if v.kind == kind]))
     assets = package_files("nmc.codec") / "report_page"
     page = Template((assets / "page.html").read_text()).substitute(
         title=html.escape("nmc eval: " + ", ".join(report["meta"]["datasets"])),
@@ -96,7 +96,7 @@ def file_views(report: dict[str, Any], out: Path) -> list[FileView]:
     for r in report["records"]:
         coder = meta["coders"][r["codec"]]
         if r["file"] not in views:
-            folder = folder_of(r["file"], sources.get(r["file"], "unknown"))
+            folder = folder_of(r["file"], sources.get(r["file"], "unknown"))  # reports older than meta.sources: no media
             info_path = out / "media" / folder / "info.json"
             info = json.loads(info_path.read_text()) if info_path.exists() else {}
             views[r["file"]] = FileView(r["file"], coder["media"], folder, info, [Entry("original", "", {}, "original")], out)
@@ -197,24 +197,24 @@ def _summary(report: dict[str, Any], plots: list[str], views: list[FileView]) ->
 # ---------------------------------------------------------------- images
 
 
-def _image_section(views: list[FileView], report: dict[str, Any]) -> str:
+def _image_section(views: list[FileView]) -> str:
     rates = sorted(e.record["bpp"] for v in views for e in v.entries if e.record.get("bpp"))
-    ladder = [r for r in AT_RATES["image"] if rates and rates[0] / 1.5 <= r <= rates[-1] * 1.5] or [DEFAULT_TARGET["image"]]
-    default = min(ladder, key=lambda r: abs(math.log(r / DEFAULT_TARGET["image"])))
+    ladder = [r for r in AT_RATES["image"] if rates and rates[0] / 1.5 <= r <= rates[-1] * 1.5] or [DEFAULT_BPP]
+    default = min(ladder, key=lambda r: abs(math.log(r / DEFAULT_BPP)))
     options = "".join(f'<option value="{r:g}"{" selected" if r == default else ""}>{r:g} bpp</option>' for r in ladder)
     parts = [
         '<section id="image" class="kind"><h2>Images</h2>',
-        '<p class="help">Each file shows a detail crop (the most detailed square of the original, lossless) of every point. '
+        '<p class="help">Each file shows a detail crop (the most detailed square of the original, lossless) of every point whose media were kept. '
         "The slider compares any two: pick A and B from the lists or with the A/B buttons under each crop. "
         f'The line-up shows each codec at the setting closest to <label><select id="target">{options}</select></label>.</p>',
     ]
     for i, view in enumerate(views):
-        parts.append(_image_file(view, report, open_=i == 0))
+        parts.append(_image_file(view, open_=i == 0))
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _image_file(view: FileView, report: dict[str, Any], open_: bool) -> str:
+def _image_file(view: FileView, open_: bool) -> str:
     e, info = html.escape, view.info
     metrics = _metric_keys("image", [x.record for x in view.entries])
     shown = [x for x in view.entries if view.asset(x, PAGE_FILES["image"][0])]
@@ -225,22 +225,23 @@ def _image_file(view: FileView, report: dict[str, Any], open_: bool) -> str:
     size = f'{info["width"]}×{info["height"]} px' if info else "no media kept"
     summary = f'<summary><h3>{e(Path(view.path).name)}</h3> <span class="dim">{size} · {len(view.entries) - 1} points</span></summary>'
     parts = [f'<details class="file image" id="{e(view.anchor_id)}"{" open" if open_ else ""}>', summary]
-    if not shown:
+    if not shown or not info:
         parts.append("<p>No decoded media in this report directory (re-run <code>nmc eval</code> on the dataset to write them).</p>")
     else:
         parts.append(f'<script type="application/json" class="entries">{_json(data)}</script>')
         thumb = view.asset(view.entries[0], "thumb.jpg")
         x, y, w, h = info["crop"]
         box = f"left:{100 * x / info['width']:.2f}%;top:{100 * y / info['height']:.2f}%;width:{100 * w / info['width']:.2f}%;height:{100 * h / info['height']:.2f}%"
+        picture = f'<img src="{e(thumb)}" alt="original" loading="lazy"><span class="crop-box" style="{box}"></span>' if thumb else ""
         original_full = _link(view.full(view.entries[0]), "full size")
         parts += [
             '<div class="file-head">',
-            f'<figure class="thumb"><div class="thumb-box"><img src="{e(thumb or "")}" alt="original" loading="lazy"><span class="crop-box" style="{box}"></span></div>',
+            f'<figure class="thumb"><div class="thumb-box">{picture}</div>',
             f'<figcaption>original · crop at x={x}, y={y} ({w}×{h}) {original_full}</figcaption></figure>',
             _compare_panel(),
             "</div>",
             '<h4>Line-up at the chosen rate</h4><div class="lineup"></div>',
-            f"<details class=\"all\"><summary>All settings ({len(view.entries) - 1} points, {len(shown) - 1} with media)</summary>",
+            f"<details class=\"all\"><summary>All settings ({len(view.entries) - 1} points, {sum(1 for x in shown if x.record)} with media)</summary>",
         ]
         index = {id(x): i for i, x in enumerate(shown)}
         for codec in dict.fromkeys(x.codec for x in view.entries[1:]):
@@ -283,7 +284,7 @@ def _compare_panel() -> str:
 # ---------------------------------------------------------------- audio
 
 
-def _audio_section(views: list[FileView], report: dict[str, Any]) -> str:
+def _audio_section(views: list[FileView]) -> str:
     parts = [
         '<section id="audio" class="kind"><h2>Audio</h2>',
         "<p class=\"help\">Every decoded clip, playable, with its real rate, metrics and spectrogram (0 Hz at the bottom up to half the original's "
@@ -325,4 +326,4 @@ def _json(data: Any) -> str:
 
 _KIND_TITLE = {"image": "Images", "audio": "Audio"}
 # One section per media kind; a new kind (Gaussian sequences: rendered frames) adds its renderer here.
-SECTIONS: dict[str, Callable[[list[FileView], dict[str, Any]], str]] = {"image": _image_section, "audio": _audio_section}
+SECTIONS: dict[str, Callable[[list[FileView]], str]] = {"image": _image_section, "audio": _audio_section}

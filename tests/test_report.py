@@ -221,6 +221,18 @@ class TestInBrowser:
         assert f"broken link: full/{full.parent.name}/{full.name}" in problems
         assert "image did not load: rd_psnr.svg" in problems and "ERR_FILE_NOT_FOUND" in problems
 
+    def test_script_errors_and_network_are_found(self, chromium: str, tmp_path: Path) -> None:
+        page = tmp_path / "p.html"
+        page.write_text(
+            '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+            '<img src="http://127.0.0.1:9/x.png"><a href="missing.png">x</a>'
+            '<script>console.error("boom"); undefinedFunction();</script></body></html>'
+        )
+        problems = "\n".join(check_page(page, None, chromium).problems)
+        assert "console error: boom" in problems and "undefinedFunction is not defined" in problems
+        assert "not local (the page must work offline): http://127.0.0.1:9/x.png" in problems
+        assert "network request: http://127.0.0.1:9/x.png" in problems and "broken link: missing.png" in problems
+
     def test_slider_compares_any_two(self, report_dir: Path, chromium: str) -> None:
         with Chromium(chromium) as browser:
             browser.call("Page.enable", session=True)
