@@ -43,18 +43,34 @@ def _fmt(v: Any) -> str:
 
 
 def eval_command(
-    datasets: list[Path] = typer.Argument(..., help="Image/audio files or directories (searched recursively)."),
+    datasets: Optional[list[Path]] = typer.Argument(None, help="Image/audio files or directories (searched recursively)."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Learned codecs, comma-separated (see `nmc models`)."),
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance)."),
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics."),
+    media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp or kbit/s), e.g. 0.1,0.25,0.5. Default: every setting."),
+    html_only: Optional[Path] = typer.Option(None, "--html-only", help="Only rebuild DIR/report.html (and plots) from an existing report; nothing is recomputed."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
 ) -> None:
-    """Rate and quality of codecs and anchors on a dataset: tables, RD plots, BD-rate."""
+    """Rate and quality of codecs and anchors on a dataset: tables, RD plots, BD-rate, report.html."""
     from nmc.codec import evaluate
     from nmc.codec.metrics import METRICS
 
+    if html_only is not None:
+        if datasets or codec or anchors or metrics or media_at:
+            raise typer.BadParameter("--html-only DIR takes no DATASET, --codec, --anchors, --metrics or --media-at", param_hint="--html-only")
+        page = evaluate.rebuild_page(html_only)
+        _console().print(f"report: {page}", markup=False, highlight=False)
+        return
+    if not datasets:
+        raise typer.BadParameter("give one or more image/audio files or directories", param_hint="DATASET")
+    try:
+        rates = [float(r) for r in _names(media_at)] if media_at is not None else None
+    except ValueError:
+        rates = []
+    if rates is not None and (not rates or not all(math.isfinite(r) and r > 0 for r in rates)):
+        raise typer.BadParameter(f"expected positive rates like 0.1,0.25,0.5, got {media_at!r}", param_hint="--media-at")
     chosen = _names(metrics)
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
@@ -64,7 +80,7 @@ def eval_command(
         task = bar.add_task("eval", total=None)
         result = evaluate.run(
             list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
-            progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads,
+            progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads, media_at=rates,
         )  # fmt: skip
     if as_json:
         print((report / "report.json").read_text())
@@ -85,7 +101,7 @@ def eval_command(
         for b in result["bd_rate"]:
             table.add_row(b["codec"], b["anchor"], b["metric"], _fmt(b["percent"]))
         console.print(table)
-    console.print(f"report: {report / 'report.md'}", markup=False, highlight=False)
+    console.print(f"report: {report / 'report.md'}, {report / 'report.html'}", markup=False, highlight=False)
 
 
 def bench_command(

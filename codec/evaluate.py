@@ -9,7 +9,8 @@ stopped. The report directory then gets:
   a record is `{file, codec, setting, bytes, bpp | kbps, <metric>: value, encode_s, decode_s}`,
   a mean has the same keys (averaged over files, NaN skipped) plus `files`, and a
   BD-rate entry is `{codec, anchor, metric, percent}`. Non-finite numbers are `null`.
-- `report.csv` (the records), `report.md` (tables and plots), `rd_<metric>.png`.
+- `report.csv` (the records), `report.md` (tables and plots), `rd_<metric>.png` and `.svg`,
+  `report.html` with the decoded media of each point (`report_media`, `report_html`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from . import media as M
 from .anchors import get_anchor
 from .container import FORMAT_ID
 from .errors import MediaError
+from .report_media import FileMedia, point_name, select_points
 from .metrics import (
     BD_METRICS,
     DEFAULT_METRICS,
@@ -162,6 +164,7 @@ def run(
     metrics: dict[str, list[str]] | None = None,
     progress: Progress | None = None,
     threads: int = 1,
+    media_at: list[float] | None = None,
 ) -> dict[str, Any]:
     """Evaluate, write every report file into `report_dir`, and return the report.
 
@@ -173,6 +176,8 @@ def run(
         threads (int): torch threads for codecs and metrics. One by default: the work is
             many small tensor ops, and torch's thread pool slows down many times over
             when other processes share the cores.
+        media_at (list): keep decoded media (for report.html) only of each codec's setting
+            closest to these rates, in bpp or kbit/s; None keeps every point's.
     """
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
@@ -190,33 +195,62 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     cache = PointCache(out / "cache.jsonl")
     with torch_threads(threads):
-        records = _run_points(files, jobs, cache, metrics, progress)
-    report = build_report(records, coders, metrics, [str(d) for d in datasets])
+        records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at)
+    report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
     write_report(report, out)
     return report
 
 
-def _run_points(files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None) -> list[dict[str, Any]]:
+def _run_points(
+    files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None, out: Path, media_at: list[float] | None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every point's record, from the cache or computed; and each file's content hash.
+
+    Decoded media are written once per point: at once for a new point when every point keeps
+    them, else (with `media_at`, which needs the rates first) by coding the chosen points again.
+    """
     total, done = sum(len(c.settings) for _, c in jobs), 0
-    records = []
+    records: list[dict[str, Any]] = []
+    sources: dict[str, str] = {}
     for path in files:
         kind = M.media_kind(path)
         source_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        ref = None
+        sources[str(path)] = source_sha
+        loaded: list[Any] = []
+
+        def reference() -> Any:
+            if not loaded:
+                loaded.append(load_reference(path, kind))
+            return loaded[0]
+
+        media = FileMedia.open(out, str(path), source_sha, kind, reference)
         for coder in (c for f, c in jobs if f == path):
+            group = []
             for setting in coder.settings:
                 key = PointCache.key(source_sha, coder, setting)
                 record = cache.get(key, metrics[kind])
                 if record is None:
-                    if ref is None:
-                        ref = load_reference(path, kind)
-                    record = {"file": str(path), "codec": coder.name, "setting": setting, **_point(kind, ref, coder, setting, metrics[kind])}
+                    fields, decoded = _point(kind, reference(), coder, setting, metrics[kind])
+                    record = {"file": str(path), "codec": coder.name, "setting": setting, **fields}
                     cache.put(key, record)
-                records.append({**record, "file": str(path)})
+                    if media_at is None:
+                        media.write(point_name(coder.name, setting, coder.identity), decoded)
+                group.append({**record, "file": str(path)})
                 done += 1
                 if progress:
                     progress(done, total, f"{path.name} {coder.name} {setting}")
-    return records
+            keep = select_points(group, RATE_KEY[kind], media_at)
+            for r in (r for r in group if r["setting"] in keep):
+                name = point_name(coder.name, r["setting"], coder.identity)
+                if not media.has(name):
+                    if progress:
+                        progress(done, total, f"media {path.name} {coder.name} {r['setting']}")
+                    data = coder.encode(reference(), r["setting"])
+                    if len(data) != r["bytes"]:  # the media would not be what the metrics measured
+                        raise MediaError(f"{coder.name} {r['setting']} on {path}: coding again gave {len(data)} bytes, the cache has {r['bytes']} (delete {cache.path})")
+                    media.write(name, coder.decode(data))
+            records += group
+    return records, sources
 
 
 def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
@@ -227,19 +261,21 @@ def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
     return M.Audio.from_array(audio.to_array(), audio.sample_rate)
 
 
-def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> dict[str, Any]:
+def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> tuple[dict[str, Any], Any]:
+    """A point's record fields, and the decoded media."""
     t0 = time.perf_counter()
     data = coder.encode(ref, setting)
     t1 = time.perf_counter()
     decoded = coder.decode(data)
     t2 = time.perf_counter()
-    return {"bytes": len(data), **measure(kind, ref, data, decoded, metrics), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
+    fields = {"bytes": len(data), **measure(kind, ref, data, decoded, metrics), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
+    return fields, decoded
 
 
 # ---------------------------------------------------------------- aggregation and BD-rate
 
 
-def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: dict[str, list[str]], datasets: list[str]) -> dict[str, Any]:
+def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: dict[str, list[str]], datasets: list[str], sources: dict[str, str] | None = None) -> dict[str, Any]:
     means = []
     for coder in coders:
         kind, rate_key = coder.media, RATE_KEY[coder.media]
@@ -249,7 +285,8 @@ def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: di
                 keys = ["bytes", rate_key, *metrics[kind], "encode_s", "decode_s"]
                 mean = {k: _nanmean([r.get(k, math.nan) for r in rows]) for k in keys}
                 means.append({"codec": coder.name, "setting": setting, "media": kind, "files": len(rows), **mean})
-    return {"meta": _meta(datasets, coders), "records": records, "means": means, "bd_rate": bd_table(means, coders)}
+    meta = {**_meta(datasets, coders), "sources": sources or {}}  # file -> sha256: finds its media
+    return {"meta": meta, "records": records, "means": means, "bd_rate": bd_table(means, coders)}
 
 
 def bd_table(means: list[dict[str, Any]], coders: list[Coder]) -> list[dict[str, Any]]:
@@ -327,10 +364,29 @@ def _meta(datasets: list[str], coders: list[Coder]) -> dict[str, Any]:
 
 
 def write_report(report: dict[str, Any], out: Path) -> None:
+    from .report_html import write_page  # it imports this module
+
     (out / "report.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
     _write_csv(report["records"], out / "report.csv")
     plots = write_plots(report, out)
     (out / "report.md").write_text(markdown(report, plots))
+    write_page(report, out, plots)
+
+
+def rebuild_page(report_dir: str | Path) -> Path:
+    """`nmc eval --html-only`: the plots and report.html again from report.json; nothing is recomputed."""
+    from .report_html import write_page
+
+    out = Path(report_dir)
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except FileNotFoundError:
+        raise MediaError(f"{out}: no report.json (write one with nmc eval DATASET --report {out})") from None
+    except json.JSONDecodeError as err:
+        raise MediaError(f"{out / 'report.json'}: not valid JSON ({err})") from None
+    if not isinstance(report, dict) or not {"meta", "records", "means", "bd_rate"} <= report.keys():
+        raise MediaError(f"{out / 'report.json'}: not a report written by nmc eval")
+    return write_page(report, out, write_plots(report, out))
 
 
 def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
@@ -344,11 +400,12 @@ def _write_csv(records: list[dict[str, Any]], path: Path) -> None:
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:
-    """One rate-distortion PNG per metric (mean curves, log rate axis); returns the file names."""
+    """One rate-distortion plot per metric, PNG and SVG (mean curves, log rate axis); returns the PNG names."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "nmc"  # the same SVG for the same report
     import matplotlib.pyplot as plt
 
     names = []
@@ -375,6 +432,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
             fig.tight_layout()
             names.append(f"rd_{metric}.png")
             fig.savefig(out / names[-1])
+            fig.savefig(out / f"rd_{metric}.svg", metadata={"Date": None})
             plt.close(fig)
     return names
 
