@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -25,6 +26,8 @@ from .errors import MediaError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 BLOCK_FRAMES = 1 << 16
+MAX_PIXELS = 2 * 89_478_485  # Pillow's decompression-bomb limit: larger images are refused, on input and in headers
+MAX_AUDIO_CHANNELS = 1024  # libsndfile's limit; bounds a decoder's per-channel buffers
 
 
 @dataclass
@@ -128,10 +131,18 @@ def read_image(path: str | Path) -> Image:
 
     src = _open_input(path)
     try:
-        with PILImage.open(src) as im:
-            oriented = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # it copies even when nothing to do
-            return Image(_pil_to_array(oriented))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        with warnings.catch_warnings():  # images up to MAX_PIXELS are fine here: no DecompressionBombWarning on stderr
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(src) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise MediaError(f"{path}: image of {im.width}x{im.height} pixels is larger than the limit of {MAX_PIXELS} pixels")
+                if getattr(im, "is_animated", False) and im.format != "MPO":  # MPO: a camera JPEG plus previews
+                    raise MediaError(f"{path}: image has {getattr(im, 'n_frames', '?')} frames (animation or pages); nmc codes one still image")
+                oriented = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # it copies even when nothing to do
+                return Image(_pil_to_array(oriented))
+    except MediaError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as err:
         raise MediaError(f"{path}: cannot read image ({err})") from None
 
 
@@ -158,16 +169,35 @@ def _pil_to_array(im: "PILImage.Image") -> np.ndarray:  # type: ignore[name-defi
     return a[:, :, None] if a.ndim == 2 else a
 
 
+IMAGE_WRITE = {".png", ".tif", ".tiff", ".bmp", ".webp", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm"}
+AUDIO_WRITE = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS")}
+
+
+def check_output_suffix(kind: str, path: str | Path) -> None:
+    """Refuse an output name whose suffix names no format for `kind` (before any decoding work)."""
+    suffixes = {"image": IMAGE_WRITE, "audio": set(AUDIO_WRITE)}.get(kind)
+    suffix = Path(path).suffix.lower()
+    if suffixes is not None and suffix not in suffixes:
+        raise MediaError(f"{path}: cannot write {kind} as {suffix or '(no suffix)'!r} (use one of {', '.join(sorted(suffixes))})")
+
+
 def write_image(target: str | Path | IO[bytes], image: Image) -> None:
     """Write by suffix (PNG when writing to a stream); 16-bit gray stays 16-bit in PNG/TIFF."""
     from PIL import Image as PILImage
 
+    if isinstance(target, (str, Path)):
+        check_output_suffix("image", target)
     px = image.pixels
     if px.dtype == np.uint16:
         im = PILImage.fromarray(px[:, :, 0].astype("<u2")) if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
     else:
         im = PILImage.fromarray(px[:, :, 0] if px.shape[2] == 1 else px)
-    im.save(target, format=None if isinstance(target, (str, Path)) else "PNG")
+    try:
+        im.save(target, format=None if isinstance(target, (str, Path)) else "PNG")
+    except (ValueError, KeyError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # a real I/O error (disk full, permissions): reported as such
+        raise MediaError(f"cannot write this image as {Path(str(target)).suffix or 'PNG'} ({err})") from None
 
 
 def to_rgb8(image: Image) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
@@ -197,6 +227,8 @@ def read_audio(path: str | Path) -> Audio:
         raise MediaError(f"{path}: cannot read audio ({err})") from None
     if info.frames == 0:
         raise MediaError(f"{path}: audio has no samples")
+    if info.channels > MAX_AUDIO_CHANNELS:
+        raise MediaError(f"{path}: {info.channels} channels, more than {MAX_AUDIO_CHANNELS}")
 
     def blocks() -> Iterator[npt.NDArray[np.float32]]:
         if isinstance(src, io.BytesIO):
@@ -231,18 +263,14 @@ def resample_blocks(blocks: Iterator[npt.NDArray[np.float32]], rate_in: int, rat
         yield tail.reshape(-1, channels)
 
 
-_AUDIO_WRITE = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS")}
-
-
 def write_audio(target: str | Path | IO[bytes], audio: Audio, suffix: str = ".wav") -> None:
     """Write 16-bit PCM (or Vorbis/Opus) block by block; the suffix of a path picks the format."""
     import soundfile as sf
 
     if isinstance(target, (str, Path)):
+        check_output_suffix("audio", target)
         suffix = Path(target).suffix.lower()
-    if suffix not in _AUDIO_WRITE:
-        raise MediaError(f"cannot write audio as {suffix!r} (use one of {', '.join(_AUDIO_WRITE)})")
-    fmt, subtype = _AUDIO_WRITE[suffix]
+    fmt, subtype = AUDIO_WRITE[suffix]
     with sf.SoundFile(target, "w", samplerate=audio.sample_rate, channels=audio.channels, format=fmt, subtype=subtype) as f:
         for block in audio.blocks():
             f.write(np.clip(block, -1.0, 1.0))

@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, TypeVar
 
 from .container import Header
 from .errors import CodecNotFoundError
+from .fields import Field
 
 MEDIA_KINDS = ("audio", "image", "gaussians")
 
@@ -54,6 +55,7 @@ class Codec(ABC):
     weights_path: Path | None = None  # hashed into every header it writes (an instance may override it)
     auto_priority: ClassVar[int] = 0  # `--codec auto` takes the highest for the media kind
     default_setting: ClassVar[str | None] = None  # None: the middle of settings()
+    header_fields: ClassVar[dict[str, Field]] = {}  # "extra.NAME" / "media.NAME" -> type and range, checked before decode()
 
     @abstractmethod
     def settings(self) -> list[Setting]:

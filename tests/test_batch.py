@@ -33,11 +33,11 @@ def test_batch_compress_resume_and_decode(capsys, tree: Path, tmp_path: Path) ->
     dst = tmp_path / "dst"
     code, out, err = run(capsys, "batch", str(tree), str(dst), "-c", "toy-image", "--json")
     report = json.loads(out)
-    assert code == 1 and report["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert code == 1 and report["counts"] == {"done": 2, "skipped": 0, "failed": 1, "not_run": 0}
     assert "broken.png" in err and (dst / "a" / "b" / "two.png.nmc").exists() and not (dst / "a" / "broken.png.nmc").exists()
 
     code, out, _ = run(capsys, "batch", str(tree), str(dst), "-c", "toy-image", "--resume", "--json")
-    assert json.loads(out)["counts"] == {"done": 0, "skipped": 2, "failed": 1}
+    assert json.loads(out)["counts"] == {"done": 0, "skipped": 2, "failed": 1, "not_run": 0}
 
     back = tmp_path / "back"
     code, out, _ = run(capsys, "batch", str(dst), str(back), "--workers", "2", "--json")
