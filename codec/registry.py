@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib.metadata import entry_points
@@ -114,6 +115,21 @@ class NeuralCodec(Codec):
         if "model" in self.__dict__:
             self.model.net.to(device)
         return self
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread. oneDNN's convolutions sum in an order that depends on the
+    thread count, and a last-ULP difference can flip a VQ index or a rounded sample: on one thread
+    the bytes a codec writes and the media it decodes are the same whatever the caller's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @cache

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
 import sys
+import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
 from nmc.codec import media as M  # noqa: E402
-from nmc.codec.container import Header, read_header, read_packets  # noqa: E402
+from nmc.codec.container import END_MARK, HEADER_DICT, Header, read_header, read_packets  # noqa: E402
 
 
 def synthetic_image(h: int = 40, w: int = 56, seed: int = 0) -> M.Image:
@@ -29,6 +32,30 @@ def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
     fo = io.BytesIO(data)
     header = read_header(fo)
     return header, list(read_packets(fo, header.packets))
+
+
+def with_header(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
+    """The same file with its JSON header edited and a valid CRC: damage only the decoder can notice."""
+    (n,) = struct.unpack_from("<I", data, 5)
+    inflate = zlib.decompressobj(-15, HEADER_DICT)
+    fields = json.loads(inflate.decompress(data[9 : 9 + n]) + inflate.flush())
+    edit(fields)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    body = deflate.compress(json.dumps(fields).encode()) + deflate.flush()
+    return data[:5] + struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body)) + data[9 + n + 4 :]
+
+
+def with_payloads(data: bytes, edit: Callable[[int, bytes], bytes]) -> bytes:
+    """The same file with packet i's payload replaced by edit(i, payload), CRCs recomputed."""
+    (n,) = struct.unpack_from("<I", data, 5)
+    pos, out, i = 9 + n + 4, [data[: 9 + n + 4]], 0
+    while True:
+        length, crc = struct.unpack_from("<II", data, pos)
+        if length == END_MARK:
+            return b"".join(out) + data[pos:]
+        payload = edit(i, data[pos + 8 : pos + 8 + length])
+        out.append(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+        pos, i = pos + 8 + length, i + 1
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ fields, one packet per band/chunk, streaming audio, lost-packet recovery.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -43,6 +44,14 @@ def _encode_rows(q: np.ndarray, table: np.ndarray) -> bytes:
 def _decode_rows(data: bytes, shape: tuple[int, ...], table: np.ndarray) -> np.ndarray:
     d = E.Decoder(data).decode(table, int(np.prod(shape))).reshape(shape) - SUPPORT
     return np.cumsum(d, axis=-1)
+
+
+def slow(seconds: float) -> None:
+    """Make coding each toy packet take `seconds` more (signal and Ctrl-C tests need long runs)."""
+    global _encode_rows, _decode_rows
+    encode, decode = _encode_rows, _decode_rows
+    _encode_rows = lambda *args: (time.sleep(seconds), encode(*args))[1]  # noqa: E731
+    _decode_rows = lambda *args: (time.sleep(seconds), decode(*args))[1]  # noqa: E731
 
 
 @register_codec("toy-image")
