@@ -114,11 +114,11 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
 
 
 def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
+    signal.signal(signal.SIGTERM, _exit_now)  # how the main process stops a worker (first: importing torch takes seconds)
     import torch
 
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
-    signal.signal(signal.SIGTERM, _exit_now)  # how the main process stops a worker
 
 
 def _result(f: Future[Result], job: Job) -> Result:
