@@ -118,10 +118,15 @@ class Decoded:
     media: Media
 
 
-def open_file(fo: IO[bytes], recover: bool = False) -> tuple[Header, Codec, Iterator[bytes | None]]:
-    """Read and validate the header, check the codec and weights, and return the lazy packet stream."""
+def open_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> tuple[Header, Codec, Iterator[bytes | None]]:
+    """Read and validate the header, check the codec and weights, and return the lazy packet stream.
+
+    `codec` is the instance to decode with (default: the installed codec the header names).
+    """
     header = read_header(fo)
-    codec = get_codec(header.codec)
+    codec = codec or get_codec(header.codec)
+    if header.codec != codec.name:
+        raise ContainerError(f"file was written by codec {header.codec!r}, not {codec.name!r}")
     check_header(header, codec.header_fields)
     if header.media["kind"] != codec.media:
         raise ContainerError(f"header says {header.media['kind']} but codec {codec.name} codes {codec.media} (file is damaged)")
@@ -166,9 +171,9 @@ def decode(header: Header, codec: Codec, packets: Iterator[bytes | None], recove
     return media
 
 
-def decompress_from_file(fo: IO[bytes], recover: bool = False) -> Decoded:
+def decompress_from_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> Decoded:
     """Decode a .nmc stream. Audio comes back lazily: its blocks are decoded while written."""
-    header, codec, packets = open_file(fo, recover)
+    header, codec, packets = open_file(fo, recover, codec)
     return Decoded(header, decode(header, codec, packets, recover))
 
 
@@ -181,9 +186,9 @@ def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes
     return buf.getvalue()
 
 
-def decompress(data: bytes, recover: bool = False) -> Media:
+def decompress(data: bytes, recover: bool = False, codec: Codec | None = None) -> Media:
     """In-memory `decompress_from_file`; streamed audio is materialised."""
-    media = decompress_from_file(io.BytesIO(data), recover).media
+    media = decompress_from_file(io.BytesIO(data), recover, codec).media
     if isinstance(media, M.Audio):
         return M.Audio.from_array(media.to_array(), media.sample_rate)
     return media

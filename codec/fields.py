@@ -87,7 +87,7 @@ def _check(section: dict[str, Any], name: str, spec: Field, where: str) -> None:
 def check_media(media: dict[str, Any]) -> None:
     """The core's media fields by kind, and the decoded size bound (`MAX_PIXELS`)."""
     kind = media.get("kind")
-    if kind not in MEDIA_FIELDS:
+    if not isinstance(kind, str) or kind not in MEDIA_FIELDS:
         raise ContainerError(f"header field media.kind = {kind!r} is not one of {', '.join(MEDIA_FIELDS)} (file is damaged)")
     for name, spec in MEDIA_FIELDS[kind].items():
         _check(media, name, spec, "media")

@@ -12,8 +12,10 @@ Policies, stated once here:
 from __future__ import annotations
 
 import io
+import struct
 import sys
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -138,7 +140,11 @@ def read_image(path: str | Path) -> Image:
                     raise MediaError(f"{path}: image of {im.width}x{im.height} pixels is larger than the limit of {MAX_PIXELS} pixels")
                 if getattr(im, "is_animated", False) and im.format != "MPO":  # MPO: a camera JPEG plus previews
                     raise MediaError(f"{path}: image has {getattr(im, 'n_frames', '?')} frames (animation or pages); nmc codes one still image")
-                oriented = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # it copies even when nothing to do
+                png16 = im.format == "PNG" and im.mode in ("LA", "RGB", "RGBA") and bool(im.tile) and str(im.tile[0].args).endswith(";16B")  # before load()
+                orientation = im.getexif().get(0x0112, 1)
+                if png16:
+                    return Image(_orient(_read_png16(src), orientation))  # Pillow would keep only the high bytes
+                oriented = ImageOps.exif_transpose(im) if orientation != 1 else im  # it copies even when nothing to do
                 return Image(_pil_to_array(oriented))
     except MediaError:
         raise
@@ -167,6 +173,53 @@ def _pil_to_array(im: "PILImage.Image") -> np.ndarray:  # type: ignore[name-defi
         raise MediaError(f"unsupported image mode {im.mode}")
     a = np.asarray(im, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
+
+
+def _read_png16(src: IO[bytes] | Path) -> npt.NDArray[np.uint16]:
+    """A non-interlaced 16-bit gray+alpha, RGB or RGBA PNG at full precision `(H, W, C)`."""
+    data = src.read_bytes() if isinstance(src, Path) else src.getvalue()  # type: ignore[attr-defined]
+    pos, idat = 8, []
+    while pos + 8 <= len(data):
+        n, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IHDR":
+            w, h, depth, ctype, _, _, interlace = struct.unpack_from(">IIBBBBB", data, pos + 8)
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8 : pos + 8 + n])
+        pos += 12 + n
+    channels = {4: 2, 2: 3, 6: 4}.get(ctype, 0)
+    if depth != 16 or not channels or interlace:
+        raise MediaError(f"16-bit PNG of colour type {ctype}{' (interlaced)' if interlace else ''} is not supported")
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)[: h * (1 + 2 * channels * w)].reshape(h, -1)
+    px = _unfilter(rows[:, 1:], rows[:, 0], 2 * channels).astype(np.uint16).reshape(h, w, channels, 2)
+    return ((px[..., 0] << 8) | px[..., 1]).astype(np.uint16)  # big endian
+
+
+def _unfilter(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo PNG's scanline filters (RFC 2083, 6), one anti-diagonal of pixels at a time: pixel
+    (y, x) depends only on (y, x - 1), (y - 1, x) and (y - 1, x - 1), so each step is vectorised."""
+    h, w = rows.shape[0], rows.shape[1] // bpp
+    f = rows.reshape(h, w, bpp).astype(np.int32)
+    out = np.zeros((h + 1, w + 1, bpp), np.int32)  # a zero row above and a zero column to the left
+    for t in range(h + w - 1):
+        y = np.arange(max(0, t - w + 1), min(h, t + 1))
+        x = t - y
+        a, b, c = out[y + 1, x], out[y, x + 1], out[y, x]
+        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        kind = filters[y][:, None]
+        pred = np.select([kind == 1, kind == 2, kind == 3, kind == 4], [a, b, (a + b) >> 1, paeth], 0)
+        out[y + 1, x + 1] = (f[y, x] + pred) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an `(H, W, C)` array, as ImageOps.exif_transpose does."""
+    a = a.transpose(1, 0, 2) if orientation in (5, 6, 7, 8) else a
+    if orientation in (2, 3, 6, 7):
+        a = a[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        a = a[::-1]
+    return np.ascontiguousarray(a)
 
 
 IMAGE_WRITE = {".png", ".tif", ".tiff", ".bmp", ".webp", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm"}

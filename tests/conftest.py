@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
@@ -56,6 +57,39 @@ def with_payloads(data: bytes, edit: Callable[[int, bytes], bytes]) -> bytes:
         payload = edit(i, data[pos + 8 : pos + 8 + length])
         out.append(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
         pos, i = pos + 8 + length, i + 1
+
+
+# Values a crafted header may hold: every JSON type, edge cases, small and huge numbers.
+CRAFTED_VALUES = st.one_of(
+    st.sampled_from([None, True, False, 0, -1, 1, 2, 3, 4, 8, 16, 2**31, 2**64, 10**30, 0.5, 16.0, 1e308, float("nan"), "", "16", [], [4, 2], {}]),
+    st.integers(-3, 70),
+    st.text(max_size=4),
+)
+
+
+def set_field(fields: dict[str, Any], key: str, value: Any) -> None:
+    """`key` is a top-level field ("packets") or "section.name" ("media.width")."""
+    section, _, name = key.partition(".")
+    if name:
+        fields[section][name] = value
+    else:
+        fields[section] = value
+
+
+@st.composite
+def damaged(draw: st.DrawFn, payload: bytes) -> bytes:
+    """A payload with flipped bytes, cut short, extended or replaced (its CRC is recomputed by the caller)."""
+    how = draw(st.sampled_from(["flip", "cut", "extend", "replace"]))
+    if how == "cut" or not payload:
+        return payload[: draw(st.integers(0, max(0, len(payload) - 1)))]
+    if how == "extend":
+        return payload + draw(st.binary(min_size=1, max_size=16))
+    if how == "replace":
+        return draw(st.binary(min_size=0, max_size=2 * len(payload)))
+    out = bytearray(payload)
+    for pos, x in draw(st.lists(st.tuples(st.integers(0, len(out) - 1), st.integers(1, 255)), min_size=1, max_size=4)):
+        out[pos] ^= x
+    return bytes(out)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.errors import ContainerError, MediaError
+from nmc.codec.fields import OneOf
 from nmc.codec.registry import Codec, Encoded, Setting, register_codec
 
 WEIGHTS = Path(__file__).parent / "data" / "toy.safetensors"
@@ -60,6 +61,7 @@ class ToyImage(Codec):
     model_id = "toy-image-v1"
     weights_path = WEIGHTS
     default_setting = "fine"
+    header_fields = {"extra.step": OneOf((4, 16)), "extra.band": OneOf((BAND,))}
 
     def settings(self) -> list[Setting]:
         return [Setting("coarse", 1.0, "bpp"), Setting("fine", 3.0, "bpp")]
