@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import sys
+import tempfile
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -76,10 +77,48 @@ def set_field(fields: dict[str, Any], key: str, value: Any) -> None:
         fields[section] = value
 
 
+def refused_or_decoded(data: bytes, suffix: str) -> None:
+    """What `nmc decompress` and `nmc info` do with a file: succeed, or raise a user error and
+    leave no output behind (never another exception)."""
+    from nmc.codec.errors import NmcError
+    from nmc.codec.files import decompress_path
+    from nmc.codec.inspect import describe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "x.nmc", Path(tmp) / ("out" + suffix)
+        src.write_bytes(data)
+        try:
+            decompress_path(src, out)
+        except NmcError:
+            assert sorted(p.name for p in Path(tmp).iterdir()) == ["x.nmc"]
+        try:
+            describe(src)
+        except NmcError:
+            pass
+
+
+def coded_streams(payload: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of the streams after the first of a `pack_streams` payload with 8+ bytes
+    (the range-coded ones of the real codecs); [] when the payload is not laid out that way."""
+    out, pos = [], 0
+    while pos + 4 <= len(payload):
+        (n,) = struct.unpack_from("<I", payload, pos)
+        out.append((pos + 4, n))
+        pos += 4 + n
+    return [(a, n) for a, n in out[1:] if n >= 8] if pos == len(payload) else []
+
+
 @st.composite
 def damaged(draw: st.DrawFn, payload: bytes) -> bytes:
-    """A payload with flipped bytes, cut short, extended or replaced (its CRC is recomputed by the caller)."""
-    how = draw(st.sampled_from(["flip", "cut", "extend", "replace"]))
+    """A payload with flipped bytes, cut short, extended, replaced, or with two words of a coded
+    stream set to 0xFFFFFFFF (which puts a range decoder in an impossible state); the caller
+    recomputes the CRC."""
+    how = draw(st.sampled_from(["flip", "cut", "extend", "replace", "words", "words"]))
+    streams = coded_streams(payload)
+    if how == "words" and streams:
+        start, n = draw(st.sampled_from(streams))
+        at = start + 4 * draw(st.one_of(st.just(0), st.integers(0, n // 4 - 2)))
+        return payload[:at] + b"\xff" * 8 + payload[at + 8 :]
     if how == "cut" or not payload:
         return payload[: draw(st.integers(0, max(0, len(payload) - 1)))]
     if how == "extend":

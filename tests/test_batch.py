@@ -109,8 +109,8 @@ def test_ctrl_c_stops_the_workers_and_reports(tmp_path: Path) -> None:
         M.write_image(src / f"{i}.png", synthetic_image(64, 16, i))  # 4 packets: 4 s each with SLOW_NMC
     p = subprocess.Popen([*SLOW_NMC, "batch", str(src), str(dst), "-c", "toy-image", "-j", "2"], stderr=subprocess.PIPE, cwd=ROOT, start_new_session=True)
     deadline = time.monotonic() + 30
-    while not (dst.is_dir() and any(F.TEMP_NAME.match(q.name) for q in dst.iterdir())) and time.monotonic() < deadline:
-        time.sleep(0.05)  # until the workers write
+    while not (dst.is_dir() and any(q.name.startswith(".") for q in dst.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until a worker writes its (hidden) temporary output
     start = time.monotonic()
     os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
     _, err = p.communicate(timeout=60)

@@ -7,11 +7,9 @@ import io
 import struct
 from pathlib import Path
 
-import tempfile
-
 import numpy as np
 import pytest
-from conftest import CRAFTED_VALUES, damaged, set_field, synthetic_image, with_header, with_payloads
+from conftest import CRAFTED_VALUES, damaged, refused_or_decoded, set_field, synthetic_image, with_header, with_payloads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +26,6 @@ from nmc.codec.container import (
     write_header,
 )
 from nmc.codec.errors import ContainerError, NmcError, TruncatedError
-from nmc.codec.inspect import describe
 
 GOLDEN = Path(__file__).parent / "data" / "golden_toy.nmc"
 GOLDEN_PIXELS_SHA256 = "958b6e4576fe45f0330f66f5816aec663a5ffb4bf45a17946c40fdcfb0178322"
@@ -144,20 +141,13 @@ class TestDamage:
         except NmcError:
             return
         assert out.pixels.shape == (40, 56, 3)
+        refused_or_decoded(bad, ".png")
 
     @settings(max_examples=200, deadline=None)
     @given(st.sampled_from(["media.width", "media.height", "media.channels", "media.bit_depth", "media.kind", "extra.step", "extra.band",
                             "media", "extra", "packets", "setting", "codec", "model_id", "weights", "coder"]), CRAFTED_VALUES)  # fmt: skip
     def test_crafted_header_values_are_refused_or_decoded(self, key: str, value: object) -> None:
-        bad = with_header(GOLDEN.read_bytes(), lambda h: set_field(h, key, value))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "bad.nmc"
-            path.write_bytes(bad)
-            for action in (lambda: api.decompress(bad), lambda: describe(path)):
-                try:
-                    action()
-                except NmcError:
-                    pass
+        refused_or_decoded(with_header(GOLDEN.read_bytes(), lambda h: set_field(h, key, value)), ".png")
 
 
 def test_golden_file() -> None:
