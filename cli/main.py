@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import functools
 import importlib.util
 import json
@@ -253,15 +252,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(e.exit_code) from None
         ctx = getattr(e, "ctx", None)
         fatal(f"{message} (see '{ctx.command_path if ctx else 'nmc'} --help')", e.exit_code)
-    except typer.Abort:  # end of input while parsing, outside the commands
+    except typer.Abort:  # Ctrl-C or end of input outside the commands
         fatal("interrupted", 130)
-    except OSError as e:
-        if e.errno != errno.EPIPE:
-            raise
-        closed_pipe()
     finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if isinstance(code, int) and code:  # an exit status (e.g. 130: Ctrl-C while parsing)
         raise SystemExit(code)
 

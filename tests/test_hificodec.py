@@ -359,6 +359,14 @@ class TestFitPrior:
 
 
 class TestCommandLine:
+    @shipped  # the installed codec, in a subprocess
+    def test_failed_compress_writes_nothing_to_stdout(self, tmp_path: Path) -> None:
+        x = speech(2.0)
+        x[20000] = np.nan  # found after the header is written
+        sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+        p = subprocess.run([sys.executable, "-m", "nmc.cli.main", "compress", str(tmp_path / "nan.wav"), "-o", "-"], capture_output=True)
+        assert p.returncode == 1 and p.stdout == b"" and b"NaN" in p.stderr
+
     def test_compress_decompress(self, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
         import json
 
