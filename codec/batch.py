@@ -152,8 +152,9 @@ def run(jobs: list[Job], codec: str = "auto", quality: str | None = None, worker
     """Run jobs, yielding results as they finish (in completion order).
 
     At most `workers` jobs are in flight, so a worker that dies (killed, out of memory) fails
-    only the jobs in flight (the pool breaks with it); a new pool takes the rest. Closing the iterator early (Ctrl-C) stops the
-    workers at once; what they leave is removed, as are stale temporary files with `resume`.
+    only the jobs in flight (the pool breaks with it); a new pool takes the rest. Closing the
+    iterator early (Ctrl-C) stops the workers at once; what they leave is removed, as are stale
+    temporary files with `resume`.
     """
     dirs = {j.dst.parent for j in jobs}
     if resume:
