@@ -75,8 +75,8 @@ def base_file(codec: str) -> bytes:
 
 
 def _payload_damage(rng: np.random.Generator, data: bytes) -> bytes:
-    payloads: list[bytes] = []
-    with_payloads(data, lambda i, p: payloads.append(p) or p)
+    payloads: dict[int, bytes] = {}
+    with_payloads(data, lambda i, p: payloads.setdefault(i, p))
     target = int(rng.integers(len(payloads)))
     how = rng.choice(["flip", "words", "random-words", "cut", "extend", "stream", "swap"])
     if how == "swap" and len(payloads) > 1:
