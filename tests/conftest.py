@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
 import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
-from nmc.codec import media as M  # noqa: E402
 from damage import coded_streams, with_header, with_payloads  # noqa: E402,F401  (re-exported for the tests)
+from nmc.codec import media as M  # noqa: E402
 from nmc.codec.container import Header, read_header, read_packets  # noqa: E402
 
 
