@@ -142,13 +142,13 @@ def read_image(path: str | Path) -> Image:
                     raise MediaError(f"{path}: image has {getattr(im, 'n_frames', '?')} frames (animation or pages); nmc codes one still image")
                 png16 = im.format == "PNG" and im.mode in ("LA", "RGB", "RGBA") and bool(im.tile) and str(im.tile[0].args).endswith(";16B")  # before load()
                 orientation = im.getexif().get(0x0112, 1)
-                if png16:
-                    return Image(_orient(_read_png16(src), orientation))  # Pillow would keep only the high bytes
+                if png16 and (px16 := _read_png16(src)) is not None:
+                    return Image(_orient(px16, orientation))  # Pillow would keep only the high bytes
                 oriented = ImageOps.exif_transpose(im) if orientation != 1 else im  # it copies even when nothing to do
                 return Image(_pil_to_array(oriented))
     except MediaError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, PILImage.DecompressionBombError, zlib.error, struct.error) as err:
         raise MediaError(f"{path}: cannot read image ({err})") from None
 
 
@@ -175,8 +175,9 @@ def _pil_to_array(im: "PILImage.Image") -> np.ndarray:  # type: ignore[name-defi
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def _read_png16(src: IO[bytes] | Path) -> npt.NDArray[np.uint16]:
-    """A non-interlaced 16-bit gray+alpha, RGB or RGBA PNG at full precision `(H, W, C)`."""
+def _read_png16(src: IO[bytes] | Path) -> npt.NDArray[np.uint16] | None:
+    """A 16-bit gray+alpha, RGB or RGBA PNG at full precision `(H, W, C)`; None when interlaced
+    (left to Pillow, at 8 bits)."""
     data = src.read_bytes() if isinstance(src, Path) else src.getvalue()  # type: ignore[attr-defined]
     pos, idat = 8, []
     while pos + 8 <= len(data):
@@ -188,8 +189,12 @@ def _read_png16(src: IO[bytes] | Path) -> npt.NDArray[np.uint16]:
         pos += 12 + n
     channels = {4: 2, 2: 3, 6: 4}.get(ctype, 0)
     if depth != 16 or not channels or interlace:
-        raise MediaError(f"16-bit PNG of colour type {ctype}{' (interlaced)' if interlace else ''} is not supported")
-    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)[: h * (1 + 2 * channels * w)].reshape(h, -1)
+        return None
+    size = h * (1 + 2 * channels * w)
+    raw = zlib.decompressobj().decompress(b"".join(idat), size)  # bounded: a crafted stream could inflate to gigabytes
+    if len(raw) < size:
+        raise MediaError("16-bit PNG is truncated")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, -1)
     px = _unfilter(rows[:, 1:], rows[:, 0], 2 * channels).astype(np.uint16).reshape(h, w, channels, 2)
     return ((px[..., 0] << 8) | px[..., 1]).astype(np.uint16)  # big endian
 
