@@ -84,6 +84,14 @@ class TestImages:
         write_png16(tmp_path / "c.png", pixels)
         assert np.array_equal(M.read_image(tmp_path / "c.png").pixels, pixels)
 
+    def test_damaged_16_bit_colour_png(self, tmp_path: Path) -> None:
+        write_png16(tmp_path / "c.png", np.zeros((9, 13, 3), np.uint16))
+        data = (tmp_path / "c.png").read_bytes()
+        for cut in (40, len(data) // 2, len(data) - 13):
+            (tmp_path / "bad.png").write_bytes(data[:cut])
+            with pytest.raises(MediaError):
+                M.read_image(tmp_path / "bad.png")
+
     def test_over_the_pixel_limit_is_one_clear_error(self, tmp_path: Path) -> None:
         write_png_header(tmp_path / "bomb.png", 20000, 10000)
         with pytest.raises(MediaError, match="pixels"):
