@@ -180,12 +180,15 @@ def _read_png16(src: IO[bytes] | Path) -> npt.NDArray[np.uint16] | None:
     (left to Pillow, at 8 bits)."""
     data = src.read_bytes() if isinstance(src, Path) else src.getvalue()  # type: ignore[attr-defined]
     pos, idat = 8, []
-    while pos + 8 <= len(data):
+    while pos < len(data):
         n, kind = struct.unpack_from(">I4s", data, pos)
+        body = data[pos + 8 : pos + 8 + n]
+        if data[pos + 8 + n : pos + 12 + n] != struct.pack(">I", zlib.crc32(kind + body)):
+            raise MediaError(f"PNG chunk {kind!r} is truncated or damaged")
         if kind == b"IHDR":
             w, h, depth, ctype, _, _, interlace = struct.unpack_from(">IIBBBBB", data, pos + 8)
         elif kind == b"IDAT":
-            idat.append(data[pos + 8 : pos + 8 + n])
+            idat.append(body)
         pos += 12 + n
     channels = {4: 2, 2: 3, 6: 4}.get(ctype, 0)
     if depth != 16 or not channels or interlace:
