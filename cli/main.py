@@ -5,14 +5,21 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import math
+import os
+import signal
 import sys
+import threading
+from contextlib import closing
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from nmc.codec.errors import NmcError
 
@@ -24,21 +31,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
-JSON_HELP = "Print machine-readable JSON on stdout."
-FORCE_HELP = "Overwrite existing outputs."
-THREADS_HELP = "CPU threads for the networks (default: torch's choice; 1 is often fastest on a busy machine)."
+JSON_HELP = "Print machine-readable JSON on stdout (on stderr when the data goes to stdout)."
+FORCE_HELP = "Overwrite existing files (never directories)."
+CLOSED_PIPE = 141  # the status of a process killed by SIGPIPE: what `cmd | head` expects, without a message
 
 
-def set_threads(n: int | None) -> None:
-    if n is not None:
-        import torch
-
-        torch.set_num_threads(n)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: unwind like Ctrl-C (temporary outputs are removed), then exit 143."""
 
 
 def fatal(message: str, code: int = 1) -> NoReturn:
-    err.print(f"nmc: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"nmc: error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
     raise SystemExit(code)
+
+
+def stopped(e: KeyboardInterrupt) -> NoReturn:
+    if isinstance(e, Terminated):
+        fatal("terminated", 143)
+    fatal("interrupted", 130)
+
+
+def closed_pipe() -> NoReturn:
+    """The reader of stdout went away (`nmc ... | head`): not an error, so no message."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+    raise SystemExit(CLOSED_PIPE)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,15 +69,32 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except NmcError as e:
             fatal(str(e))
+        except BrokenPipeError:
+            closed_pipe()
         except (OSError, MemoryError) as e:
             fatal(f"{type(e).__name__}: {e}")
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: `finally` blocks have removed temporary outputs
+            stopped(e)
 
     return wrapper  # type: ignore[return-value]
 
 
-def emit(data: Any, as_json: bool, text: str) -> None:
+def _finite(x: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def emit(data: Any, as_json: bool, text: str, data_on_stdout: bool = False) -> None:
+    """JSON on stdout, or on stderr when stdout carries the data (`-o -`); text on stderr."""
     if as_json:
-        print(json.dumps(data, indent=2))
+        out = sys.stderr if data_on_stdout else sys.stdout
+        print(json.dumps(_finite(data), indent=2, allow_nan=False), file=out, flush=True)
     elif str(text):
         err.print(text, markup=False, highlight=False, soft_wrap=True)
 
@@ -80,14 +113,12 @@ def compress(
     bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="Highest nominal rate allowed, in the codec's unit (kbit/s for audio)."),
     target_bpp: Optional[float] = typer.Option(None, "--target-bpp", help="Images: the best setting whose real size is at most this many bits per pixel."),
     mono: bool = typer.Option(False, "--mono", help="Audio: downmix to one channel before coding (recorded in the header)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compress a media file into an .nmc file."""
     from nmc.codec.files import compress_path
 
-    set_threads(threads)
     if sum(x is not None for x in (quality, bitrate, target_bpp)) > 1:
         fatal("give at most one of --quality, --bitrate, --target-bpp")
     with _progress() as bar:
@@ -95,7 +126,7 @@ def compress(
         summary = compress_path(
             input, output, codec, quality, bitrate, target_bpp, force, lambda done, total: bar.update(task, completed=done, total=total), mono
         )
-    emit(summary.as_dict(), as_json, summary.line())
+    emit(summary.as_dict(), as_json, summary.line(), output == "-")
 
 
 @app.command()
@@ -105,16 +136,14 @@ def decompress(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path ('-' for stdout). Default: INPUT without .nmc, as PNG/WAV."),
     recover: bool = typer.Option(False, "--recover", help="Decode despite damaged packets where the codec can predict lost data."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=1000, max=768000, help="Audio: resample the decoded signal to this rate (Hz)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Decompress an .nmc file back to media."""
     from nmc.codec.files import decompress_path
 
-    set_threads(threads)
     summary = decompress_path(input, output, recover, force, sample_rate)
-    emit(summary.as_dict(), as_json, summary.line())
+    emit(summary.as_dict(), as_json, summary.line(), output == "-")
 
 
 @app.command()
@@ -171,15 +200,20 @@ def batch(
         fatal("DST must not be SRC or inside it")
     dst.mkdir(parents=True, exist_ok=True)
     jobs = B.plan(src, dst)
-    results = []
-    with _progress() as bar:
-        task = bar.add_task("batch", total=len(jobs))
-        for r in B.run(jobs, codec, quality, workers, resume, force):
-            results.append(r)
-            bar.advance(task)
-            if r.status == "failed":
-                err.print(f"failed: {r.job.src}: {r.error}", markup=False, highlight=False, soft_wrap=True)
+    results: list[B.Result] = []
+    stop: KeyboardInterrupt | None = None
+    try:
+        with _progress() as bar, closing(B.run(jobs, codec, quality, workers, resume, force)) as stream:
+            task = bar.add_task("batch", total=len(jobs))
+            for r in stream:
+                results.append(r)
+                bar.advance(task)
+                if r.status == "failed":
+                    err.print(f"failed: {r.job.src}: {r.error}", markup=False, highlight=False, soft_wrap=True)
+    except KeyboardInterrupt as e:  # the workers are stopped (closing): report what finished
+        stop = e
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    counts["not_run"] = len(jobs) - len(results)
     if as_json:
         records = [{"src": str(r.job.src), "status": r.status, "error": r.error, **(r.summary.as_dict() if r.summary else {})} for r in results]
         emit({"counts": counts, "files": records}, True, "")
@@ -189,7 +223,9 @@ def batch(
             s = r.summary
             table.add_row(str(r.job.src.relative_to(src)), r.status, s.codec if s else "", f"{s.rate:.4g} {s.unit}" if s else "", r.error)
         Console(stderr=True).print(table)
-        err.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+        err.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed" + (f", {counts['not_run']} not run" if counts["not_run"] else ""))
+    if stop is not None:
+        stopped(stop)
     if counts["failed"]:
         raise SystemExit(1)
 
@@ -200,12 +236,29 @@ if importlib.util.find_spec("nmc.cli.eval_cmds"):  # `eval` and `bench` (issue 3
     eval_cmds.register(app)
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (`nmc`); commands are callable from tests as main([...])."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
-        app(args=argv, prog_name="nmc")
-    except KeyboardInterrupt:
+        code = app(args=argv, prog_name="nmc", standalone_mode=False)
+    except TyperException as e:  # usage errors: one line like every other error
+        message = e.format_message()
+        if not message:  # `nmc` alone: the help is already printed
+            raise SystemExit(e.exit_code) from None
+        ctx = getattr(e, "ctx", None)
+        fatal(f"{message} (see '{ctx.command_path if ctx else 'nmc'} --help')", e.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input outside the commands
         fatal("interrupted", 130)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    if isinstance(code, int) and code:  # an exit status (e.g. 130: Ctrl-C while parsing)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

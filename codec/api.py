@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -14,7 +15,8 @@ from typing import IO, Any, Callable, Iterator
 from . import media as M
 from .container import Header, PacketWriter, read_header, read_packets, write_header
 from .entropy import CODER_INFO
-from .errors import ContainerError, MediaError, WeightsMismatchError
+from .errors import ContainerError, MediaError, NmcError, WeightsMismatchError
+from .fields import check_header
 from .registry import Codec, Setting, codec_for_media, get_codec
 
 Media = Any  # M.Image | M.Audio | M.Gaussians
@@ -85,6 +87,7 @@ def compress_to_file(
         packets=encoded.packet_count,
         extra=encoded.extra,
     )
+    check_header(header, codec.header_fields)  # never write a file that the decoder would refuse
     write_header(fo, header)
     writer = PacketWriter(fo)
     for packet in encoded.packets:
@@ -115,24 +118,63 @@ class Decoded:
     media: Media
 
 
-def open_file(fo: IO[bytes], recover: bool = False) -> tuple[Header, Codec, Iterator[bytes | None]]:
-    """Read the header, check the codec and weights, and return the lazy packet stream."""
+def open_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> tuple[Header, Codec, Iterator[bytes | None]]:
+    """Read and validate the header, check the codec and weights, and return the lazy packet stream.
+
+    `codec` is the instance to decode with (default: the installed codec the header names).
+    """
     header = read_header(fo)
-    codec = get_codec(header.codec)
+    codec = codec or get_codec(header.codec)
+    if header.codec != codec.name:
+        raise ContainerError(f"file was written by codec {header.codec!r}, not {codec.name!r}")
+    check_header(header, codec.header_fields)
+    if header.media["kind"] != codec.media:
+        raise ContainerError(f"header says {header.media['kind']} but codec {codec.name} codes {codec.media} (file is damaged)")
     if header.model_id != codec.model_id or header.weights != codec.weights_hash():
         raise WeightsMismatchError(
-            f"file was written by {header.codec} model {header.model_id} (weights {header.weights[:12]}), "
-            f"but the installed model is {codec.model_id} (weights {codec.weights_hash()[:12]})"
+            f"file was written by {header.codec} model {header.model_id} (weights {header.weights}), "
+            f"but the installed model is {codec.model_id} (weights {codec.weights_hash()})"
         )
     if header.coder != CODER_INFO:
         raise ContainerError(f"file needs entropy coder {header.coder}, this nmc has {CODER_INFO}")
     return header, codec, read_packets(fo, header.packets, tolerant=recover)
 
 
-def decompress_from_file(fo: IO[bytes], recover: bool = False) -> Decoded:
+@contextmanager
+def _damage_is_an_error(codec: str) -> Iterator[None]:
+    """A decoder that fails on file data (a CRC-valid but altered payload can make the range
+    decoder or a network fail anywhere) means a damaged file, not a bug to show as a traceback."""
+    try:
+        yield
+    except (NmcError, MemoryError):
+        raise
+    except Exception as err:
+        raise ContainerError(f"file is damaged: the {codec} decoder failed on it ({type(err).__name__}: {err})") from err
+
+
+def decode(header: Header, codec: Codec, packets: Iterator[bytes | None], recover: bool = False) -> Media:
+    """The media of an opened file; decoder failures are `ContainerError`s, also for lazy audio."""
+    with _damage_is_an_error(codec.name):
+        media = codec.decode(header, packets, recover=recover)
+    m = header.media
+    if isinstance(media, M.Image):
+        if media.pixels.shape != (m["height"], m["width"], m["channels"]):
+            raise ContainerError(f"file is damaged: decoded {media.pixels.shape} pixels, the header says {m['height']}x{m['width']}x{m['channels']}")
+    elif isinstance(media, M.Audio):
+        blocks = media.blocks
+
+        def guarded() -> Iterator[Any]:
+            with _damage_is_an_error(codec.name):
+                yield from blocks()
+
+        media = M.Audio(media.sample_rate, media.channels, media.frames, guarded)
+    return media
+
+
+def decompress_from_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> Decoded:
     """Decode a .nmc stream. Audio comes back lazily: its blocks are decoded while written."""
-    header, codec, packets = open_file(fo, recover)
-    return Decoded(header, codec.decode(header, packets, recover=recover))
+    header, codec, packets = open_file(fo, recover, codec)
+    return Decoded(header, decode(header, codec, packets, recover))
 
 
 def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes:
@@ -144,9 +186,9 @@ def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes
     return buf.getvalue()
 
 
-def decompress(data: bytes, recover: bool = False) -> Media:
+def decompress(data: bytes, recover: bool = False, codec: Codec | None = None) -> Media:
     """In-memory `decompress_from_file`; streamed audio is materialised."""
-    media = decompress_from_file(io.BytesIO(data), recover).media
+    media = decompress_from_file(io.BytesIO(data), recover, codec).media
     if isinstance(media, M.Audio):
         return M.Audio.from_array(media.to_array(), media.sample_rate)
     return media

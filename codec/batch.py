@@ -2,26 +2,38 @@
 
 Each file is one job run in a worker process; a failing job is reported and the others go
 on. Outputs are atomic, so with `resume` an existing output is a finished one and skipped.
+Every output name is known when planning (a .nmc file's header gives its media kind), so
+sources that would write the same file are refused before anything runs. Stopping the run
+(Ctrl-C) stops the workers at once, and a worker that dies fails only the files in flight.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import Iterator
 
 from . import media as M
 from .errors import NmcError
-from .files import DECODED_SUFFIX, Summary, compress_path, decompress_path, default_output
+from .files import Summary, compress_path, decompress_path, default_output, remove_live_temps, remove_stale_temps
+
+STOP_SECONDS = 5  # how long a stopped worker may take to remove its temporary file before it is killed
+WORKER_DIED = "the worker process coding this file died (killed, or out of memory?)"
 
 
 @dataclass(frozen=True)
 class Job:
     src: Path
-    dst: Path
+    dst: Path  # the output file
     decode: bool  # True: .nmc -> media, False: media -> .nmc
+    error: str = ""  # found when planning: the job fails without running
 
 
 @dataclass
@@ -47,29 +59,46 @@ def plan(src: Path, dst: Path) -> list[Job]:
             path = here / name
             out = dst / path.relative_to(src)
             if name.endswith(".nmc"):
-                jobs.append(Job(path, out, True))  # decoded name is known only from the header
+                jobs.append(_decode_job(path, out))
             elif path.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES | {".ply"}:
                 jobs.append(Job(path, default_output(out), False))
-    return jobs
+    return _refuse_shared_outputs(jobs)
 
 
-def _decoded_target(job: Job) -> Path | None:
-    """The existing output of a decode job, if any (its suffix depends on the media kind)."""
-    for kind in DECODED_SUFFIX:
-        p = default_output(job.dst, kind)
-        if p.exists():
-            return p
-    return None
+def _decode_job(path: Path, out: Path) -> Job:
+    """The decoded name depends on the media kind in the header (x.png.nmc -> x.png, talk.nmc -> talk.wav)."""
+    from .api import open_file
+
+    try:
+        with open(path, "rb") as fo:
+            header, _, _ = open_file(fo)
+    except (NmcError, OSError) as err:
+        return Job(path, out, True, str(err))
+    return Job(path, default_output(out, header.media["kind"]), True)
+
+
+def _refuse_shared_outputs(jobs: list[Job]) -> list[Job]:
+    """Fail every job whose output another job would write too (a.png.nmc and a.jpg.nmc -> a.png)."""
+    sources: dict[Path, list[Path]] = {}
+    for j in jobs:
+        if not j.error:
+            sources.setdefault(j.dst, []).append(j.src)
+    out = []
+    for j in jobs:
+        others = [str(s) for s in sources.get(j.dst, []) if s != j.src]
+        out.append(replace(j, error=f"{j.dst} would also be written from {', '.join(others)}; rename one of them") if others and not j.error else j)
+    return out
 
 
 def run_job(job: Job, codec: str, quality: str | None, resume: bool, force: bool) -> Result:
+    if job.error:
+        return Result(job, "failed", error=job.error)
     try:
-        finished = _decoded_target(job) is not None if job.decode else job.dst.exists()
-        if resume and finished:
+        if resume and job.dst.exists():
             return Result(job, "skipped")
         job.dst.parent.mkdir(parents=True, exist_ok=True)
         if job.decode:
-            summary = decompress_path(job.src, _decode_output(job), force=force)
+            summary = decompress_path(job.src, job.dst, force=force)
         else:
             summary = compress_path(job.src, job.dst, codec=codec, quality=quality, force=force)
         return Result(job, "done", summary)
@@ -79,29 +108,87 @@ def run_job(job: Job, codec: str, quality: str | None, resume: bool, force: bool
         return Result(job, "failed", error=f"{type(err).__name__}: {err}")
 
 
-def _decode_output(job: Job) -> Path:
-    from .api import open_file
-
-    with open(job.src, "rb") as fo:
-        header, _, _ = open_file(fo)
-    return default_output(job.dst, header.media["kind"])
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    remove_live_temps()
+    os._exit(128 + signum)
 
 
 def _init_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
+    signal.signal(signal.SIGTERM, _exit_now)  # how the main process stops a worker (first: importing torch takes seconds)
     import torch
 
     torch.set_num_threads(1)
 
 
+def _result(f: Future[Result], job: Job) -> Result:
+    try:
+        return f.result()
+    except BrokenProcessPool:
+        return Result(job, "failed", error=WORKER_DIED)
+
+
+class _Workers:
+    """A process pool that can be stopped at once (ProcessPoolExecutor can only wait for its
+    running jobs before Python 3.14): its workers are this process's new children."""
+
+    def __init__(self, n: int) -> None:
+        self.others = set(multiprocessing.active_children())
+        self.pool = ProcessPoolExecutor(n, initializer=_init_worker)
+
+    def stop(self) -> None:
+        workers = [p for p in multiprocessing.active_children() if p not in self.others]
+        for p in workers:
+            p.terminate()
+        for p in workers:
+            p.join(STOP_SECONDS)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 def run(jobs: list[Job], codec: str = "auto", quality: str | None = None, workers: int = 1, resume: bool = False, force: bool = False) -> Iterator[Result]:
-    """Run jobs, yielding results as they finish (in completion order)."""
+    """Run jobs, yielding results as they finish (in completion order).
+
+    At most `workers` jobs are in flight, so a worker that dies (killed, out of memory) fails
+    only the jobs in flight (the pool breaks with it); a new pool takes the rest. Closing the
+    iterator early (Ctrl-C) stops the workers at once; what they leave is removed, as are stale
+    temporary files with `resume`.
+    """
+    dirs = {j.dst.parent for j in jobs}
+    if resume:
+        remove_stale_temps(dirs)
+    args = (codec, quality, resume, force)
     if workers <= 1:
         for job in jobs:
-            yield run_job(job, codec, quality, resume, force)
+            yield run_job(job, *args)
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
-        pending: set[Future[Result]] = {pool.submit(run_job, j, codec, quality, resume, force) for j in jobs}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                yield f.result()
+    todo = deque(jobs)
+    inflight: dict[Future[Result], Job] = {}
+    pool: _Workers | None = None
+    try:
+        while todo or inflight:
+            pool = pool or _Workers(workers)
+            try:
+                while todo and len(inflight) < workers:
+                    inflight[pool.pool.submit(run_job, todo[0], *args)] = todo[0]
+                    todo.popleft()
+            except BrokenProcessPool:  # a worker died between two jobs
+                if not inflight:
+                    pool.stop()
+                    pool = None
+                    continue
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            results = [_result(f, inflight.pop(f)) for f in done]
+            if any(r.error == WORKER_DIED for r in results):
+                pool.stop()  # now every in-flight job has finished, or failed with the pool
+                pool = None
+                results += [_result(f, job) for f, job in inflight.items()]
+                inflight.clear()
+                remove_stale_temps(dirs)
+            yield from results
+    finally:
+        if pool is not None:
+            pool.stop()
+            remove_stale_temps(dirs)

@@ -13,10 +13,11 @@ skipped by codecs that recover lost data; nothing after the end record is allowe
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import IO, Any, Iterator
 
 from .errors import ContainerError, TruncatedError
@@ -70,10 +71,22 @@ class Header:
             text = inflate.decompress(data, MAX_HEADER_BYTES) + inflate.flush()
             if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
                 raise ValueError("header does not end where its length says")
-            fields = json.loads(text.decode())
-            return cls(**fields)
+            header = cls(**json.loads(text.decode()))
         except (zlib.error, ValueError, TypeError) as err:
             raise ContainerError(f"invalid header: {err}") from None
+        header.check_types()
+        return header
+
+    def check_types(self) -> None:
+        """The JSON types of the top-level fields (a CRC-valid header may still be crafted)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "packets":
+                ok = value is None or (type(value) is int and 0 <= value <= 0xFFFFFFFF)
+            else:
+                ok = isinstance(value, dict if f.name in ("media", "coder", "extra") else str)
+            if not ok:
+                raise ContainerError(f"invalid header: field {f.name} = {value!r} has the wrong type (file is damaged)")
 
 
 def _read_exactly(fo: IO[bytes], size: int, what: str) -> bytes:
@@ -146,7 +159,7 @@ def read_packets(fo: IO[bytes], expected: int | None = None, tolerant: bool = Fa
         except ContainerError:
             if not tolerant or expected is None:
                 raise
-            yield from [None] * (expected - index)
+            yield from itertools.repeat(None, expected - index)
             return
         if zlib.crc32(payload) != crc:
             if not tolerant:

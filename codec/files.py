@@ -1,19 +1,22 @@
 """Path-level operations shared by the CLI and `batch`: compress or decompress one input.
 
 Outputs are atomic (temporary sibling, renamed on success), nothing is overwritten without
-`force`, and '-' means stdin/stdout.
+`force` (and never a directory), and '-' means stdin/stdout; stdout gets only complete files.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from . import api
 from . import media as M
@@ -53,6 +56,10 @@ def real_rate(nbytes: int, media: dict[str, Any]) -> tuple[float, str]:
     return nbytes / 1e6 / max(1, media["frame_count"]), "MB/frame"
 
 
+TEMP_NAME = re.compile(r"^\..+\.(\d+)\.nmctmp(\.[^.]*)?$")  # .NAME.PID.nmctmp.SUFFIX
+_live_temps: set[Path] = set()  # this process's temporary outputs, for remove_live_temps()
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -60,31 +67,123 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-@contextmanager
-def atomic_output(target: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary path with the target's suffix; it replaces `target` only on success."""
-    target = Path(target)
-    if target.exists() and not force:
+def temp_path(target: Path) -> Path:
+    """Hidden sibling of `target` with its suffix (writers pick the format by suffix) and our pid."""
+    return target.with_name(f".{target.name}.{os.getpid()}.nmctmp{target.suffix}")
+
+
+def check_target(target: Path, force: bool) -> None:
+    """Refuse before any work: a directory (even with `force`), an existing file without `force`."""
+    if target.is_dir():
+        raise MediaError(f"{target} is a directory (--force replaces files, never directories)")
+    if (target.exists() or target.is_symlink()) and not force:
         raise MediaError(f"{target} already exists (use --force to overwrite)")
     if not target.parent.is_dir():
         raise MediaError(f"{target.parent}: output directory does not exist")
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+
+
+def _publish(tmp: Path, target: Path, force: bool) -> None:
+    """Move the finished `tmp` to `target`: with `force` it may replace a file (never a directory),
+    without it the rename must not replace a file that appeared meanwhile (another writer)."""
+    if force:
+        check_target(target, force)
+        os.replace(tmp, target)  # fails (EISDIR) rather than replace a directory created since the check
+        return
+    try:
+        os.link(tmp, target)  # atomic and exclusive: fails if the target exists
+    except FileExistsError:
+        raise MediaError(f"{target} appeared while nmc was writing it; not replaced (use --force to overwrite)") from None
+    except OSError as err:  # no hard links (FAT, some network file systems) or a directory (a Gaussian sequence)
+        if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        check_target(target, force)
+        os.rename(tmp, target)  # best effort: exclusive only up to the check above
+
+
+@contextmanager
+def atomic_output(target: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path with the target's suffix; it becomes `target` only on success.
+
+    Nothing is left behind on failure, Ctrl-C or SIGTERM (`remove_live_temps`); a process killed
+    outright leaves a temporary file that `remove_stale_temps` recognises by its dead pid.
+    """
+    target = Path(target)
+    check_target(target, force)
+    tmp = temp_path(target)
+    _live_temps.add(tmp)
     try:
         yield tmp
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        _publish(tmp, target, force)
     finally:
         _remove(tmp)
+        _live_temps.discard(tmp)
+
+
+def remove_live_temps() -> None:
+    """Remove this process's unfinished outputs (from a signal handler that then exits)."""
+    for tmp in list(_live_temps):
+        _remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temps(dirs: Iterable[Path]) -> int:
+    """Remove temporary outputs in `dirs` whose writer no longer runs (a killed worker, a crash).
+
+    Another nmc process that is still writing keeps its files: its pid is alive.
+    """
+    removed = 0
+    for d in set(dirs):
+        if d.is_dir():
+            for p in d.iterdir():
+                m = TEMP_NAME.match(p.name)
+                if m and not _alive(int(m[1])):
+                    _remove(p)
+                    removed += 1
+    return removed
+
+
+@contextmanager
+def stdout_spool() -> Iterator[IO[bytes]]:
+    """A seekable anonymous file copied to stdout only when complete: a failed run writes nothing
+    there, and writers that seek (WAV headers) work even when stdout is a pipe."""
+    with tempfile.TemporaryFile() as spool:
+        yield spool
+        spool.seek(0)
+        shutil.copyfileobj(spool, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 @contextmanager
 def _binary_output(target: str | Path, force: bool) -> Iterator[IO[bytes]]:
     if str(target) == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
+        with stdout_spool() as fo:
+            yield fo
         return
     with atomic_output(target, force) as tmp, open(tmp, "wb") as fo:
+        yield fo
+
+
+@contextmanager
+def _binary_input(input: str | Path) -> Iterator[IO[bytes]]:
+    """The .nmc input; stdin is spooled to an anonymous file so that its size is known."""
+    if str(input) == "-":
+        with tempfile.TemporaryFile() as spool:
+            shutil.copyfileobj(sys.stdin.buffer, spool)
+            spool.seek(0)
+            yield spool
+        return
+    if not Path(input).is_file():
+        raise MediaError(f"{input}: no such file")
+    with open(input, "rb") as fo:
         yield fo
 
 
@@ -112,6 +211,12 @@ def compress_path(
     start = time.perf_counter()
     if str(input) == "-" and codec == "auto":
         raise MediaError("reading stdin needs an explicit --codec (the media type cannot be guessed)")
+    if output is None:
+        if str(input) == "-":
+            raise MediaError("compressing stdin needs -o (a path or '-')")
+        output = default_output(input)
+    if str(output) != "-":
+        check_target(Path(output), force)  # before reading and coding the input
     kind = api.get_codec(codec).media if str(input) == "-" else M.media_kind(input)
     c = api.resolve_codec(codec, kind)
     _, media = api.load_media(input, kind)
@@ -121,49 +226,41 @@ def compress_path(
             raise MediaError("--mono applies to audio input")
         if media.channels > 1:
             media, notes = media.downmix(), {"downmixed_from": media.channels}
-    if output is None:
-        if str(input) == "-":
-            raise MediaError("compressing stdin needs -o (a path or '-')")
-        output = default_output(input)
     with _binary_output(output, force) as fo:
         if target_bpp is not None:
             header = api.compress_to_target(c, media, fo, target_bpp)
         else:
             header = api.compress_to_file(c, media, fo, api.choose_setting(c, quality, bitrate), progress, notes)
-        nbytes = fo.tell() if fo.seekable() else -1
-    return _summary(input, output, header, nbytes, start)
+        summary = _summary(input, output, header, fo.tell(), start)
+    return summary
 
 
 def decompress_path(
     input: str | Path, output: str | Path | None = None, recover: bool = False, force: bool = False, sample_rate: int | None = None
 ) -> Summary:
+    """Decode one .nmc file; the output is checked (name, format, overwrite) before decoding."""
     start = time.perf_counter()
-    if str(input) == "-":
-        src: IO[bytes] = sys.stdin.buffer
-    else:
-        if not Path(input).is_file():
-            raise MediaError(f"{input}: no such file")
-        src = open(input, "rb")
-    with src:
-        decoded = api.decompress_from_file(src, recover)
-        kind = decoded.header.media["kind"]
-        if sample_rate is not None:
-            if not isinstance(decoded.media, M.Audio):
-                raise MediaError("--sample-rate applies to audio files")
-            decoded.media = decoded.media.resampled(sample_rate)
+    with _binary_input(input) as src:
+        header, codec, packets = api.open_file(src, recover)
+        kind = header.media["kind"]
+        if sample_rate is not None and kind != "audio":
+            raise MediaError("--sample-rate applies to audio files")
         if output is None:
             if str(input) == "-":
                 raise MediaError("decompressing stdin needs -o (a path or '-')")
             output = default_output(input, kind)
-        if str(output) == "-":
-            api.save_media(sys.stdout.buffer, decoded.media)
-        else:
-            with atomic_output(output, force) as tmp:
-                api.save_media(tmp, decoded.media)
-        nbytes = src.tell() if src.seekable() else -1
-    return _summary(input, output, decoded.header, nbytes, start)
+        if str(output) != "-":
+            check_target(Path(output), force)
+            M.check_output_suffix(kind, output)
+        media = api.decode(header, codec, packets, recover)
+        if sample_rate is not None:
+            media = media.resampled(sample_rate)
+        with stdout_spool() if str(output) == "-" else atomic_output(output, force) as target:
+            api.save_media(target, media)
+            summary = _summary(input, output, header, src.tell(), start)
+    return summary
 
 
 def _summary(input: str | Path, output: str | Path, header: Header, nbytes: int, start: float) -> Summary:
-    rate, unit = real_rate(nbytes, header.media) if nbytes >= 0 else (float("nan"), "")
+    rate, unit = real_rate(nbytes, header.media)
     return Summary(str(input), str(output), header.codec, header.setting, nbytes, rate, unit, time.perf_counter() - start)

@@ -9,6 +9,7 @@ from typing import Any
 
 from .container import read_header, read_packets
 from .errors import MediaError
+from .fields import check_media
 from .files import real_rate
 from .registry import available, get_codec
 
@@ -19,6 +20,7 @@ def describe(path: Path) -> dict[str, Any]:
         raise MediaError(f"{path}: no such file")
     with open(path, "rb") as fo:
         header = read_header(fo)
+        check_media(header.media)  # the rate below divides by media fields
         header_bytes = fo.tell()
         packets = list(read_packets(fo, header.packets))
     size = path.stat().st_size

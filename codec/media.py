@@ -12,7 +12,10 @@ Policies, stated once here:
 from __future__ import annotations
 
 import io
+import struct
 import sys
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -25,6 +28,8 @@ from .errors import MediaError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif"}
 BLOCK_FRAMES = 1 << 16
+MAX_PIXELS = 2 * 89_478_485  # Pillow's decompression-bomb limit: larger images are refused, on input and in headers
+MAX_AUDIO_CHANNELS = 1024  # libsndfile's limit; bounds a decoder's per-channel buffers
 
 
 @dataclass
@@ -128,10 +133,22 @@ def read_image(path: str | Path) -> Image:
 
     src = _open_input(path)
     try:
-        with PILImage.open(src) as im:
-            oriented = ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im  # it copies even when nothing to do
-            return Image(_pil_to_array(oriented))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        with warnings.catch_warnings():  # images up to MAX_PIXELS are fine here: no DecompressionBombWarning on stderr
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(src) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise MediaError(f"{path}: image of {im.width}x{im.height} pixels is larger than the limit of {MAX_PIXELS} pixels")
+                if getattr(im, "is_animated", False) and im.format != "MPO":  # MPO: a camera JPEG plus previews
+                    raise MediaError(f"{path}: image has {getattr(im, 'n_frames', '?')} frames (animation or pages); nmc codes one still image")
+                png16 = im.format == "PNG" and im.mode in ("LA", "RGB", "RGBA") and bool(im.tile) and str(im.tile[0].args).endswith(";16B")  # before load()
+                orientation = im.getexif().get(0x0112, 1)
+                if png16 and (px16 := _read_png16(src)) is not None:
+                    return Image(_orient(px16, orientation))  # Pillow would keep only the high bytes
+                oriented = ImageOps.exif_transpose(im) if orientation != 1 else im  # it copies even when nothing to do
+                return Image(_pil_to_array(oriented))
+    except MediaError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, PILImage.DecompressionBombError, zlib.error, struct.error) as err:
         raise MediaError(f"{path}: cannot read image ({err})") from None
 
 
@@ -158,16 +175,90 @@ def _pil_to_array(im: "PILImage.Image") -> np.ndarray:  # type: ignore[name-defi
     return a[:, :, None] if a.ndim == 2 else a
 
 
+def _read_png16(src: IO[bytes] | Path) -> npt.NDArray[np.uint16] | None:
+    """A 16-bit gray+alpha, RGB or RGBA PNG at full precision `(H, W, C)`; None when interlaced
+    (left to Pillow, at 8 bits)."""
+    data = src.read_bytes() if isinstance(src, Path) else src.getvalue()  # type: ignore[attr-defined]
+    pos, idat = 8, []
+    while pos < len(data):
+        n, kind = struct.unpack_from(">I4s", data, pos)
+        body = data[pos + 8 : pos + 8 + n]
+        if data[pos + 8 + n : pos + 12 + n] != struct.pack(">I", zlib.crc32(kind + body)):
+            raise MediaError(f"PNG chunk {kind!r} is truncated or damaged")
+        if kind == b"IHDR":
+            w, h, depth, ctype, _, _, interlace = struct.unpack_from(">IIBBBBB", data, pos + 8)
+        elif kind == b"IDAT":
+            idat.append(body)
+        pos += 12 + n
+    channels = {4: 2, 2: 3, 6: 4}.get(ctype, 0)
+    if depth != 16 or not channels or interlace:
+        return None
+    size = h * (1 + 2 * channels * w)
+    raw = zlib.decompressobj().decompress(b"".join(idat), size)  # bounded: a crafted stream could inflate to gigabytes
+    if len(raw) < size:
+        raise MediaError("16-bit PNG is truncated")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, -1)
+    px = _unfilter(rows[:, 1:], rows[:, 0], 2 * channels).astype(np.uint16).reshape(h, w, channels, 2)
+    return ((px[..., 0] << 8) | px[..., 1]).astype(np.uint16)  # big endian
+
+
+def _unfilter(rows: np.ndarray, filters: np.ndarray, bpp: int) -> np.ndarray:
+    """Undo PNG's scanline filters (RFC 2083, 6), one anti-diagonal of pixels at a time: pixel
+    (y, x) depends only on (y, x - 1), (y - 1, x) and (y - 1, x - 1), so each step is vectorised."""
+    h, w = rows.shape[0], rows.shape[1] // bpp
+    f = rows.reshape(h, w, bpp).astype(np.int32)
+    out = np.zeros((h + 1, w + 1, bpp), np.int32)  # a zero row above and a zero column to the left
+    for t in range(h + w - 1):
+        y = np.arange(max(0, t - w + 1), min(h, t + 1))
+        x = t - y
+        a, b, c = out[y + 1, x], out[y, x + 1], out[y, x]
+        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
+        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+        kind = filters[y][:, None]
+        pred = np.select([kind == 1, kind == 2, kind == 3, kind == 4], [a, b, (a + b) >> 1, paeth], 0)
+        out[y + 1, x + 1] = (f[y, x] + pred) & 0xFF
+    return out[1:, 1:].astype(np.uint8)
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1..8) to an `(H, W, C)` array, as ImageOps.exif_transpose does."""
+    a = a.transpose(1, 0, 2) if orientation in (5, 6, 7, 8) else a
+    if orientation in (2, 3, 6, 7):
+        a = a[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        a = a[::-1]
+    return np.ascontiguousarray(a)
+
+
+IMAGE_WRITE = {".png", ".tif", ".tiff", ".bmp", ".webp", ".jpg", ".jpeg", ".gif", ".ppm", ".pgm"}
+AUDIO_WRITE = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS")}
+
+
+def check_output_suffix(kind: str, path: str | Path) -> None:
+    """Refuse an output name whose suffix names no format for `kind` (before any decoding work)."""
+    suffixes = {"image": IMAGE_WRITE, "audio": set(AUDIO_WRITE)}.get(kind)
+    suffix = Path(path).suffix.lower()
+    if suffixes is not None and suffix not in suffixes:
+        raise MediaError(f"{path}: cannot write {kind} as {suffix or '(no suffix)'!r} (use one of {', '.join(sorted(suffixes))})")
+
+
 def write_image(target: str | Path | IO[bytes], image: Image) -> None:
     """Write by suffix (PNG when writing to a stream); 16-bit gray stays 16-bit in PNG/TIFF."""
     from PIL import Image as PILImage
 
+    if isinstance(target, (str, Path)):
+        check_output_suffix("image", target)
     px = image.pixels
     if px.dtype == np.uint16:
         im = PILImage.fromarray(px[:, :, 0].astype("<u2")) if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
     else:
         im = PILImage.fromarray(px[:, :, 0] if px.shape[2] == 1 else px)
-    im.save(target, format=None if isinstance(target, (str, Path)) else "PNG")
+    try:
+        im.save(target, format=None if isinstance(target, (str, Path)) else "PNG")
+    except (ValueError, KeyError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:
+            raise  # a real I/O error (disk full, permissions): reported as such
+        raise MediaError(f"cannot write this image as {Path(str(target)).suffix or 'PNG'} ({err})") from None
 
 
 def to_rgb8(image: Image) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
@@ -197,6 +288,8 @@ def read_audio(path: str | Path) -> Audio:
         raise MediaError(f"{path}: cannot read audio ({err})") from None
     if info.frames == 0:
         raise MediaError(f"{path}: audio has no samples")
+    if info.channels > MAX_AUDIO_CHANNELS:
+        raise MediaError(f"{path}: {info.channels} channels, more than {MAX_AUDIO_CHANNELS}")
 
     def blocks() -> Iterator[npt.NDArray[np.float32]]:
         if isinstance(src, io.BytesIO):
@@ -231,18 +324,14 @@ def resample_blocks(blocks: Iterator[npt.NDArray[np.float32]], rate_in: int, rat
         yield tail.reshape(-1, channels)
 
 
-_AUDIO_WRITE = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".opus": ("OGG", "OPUS")}
-
-
 def write_audio(target: str | Path | IO[bytes], audio: Audio, suffix: str = ".wav") -> None:
     """Write 16-bit PCM (or Vorbis/Opus) block by block; the suffix of a path picks the format."""
     import soundfile as sf
 
     if isinstance(target, (str, Path)):
+        check_output_suffix("audio", target)
         suffix = Path(target).suffix.lower()
-    if suffix not in _AUDIO_WRITE:
-        raise MediaError(f"cannot write audio as {suffix!r} (use one of {', '.join(_AUDIO_WRITE)})")
-    fmt, subtype = _AUDIO_WRITE[suffix]
+    fmt, subtype = AUDIO_WRITE[suffix]
     with sf.SoundFile(target, "w", samplerate=audio.sample_rate, channels=audio.channels, format=fmt, subtype=subtype) as f:
         for block in audio.blocks():
             f.write(np.clip(block, -1.0, 1.0))

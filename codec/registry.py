@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib.metadata import entry_points
@@ -17,6 +18,7 @@ from typing import Any, Callable, ClassVar, Iterable, Iterator, TypeVar
 
 from .container import Header
 from .errors import CodecNotFoundError
+from .fields import Field
 
 MEDIA_KINDS = ("audio", "image", "gaussians")
 
@@ -54,6 +56,7 @@ class Codec(ABC):
     weights_path: Path | None = None  # hashed into every header it writes (an instance may override it)
     auto_priority: ClassVar[int] = 0  # `--codec auto` takes the highest for the media kind
     default_setting: ClassVar[str | None] = None  # None: the middle of settings()
+    header_fields: ClassVar[dict[str, Field]] = {}  # "extra.NAME" / "media.NAME" -> type and range, checked before decode()
 
     @abstractmethod
     def settings(self) -> list[Setting]:
@@ -112,6 +115,21 @@ class NeuralCodec(Codec):
         if "model" in self.__dict__:
             self.model.net.to(device)
         return self
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread. oneDNN's convolutions sum in an order that depends on the
+    thread count, and a last-ULP difference can flip a VQ index or a rounded sample: on one thread
+    the bytes a codec writes and the media it decodes are the same whatever the caller's setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @cache

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from conftest import synthetic_image
-from test_cli import run
+from test_cli import ROOT, SLOW_NMC, run
+from test_files import dead_pid
 
+from nmc.codec import api
 from nmc.codec import batch as B
+from nmc.codec import files as F
 from nmc.codec import media as M
 
 
@@ -33,11 +40,11 @@ def test_batch_compress_resume_and_decode(capsys, tree: Path, tmp_path: Path) ->
     dst = tmp_path / "dst"
     code, out, err = run(capsys, "batch", str(tree), str(dst), "-c", "toy-image", "--json")
     report = json.loads(out)
-    assert code == 1 and report["counts"] == {"done": 2, "skipped": 0, "failed": 1}
+    assert code == 1 and report["counts"] == {"done": 2, "skipped": 0, "failed": 1, "not_run": 0}
     assert "broken.png" in err and (dst / "a" / "b" / "two.png.nmc").exists() and not (dst / "a" / "broken.png.nmc").exists()
 
     code, out, _ = run(capsys, "batch", str(tree), str(dst), "-c", "toy-image", "--resume", "--json")
-    assert json.loads(out)["counts"] == {"done": 0, "skipped": 2, "failed": 1}
+    assert json.loads(out)["counts"] == {"done": 0, "skipped": 2, "failed": 1, "not_run": 0}
 
     back = tmp_path / "back"
     code, out, _ = run(capsys, "batch", str(dst), str(back), "--workers", "2", "--json")
@@ -48,3 +55,66 @@ def test_batch_compress_resume_and_decode(capsys, tree: Path, tmp_path: Path) ->
 def test_batch_refuses_destination_inside_source(capsys, tree: Path) -> None:  # noqa: ANN001
     code, _, err = run(capsys, "batch", str(tree), str(tree / "out"))
     assert code == 1 and "inside" in err
+
+
+def test_sources_with_the_same_output_are_refused_when_planning(capsys, tmp_path: Path) -> None:  # noqa: ANN001
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name, seed in (("a.png", 1), ("a.jpg", 2), ("b.png", 3)):
+        (src / (name + ".nmc")).write_bytes(api.compress("toy-image", synthetic_image(16, 16, seed)))
+    code, out, err = run(capsys, "batch", str(src), str(dst), "--workers", "2", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["counts"] == {"done": 1, "skipped": 0, "failed": 2, "not_run": 0}
+    assert sorted(p.name for p in dst.iterdir()) == ["b.png"] and "would also be written" in err
+
+
+def test_a_dead_worker_fails_its_files_only(capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(6):
+        M.write_image(src / f"{i}.png", synthetic_image(16, 16, i))
+    compress = B.compress_path
+
+    def killed_on_3(path: Path, out: Path, **kwargs: object) -> object:
+        if path.name == "3.png":  # dies (like the OOM killer) while its temporary output exists
+            with F.atomic_output(out) as tmp:
+                tmp.write_bytes(b"")
+                os.kill(os.getpid(), signal.SIGKILL)
+        return compress(path, out, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(B, "compress_path", killed_on_3)  # the forked workers inherit it
+    code, out, err = run(capsys, "batch", str(src), str(dst), "-c", "toy-image", "--workers", "2", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["counts"]["not_run"] == 0 and 1 <= report["counts"]["failed"] <= 2  # 3.png and what ran beside it
+    assert {r["src"].rsplit("/", 1)[1] for r in report["files"] if r["status"] == "failed"} >= {"3.png"}
+    assert not [p for p in dst.iterdir() if F.TEMP_NAME.match(p.name)]
+    monkeypatch.setattr(B, "compress_path", compress)
+    code, out, _ = run(capsys, "batch", str(src), str(dst), "-c", "toy-image", "--resume", "--json")
+    assert code == 0 and len(list(dst.iterdir())) == 6
+
+
+def test_resume_removes_stale_temporary_files(capsys, tree: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    dst = tmp_path / "dst"
+    (dst / "a").mkdir(parents=True)
+    stale = dst / "a" / f".broken.png.nmc.{dead_pid()}.nmctmp.nmc"
+    stale.write_bytes(b"")
+    run(capsys, "batch", str(tree), str(dst), "-c", "toy-image", "--resume")
+    assert not stale.exists()
+
+
+def test_ctrl_c_stops_the_workers_and_reports(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(8):
+        M.write_image(src / f"{i}.png", synthetic_image(64, 16, i))  # 4 packets: 4 s each with SLOW_NMC
+    p = subprocess.Popen([*SLOW_NMC, "batch", str(src), str(dst), "-c", "toy-image", "-j", "2"], stderr=subprocess.PIPE, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (dst.is_dir() and any(q.name.startswith(".") for q in dst.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until a worker writes its (hidden) temporary output
+    start = time.monotonic()
+    os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, err = p.communicate(timeout=60)
+    assert time.monotonic() - start < 10 and p.returncode == 130
+    text = err.decode()
+    assert "8 not run" in text and text.rstrip().endswith("nmc: error: interrupted") and "Traceback" not in text, text
+    assert list(dst.iterdir()) == []

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import toycodec
+from conftest import with_header
 
 from nmc.cli.main import main
+from nmc.codec import api, registry
 from nmc.codec import media as M
-from nmc.codec import registry
+
+ROOT = Path(__file__).parent.parent
+# `nmc` in a subprocess (run from ROOT) with the toy codecs registered; SLOW_NMC: 1 s per toy packet
+NMC = [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import toycodec; from nmc.cli.main import main; main(sys.argv[1:])"]
+SLOW_NMC = [NMC[0], "-c", NMC[2].replace("import toycodec;", "import toycodec; toycodec.slow(1.0);")]
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -77,12 +88,9 @@ class TestRoundTrip:
         assert data["file_bytes"] == Path(str(image_file) + ".nmc").stat().st_size
 
     def test_stdin_stdout(self, image_file: Path, tmp_path: Path) -> None:
-        script = "import sys; sys.path.insert(0, 'tests'); import toycodec; from nmc.cli.main import main; main(sys.argv[1:])"
-        root = Path(__file__).parent.parent
-        nmc = [sys.executable, "-c", script]
-        enc = subprocess.run([*nmc, "compress", "-", "-c", "toy-image", "-o", "-"], input=image_file.read_bytes(), capture_output=True, cwd=root)
+        enc = subprocess.run([*NMC, "compress", "-", "-c", "toy-image", "-o", "-"], input=image_file.read_bytes(), capture_output=True, cwd=ROOT)
         assert enc.returncode == 0, enc.stderr
-        dec = subprocess.run([*nmc, "decompress", "-", "-o", "-"], input=enc.stdout, capture_output=True, cwd=root)
+        dec = subprocess.run([*NMC, "decompress", "-", "-o", "-"], input=enc.stdout, capture_output=True, cwd=ROOT)
         assert dec.returncode == 0 and dec.stdout.startswith(b"\x89PNG")
 
 
@@ -176,3 +184,128 @@ def test_mono_and_output_sample_rate(capsys, tmp_path: Path) -> None:  # noqa: A
     assert run(capsys, "decompress", str(src) + ".nmc", "-o", str(back), "--sample-rate", "16000")[0] == 0
     audio = M.read_audio(back)
     assert (audio.sample_rate, audio.channels) == (16000, 1) and abs(audio.frames - 16000) <= 2
+
+
+def assert_one_error_line(err: bytes | str, fragment: str) -> None:
+    text = err.decode() if isinstance(err, bytes) else err
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("nmc: error:") and fragment in lines[0], text
+
+
+class TestPipes:
+    """stdin and stdout as real pipes (non-seekable), in subprocesses."""
+
+    def test_audio_to_a_pipe_is_a_valid_wav(self, capsys, audio_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(audio_file), "-c", "toy-audio")
+        data = Path(str(audio_file) + ".nmc").read_bytes()
+        dec = subprocess.run([*NMC, "decompress", "-", "-o", "-"], input=data, capture_output=True, cwd=ROOT)
+        assert dec.returncode == 0 and b"Exception" not in dec.stderr and b"Traceback" not in dec.stderr, dec.stderr
+        samples, rate = sf.read(io.BytesIO(dec.stdout), dtype="int16")
+        reference = audio_file.with_name("ref.wav")
+        run(capsys, "decompress", str(audio_file) + ".nmc", "-o", str(reference))
+        assert rate == 8000 and np.array_equal(samples, sf.read(reference, dtype="int16")[0])
+
+    def test_failed_decode_writes_nothing_to_stdout(self, capsys, audio_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(audio_file), "-c", "toy-audio")
+        data = Path(str(audio_file) + ".nmc").read_bytes()
+        dec = subprocess.run([*NMC, "decompress", "-", "-o", "-"], input=data[: len(data) * 2 // 3], capture_output=True, cwd=ROOT)
+        assert dec.returncode == 1 and dec.stdout == b""
+        assert_one_error_line(dec.stderr, "truncated")
+
+    def test_json_counts_stdin_bytes(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        data = Path(str(image_file) + ".nmc").read_bytes()
+        dec = subprocess.run([*NMC, "decompress", "-", "-o", str(image_file.with_name("back.png")), "--json"], input=data, capture_output=True, cwd=ROOT)
+        summary = json.loads(dec.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert summary["bytes"] == len(data) and summary["rate"] == pytest.approx(8 * len(data) / (40 * 56))
+
+    def test_json_never_mixes_with_data_on_stdout(self, image_file: Path) -> None:
+        enc = subprocess.run([*NMC, "compress", "-", "-c", "toy-image", "-o", "-", "--json"], input=image_file.read_bytes(), capture_output=True, cwd=ROOT)
+        assert enc.returncode == 0
+        assert api.decompress(enc.stdout).pixels.shape == (40, 56, 3)  # the .nmc bytes alone
+        assert json.loads(enc.stderr)["bytes"] == len(enc.stdout)
+
+    @pytest.mark.parametrize("args", [["models", "--json"], ["info", "--help"], ["compress", "-", "-c", "toy-image", "-o", "-"]])
+    def test_a_closed_stdout_is_not_an_error(self, image_file: Path, args: list[str]) -> None:
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone before nmc writes (`nmc ... | head -c 0`)
+        with open(image_file, "rb") as stdin:
+            p = subprocess.run([*NMC, *args], stdin=stdin, stdout=write, stderr=subprocess.PIPE, cwd=ROOT)
+        os.close(write)
+        assert p.returncode != 0 and p.stderr == b"", p.stderr
+
+
+class TestSignals:
+    @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+    def test_signal_removes_the_temporary_output(self, capsys, audio_file: Path, sig: int, code: int, word: str) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(audio_file), "-c", "toy-audio")
+        p = subprocess.Popen([*SLOW_NMC, "decompress", str(audio_file) + ".nmc", "-o", str(audio_file.with_name("back.wav"))], stderr=subprocess.PIPE, cwd=ROOT)
+        deadline = time.monotonic() + 30
+        while files_in(audio_file.parent) == {"tone.wav", "tone.wav.nmc"} and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the temporary output exists
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == code
+        assert_one_error_line(err, word)
+        assert files_in(audio_file.parent) == {"tone.wav", "tone.wav.nmc"}
+
+
+class TestCraftedHeaders:
+    """Headers with a valid CRC and bad values: one line, nothing written, nothing allocated."""
+
+    def craft(self, capsys, path: Path, codec: str, edit) -> Path:  # noqa: ANN001
+        run(capsys, "compress", str(path), "-c", codec)
+        bad = path.with_name("bad.nmc")
+        bad.write_bytes(with_header(Path(str(path) + ".nmc").read_bytes(), edit))
+        return bad
+
+    def test_zero_sample_rate(self, capsys, audio_file: Path) -> None:  # noqa: ANN001
+        bad = self.craft(capsys, audio_file, "toy-audio", lambda h: h["media"].update(sample_rate=0))
+        assert_user_error(run(capsys, "decompress", str(bad), "-o", str(bad.with_name("x.wav"))), "media.sample_rate")
+        assert_user_error(run(capsys, "info", str(bad)), "media.sample_rate")
+        assert not bad.with_name("x.wav").exists()
+
+    def test_media_kind_of_another_codec(self, capsys, image_file: Path) -> None:  # noqa: ANN001
+        bad = self.craft(capsys, image_file, "toy-image", lambda h: h["media"].update(kind="audio", sample_rate=1, frames=1, channels=1))
+        assert_user_error(run(capsys, "decompress", str(bad), "-o", str(bad.with_name("x.png"))), "codes image")
+        assert not bad.with_name("x.png").exists()
+
+    @pytest.mark.parametrize("value", [40.5, "40", None, True, [40], -40])
+    def test_wrong_type_in_a_size_field(self, capsys, image_file: Path, value: object) -> None:  # noqa: ANN001
+        bad = self.craft(capsys, image_file, "toy-image", lambda h: h["media"].update(height=value))
+        assert_user_error(run(capsys, "decompress", str(bad), "-o", str(bad.with_name("x.png"))), "media.height")
+        assert_user_error(run(capsys, "info", str(bad)), "media.height")
+        assert not bad.with_name("x.png").exists()
+
+    def test_huge_image_is_refused_before_decoding(self, capsys, image_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        bad = self.craft(capsys, image_file, "toy-image", lambda h: h["media"].update(width=40000, height=40000, channels=4))
+        monkeypatch.setattr(toycodec.ToyImage, "decode", lambda *a, **k: pytest.fail("the decoder ran"))
+        assert_user_error(run(capsys, "decompress", str(bad), "-o", str(bad.with_name("x.png"))), "pixels")
+
+
+class TestOutputChecks:
+    @pytest.mark.parametrize("name", ["decoded", "out.xyz"])
+    def test_unknown_output_format(self, capsys, image_file: Path, name: str) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        assert_user_error(run(capsys, "decompress", str(image_file) + ".nmc", "-o", str(image_file.with_name(name))), "cannot write image")
+        assert files_in(image_file.parent) == {"photo.png", "photo.png.nmc"}
+
+    def test_existing_output_is_refused_before_decoding(self, capsys, image_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        monkeypatch.setattr(toycodec.ToyImage, "decode", lambda *a, **k: pytest.fail("the decoder ran"))
+        assert_user_error(run(capsys, "decompress", str(image_file) + ".nmc"), "already exists")
+
+    def test_weights_mismatch_names_both_full_hashes(self, capsys, image_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        run(capsys, "compress", str(image_file), "-c", "toy-image")
+        written = toycodec.ToyImage().weights_hash()
+        other = written[:12] + "0000" if not written.endswith("0000") else written[:12] + "ffff"
+        monkeypatch.setattr(toycodec.ToyImage, "weights_hash", lambda self: other)
+        _, _, err = result = run(capsys, "decompress", str(image_file) + ".nmc", "-o", str(image_file.with_name("x.png")))
+        assert_user_error(result, "weights")
+        assert written in err and other in err
+
+
+def test_usage_error_is_one_line(capsys) -> None:  # noqa: ANN001
+    code, _, err = run(capsys, "compress", "x.png", "--bogus")
+    assert code == 2
+    assert_one_error_line(err, "--bogus")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_image
+from conftest import CRAFTED_VALUES, damaged, refused_or_decoded, set_field, synthetic_image, with_header, with_payloads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -129,6 +129,25 @@ class TestDamage:
         except NmcError:
             return
         assert bytes(bad) == good and np.array_equal(out.pixels, expected)
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.data())
+    def test_crc_valid_payload_damage_is_refused_or_decoded(self, data) -> None:  # noqa: ANN001
+        """Damage that passes the CRC reaches the decoder: a clean error, or pixels of the right shape."""
+        packet = data.draw(st.integers(0, 2))
+        bad = with_payloads(GOLDEN.read_bytes(), lambda i, p: data.draw(damaged(p)) if i == packet else p)
+        try:
+            out = api.decompress(bad)
+        except NmcError:
+            return
+        assert out.pixels.shape == (40, 56, 3)
+        refused_or_decoded(bad, ".png")
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.sampled_from(["media.width", "media.height", "media.channels", "media.bit_depth", "media.kind", "extra.step", "extra.band",
+                            "media", "extra", "packets", "setting", "codec", "model_id", "weights", "coder"]), CRAFTED_VALUES)  # fmt: skip
+    def test_crafted_header_values_are_refused_or_decoded(self, key: str, value: object) -> None:
+        refused_or_decoded(with_header(GOLDEN.read_bytes(), lambda h: set_field(h, key, value)), ".png")
 
 
 def test_golden_file() -> None:

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import open_stream
+from conftest import CRAFTED_VALUES, damaged, open_stream, refused_or_decoded, set_field, with_header, with_payloads
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nmc.codec import api, registry
 from nmc.codec import entropy as E
 from nmc.codec import media as M
-from nmc.codec.errors import ContainerError, MediaError
+from nmc.codec.errors import ContainerError, MediaError, NmcError
 from nmc.codec.prior import ContextPrior
 from nmc.models.hificodec import codec as H
 
@@ -200,6 +202,25 @@ class TestPrior:
         mask = prior.encode(enc, idx)
         assert np.array_equal(prior.decode(E.Decoder(enc.to_bytes()), 4, 60, mask), idx)
 
+    def test_same_bytes_and_samples_for_any_thread_count(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
+        """Here one thread (the fixture), there two: the file and the decoded samples are the same."""
+        x = speech(3.0)
+        data = encode(codec, x, 16000)
+        here = [hashlib.sha256(data).hexdigest(), hashlib.sha256(decode(codec, data).to_array().tobytes()).hexdigest()]
+        np.save(tmp_path / "x.npy", x)
+        script = textwrap.dedent(f"""
+            import hashlib, io, numpy as np, torch
+            torch.set_num_threads(2)
+            from nmc.codec import api, media as M
+            from nmc.models.hificodec import codec as H
+            c = H.HiFiCodecCodec({str(codec.weights_path)!r}, chunk_frames={CHUNK}, window_frames={WINDOW})
+            buf = io.BytesIO()
+            api.compress_to_file(c, M.Audio.from_array(np.load({str(tmp_path / "x.npy")!r}), 16000), buf, c.setting("2kbps"))
+            print(hashlib.sha256(buf.getvalue()).hexdigest())
+            print(hashlib.sha256(api.decompress(buf.getvalue(), codec=c).to_array().tobytes()).hexdigest())
+        """)
+        assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split() == here
+
     def test_tables_identical_with_one_thread(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
         data = encode(codec, speech(1.5, 22050, 2), 22050, "4kbps")
         header, packets = open_stream(data)
@@ -285,6 +306,40 @@ class TestDamage:
             codec.decode(header, iter(packets))
 
 
+    def test_setting_must_match_the_codebooks(self, codec: H.HiFiCodecCodec) -> None:
+        data = with_header(encode(codec, speech(1.0), 16000, "2kbps"), lambda h: h.update(setting="1kbps"))
+        with pytest.raises(ContainerError, match="inconsistent header"):
+            api.decompress(data, codec=codec)
+
+
+@pytest.fixture(scope="module")
+def stereo_file(codec: H.HiFiCodecCodec) -> bytes:
+    return encode(codec, speech(1.2, 16000, 2), 16000, "1kbps")  # 2 packets of 2 channels
+
+
+class TestProperties:
+    """Damage that passes the CRCs: a clean NmcError, or audio of the announced shape."""
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def test_crc_valid_payload_damage(self, codec: H.HiFiCodecCodec, stereo_file: bytes, data) -> None:  # noqa: ANN001
+        packet = data.draw(st.integers(0, 1))
+        bad = with_payloads(stereo_file, lambda i, p: data.draw(damaged(p)) if i == packet else p)
+        try:
+            out = api.decompress(bad, codec=codec)
+        except NmcError:
+            return
+        assert out.to_array().shape == (19200, 2)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from([f"media.{k}" for k in ("sample_rate", "channels", "frames", "coded_rate", "coded_channels", "coded_frames", "kind")]
+                           + [f"extra.{k}" for k in ("hop", "chunk_frames", "frames", "codebooks", "groups", "codebook_size")] + ["packets", "setting"]),
+           CRAFTED_VALUES)  # fmt: skip
+    @shipped  # through `decompress_path`: the installed codec
+    def test_crafted_header_values(self, codec: H.HiFiCodecCodec, stereo_file: bytes, key: str, value: object) -> None:
+        refused_or_decoded(with_header(stereo_file, lambda h: set_field(h, key, value)), ".wav")
+
+
 class TestFitPrior:
     def test_fit_write_load(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
         from nmc.codec import prior as P
@@ -304,6 +359,14 @@ class TestFitPrior:
 
 
 class TestCommandLine:
+    @shipped  # the installed codec, in a subprocess
+    def test_failed_compress_writes_nothing_to_stdout(self, tmp_path: Path) -> None:
+        x = speech(2.0)
+        x[20000] = np.nan  # found after the header is written
+        sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+        p = subprocess.run([sys.executable, "-m", "nmc.cli.main", "compress", str(tmp_path / "nan.wav"), "-o", "-"], capture_output=True)
+        assert p.returncode == 1 and p.stdout == b"" and b"NaN" in p.stderr
+
     def test_compress_decompress(self, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
         import json
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import open_stream
+from conftest import CRAFTED_VALUES, damaged, open_stream, refused_or_decoded, set_field, with_header, with_payloads
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nmc.codec import api, registry
 from nmc.codec import entropy as E
 from nmc.codec import media as M
@@ -25,7 +27,7 @@ from nmc.codec.container import (
     unpack_streams,
     write_header,
 )
-from nmc.codec.errors import ContainerError
+from nmc.codec.errors import ContainerError, NmcError
 from nmc.codec.prior import ContextPrior
 from nmc.models.mcquic import codec as Q
 from PIL import Image
@@ -247,6 +249,24 @@ class TestDeterminism:
         digests = {subprocess.run([sys.executable, "-c", script, str(n)], capture_output=True, text=True, check=True).stdout for n in (2, 4)}
         assert digests == {hashlib.sha256(px.tobytes()).hexdigest() + "\n"}
 
+    @shipped  # the case below was found with the trained weights
+    def test_encode_is_bit_identical_across_thread_counts(self, codec: Q.McQuicCodec, tmp_path: Path) -> None:
+        """A crop that oneDNN codes differently on 1 and 2 threads unless the network runs on one."""
+        pixels = np.clip(photo(512, 768, 0, 0).astype(np.int16) + 4, 0, 255).astype(np.uint8)[256:, :384]
+        np.save(tmp_path / "x.npy", pixels)
+        script = textwrap.dedent(f"""
+            import hashlib, io, numpy as np, torch
+            torch.set_num_threads(2)
+            from nmc.codec import api, media as M
+            from nmc.models.mcquic.codec import McQuicCodec
+            c = McQuicCodec()
+            buf = io.BytesIO()
+            api.compress_to_file(c, M.Image(np.load({str(tmp_path / "x.npy")!r})), buf, c.setting("q4"))
+            print(hashlib.sha256(buf.getvalue()).hexdigest())
+        """)
+        there = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+        assert there == hashlib.sha256(encode(codec, pixels, "q4")).hexdigest()
+
     def test_prior_round_trip(self) -> None:
         prior, K = random_prior(32, seed=2), 32
         rng = np.random.default_rng(1)
@@ -305,6 +325,35 @@ class TestErrors:
         header.extra["stages"], header.media["width"] = 1, 10**9  # would need a huge allocation
         with pytest.raises(ContainerError, match="inconsistent header"):
             codec.decode(header, iter(packets))
+
+
+@pytest.fixture(scope="module")
+def alpha_file(codec: Q.McQuicCodec) -> bytes:
+    rgba = np.concatenate([photo(40, 72), np.tile(np.arange(72, dtype=np.uint8)[None, :, None] * 3, (40, 1, 1))], axis=2)
+    return encode(Q.McQuicCodec(codec.weights_path, tile=32), rgba, "q2")  # 6 packets, with alpha streams
+
+
+class TestProperties:
+    """Damage that passes the CRCs: a clean NmcError, or an image of the announced shape."""
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def test_crc_valid_payload_damage(self, codec: Q.McQuicCodec, alpha_file: bytes, data) -> None:  # noqa: ANN001
+        packet = data.draw(st.integers(0, 5))
+        bad = with_payloads(alpha_file, lambda i, p: data.draw(damaged(p)) if i == packet else p)
+        try:
+            out = api.decompress(bad, codec=codec)
+        except NmcError:
+            return
+        assert out.pixels.shape == (40, 72, 4)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from([f"media.{k}" for k in ("width", "height", "channels", "bit_depth", "kind")]
+                           + [f"extra.{k}" for k in ("stride", "tile", "stages", "dec_margin", "codebooks", "codebook_size", "alpha")] + ["packets", "setting"]),
+           CRAFTED_VALUES)  # fmt: skip
+    @shipped  # through `decompress_path`: the installed codec
+    def test_crafted_header_values(self, codec: Q.McQuicCodec, alpha_file: bytes, key: str, value: object) -> None:
+        refused_or_decoded(with_header(alpha_file, lambda h: set_field(h, key, value)), ".png")
 
 
 @shipped  # through the registry: the installed codec

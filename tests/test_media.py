@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,31 @@ from PIL import Image as PILImage
 
 from nmc.codec import media as M
 from nmc.codec.errors import MediaError
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def write_png_header(path: Path, width: int, height: int) -> None:
+    """A PNG that claims a size and holds (almost) no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 100)) + _chunk(b"IEND", b""))
+
+
+def write_png16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit PNG (Pillow cannot write colour ones) using every scanline filter in turn."""
+    h, w, c = pixels.shape
+    x = pixels.astype(">u2").view(np.uint8).reshape(h, w, 2 * c).astype(np.int32)
+    a = np.pad(x, ((0, 0), (1, 0), (0, 0)))[:, :-1]  # the pixel to the left, 0 at the border
+    b = np.pad(x, ((1, 0), (0, 0), (0, 0)))[:-1]  # the pixel above
+    cc = np.pad(x, ((1, 0), (1, 0), (0, 0)))[:-1, :-1]
+    pa, pb, pc = np.abs(b - cc), np.abs(a - cc), np.abs(a + b - 2 * cc)
+    paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, cc))
+    predictions = [np.zeros_like(x), a, b, (a + b) >> 1, paeth]
+    rows = b"".join(bytes([y % 5]) + ((x[y] - predictions[y % 5][y]) & 0xFF).astype(np.uint8).tobytes() for y in range(h))
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, {2: 4, 3: 2, 4: 6}[c], 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
 
 
 class TestImages:
@@ -48,6 +76,46 @@ class TestImages:
         im = M.Image(np.arange(12, dtype=np.uint16).reshape(3, 4, 1) * 5000)
         M.write_image(tmp_path / "g.png", im)
         assert np.array_equal(M.read_image(tmp_path / "g.png").pixels, im.pixels)
+
+    @pytest.mark.parametrize("channels", [2, 3, 4])
+    def test_16_bit_colour_png_keeps_its_low_bytes(self, tmp_path: Path, channels: int) -> None:
+        rng = np.random.default_rng(channels)
+        pixels = rng.integers(0, 65536, (9, 13, channels)).astype(np.uint16)
+        write_png16(tmp_path / "c.png", pixels)
+        assert np.array_equal(M.read_image(tmp_path / "c.png").pixels, pixels)
+
+    def test_damaged_16_bit_colour_png(self, tmp_path: Path) -> None:
+        write_png16(tmp_path / "c.png", np.zeros((9, 13, 3), np.uint16))
+        data = (tmp_path / "c.png").read_bytes()
+        for cut in (40, len(data) // 2, len(data) - 13):
+            (tmp_path / "bad.png").write_bytes(data[:cut])
+            with pytest.raises(MediaError):
+                M.read_image(tmp_path / "bad.png")
+
+    def test_over_the_pixel_limit_is_one_clear_error(self, tmp_path: Path) -> None:
+        write_png_header(tmp_path / "bomb.png", 20000, 10000)
+        with pytest.raises(MediaError, match="pixels"):
+            M.read_image(tmp_path / "bomb.png")
+
+    def test_below_the_limit_no_pillow_warning(self, tmp_path: Path) -> None:
+        write_png_header(tmp_path / "big.png", 10000, 10000)  # 100 MP: Pillow warns above 89 MP
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(MediaError):  # the pixel data is missing
+                M.read_image(tmp_path / "big.png")
+        assert not [w for w in caught if "DecompressionBomb" in w.category.__name__]
+
+    @pytest.mark.parametrize("suffix", [".gif", ".webp", ".png"])
+    def test_animation_is_refused(self, tmp_path: Path, suffix: str) -> None:
+        frames = [PILImage.new("RGB", (8, 8), c) for c in ("red", "blue")]
+        frames[0].save(tmp_path / ("a" + suffix), save_all=True, append_images=frames[1:])
+        with pytest.raises(MediaError, match="2 frames"):
+            M.read_image(tmp_path / ("a" + suffix))
+
+    @pytest.mark.parametrize("suffix", [".xyz", ""])
+    def test_unknown_output_suffix(self, tmp_path: Path, suffix: str) -> None:
+        with pytest.raises(MediaError, match="cannot write image"):
+            M.write_image(tmp_path / ("out" + suffix), M.Image(np.zeros((2, 2, 3), np.uint8)))
 
     @pytest.mark.parametrize("content", [b"", b"not an image at all"])
     def test_bad_files(self, tmp_path: Path, content: bytes) -> None:

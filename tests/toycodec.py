@@ -7,6 +7,7 @@ fields, one packet per band/chunk, streaming audio, lost-packet recovery.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.errors import ContainerError, MediaError
+from nmc.codec.fields import OneOf
 from nmc.codec.registry import Codec, Encoded, Setting, register_codec
 
 WEIGHTS = Path(__file__).parent / "data" / "toy.safetensors"
@@ -45,12 +47,21 @@ def _decode_rows(data: bytes, shape: tuple[int, ...], table: np.ndarray) -> np.n
     return np.cumsum(d, axis=-1)
 
 
+def slow(seconds: float) -> None:
+    """Make coding each toy packet take `seconds` more (signal and Ctrl-C tests need long runs)."""
+    global _encode_rows, _decode_rows
+    encode, decode = _encode_rows, _decode_rows
+    _encode_rows = lambda *args: (time.sleep(seconds), encode(*args))[1]  # noqa: E731
+    _decode_rows = lambda *args: (time.sleep(seconds), decode(*args))[1]  # noqa: E731
+
+
 @register_codec("toy-image")
 class ToyImage(Codec):
     media = "image"
     model_id = "toy-image-v1"
     weights_path = WEIGHTS
     default_setting = "fine"
+    header_fields = {"extra.step": OneOf((4, 16)), "extra.band": OneOf((BAND,))}
 
     def settings(self) -> list[Setting]:
         return [Setting("coarse", 1.0, "bpp"), Setting("fine", 3.0, "bpp")]

@@ -32,8 +32,10 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
+from nmc.codec.fields import MAX_FRAMES, Int
+from nmc.codec.media import MAX_AUDIO_CHANNELS
 from nmc.codec.prior import PriorSet, tables_from_scores
-from nmc.codec.registry import Encoded, NeuralCodec, Setting, register_codec
+from nmc.codec.registry import Encoded, NeuralCodec, Setting, one_thread, register_codec
 
 if TYPE_CHECKING:
     import torch
@@ -273,6 +275,11 @@ class HiFiCodecCodec(NeuralCodec):
     weights_path = WEIGHTS
     auto_priority = 10
     default_setting = "2kbps"
+    header_fields = {
+        "media.coded_rate": Int(SAMPLE_RATE, SAMPLE_RATE), "media.coded_channels": Int(1, MAX_AUDIO_CHANNELS), "media.coded_frames": Int(1, MAX_FRAMES),
+        "extra.hop": Int(HOP, HOP), "extra.chunk_frames": Int(1, 0xFFFF), "extra.frames": Int(1, MAX_FRAMES), "extra.codebooks": Int(2, 8),
+        "extra.groups": Int(1, 8), "extra.codebook_size": Int(1, 1 << 16),
+    }  # fmt: skip
 
     def __init__(self, weights_path: Path | None = None, chunk_frames: int = CHUNK_FRAMES, window_frames: int = WINDOW_FRAMES) -> None:
         super().__init__(weights_path)
@@ -315,7 +322,7 @@ class HiFiCodecCodec(NeuralCodec):
 
         parts = []
         for sub, sa, sb in _sub_windows(x, a * HOP, b * HOP, self.window_frames * HOP, ENC_CONTEXT * HOP):
-            with torch.inference_mode():
+            with torch.inference_mode(), one_thread():  # the same bytes for any thread count
                 y = model.net.g_a(torch.from_numpy(np.ascontiguousarray(sub, np.float32))[None, None].to(self.device))
                 idx = model.net.quantizer.codes_to_indices(y[..., sa // HOP : sb // HOP], n_cb // model.prior.groups)
             parts.append(idx[0].cpu().numpy().astype(np.int64))
@@ -361,7 +368,7 @@ class HiFiCodecCodec(NeuralCodec):
         prior = self.model.prior
         try:
             ok = (
-                ex["hop"] == HOP and m["coded_rate"] == SAMPLE_RATE and ex["codebooks"] in SETTINGS.values()
+                ex["hop"] == HOP and m["coded_rate"] == SAMPLE_RATE and ex["codebooks"] == SETTINGS.get(header.setting)
                 and ex["groups"] == prior.groups and ex["codebook_size"] == prior.alphabet
                 and 1 <= ex["chunk_frames"] <= 0xFFFF and m["coded_channels"] >= 1 and m["coded_frames"] >= 1
                 and ex["frames"] == -(-m["coded_frames"] // HOP)
@@ -394,7 +401,7 @@ class HiFiCodecCodec(NeuralCodec):
                 for sub, sa, sb in _sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):
                     out = np.empty(((sb - sa) * HOP, ch), np.float32)
                     for c in range(ch):
-                        with torch.inference_mode():
+                        with torch.inference_mode(), one_thread():  # the same samples for any thread count
                             idx = torch.from_numpy(np.ascontiguousarray(sub[:, c].T))[None].to(self.device)
                             x = model.net.decode(idx)[0, 0, sa * HOP : sb * HOP].float().cpu().numpy()
                         out[:, c] = x * np.float32(gain[c])

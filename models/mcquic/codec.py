@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +30,9 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
+from nmc.codec.fields import BOOL, Int, IntList
 from nmc.codec.prior import PriorSet, tables_from_scores
-from nmc.codec.registry import Encoded, NeuralCodec, Setting, register_codec
+from nmc.codec.registry import Encoded, NeuralCodec, Setting, one_thread, register_codec
 
 if TYPE_CHECKING:
     import torch
@@ -235,21 +235,6 @@ def decode_alpha(data: bytes, h: int, w: int) -> npt.NDArray[np.uint8]:
 # ---------------------------------------------------------------- tiles
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread: oneDNN's convolutions (1x1 ones, and 3x3 ones on small
-    inputs) sum in an order that depends on the thread count, and a last-ULP difference can flip
-    a rounded pixel. One thread makes the decoded image independent of the caller's setting."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def padded_size(height: int, width: int) -> tuple[int, int]:
     return -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
 
@@ -347,6 +332,10 @@ class McQuicCodec(NeuralCodec):
     weights_path = WEIGHTS
     auto_priority = 20
     default_setting = "q2"
+    header_fields = {
+        "extra.stride": Int(STRIDE, STRIDE), "extra.tile": Int(STRIDE, 0xFFFF), "extra.stages": Int(1, 4), "extra.dec_margin": Int(0, 64),
+        "extra.codebooks": IntList(1, 8, 4), "extra.codebook_size": Int(1, 1 << 16), "extra.alpha": BOOL,
+    }  # fmt: skip
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, enc_margin: int = ENC_MARGIN, dec_margin: int = DEC_MARGIN) -> None:
         super().__init__(weights_path)
@@ -384,7 +373,8 @@ class McQuicCodec(NeuralCodec):
 
         def packets() -> Iterator[bytes]:
             for box in boxes:
-                grids = tile_indices(model.net, rgb, box, stages, self.enc_margin, self.device)
+                with one_thread():  # the same bytes for any thread count
+                    grids = tile_indices(model.net, rgb, box, stages, self.enc_margin, self.device)
                 enc = E.Encoder()
                 mask = model.prior.encode(enc, grids)
                 streams = [_META.pack(*grids[0].shape, mask), enc.to_bytes()]
@@ -467,7 +457,7 @@ class McQuicCodec(NeuralCodec):
         wy1, wx1 = min(coarse.shape[1], y1 + margin), min(coarse.shape[2], x1 + margin)
         idx = [coarse[None, :, wy0:wy1, wx0:wx1]] + [f[None, :, 2 * wy0 : 2 * wy1, 2 * wx0 : 2 * wx1] for f in fine]
         stages = 1 + fine.shape[0]
-        with torch.inference_mode(), _one_thread():
+        with torch.inference_mode(), one_thread():
             ts = [torch.from_numpy(i.astype(np.int64)).to(self.device) for i in idx]
             x = self.model.net.decompress(ts, stages, (STRIDE * (wy1 - wy0), STRIDE * (wx1 - wx0)))[0]
             if m["channels"] <= 2:

@@ -1,0 +1,103 @@
+"""Typed header fields: the type and range of every header value a decoder sizes buffers from.
+
+A crafted or damaged header can pass its CRC, so nothing in it is trusted: `check_header` runs
+before any decoder allocates memory or writes output. The media fields are the core's
+(`MEDIA_FIELDS`, with a memory bound from the media size); a codec declares its own in
+`Codec.header_fields` as `{"extra.hop": Int(320, 320), "media.coded_frames": Int(1, ...)}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import ContainerError
+from .media import MAX_AUDIO_CHANNELS, MAX_PIXELS
+
+if TYPE_CHECKING:
+    from .container import Header
+
+MAX_FRAMES = 1 << 40  # audio samples per channel: 2 years at 16 kHz, 16 days at 768 kHz
+
+
+class Field(Protocol):
+    def ok(self, value: Any) -> bool: ...
+
+    def __str__(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer (never a bool or a float) in [lo, hi]."""
+
+    lo: int
+    hi: int
+
+    def ok(self, value: Any) -> bool:
+        return type(value) is int and self.lo <= value <= self.hi
+
+    def __str__(self) -> str:
+        return f"an integer in [{self.lo}, {self.hi}]"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few values, of the same type (320.0 is not 320, True is not 1)."""
+
+    values: tuple[Any, ...]
+
+    def ok(self, value: Any) -> bool:
+        return any(type(value) is type(v) and value == v for v in self.values)
+
+    def __str__(self) -> str:
+        return f"one of {', '.join(map(repr, self.values))}"
+
+
+@dataclass(frozen=True)
+class IntList:
+    """A list of up to `max_len` integers, each in [lo, hi]."""
+
+    lo: int
+    hi: int
+    max_len: int
+
+    def ok(self, value: Any) -> bool:
+        return type(value) is list and len(value) <= self.max_len and all(Int(self.lo, self.hi).ok(v) for v in value)
+
+    def __str__(self) -> str:
+        return f"a list of at most {self.max_len} integers in [{self.lo}, {self.hi}]"
+
+
+BOOL = OneOf((False, True))
+
+MEDIA_FIELDS: dict[str, dict[str, Field]] = {
+    "image": {"width": Int(1, MAX_PIXELS), "height": Int(1, MAX_PIXELS), "channels": Int(1, 4), "bit_depth": OneOf((8, 16))},
+    "audio": {"sample_rate": Int(1, 2**31 - 1), "channels": Int(1, MAX_AUDIO_CHANNELS), "frames": Int(1, MAX_FRAMES)},
+    "gaussians": {"frame_count": Int(1, 1 << 20)},
+}
+
+
+def _check(section: dict[str, Any], name: str, spec: Field, where: str) -> None:
+    if name not in section:
+        raise ContainerError(f"header lacks {where}.{name} (file is damaged)")
+    if not spec.ok(section[name]):
+        raise ContainerError(f"header field {where}.{name} = {section[name]!r} is not {spec} (file is damaged)")
+
+
+def check_media(media: dict[str, Any]) -> None:
+    """The core's media fields by kind, and the decoded size bound (`MAX_PIXELS`)."""
+    kind = media.get("kind")
+    if not isinstance(kind, str) or kind not in MEDIA_FIELDS:
+        raise ContainerError(f"header field media.kind = {kind!r} is not one of {', '.join(MEDIA_FIELDS)} (file is damaged)")
+    for name, spec in MEDIA_FIELDS[kind].items():
+        _check(media, name, spec, "media")
+    if kind == "image" and media["width"] * media["height"] > MAX_PIXELS:
+        raise ContainerError(f"header claims a {media['width']}x{media['height']} image, more than {MAX_PIXELS} pixels (file is damaged)")
+
+
+def check_header(header: Header, fields: dict[str, Field]) -> None:
+    """`check_media`, then a codec's own fields (`"media.name"` or `"extra.name"` -> spec)."""
+    check_media(header.media)
+    for key, spec in fields.items():
+        where, name = key.split(".", 1)
+        _check(header.media if where == "media" else header.extra, name, spec, where)
