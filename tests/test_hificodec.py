@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from nmc.codec import api, registry
 from nmc.codec import entropy as E
 from nmc.codec import media as M
+from nmc.codec.dsp import DCBlocker
 from nmc.codec.errors import ContainerError, MediaError, NmcError
 from nmc.codec.prior import ContextPrior
 from nmc.models.hificodec import codec as H
@@ -142,7 +143,18 @@ class TestStreaming:
         assert (streamed == whole).mean() > 0.995  # the same up to float summation order
         y = codec.decode(header, iter(packets)).to_array()[:, 0]
         ref = net.decode(torch.from_numpy(streamed)[None])[0, 0, : len(x)].numpy()
+        ref = DCBlocker(1, 16000 // 2)(ref[:, None])[:, 0]  # the codec removes the decoder's DC offset
         assert np.abs(y - ref).max() < 1e-4
+
+    def test_decoded_audio_has_no_dc_offset(self, codec: H.HiFiCodecCodec) -> None:
+        import torch
+
+        data = encode(codec, speech(3.0), 16000, "2kbps")
+        header, packets = open_stream(data)
+        idx = np.concatenate([codec.read_packet(header, i, p)[0][:, 0].T for i, p in enumerate(packets)], axis=1)
+        raw = codec.model.net.decode(torch.from_numpy(idx)[None])[0, 0].numpy()  # the network alone
+        y = decode(codec, data).to_array()[:, 0]
+        assert abs(float(y[8000:].mean())) < 10 ** (-80 / 20) < abs(float(raw[8000:].mean()))
 
     def test_contexts_cover_the_receptive_fields(self) -> None:
         import torch

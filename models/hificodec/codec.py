@@ -31,6 +31,7 @@ import numpy.typing as npt
 from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
+from nmc.codec.dsp import DCBlocker
 from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError
 from nmc.codec.fields import MAX_FRAMES, Int
 from nmc.codec.media import MAX_AUDIO_CHANNELS
@@ -396,6 +397,7 @@ class HiFiCodecCodec(NeuralCodec):
             import torch
 
             left = coded
+            dc = DCBlocker(ch, SAMPLE_RATE // 2)  # the decoder's activations leave a DC offset
             for window, a, b in _windows(indices(), header.extra["chunk_frames"], DEC_CONTEXT):
                 gain = gains.popleft()
                 for sub, sa, sb in _sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):
@@ -405,8 +407,9 @@ class HiFiCodecCodec(NeuralCodec):
                             idx = torch.from_numpy(np.ascontiguousarray(sub[:, c].T))[None].to(self.device)
                             x = model.net.decode(idx)[0, 0, sa * HOP : sb * HOP].float().cpu().numpy()
                         out[:, c] = x * np.float32(gain[c])
-                    yield out[:left]
-                    left -= len(out[:left])
+                    out = dc(out[:left])
+                    yield out
+                    left -= len(out)
             if left:
                 raise ContainerError(f"hificodec: stream ends {left} samples early")
 
