@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 
 from . import media as M
 from .errors import MediaError
-from .evaluate import Coder, anchor_coder, learned_coder, load_reference, torch_threads
+from .evaluate import Coder, anchor_coder, learned_coder, load_reference
+from .threads import torch_threads
 
 
 @dataclass

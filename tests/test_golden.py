@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from nmc.codec import api
-from nmc.codec.container import read_header, read_packets
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = {  # file -> sha256 of the decoded indices (int64, little endian) and of the decoded media
@@ -37,20 +36,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def indices(data: bytes) -> np.ndarray:
     """Every index of the file in packet order (hificodec: frame, channel, codebook; mcquic: grid by grid)."""
-    from nmc.codec.registry import get_codec
-
-    fo = io.BytesIO(data)
-    header = read_header(fo)
-    codec = get_codec(header.codec)
+    opened = api.open_file(io.BytesIO(data))
+    codec, header, fields = opened.codec, opened.header, opened.fields
     parts = []
-    for i, payload in enumerate(read_packets(fo, header.packets)):
+    for i, payload in enumerate(opened.packets):
         if header.codec == "hificodec":
-            parts.append(codec.read_packet(header, i, payload)[0].ravel())  # type: ignore[attr-defined]
+            parts.append(codec.read_packet(fields, i, payload)[0].ravel())  # type: ignore[attr-defined]
         else:
             from nmc.models.mcquic.codec import tiles
 
-            box = tiles(header.media["height"], header.media["width"], header.extra["tile"])[i]
-            parts += [g.ravel() for g in codec.read_packet(header, i, payload, box)[0]]  # type: ignore[attr-defined]
+            box = tiles(header.media["height"], header.media["width"], fields.tile)[i]
+            parts += [g.ravel() for g in codec.read_packet(header, fields, payload, box)[0]]  # type: ignore[attr-defined]
     return np.concatenate(parts).astype("<i8")
 
 

@@ -292,8 +292,12 @@ class CodecConfig:
 
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:
-        d = json.loads(text)
-        d["strides"] = tuple(d["strides"])
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CodecConfig:
+        """From `asdict` form (JSON lists back to tuples)."""
+        d = {**d, "strides": tuple(d["strides"])}
         for k in ("enc_dilations", "dec_dilations"):
             d[k] = tuple(tuple(x) for x in d[k])
         return cls(**d)
