@@ -71,10 +71,10 @@ def _decode_job(path: Path, out: Path) -> Job:
 
     try:
         with open(path, "rb") as fo:
-            header, _, _ = open_file(fo)
+            kind = open_file(fo).header.media["kind"]
     except (NmcError, OSError) as err:
         return Job(path, out, True, str(err))
-    return Job(path, default_output(out, header.media["kind"]), True)
+    return Job(path, default_output(out, kind), True)
 
 
 def _refuse_shared_outputs(jobs: list[Job]) -> list[Job]:

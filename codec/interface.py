@@ -155,6 +155,14 @@ class NeuralCodec(Codec, Generic[N]):
         net.to(self.device)
         return Model(net, w.prior)
 
+    def read_fields(self, header: Header) -> Any:
+        """`Codec.read_fields`; a `codebook_size` field must also be the model's alphabet."""
+        fields = super().read_fields(header)
+        size = getattr(fields, "codebook_size", None)
+        if size is not None and size != self.model.prior.alphabet:
+            raise ContainerError(f"{self.name}: header codebook_size {size}, the model has {self.model.prior.alphabet} (file is damaged)")
+        return fields
+
     def to(self, device: str) -> NeuralCodec[N]:
         """Run the network on `device`; indices, tables and media stay on the CPU."""
         self.device = device

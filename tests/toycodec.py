@@ -72,7 +72,10 @@ class ToyImage(Codec):
     weights_path = WEIGHTS
     default_setting = "fine"
     header_fields = ImageFields
-    header_dict = b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},"extra":{"band":16,"step":4},"media":{"bit_depth":8,"channels":3,"kind":"image"'
+    header_dict = (
+        b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},"extra":{"band":16,"step":4},'
+        b'"media":{"bit_depth":8,"channels":3,"height":40,"kind":"image","width":56},"model_id":"toy-image-v1","packets":3,"setting":"fine","weights":"'
+    )
     can_recover = True
 
     def settings(self) -> list[Setting]:
@@ -107,7 +110,10 @@ class ToyAudio(Codec):
     media = "audio"
     model_id = "toy-audio-v1"
     weights_path = WEIGHTS
-    header_dict = b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},"extra":{},"media":{"channels":1,"frames":'
+    header_dict = (
+        b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},"extra":{},'
+        b'"media":{"channels":1,"frames":12000,"kind":"audio","sample_rate":8000},"model_id":"toy-audio-v1","packets":3,"setting":"8bit","weights":"'
+    )
 
     def settings(self) -> list[Setting]:
         return [Setting("8bit", 64.0, "kbps")]

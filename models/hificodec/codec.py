@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 WEIGHTS = Path(__file__).parent / "weights" / "hificodec_16k.safetensors"
 SAMPLE_RATE = 16000
 HOP = 320  # samples per codec frame (50 frames/s)
-GROUPS, CODEBOOK_SIZE = 2, 1024  # GRVQ groups; entries per codebook
+GROUPS = 2  # GRVQ groups
+CODEBOOK_SIZE = 1024  # entries per codebook of the shipped model (nominal rates); the header has the model's
 CHUNK_FRAMES = 1500  # codec frames per packet (30 s): the coder's ~2 bytes per stream stay < 0.1 %
 WINDOW_FRAMES = 500  # codec frames per network call (10 s): bounds memory whatever the packet size
 ENC_CONTEXT = 10  # frames of audio on each side of a chunk; g_a's receptive field is 8
@@ -81,7 +82,7 @@ class Fields(HeaderFields):
     frames: int = header_field(Int(1, MAX_FRAMES))
     codebooks: int = header_field(Int(2, 8))
     groups: int = header_field(Int(GROUPS, GROUPS))
-    codebook_size: int = header_field(Int(CODEBOOK_SIZE, CODEBOOK_SIZE))
+    codebook_size: int = header_field(Int(1, 1 << 16))
 
     def consistent(self, header: Header, setting: Setting) -> bool:
         packets = -(-self.frames // self.chunk_frames)
@@ -146,12 +147,12 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         from .network import CodecConfig, HiFiCodec
 
         config = CodecConfig.from_dict(args)
-        if (config.hop_length, config.groups, config.codebook_size) != (HOP, GROUPS, CODEBOOK_SIZE) or config.levels * GROUPS > 8:
-            raise ValueError(f"network {config} does not fit the codec (hop {HOP}, {GROUPS} groups of {CODEBOOK_SIZE}, <= 8 codebooks)")
+        if (config.hop_length, config.groups) != (HOP, GROUPS) or config.levels * GROUPS > 8:
+            raise ValueError(f"network {config} does not fit the codec (hop {HOP}, {GROUPS} groups, <= 8 codebooks)")
         return HiFiCodec.from_state_dict(state, config)
 
     def prior_contexts(self, net: HiFiCodec) -> list[list[int]]:
-        return context_sizes(GROUPS * net.config.levels, GROUPS, CODEBOOK_SIZE)
+        return context_sizes(GROUPS * net.config.levels, GROUPS, net.config.codebook_size)
 
     def encode(self, audio: M.Audio, setting: Setting) -> Encoded:
         assert isinstance(setting, Rate)
@@ -159,7 +160,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         coded = max(1, round(audio.frames * SAMPLE_RATE / audio.sample_rate))
         frames = -(-coded // HOP)
         fields = Fields(coded_rate=SAMPLE_RATE, coded_channels=audio.channels, coded_frames=coded, hop=HOP, chunk_frames=self.chunk_frames,
-                        frames=frames, codebooks=setting.codebooks, groups=GROUPS, codebook_size=CODEBOOK_SIZE)
+                        frames=frames, codebooks=setting.codebooks, groups=GROUPS, codebook_size=model.prior.alphabet)
 
         def packets() -> Iterator[bytes]:
             x = M.resample_blocks(_checked(audio.blocks()), audio.sample_rate, SAMPLE_RATE, audio.channels)

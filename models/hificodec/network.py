@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import cast
 
 import torch
@@ -31,7 +30,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 __all__ = [
     "CodecConfig", "CodecOutput", "QuantizedResult", "HiFiCodec", "GroupResidualVQ",
-    "MultiScaleMelLoss", "Discriminator", "mel_filterbank", "load_generator",
+    "MultiScaleMelLoss", "Discriminator", "mel_filterbank",
 ]
 
 
@@ -357,18 +356,6 @@ class HiFiCodec(nn.Module):
         model = cls(config, weight_norm=False)
         model.load_state_dict({k: v.float() for k, v in state_dict.items()})
         return model.eval()
-
-
-def load_generator(path: str | Path) -> HiFiCodec:
-    """Load the shipped generator from an fp16 safetensors file written by train.py's export."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if "config" not in meta:
-            raise ValueError(f"{path}: no 'config' in the safetensors metadata")
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("prior.")}  # the shipped file also holds the codec's priors
-    return HiFiCodec.from_state_dict(state, CodecConfig.from_json(meta["config"]))
 
 
 # --- mel spectrogram loss (shared with the evaluation's mel distance) -----------------------

@@ -27,13 +27,12 @@ import soxr
 import torch
 import torch.nn.functional as F
 import typer
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils import parametrize
 
 from nmc.models.hificodec.augment import AugmentConfig, augment, level_gain
-from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss, load_generator
+from nmc.codec.weights import Weights, read_weights, write_weights
+from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
 from nmc.models.trainkit.corpus import training_files
@@ -66,7 +65,8 @@ def load_corpus(data: Path, max_files: int, workers: int) -> np.ndarray:
 
 def init_from_export(model: HiFiCodec, path: Path) -> int:
     """Load an exported generator into the weight-normed training model; returns its step."""
-    src = load_generator(path).float().state_dict()
+    export = read_weights(path)
+    src = HiFiCodec.from_state_dict(export.state, CodecConfig.from_dict(export.args)).state_dict()
     with torch.no_grad():
         for name, m in model.named_modules():
             if parametrize.is_parametrized(m, "weight"):
@@ -75,18 +75,15 @@ def init_from_export(model: HiFiCodec, path: Path) -> int:
         if missing:
             raise typer.BadParameter(f"{path}: tensors {sorted(missing)[:3]} do not fit the model")
         model.load_state_dict(src, strict=False)
-    with safe_open(str(path), framework="pt") as f:
-        return int((f.metadata() or {}).get("step", 0))
+    return int(export.report.get("step", export.report.get("network", {}).get("step", 0)))
 
 
 def export_generator(model: HiFiCodec, path: Path, step: int) -> None:
-    """The shipped generator: weight norm folded, fp16, config in the safetensors metadata."""
+    """The generator for fit_prior.py: weight norm folded, fp16 (`codec/weights.py` layout, no priors)."""
     g = HiFiCodec(model.config)  # a fresh copy: removing weight norm from a deepcopy breaks the original
     g.load_state_dict(model.state_dict())
     g.remove_weight_norm()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.half().contiguous() for k, v in g.state_dict().items()}, str(path),
-              metadata={"config": g.config.to_json(), "codec": "hificodec", "step": str(step)})
+    write_weights(path, Weights({k: v.half() for k, v in g.state_dict().items()}, json.loads(g.config.to_json()), report={"step": step}))
 
 
 # --- losses ----------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 WEIGHTS = Path(__file__).parent / "weights" / "mcquic.safetensors"
 STRIDE = 16  # pixels per coarse cell; fine cells are 8 pixels
-CODEBOOK_SIZE = 256
+CODEBOOK_SIZE = 256  # entries per codebook of the shipped model (nominal rates); the header has the model's
 TILE = 1024  # pixels per tile side (packet), a multiple of STRIDE
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees
 DEC_MARGIN = 10  # coarse cells of neighbouring indices the decoder sees (g_c + g_s reach ~9)
@@ -82,7 +82,7 @@ class Fields(HeaderFields):
     tile: int = header_field(Int(STRIDE, 0xFFFF))
     stages: int = header_field(Int(1, 4))
     codebooks: list[int] = header_field(IntList(1, 8, 4))
-    codebook_size: int = header_field(Int(CODEBOOK_SIZE, CODEBOOK_SIZE))
+    codebook_size: int = header_field(Int(1, 1 << 16))
     alpha: bool = header_field(BOOL)
     dec_margin: int = header_field(Int(0, 64))
 
@@ -156,12 +156,12 @@ class McQuicCodec(NeuralCodec["McQuic"]):
 
         net = McQuic.from_state_dict(state, args)
         a = net.args
-        if (a.coarse_m, a.fine_m, a.coarse_k, a.fine_k, net.stride) != (COARSE_M, FINE_M, CODEBOOK_SIZE, CODEBOOK_SIZE, STRIDE):
-            raise ValueError(f"network {a} does not fit the codec ({COARSE_M} + {FINE_M} codebooks of {CODEBOOK_SIZE}, stride {STRIDE})")
+        if (a.coarse_m, a.fine_m, a.fine_k, net.stride) != (COARSE_M, FINE_M, a.coarse_k, STRIDE):
+            raise ValueError(f"network {a} does not fit the codec ({COARSE_M} + {FINE_M} codebooks of one size, stride {STRIDE})")
         return net
 
     def prior_contexts(self, net: McQuic) -> list[list[int]]:
-        return [context_sizes(k, CODEBOOK_SIZE) for k in range(COARSE_M + FINE_M * net.args.fine_stages)]
+        return [context_sizes(k, net.args.coarse_k) for k in range(COARSE_M + FINE_M * net.args.fine_stages)]
 
     def encode(self, image: M.Image, setting: Setting) -> Encoded:
         assert isinstance(setting, Quality)
@@ -171,7 +171,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
         model, stages = self.model, setting.stages
         boxes = tiles(image.height, image.width, self.tile)
         fields = Fields(stride=STRIDE, tile=self.tile, stages=stages, codebooks=[COARSE_M] + [FINE_M] * (stages - 1),
-                        codebook_size=CODEBOOK_SIZE, alpha=alpha is not None, dec_margin=self.dec_margin)
+                        codebook_size=model.prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin)
 
         def packets() -> Iterator[bytes]:
             for y0, y1, x0, x1 in boxes:
