@@ -25,7 +25,7 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -237,7 +237,7 @@ def synthetic_inputs(folder: Path) -> list[Path]:
 
 
 def run(
-    inputs: list[str | Path],
+    inputs: Sequence[str | Path],
     codecs: list[str],
     anchors: list[str],
     settings: dict[str, str] | None = None,

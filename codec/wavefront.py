@@ -54,7 +54,8 @@ def context_rows(static: list[IntArray], grid: IntArray, offsets: Offsets, K: in
 
 def encoding_tables(prior: ContextPrior, static: list[IntArray], grid: IntArray, offsets: Offsets) -> tuple[IntArray, IntArray]:
     """The grid's symbols in coding order and the frequency table `(h * w, K)` of each."""
-    order = coding_order(*grid.shape, offsets)
+    h, w = grid.shape
+    order = coding_order(h, w, offsets)
     return grid.ravel()[order], tables_from_scores(prior.scores(context_rows(static, grid, offsets, prior.alphabet)[order]))
 
 

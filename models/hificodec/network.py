@@ -236,7 +236,7 @@ class GroupResidualVQ(nn.Module):
             indices = []
             for level in range(n_levels):
                 for g in range(self.groups):
-                    vq = self._vq(level * self.groups + g)
+                    vq = self.vq(level * self.groups + g)
                     i = vq.codes_to_indices(vq.in_proj(res[g]))
                     res[g] = res[g] - vq.indices_to_codes(i)
                     indices.append(i)
@@ -251,11 +251,11 @@ class GroupResidualVQ(nn.Module):
         if indices.min() < 0 or indices.max() >= self.codebook_size:
             raise ValueError(f"indices outside [0, {self.codebook_size}): "
                              f"min {int(indices.min())}, max {int(indices.max())}")
-        return torch.cat([torch.stack([self._vq(k).indices_to_codes(indices[:, k])
+        return torch.cat([torch.stack([self.vq(k).indices_to_codes(indices[:, k])
                                        for k in range(g, n_cb, self.groups)]).sum(dim=0)
                           for g in range(self.groups)], dim=1)
 
-    def _vq(self, k: int) -> FactorizedVQ:
+    def vq(self, k: int) -> FactorizedVQ:
         return cast(FactorizedVQ, self.vqs[k])
 
     def _check_levels(self, n_levels: int) -> None:

@@ -20,6 +20,7 @@ import os
 import time
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -41,7 +42,7 @@ from nmc.models.trainkit.schedule import Schedule
 
 SR = 16000
 AUDIO_EXTS = (".opus", ".flac", ".wav", ".ogg")
-TINY = dict(model=CodecConfig(enc_channels=4, dec_channels=32, latent_dim=32, enc_dilations=((1,),) * 4,
+TINY: dict[str, Any] = dict(model=CodecConfig(enc_channels=4, dec_channels=32, latent_dim=32, enc_dilations=((1,),) * 4,
                               dec_dilations=((1,),) * 4),
             disc=dict(mpd_channels=(4, 8, 16, 16), stft_channels=4))
 
@@ -194,8 +195,8 @@ def main(
         f"discriminator {n_params(disc) / 1e6:.2f} M")
     raw_model, raw_disc = model, disc
     if rt.ddp:
-        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)
-        disc = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None)
+        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)  # type: ignore[assignment]  # forwards to the module
+        disc = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None)  # type: ignore[assignment]
 
     def checkpoint() -> None:
         """Rank 0 writes model_args, config, step, weights and optimizers."""
@@ -314,7 +315,7 @@ def main(
                     new = z[pick] + 1e-3 * z.std() * noise
                     if rt.ddp:
                         torch.distributed.broadcast(new, src=0)  # rank 0's batch vectors: weights stay in sync
-                    raw_model.quantizer.vqs[j].codebook.weight.data[dead[j]] = new
+                    raw_model.quantizer.vq(j).codebook.weight.data[dead[j]] = new
                 usage.zero_()
 
         # logging; rank 0 decides when to save and stop, every rank follows on the same step

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -139,7 +140,7 @@ class MultiCodebookVQ(nn.Module):
         """Share of codewords per codebook `[M]` that the last training batch (all ranks) assigned to."""
         return self.hits
 
-    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._calls = None
         super()._load_from_state_dict(*args, **kwargs)
 

@@ -173,7 +173,7 @@ def main(
     ckpt = ckpt_io.load(ckpt_dir)
     model_args = args_from_dict(ckpt[1]["model_args"]) if ckpt else (TINY if tiny else McQuicArgs())
     torch.manual_seed(seed)  # identical init on every rank
-    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)
+    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stub lacks memory_format
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=cuda)
     step, train_seconds, warm_from = 0, 0.0, 0
     if ckpt:

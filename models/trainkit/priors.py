@@ -118,7 +118,9 @@ def fit_priors(src: IndexSource, train: list[Packet], test: list[Packet], fit: F
     """One context prior and one unigram table per codebook, with held-out bits per index; then
     the bits per index the codec writes at each setting (per packet the cheaper table)."""
     t0, K = time.time(), src.alphabet
-    priors, unigram, rows = [], [], []
+    priors: list[ContextPrior] = []
+    unigram: list[np.ndarray] = []
+    rows: list[dict[str, Any]] = []
     for k in range(src.n_codebooks):
         y, ctx = examples(src, train, k)
         prior = fit_context_prior(y, ctx, K, src.sizes(k), fit, fit.seed + k)
