@@ -98,9 +98,9 @@ def damaged(draw: st.DrawFn, payload: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Networks on one thread: fast and steady on a loaded 2-core box."""
-    from nmc.codec.threads import one_thread
+    from nmc.codec.threads import torch_threads
 
-    with one_thread():
+    with torch_threads(1):
         yield
 
 
