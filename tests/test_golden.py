@@ -61,3 +61,18 @@ def test_golden_file_decodes_bit_identically(name: str) -> None:
     want_indices, want_decoded = GOLDEN[name]
     assert hashlib.sha256(indices(data).tobytes()).hexdigest() == want_indices
     assert hashlib.sha256(decoded_bytes(data)).hexdigest() == want_decoded
+
+
+def test_a_file_of_the_retired_mcquic_v1_weights_names_both_versions() -> None:
+    """Files written with the v1 weights (until 2026-12-02) carry their hash; the v2 weights refuse them."""
+    from conftest import with_header
+
+    from nmc.codec.errors import WeightsMismatchError
+    from nmc.codec.registry import get_codec
+
+    v1 = with_header((DATA / "mcquic_format1.nmc").read_bytes(), lambda h: h.update(weights="ba88bdd9a546d455"))
+    with pytest.raises(WeightsMismatchError) as refused:
+        api.decompress(v1)
+    message = str(refused.value)
+    assert "ba88bdd9a546d455 (mcquic v1 weights" in message and get_codec("mcquic").weights_hash() in message
+    assert "needs the other weights version" in message
