@@ -2,8 +2,10 @@
 indices and the same samples or pixels.
 
 `tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic v2
-weights): hificodec codes the first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA
-crop of samples/photo_aqua.png (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2.
+weights), `<codec>_format2.nmc` by the codec kit (format 2, the same packets): hificodec codes the
+first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
+(rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2. Format 2 also pins each codec's
+preset header dictionary (a changed dictionary cannot inflate these headers).
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the
 decoded hash pins the networks (on this kind of CPU: other vector units may round differently).
 """
@@ -20,16 +22,17 @@ import pytest
 from nmc.codec import api
 
 DATA = Path(__file__).parent / "data"
-GOLDEN = {  # file -> sha256 of the decoded indices (int64, little endian) and of the decoded media
-    "hificodec_format1.nmc": (
+HASHES = {  # codec -> sha256 of the decoded indices (int64, little endian) and of the decoded media
+    "hificodec": (
         "6fefa2d5857fab2ae8eaa7146755e862bcd6e37c27142fa1d3e4468c90728e99",  # (100 frames, 1 channel, 4 codebooks)
         "810a3b398b94fb0006a28e796b5aba30c24f5f550d6b1aa238eb3fb2204fdf80",  # float32 (32000, 1)
     ),
-    "mcquic_format1.nmc": (
+    "mcquic": (
         "b5c147af26923f58cfb0a0b4f2f563f7dfb98400e17585c4bfbada3e600254b7",  # 180 indices, codebook by codebook
         "2972024747db7ada1f45ec5a77f49b0782f6dabfbf8fa50dbe2d7dd1272b3040",  # uint8 (48, 80, 4)
     ),
 }
+GOLDEN = {f"{codec}_format{v}.nmc": hashes for codec, hashes in HASHES.items() for v in (1, 2)}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
