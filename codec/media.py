@@ -18,7 +18,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -324,6 +324,14 @@ def read_audio(path: str | Path) -> Audio:
             raise MediaError(f"{path}: cannot read audio ({err})") from None
 
     return Audio(int(info.samplerate), int(info.channels), int(info.frames), blocks)
+
+
+def finite_blocks(blocks: Iterable[npt.NDArray[np.float32]], who: str) -> Iterator[npt.NDArray[np.float32]]:
+    """The blocks, refusing NaN or infinite samples (a codec cannot code them)."""
+    for b in blocks:
+        if not np.isfinite(b).all():
+            raise MediaError(f"{who}: audio contains NaN or infinite samples")
+        yield b
 
 
 def resample_blocks(blocks: Iterator[npt.NDArray[np.float32]], rate_in: int, rate_out: int, channels: int) -> Iterator[npt.NDArray[np.float32]]:

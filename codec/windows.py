@@ -40,3 +40,17 @@ def sub_windows(window: np.ndarray, a: int, b: int, size: int, context: int) -> 
         e = min(s + size, b)
         lo, hi = max(s - context, 0), min(e + context, len(window))
         yield window[lo:hi], s - lo, e - lo
+
+
+def exact_length(blocks: Iterable[np.ndarray], channels: int, keep: int, total: int) -> Iterator[np.ndarray]:
+    """The first `keep` rows of a stream of `(n, channels)` blocks, then zeros up to `total` rows."""
+    got = 0
+    for b in blocks:
+        b = b[: keep - got]
+        got += len(b)
+        if len(b):
+            yield b
+        if got == keep:
+            break
+    if total > got:
+        yield np.zeros((total - got, channels), np.float32)

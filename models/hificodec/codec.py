@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,13 +30,13 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.dsp import DCBlocker
-from nmc.codec.errors import ContainerError, MediaError
+from nmc.codec.errors import ContainerError
 from nmc.codec.fields import MAX_FRAMES, HeaderFields, Int, header_field
 from nmc.codec.interface import Encoded, Model, NeuralCodec, Setting
 from nmc.codec.media import MAX_AUDIO_CHANNELS
 from nmc.codec.registry import register_codec
 from nmc.codec.threads import one_thread
-from nmc.codec.windows import sub_windows, windows
+from nmc.codec.windows import exact_length, sub_windows, windows
 
 from .index_coding import context_sizes, decode_indices, encode_indices
 
@@ -85,29 +85,11 @@ class Fields(HeaderFields):
     codebook_size: int = header_field(Int(1, 1 << 16))
 
     def consistent(self, header: Header, setting: Setting) -> bool:
-        packets = -(-self.frames // self.chunk_frames)
-        return isinstance(setting, Rate) and self.codebooks == setting.codebooks and self.frames == -(-self.coded_frames // HOP) and header.packets in (None, packets)
-
-
-def _checked(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    for b in blocks:
-        if not np.isfinite(b).all():
-            raise MediaError("hificodec: audio contains NaN or infinite samples")
-        yield b
-
-
-def _exact(blocks: Iterable[np.ndarray], channels: int, keep: int, total: int) -> Iterator[np.ndarray]:
-    """The first `keep` rows of a block stream, then zeros up to `total` rows."""
-    got = 0
-    for b in blocks:
-        b = b[: keep - got]
-        got += len(b)
-        if len(b):
-            yield b
-        if got == keep:
-            break
-    if total > got:
-        yield np.zeros((total - got, channels), np.float32)
+        packets = -(-self.frames // self.chunk_frames)  # None in the header while streaming
+        return (
+            isinstance(setting, Rate) and self.codebooks == setting.codebooks
+            and self.frames == -(-self.coded_frames // HOP) and header.packets in (None, packets)
+        )  # fmt: skip
 
 
 def _gain(x: np.ndarray) -> float:
@@ -163,8 +145,8 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
                         frames=frames, codebooks=setting.codebooks, groups=GROUPS, codebook_size=model.prior.alphabet)
 
         def packets() -> Iterator[bytes]:
-            x = M.resample_blocks(_checked(audio.blocks()), audio.sample_rate, SAMPLE_RATE, audio.channels)
-            x = _exact(x, audio.channels, coded, frames * HOP)
+            x = M.resample_blocks(M.finite_blocks(audio.blocks(), "hificodec"), audio.sample_rate, SAMPLE_RATE, audio.channels)
+            x = exact_length(x, audio.channels, coded, frames * HOP)
             for window, a, b in windows(x, self.chunk_frames * HOP, ENC_CONTEXT * HOP):
                 yield self._encode_chunk(model, window, a // HOP, b // HOP, setting.codebooks)
 

@@ -34,9 +34,9 @@ from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
-from nmc.codec.threads import one_thread
 
 from .index_coding import COARSE_M, FINE_M, context_sizes, decode_tile, encode_tile
+from .tiling import STRIDE, synthesise, tile_indices, tiles
 
 if TYPE_CHECKING:
     import torch
@@ -44,10 +44,9 @@ if TYPE_CHECKING:
     from .network import McQuic
 
 WEIGHTS = Path(__file__).parent / "weights" / "mcquic.safetensors"
-STRIDE = 16  # pixels per coarse cell; fine cells are 8 pixels
 CODEBOOK_SIZE = 256  # entries per codebook of the shipped model (nominal rates); the header has the model's
 TILE = 1024  # pixels per tile side (packet), a multiple of STRIDE
-ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees
+ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
 DEC_MARGIN = 10  # coarse cells of neighbouring indices the decoder sees (g_c + g_s reach ~9)
 MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
 _META = struct.Struct("<HHH")
@@ -70,12 +69,6 @@ def _quality(stages: int) -> Quality:
 SETTINGS: list[Setting] = [_quality(stages) for stages in (1, 2, 3, 4)]
 
 
-def tiles(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Tiles `(y0, y1, x0, x1)` of the image padded to the stride, in pixels, raster order."""
-    ph, pw = -(-height // STRIDE) * STRIDE, -(-width // STRIDE) * STRIDE
-    return [(y, min(y + tile, ph), x, min(x + tile, pw)) for y in range(0, ph, tile) for x in range(0, pw, tile)]
-
-
 @dataclass(frozen=True)
 class Fields(HeaderFields):
     stride: int = header_field(Int(STRIDE, STRIDE))
@@ -93,32 +86,6 @@ class Fields(HeaderFields):
             and self.codebooks == [COARSE_M] + [FINE_M] * (self.stages - 1) and max(m["width"], m["height"]) <= MAX_SIDE
             and (m["channels"] in (2, 4) or not self.alpha) and header.packets == len(tiles(m["height"], m["width"], self.tile))
         )  # fmt: skip
-
-
-def tile_indices(
-    net: McQuic, rgb: npt.NDArray[np.uint8], box: tuple[int, int, int, int], stages: int, margin: int = ENC_MARGIN, device: str = "cpu"
-) -> list[IntArray]:
-    """Index grids of one tile (coarse codebooks, then fine) from `rgb` `(H, W, 3)`.
-
-    The network sees the tile plus `margin` pixels of the (replicate-padded) image around it.
-    """
-    import torch
-
-    y0, y1, x0, x1 = box
-    wy0, wx0 = max(0, y0 - margin), max(0, x0 - margin)
-    ph, pw = -(-rgb.shape[0] // STRIDE) * STRIDE, -(-rgb.shape[1] // STRIDE) * STRIDE
-    rows = np.minimum(np.arange(wy0, min(ph, y1 + margin)), rgb.shape[0] - 1)
-    cols = np.minimum(np.arange(wx0, min(pw, x1 + margin)), rgb.shape[1] - 1)
-    window = rgb[rows[:, None], cols[None, :]]
-    with torch.inference_mode(), one_thread():  # the same bytes for any thread count
-        x = torch.from_numpy(window).to(device).permute(2, 0, 1)[None].float().div_(255)  # channels_last strides
-        res = net.compress(x, stages)
-    grids = []
-    for s, idx in enumerate(res.indices):
-        f = STRIDE if s == 0 else STRIDE // 2
-        part = idx[0, :, (y0 - wy0) // f : (y1 - wy0) // f, (x0 - wx0) // f : (x1 - wx0) // f]
-        grids += list(part.cpu().numpy().astype(np.int64))
-    return grids
 
 
 @register_codec("mcquic")
@@ -219,25 +186,5 @@ class McQuicCodec(NeuralCodec["McQuic"]):
             if a is not None:
                 out[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1], -1] = a.astype(out.dtype) * scale
         for box in boxes:
-            self._synthesise(out, coarse, fine, box, fields.dec_margin, m)
+            synthesise(self.model.net, out, coarse, fine, box, fields.dec_margin, self.device)
         return M.Image(out)
-
-    def _synthesise(self, out: np.ndarray, coarse: np.ndarray, fine: np.ndarray, box: tuple[int, int, int, int], margin: int, m: dict[str, Any]) -> None:
-        """Decode tile `box` from its indices plus `margin` coarse cells around it into `out`."""
-        import torch
-
-        y0, y1, x0, x1 = (v // STRIDE for v in box)
-        wy0, wx0 = max(0, y0 - margin), max(0, x0 - margin)
-        wy1, wx1 = min(coarse.shape[1], y1 + margin), min(coarse.shape[2], x1 + margin)
-        idx = [coarse[None, :, wy0:wy1, wx0:wx1]] + [f[None, :, 2 * wy0 : 2 * wy1, 2 * wx0 : 2 * wx1] for f in fine]
-        with torch.inference_mode(), one_thread():  # the same pixels for any thread count
-            ts = [torch.from_numpy(i.astype(np.int64)).to(self.device) for i in idx]
-            x = self.model.net.decompress(ts, 1 + fine.shape[0], (STRIDE * (wy1 - wy0), STRIDE * (wx1 - wx0)))[0]
-            if m["channels"] <= 2:
-                x = x.mean(0, keepdim=True)
-            pixels = x.mul(255).round_().to(torch.uint8).cpu().numpy()
-        py0, px0 = STRIDE * y0, STRIDE * x0
-        py1, px1 = min(STRIDE * y1, m["height"]), min(STRIDE * x1, m["width"])
-        core = pixels[:, py0 - STRIDE * wy0 : py1 - STRIDE * wy0, px0 - STRIDE * wx0 : px1 - STRIDE * wx0].transpose(1, 2, 0)
-        color = 1 if m["channels"] <= 2 else 3
-        out[py0:py1, px0:px1, :color] = core.astype(out.dtype) * (257 if m["bit_depth"] == 16 else 1)
