@@ -143,7 +143,7 @@ class TestStreaming:
         assert (streamed == whole).mean() > 0.995  # the same up to float summation order
         y = codec.decode(header, iter(packets)).to_array()[:, 0]
         ref = net.decode(torch.from_numpy(streamed)[None])[0, 0, : len(x)].numpy()
-        ref = DCBlocker(1, 16000 // 2)(ref[:, None])[:, 0]  # the codec removes the decoder's DC offset
+        ref = DCBlocker(1, H.DC_WINDOW)(ref[:, None])[:, 0]  # the codec removes the decoder's DC offset
         assert np.abs(y - ref).max() < 1e-4
 
     def test_decoded_audio_has_no_dc_offset(self, codec: H.HiFiCodecCodec) -> None:

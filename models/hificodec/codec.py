@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 WEIGHTS = Path(__file__).parent / "weights" / "hificodec_16k.safetensors"
 SAMPLE_RATE = 16000
+DC_WINDOW = SAMPLE_RATE // 10  # samples averaged by the output DC blocker (0.1 s: converges within short clips)
 HOP = 320  # samples per codec frame (50 frames/s)
 CHUNK_FRAMES = 1500  # codec frames per packet (30 s): the coder's ~2 bytes per stream stay < 0.1 %
 WINDOW_FRAMES = 500  # codec frames per network call (10 s): bounds memory whatever the packet size
@@ -397,7 +398,7 @@ class HiFiCodecCodec(NeuralCodec):
             import torch
 
             left = coded
-            dc = DCBlocker(ch, SAMPLE_RATE // 2)  # the decoder's activations leave a DC offset
+            dc = DCBlocker(ch, DC_WINDOW)  # the decoder's activations leave a DC offset
             for window, a, b in _windows(indices(), header.extra["chunk_frames"], DEC_CONTEXT):
                 gain = gains.popleft()
                 for sub, sa, sb in _sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):
