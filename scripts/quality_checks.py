@@ -1,6 +1,7 @@
 """Checks of what a person sees and hears in decoded output (issue 12's targets beyond PSNR/PESQ).
 
     python scripts/quality_checks.py images ../shared/data/dev/images --codec mcquic
+    python scripts/quality_checks.py images ../shared/data/dev/images --codec webp --settings q50,q80   # an anchor
     python scripts/quality_checks.py speech ../shared/data/dev/speech --codec hificodec
 
 Images, per setting over the folder:
@@ -18,15 +19,16 @@ Speech, per setting:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import typer
 from scipy import ndimage
 
-from nmc.codec import api
+from nmc.codec import anchors, api
 from nmc.codec import media as M
-from nmc.codec.registry import get_codec
+from nmc.codec.registry import available, get_codec
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -55,32 +57,41 @@ def detail_kept(ref: np.ndarray, dec: np.ndarray) -> float:
     return float((lap(dec) ** 2).mean() / max((lap(ref) ** 2).mean(), 1e-12))
 
 
+def image_coder(name: str) -> tuple[list[str], Callable[[M.Image, str], bytes], Callable[[bytes], M.Image]]:
+    """Settings, encode and decode of a learned codec or a classical anchor."""
+    if name in available():
+        def decode(data: bytes) -> M.Image:
+            out = api.decompress(data)
+            assert isinstance(out, M.Image)
+            return out
+
+        return [s.name for s in get_codec(name).settings()], lambda m, s: api.compress(name, m, s), decode
+    a = anchors.get_anchor(name)
+    return a.settings(), a.encode, a.decode
+
+
 @app.command()
-def images(folder: Path, codec: str = "mcquic") -> None:
-    c = get_codec(codec)
+def images(folder: Path, codec: str = "mcquic", settings: str = "") -> None:
+    names, encode, decode = image_coder(codec)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
     print("setting  bpp     specks  border/interior  detail kept  gray drift (max |R-G|,|G-B|)")
-    for s in c.settings():
+    for s in settings.split(",") if settings else names:
         specks, border, detail, drift, bits, pixels = 0, [], [], 0, 0, 0
         for f in files:
             _, media = api.load_media(f)
             assert isinstance(media, M.Image)
             ref = media.pixels[..., :3].astype(np.uint8)
-            data = api.compress(codec, media, s.name)
-            dec = api.decompress(data)
-            assert isinstance(dec, M.Image)
-            out = dec.pixels[..., :3].astype(np.uint8)
+            data = encode(media, s)
+            out = decode(data).pixels[..., :3].astype(np.uint8)
             specks += speck_clusters(ref, out)
             border.append(border_ratio(ref, out))
             detail.append(detail_kept(ref, out))
             bits += 8 * len(data)
             pixels += ref.shape[0] * ref.shape[1]
             gray = np.repeat(ref.mean(-1, keepdims=True).round().astype(np.uint8), 3, axis=-1)
-            g = api.decompress(api.compress(codec, M.Image(gray), s.name))
-            assert isinstance(g, M.Image)
-            gp = g.pixels[..., :3].astype(np.int16)
+            gp = decode(encode(M.Image(gray), s)).pixels[..., :3].astype(np.int16)
             drift = max(drift, int(np.abs(gp[..., 0] - gp[..., 1]).max()), int(np.abs(gp[..., 1] - gp[..., 2]).max()))
-        print(f"{s.name:8} {bits / pixels:.4f}  {specks:6d}  {np.mean(border):15.2f}  {np.mean(detail):11.2f}  {drift}",
+        print(f"{s:8} {bits / pixels:.4f}  {specks:6d}  {np.mean(border):15.2f}  {np.mean(detail):11.2f}  {drift}",
               flush=True)
 
 
