@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import subprocess
-import sys
-import textwrap
 from dataclasses import asdict
 from pathlib import Path
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 WEIGHTS = Path(__file__).parent / "weights" / "hificodec_16k.safetensors"
 SAMPLE_RATE = 16000
+DC_WINDOW = SAMPLE_RATE // 10  # samples averaged by the output DC blocker (0.1 s: converges within short clips)
 HOP = 320  # samples per codec frame (50 frames/s)
 GROUPS = 2  # GRVQ groups
 CODEBOOK_SIZE = 1024  # entries per codebook of the shipped model (nominal rates); the header has the model's
@@ -207,7 +208,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
             import torch
 
             left = coded
-            dc = DCBlocker(ch, SAMPLE_RATE // 2)  # the decoder's activations leave a DC offset
+            dc = DCBlocker(ch, DC_WINDOW)  # the decoder's activations leave a DC offset
             for window, a, b in windows(indices(), fields.chunk_frames, DEC_CONTEXT):
                 gain = gains.popleft()
                 for sub, sa, sb in sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):

@@ -135,6 +135,7 @@ def main(
     tiny: bool = False,                  # tiny model, batch and data: a CPU smoke test in seconds
     seed: int = 1337,
     log_every: int = 50,                 # steps per log-file line (stdout every 200 steps)
+    compile: bool = False,               # torch.compile g_a, g_s and the discriminators (eager if it fails)
 ) -> None:
     t_start = time.time()
     cfg = TINY["model"] if tiny else CodecConfig()
@@ -194,6 +195,22 @@ def main(
         f"{n_params(model.quantizer) / 1e6:.3f}, g_s {n_params(model.g_s) / 1e6:.2f}), "
         f"discriminator {n_params(disc) / 1e6:.2f} M")
     raw_model, raw_disc = model, disc
+    if compile and max_steps > step:
+        t0 = time.time()
+        undo = runtime.compile_modules([model.g_a, model.g_s, *disc.discs])
+        try:  # a compile failure only shows at the first call: one forward and backward now, no update
+            g = torch.Generator(device).manual_seed(0)
+            x0 = 0.1 * torch.randn(batch_size, 1, segment, device=device, generator=g)
+            with rt.autocast():
+                x0_hat = model(x0, torch.full((batch_size,), cfg.levels, device=device)).x_hat
+                probe = x0_hat.float().square().mean() + sum(f[-1].float().mean() for f in disc(x0_hat))
+            probe.backward()
+            say(f"torch.compile of g_a, g_s and the discriminators took {time.time() - t0:.0f} s")
+        except Exception as err:  # noqa: BLE001 (any compiler failure: train eager instead)
+            undo()
+            say(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running eager")
+        model.zero_grad(set_to_none=True)
+        disc.zero_grad(set_to_none=True)
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)  # type: ignore[assignment]  # forwards to the module
         disc = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None)  # type: ignore[assignment]

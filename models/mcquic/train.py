@@ -238,9 +238,7 @@ def main(
     Q = model_args.qualities
     pixels = batch * world * crop * crop
     train_macs = 3 * conv_macs(net, torch.zeros(1, 3, 64, 64, device=device))  # fwd + bwd ~ 3x fwd; no RNG draw (exact resume)
-    if compile:
-        for name in COMPILED:
-            getattr(net, name).compile()
+    undo_compile = runtime.compile_modules(getattr(net, name) for name in COMPILED) if compile else None
     say(f"training: {Q} levels per crop, {train_macs / 1e3:.0f} kMAC per pixel per step (fwd + bwd), {pixels} pixels per step")
 
     # training loop
@@ -260,8 +258,8 @@ def main(
                 raise
             say(f"torch.compile failed ({type(err).__name__}: {str(err)[:200]}); running eager")
             compile = False
-            for name in COMPILED:
-                getattr(net, name)._compiled_call_impl = None  # what nn.Module.compile() set
+            assert undo_compile is not None
+            undo_compile()
             opt.zero_grad(set_to_none=True)
             continue
         step += 1

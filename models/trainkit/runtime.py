@@ -7,7 +7,7 @@ broadcast, so ranks never wait on each other forever (seen on 4-GPU machines oth
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -73,3 +73,24 @@ def start() -> Runtime:
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
         return Runtime(dist.get_rank(), dist.get_world_size(), local, device, True)
     return Runtime(0, 1, 0, device, False)
+
+
+def compile_modules(modules: Iterable[torch.nn.Module]) -> Callable[[], None]:
+    """`torch.compile` each module in place; returns an undo that makes them eager again.
+
+    A compile failure only shows at the first call, so train.py runs its first step under a
+    try and falls back to eager with the undo (what `nn.Module.compile` sets is `_compiled_call_impl`).
+    """
+    import torch._dynamo
+
+    # instances of one class share a code object: the 5 period discriminators alone need 10 entries
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    modules = list(modules)
+    for m in modules:
+        m.compile()
+
+    def undo() -> None:
+        for m in modules:
+            m._compiled_call_impl = None
+
+    return undo
