@@ -4,6 +4,7 @@ the license; installed on its own (no repository beside it), `nmc bench` runs wi
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,8 +19,13 @@ SOURCES = {"codec": "nmc/codec", "cli": "nmc/cli", "models": "nmc/models"}
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)], check=True, capture_output=True)
+    """Built from a copy of the sources: a build/ folder of earlier builds would leak into it."""
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("nmc", *SOURCES):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)], check=True, capture_output=True)
     return next(out.glob("nmc-*.whl"))
 
 
