@@ -36,7 +36,7 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 for job in $JOBS; do echo "== $job"; tail -n 4 "$OUT/$job.stdout"; done
-for job in $JOBS; do python3 -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job"; done
+for job in $JOBS; do python3 -P -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job"; done
 rm -f "$OUT"/*.stdout
 ls -la "$OUT" "$OUT"/ckpt_* 2>/dev/null
 exit $rc
