@@ -108,11 +108,19 @@ SECTIONS = ("extra", "media")
 F = TypeVar("F", bound="HeaderFields")
 
 
-def header_field(spec: Field, section: str = "extra") -> Any:
-    """A field of a `HeaderFields` dataclass: its JSON type and range, and the header section it lives in."""
+def header_field(spec: Field, section: str = "extra", default: Any = dataclasses.MISSING) -> Any:
+    """A field of a `HeaderFields` dataclass: its JSON type and range, and the header section it lives in.
+
+    A field with a `default` was added after files without it were written: absent means the
+    default, and it is written only when it differs (so older readers' files stay the same bytes).
+    """
     if section not in SECTIONS:
         raise ValueError(f"header section {section!r} is not one of {SECTIONS}")
-    return dataclasses.field(metadata={"spec": spec, "section": section})
+    return dataclasses.field(default=default, metadata={"spec": spec, "section": section})
+
+
+def _optional(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,8 @@ class HeaderFields:
         values = {}
         for f in dataclasses.fields(cls):
             section = f.metadata["section"]
+            if _optional(f) and f.name not in getattr(header, section):
+                continue
             _check(getattr(header, section), f.name, f.metadata["spec"], section)
             values[f.name] = getattr(header, section)[f.name]
         return cls(**values)
@@ -136,4 +146,5 @@ class HeaderFields:
 
     def section(self, name: str) -> dict[str, Any]:
         """The fields that live in header section `name`, as written."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["section"] == name}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["section"] == name and not (_optional(f) and getattr(self, f.name) == f.default)}

@@ -143,6 +143,17 @@ class TestRoundTrip:
         assert out.shape == (h, w, 3) and out.dtype == np.uint8
         assert header.media == {"kind": "image", "width": w, "height": h, "channels": 3, "bit_depth": 8} and len(packets) == 1
 
+    def test_gray_stored_as_rgb_comes_back_gray(self, codec: Q.McQuicCodec) -> None:
+        rgb = np.repeat(photo().mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+        data = encode(codec, rgb, "q2")
+        header, _ = open_stream(data)
+        out = decode(codec, data)
+        assert header.extra["gray"] is True and out.shape == rgb.shape
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+        colour = photo()  # a colour photo keeps its three planes and writes no gray field
+        header, _ = open_stream(encode(codec, colour, "q2"))
+        assert "gray" not in header.extra
+
     def test_gray_comes_back_gray(self, codec: Q.McQuicCodec) -> None:
         gray = photo().mean(axis=2, keepdims=True).astype(np.uint8)
         out = decode(codec, encode(codec, gray, "q3"))

@@ -78,6 +78,7 @@ class Fields(HeaderFields):
     codebook_size: int = header_field(Int(1, 1 << 16))
     alpha: bool = header_field(BOOL)
     dec_margin: int = header_field(Int(0, 64))
+    gray: bool = header_field(BOOL, default=False)  # R=G=B colour image: one decoded plane copied to all three
 
     def consistent(self, header: Header, setting: Setting) -> bool:
         m = header.media
@@ -137,8 +138,9 @@ class McQuicCodec(NeuralCodec["McQuic"]):
         rgb, alpha = M.to_rgb8(image)
         model, stages = self.model, setting.stages
         boxes = tiles(image.height, image.width, self.tile)
+        gray = image.channels >= 3 and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
         fields = Fields(stride=STRIDE, tile=self.tile, stages=stages, codebooks=[COARSE_M] + [FINE_M] * (stages - 1),
-                        codebook_size=model.prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin)
+                        codebook_size=model.prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin, gray=gray)
 
         def packets() -> Iterator[bytes]:
             for y0, y1, x0, x1 in boxes:
@@ -186,5 +188,5 @@ class McQuicCodec(NeuralCodec["McQuic"]):
             if a is not None:
                 out[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1], -1] = a.astype(out.dtype) * scale
         for box in boxes:
-            synthesise(self.model.net, out, coarse, fine, box, fields.dec_margin, self.device)
+            synthesise(self.model.net, out, coarse, fine, box, fields.dec_margin, self.device, fields.gray)
         return M.Image(out)

@@ -54,9 +54,10 @@ def tile_indices(net: McQuic, rgb: npt.NDArray[np.uint8], box: Box, stages: int,
     return grids
 
 
-def synthesise(net: McQuic, out: np.ndarray, coarse: np.ndarray, fine: np.ndarray, box: Box, margin: int, device: str = "cpu") -> None:
+def synthesise(net: McQuic, out: np.ndarray, coarse: np.ndarray, fine: np.ndarray, box: Box, margin: int,
+               device: str = "cpu", gray: bool = False) -> None:
     """Decode tile `box` of `out` `(H, W, C)` from the index grids of the whole image, the tile's
-    and `margin` coarse cells around it; gray for C <= 2 (alpha is filled elsewhere), uint8 or uint16."""
+    and `margin` coarse cells around it; gray for C <= 2 or `gray` (alpha is filled elsewhere), uint8 or uint16."""
     import torch
 
     y0, y1, x0, x1 = (v // STRIDE for v in box)
@@ -66,7 +67,7 @@ def synthesise(net: McQuic, out: np.ndarray, coarse: np.ndarray, fine: np.ndarra
     with torch.inference_mode(), one_thread():  # the same pixels for any thread count
         ts = [torch.from_numpy(i.astype(np.int64)).to(device) for i in idx]
         x = net.decompress(ts, 1 + fine.shape[0], (STRIDE * (wy1 - wy0), STRIDE * (wx1 - wx0)))[0]
-        if out.shape[2] <= 2:
+        if out.shape[2] <= 2 or gray:  # the three output planes differ slightly: their mean is the gray
             x = x.mean(0, keepdim=True)
         pixels = x.mul(255).round_().to(torch.uint8).cpu().numpy()
     py0, px0 = STRIDE * y0, STRIDE * x0
