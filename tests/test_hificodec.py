@@ -249,6 +249,20 @@ class TestEdgeCases:
         assert y.shape == (16000, 2) and np.isfinite(y).all()
 
     @shipped
+    @pytest.mark.parametrize("setting", ["1kbps", "4kbps"])
+    def test_near_silence_is_cheap(self, setting: str) -> None:
+        """5 s of room noise at -60 dBFS cost 0.9-3.6 kbit/s before frames this quiet were gated."""
+        noise = (np.random.default_rng(0).standard_normal((5 * 16000, 1)) * 10 ** (-60 / 20)).astype(np.float32)
+        data = encode(registry.get_codec("hificodec"), noise, 16000, setting)  # type: ignore[arg-type]
+        assert 8 * len(data) / 5 < 300
+
+    def test_quiet_speech_is_not_gated(self, codec: H.HiFiCodecCodec) -> None:
+        x = speech(3.0) * np.float32(10 ** (-35 / 20) / np.abs(speech(3.0)).max())  # peaks at -35 dBFS
+        assert H.silent_frames(x[:, 0], 0, len(x) // H.HOP).mean() < 0.35  # only the pauses
+        y = decode(codec, encode(codec, x, 16000)).to_array()
+        assert 0.5 < np.sqrt(np.mean(y**2) / np.mean(x**2)) < 2
+
+    @shipped
     def test_silence_is_cheap(self, codec: H.HiFiCodecCodec) -> None:
         _, packets = open_stream(encode(codec, np.zeros((16000, 1), np.float32), 16000))
         assert sum(len(p) for p in packets if p is not None) < 100

@@ -55,6 +55,8 @@ CHUNK_FRAMES = 1500  # codec frames per packet (30 s): the coder's ~2 bytes per 
 WINDOW_FRAMES = 500  # codec frames per network call (10 s): bounds memory whatever the packet size
 ENC_CONTEXT = 10  # frames of audio on each side of a chunk; g_a's receptive field is 8
 DEC_CONTEXT = 12  # frames of indices on each side of a chunk; g_s's receptive field is 11
+SILENCE_DBFS = -57.0  # a frame this quiet (RMS), with SILENCE_HANGOVER quiet frames on each side, is
+SILENCE_HANGOVER = 2  # coded as digital silence: its indices repeat and cost little (the encoder's choice)
 _META = struct.Struct("<H")
 _CHANNEL = struct.Struct("<Bf")
 
@@ -93,6 +95,16 @@ class Fields(HeaderFields):
         )  # fmt: skip
 
 
+def silent_frames(x: np.ndarray, a: int, b: int) -> npt.NDArray[np.bool_]:
+    """Which of frames a..b of `x` (16 kHz, the gain applied) lie in near-silence: the frame and
+    `SILENCE_HANGOVER` frames on each side below `SILENCE_DBFS` (onsets and word ends stay coded)."""
+    n = len(x) // HOP
+    rms = np.sqrt(np.mean(np.square(x[: n * HOP].astype(np.float64).reshape(n, HOP)), axis=1))
+    quiet = np.pad(rms < 10 ** (SILENCE_DBFS / 20), SILENCE_HANGOVER, constant_values=True)
+    runs = np.asarray(np.lib.stride_tricks.sliding_window_view(quiet, 2 * SILENCE_HANGOVER + 1).all(axis=1))
+    return runs[a:b] if b <= n else np.pad(runs, (0, b - n), constant_values=True)[a:b]
+
+
 def _gain(x: np.ndarray) -> float:
     """Divisor that brings `x` into [-1, 1]: 1, or the peak rounded up to float32."""
     peak = np.float32(np.abs(x).max(initial=0.0))
@@ -122,6 +134,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         if not 1 <= chunk_frames <= 0xFFFF or window_frames < 1:
             raise ValueError(f"chunk_frames={chunk_frames} outside [1, 65535] or window_frames={window_frames} < 1")
         self.chunk_frames, self.window_frames = chunk_frames, window_frames
+        self._silence: tuple[Model[HiFiCodec], npt.NDArray[np.int64]] | None = None  # (model, its silence indices)
 
     def settings(self) -> list[Setting]:
         return SETTINGS
@@ -164,7 +177,20 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
                 y = net.g_a(torch.from_numpy(np.ascontiguousarray(sub, np.float32))[None, None].to(self.device))
                 idx = net.quantizer.codes_to_indices(y[..., sa // HOP : sb // HOP], n_cb // GROUPS)
             parts.append(idx[0].cpu().numpy().astype(np.int64))
-        return np.concatenate(parts, axis=1)
+        indices = np.concatenate(parts, axis=1)
+        indices[:, silent_frames(x, a, b)] = self.silence_indices(model)[:n_cb, None]
+        return indices
+
+    def silence_indices(self, model: Model[HiFiCodec]) -> npt.NDArray[np.int64]:
+        """The indices (all codebooks) the encoder gives digital silence, away from any edge."""
+        import torch
+
+        if self._silence is None or self._silence[0] is not model:
+            zeros = torch.zeros(1, 1, (2 * ENC_CONTEXT + 1) * HOP)
+            with torch.inference_mode(), one_thread():
+                idx = model.net.quantizer.codes_to_indices(model.net.g_a(zeros.to(self.device)), model.net.config.levels)
+            self._silence = (model, idx[0, :, ENC_CONTEXT].cpu().numpy().astype(np.int64))
+        return self._silence[1]
 
     def _encode_chunk(self, model: Model[HiFiCodec], window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
         meta, streams = [_META.pack(b - a)], []
