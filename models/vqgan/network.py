@@ -274,7 +274,7 @@ class VQGAN(nn.Module):
 
 def args_from_dict(d: dict) -> VQGANArgs:
     """`VQGANArgs` from its JSON form (lists back to tuples)."""
-    return VQGANArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    return VQGANArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
 def export_tensors(net: VQGAN) -> dict[str, Tensor]:
