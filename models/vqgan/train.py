@@ -203,7 +203,7 @@ def main(
             usage.copy_(tensors["usage"])
         say(f"resumed from {ckpt_dir} at step {step} ({train_seconds / 60:.1f} training minutes so far; trains {trainable})")
     lpips = st_lpips_net(device)
-    model = DDP(net, device_ids=[rt.local_rank] if rt.cuda else None, broadcast_buffers=False) if rt.ddp else net
+    model = DDP(net, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp else net
     d_model = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp else disc
     n_params = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
     say(f"world {rt.world} device {device}; generator {n_params(net):.2f} M (g_a {n_params(net.g_a):.2f}, vq "
