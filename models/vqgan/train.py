@@ -120,7 +120,7 @@ def main(
     tune_decoder: bool = False,  # rung runs: fine-tune g_s too
     minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides, all ranks stop together
     max_steps: int = 10**9,  # stop at this total step count (resume-aware)
-    total_steps: int = 60_000,  # horizon of the cosine LR decay (over all calls; resume with more to extend)
+    total_steps: int = 40_000,  # horizon of the cosine LR decay (over all calls; resume with more to extend)
     batch: int = 16,  # crops per GPU (per process)
     crop: int = 256,  # crop size, a multiple of 16
     scale_min: float = 0.9,  # random rescale: crop s*crop pixels with s in [scale_min, scale_max], resize to crop
