@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_image
 from nmc.codec import anchors as A
+from nmc.codec import media as M
 from nmc.codec import metrics as Q
 from nmc.codec.media import Audio, Image
 
@@ -75,7 +76,7 @@ class TestAudioAnchors:
     def test_opus(self, rate: int) -> None:
         opus = A.get_anchor("opus")
         audio = speechlike(1.0, rate)
-        rates = [Q.kbit_per_second(len(opus.encode(audio, s)), audio.frames, rate) for s in opus.settings()]
+        rates = [M.real_rate(len(opus.encode(audio, s)), M.metadata(audio))[0] for s in opus.settings()]
         assert rates == sorted(rates) and rates[0] < 6 and rates[-1] < 20
         decoded = opus.decode(opus.encode(audio, "16k"))
         assert decoded.sample_rate == (rate if rate == 16000 else 48000)
@@ -88,7 +89,7 @@ class TestAudioAnchors:
         for setting in ("1600", "2400", "3200"):
             data = codec2.encode(audio, setting)
             assert data[:3] == b"\xc0\xde\xc2"
-            assert Q.kbit_per_second(len(data), audio.frames, 16000) == pytest.approx(int(setting) / 1000, rel=0.05)
+            assert M.real_rate(len(data), M.metadata(audio))[0] == pytest.approx(int(setting) / 1000, rel=0.05)
             decoded = codec2.decode(data)
             assert decoded.sample_rate == 8000 and abs(decoded.frames / 8000 - 2.0) < 0.05
             assert np.abs(decoded.to_array()).max() > 0.05

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 import typer
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, load_model, save_model
+from nmc.codec.weights import Weights, read_weights, write_weights
+from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, export_tensors
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
 from nmc.models.trainkit.images import load_images, random_crops
@@ -119,7 +120,7 @@ def main(
     ckpt = ckpt_io.load(ckpt_dir)
     model_args = args_from_dict(ckpt[1]["model_args"]) if ckpt else (TINY if tiny else McQuicArgs())
     torch.manual_seed(seed)  # identical init on every rank
-    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)
+    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stub lacks memory_format
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=cuda)
     step, train_seconds, warm_from = 0, 0.0, 0
     if ckpt:
@@ -133,7 +134,8 @@ def main(
             torch.cuda.set_rng_state(tensors["rng/cuda"])
         say(f"resumed from {ckpt_dir} at step {step} ({train_seconds / 60:.1f} training minutes so far)")
     elif init is not None:
-        net.load_state_dict(load_model(init).state_dict())
+        start = read_weights(init)
+        net.load_state_dict(McQuic.from_state_dict(start.state, start.args).state_dict())
         say(f"initialised from {init}; fresh optimizer")
     gen = torch.Generator()  # data RNG, re-seeded from (seed, rank, step) every step: a resumed run sees the same crops
     model = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False) if ddp else net
@@ -244,7 +246,7 @@ def main(
             for q, (p, b) in evaluate(net, held_imgs, device).items():
                 say(f"eval held-out ({len(held_imgs)} train images) q{q}: PSNR {p:.2f} dB, fixed-length bpp {b:.4f}")
         if export:
-            save_model(net, export)
+            write_weights(export, Weights(export_tensors(net), asdict(net.args), report={"step": step}))
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
     log.close()
     rt.close()
