@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: train hificodec and mcquic (and/or vqgan) side by side on the lent GPU machine.
 #   usage: MINUTES=8.5 scripts/device_train.sh        (from the repo root; carry .data and .whl)
-#          MINUTES=8.5 JOBS=vqgan scripts/device_train.sh   (carry .data/images and .data/gpu_stlpips, no wheels)
+#          MINUTES=8.5 JOBS=vqgan scripts/device_train.sh   (needs .data/images, .data/gpu_stlpips and .whl there)
 # Each job is torchrun + DDP over all GPUs (they share them) and resumes from .ckpt/<name>, which a
 # warm machine keeps between calls; on a fresh machine, .ckpt/<name> travels with `carry` or the
 # job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Back in $OUT: the logs and a copy of each

@@ -29,7 +29,8 @@ import typer
 from safetensors.torch import save_file
 
 from nmc.models.trainkit.images import load_images
-from nmc.models.vqgan.network import VQGAN, load_model
+from nmc.codec.weights import read_weights
+from nmc.models.vqgan.network import VQGAN
 
 FORMAT = "nmc-vqgan-ladder-v1"
 
@@ -95,7 +96,8 @@ def main(
     seed: int = 0,
 ) -> None:
     sizes = sorted({int(s) for s in rungs.split(",")})
-    net = load_model(network)
+    start = read_weights(network)
+    net = VQGAN.from_state_dict(start.state, start.args)
     codes = net.vq.unit_codes().detach()
     weights = code_counts(net, data) if data is not None else None
     tensors: dict[str, torch.Tensor] = {} if weights is None else {"base.counts": weights}

@@ -17,10 +17,8 @@ sized for CPU decoding, 8-dimensional unit codes.
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +26,8 @@ from torch import Tensor, nn
 
 __all__ = [
     "ChannelNorm", "FactorizedVQ", "ForwardResult", "PatchDiscriminator", "VQGAN", "VQGANArgs", "VQResult",
-    "args_from_dict", "export_tensors", "load_model", "save_model",
+    "args_from_dict", "export_tensors",
 ]
-
-FORMAT = "nmc-vqgan-v1"
 
 
 # helpers
@@ -278,30 +274,10 @@ def args_from_dict(d: dict) -> VQGANArgs:
 
 
 def export_tensors(net: VQGAN) -> dict[str, Tensor]:
-    """Inference tensors for shipping: convolutions in fp16, the codebook in fp32 (its argmax decides indices)."""
+    """Inference tensors for shipping (`codec.weights` writes them): convolutions in fp16, the codebook
+    in fp32 (its argmax decides indices)."""
     return {k: v.detach().to("cpu", torch.float32 if k == "vq.codebook" else torch.float16).contiguous()
             for k, v in net.state_dict().items()}  # fmt: skip
-
-
-def save_model(net: VQGAN, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write `export_tensors` as safetensors with `model_args` (and `metadata`) in the header."""
-    from safetensors.torch import save_file
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    meta = {**(metadata or {}), "format": FORMAT, "model_args": json.dumps(asdict(net.args))}
-    save_file(export_tensors(net), str(path), metadata=meta)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> VQGAN:
-    """Load weights written by `save_model` (safetensors, never pickle); an fp32 model in eval mode."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not a vqgan weights file (format {meta.get('format')!r}, expected {FORMAT!r})")
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    return VQGAN.from_state_dict(state, json.loads(meta["model_args"])).to(device)
 
 
 # discriminator (training only)

@@ -41,7 +41,8 @@ from nmc.models.trainkit import runtime
 from nmc.models.trainkit.images import load_images, random_crops
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
-from nmc.models.vqgan.network import VQGAN, PatchDiscriminator, VQGANArgs, args_from_dict, load_model, save_model
+from nmc.codec.weights import Weights, read_weights, write_weights
+from nmc.models.vqgan.network import VQGAN, PatchDiscriminator, VQGANArgs, args_from_dict, export_tensors
 
 TINY = VQGANArgs(enc_channels=(8, 8, 16, 16), enc_blocks=(0, 1, 0, 1), dec_channels=(8, 16, 16, 16), dec_blocks=(0, 1, 0, 1),
                  codebook_size=64, code_dim=4)  # fmt: skip
@@ -72,7 +73,7 @@ def evaluate(trained: VQGAN, images: list[torch.Tensor], lpips: nn.Module, devic
         x = im[None].to(device).float() / 255
         idx = net.encode(x)
         used[idx.flatten()] = True
-        y = (net.decode(idx, tuple(x.shape[-2:])) * 255).round() / 255
+        y = (net.decode(idx, (x.shape[-2], x.shape[-1])) * 255).round() / 255
         psnr.append(-10 * math.log10(F.mse_loss(y, x).item() + 1e-12))
         lp.append(lpips(y, x, normalize=True).mean().item())
         bpp.append(net.bits(*x.shape[-2:]) / x[0, 0].numel())
@@ -92,8 +93,9 @@ def load_init(path: Path, disc_args: dict) -> tuple[VQGAN, PatchDiscriminator, d
         disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d/")})
         return net, disc, meta["disc_args"], f"generator and discriminator of {path} (step {meta['step']})"
     try:
-        net = load_model(path).train()
-    except (ValueError, OSError, RuntimeError) as e:
+        start = read_weights(path)
+        net = VQGAN.from_state_dict(start.state, start.args).train()
+    except (ValueError, TypeError, RuntimeError) as e:
         raise typer.BadParameter(f"--init {path}: {e}") from None
     return net, PatchDiscriminator(**disc_args), disc_args, f"generator of {path}; fresh discriminator"
 
@@ -183,7 +185,8 @@ def main(
             say(f"codebook swapped for the {rung}-entry k-means rung of {ladder}")
     else:
         net, disc, trainable = VQGAN(TINY if tiny else VQGANArgs()), PatchDiscriminator(**disc_args), "all"
-    net, disc = net.to(device).to(memory_format=torch.channels_last), disc.to(device).to(memory_format=torch.channels_last)
+    for m in (net, disc):
+        m.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stub lacks memory_format
     params = list(net.parameters()) if trainable == "all" else net.rung_parameters(decoder=trainable == "rung+decoder")
     net.requires_grad_(False)
     for p in params:
@@ -365,7 +368,7 @@ def main(
             say(f"eval held-out ({len(held_imgs)} training photos): PSNR {psnr:.2f} dB, ST-LPIPS {lp:.4f}, "
                 f"fixed-length {bpp:.4f} bpp, {100 * use:.1f} % of the codes used")
         if export:
-            save_model(net, export, {"step": str(step), "trainable": trainable})
+            write_weights(export, Weights(export_tensors(net), asdict(net.args), report={"step": step, "trainable": trainable}))
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
     log.close()
     rt.close()
