@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import synthetic_image
@@ -10,6 +12,7 @@ from nmc.codec import media as M
 from nmc.codec import metrics as Q
 from nmc.codec.media import Audio, Image
 
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 IMAGE_ANCHORS = ["jpeg", "webp", "avif", "jpeg2000", "jxl", "hevc", "vvc"]
 AUDIO_ANCHORS = ["opus", "codec2"]
 
@@ -47,6 +50,25 @@ class TestImageAnchors:
         decoded = anchor.decode(large)
         assert isinstance(decoded, Image) and decoded.pixels.shape == (*size, 3)
         assert Q.psnr(image.pixels, decoded.pixels) > 30
+
+
+class TestLowRates:
+    """The settings added for extreme-rate codecs reach below the older lowest ones, and still decode."""
+
+    @pytest.mark.parametrize(("name", "lowest", "old_lowest"), [("avif", "q0-s0-dq0", "q0"), ("vvc", "qp63", "qp57")])
+    def test_lower_than_before(self, name: str, lowest: str, old_lowest: str) -> None:
+        from PIL import Image as PILImage
+
+        px = np.ascontiguousarray(np.asarray(PILImage.open(SAMPLES / "photo_aqua.png").convert("RGB"))[:256, :384])
+        anchor = A.get_anchor(name)
+        assert anchor.settings()[0] == lowest and old_lowest in anchor.settings()
+        small, old = anchor.encode(Image(px), lowest), anchor.encode(Image(px), old_lowest)
+        assert len(small) < len(old)  # VVC's parameter sets take ~200 of these bytes
+        assert Q.psnr(px, anchor.decode(small).pixels) > 20
+
+    def test_bad_low_setting(self) -> None:
+        with pytest.raises(ValueError, match="'q3-s0'"):
+            A.get_anchor("avif").encode(synthetic_image(), "q3-s0")
 
 
 class TestAudioAnchors:

@@ -5,5 +5,6 @@
 - `schedule`: learning rate as a function of the global step only (never wall time).
 - `logger`: a log file that starts with the command and the full config.
 - `corpus`: training-file discovery that refuses the development set.
+- `images`: training photos in memory and seeded random crops (mcquic, vqgan).
 - `priors`: the prior-fitting driver (index packets -> integer priors -> the shipped weights file).
 """
