@@ -34,9 +34,10 @@ from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
+from nmc.codec.tiling import alpha_of, is_gray, new_canvas, put_alpha, tiles
 
 from .index_coding import COARSE_M, FINE_M, context_sizes, decode_tile, encode_tile
-from .tiling import STRIDE, synthesise, tile_indices, tiles
+from .tiling import STRIDE, synthesise, tile_indices
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +86,7 @@ class Fields(HeaderFields):
         return (
             isinstance(setting, Quality) and self.stages == setting.stages and self.tile % STRIDE == 0
             and self.codebooks == [COARSE_M] + [FINE_M] * (self.stages - 1) and max(m["width"], m["height"]) <= MAX_SIDE
-            and (m["channels"] in (2, 4) or not self.alpha) and header.packets == len(tiles(m["height"], m["width"], self.tile))
+            and (m["channels"] in (2, 4) or not self.alpha) and header.packets == len(tiles(m["height"], m["width"], self.tile, STRIDE))
         )  # fmt: skip
 
 
@@ -137,19 +138,19 @@ class McQuicCodec(NeuralCodec["McQuic"]):
             raise MediaError(f"mcquic: images up to {MAX_SIDE} pixels a side, got {image.width}x{image.height}")
         rgb, alpha = M.to_rgb8(image)
         model, stages = self.model, setting.stages
-        boxes = tiles(image.height, image.width, self.tile)
-        gray = image.channels >= 3 and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        boxes = tiles(image.height, image.width, self.tile, STRIDE)
+        gray = is_gray(image.channels, rgb)
         fields = Fields(stride=STRIDE, tile=self.tile, stages=stages, codebooks=[COARSE_M] + [FINE_M] * (stages - 1),
                         codebook_size=model.prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin, gray=gray)
 
         def packets() -> Iterator[bytes]:
-            for y0, y1, x0, x1 in boxes:
-                grids = tile_indices(model.net, rgb, (y0, y1, x0, x1), stages, self.enc_margin, self.device)
+            for box in boxes:
+                grids = tile_indices(model.net, rgb, box, stages, self.enc_margin, self.device)
                 enc = E.Encoder()
                 mask = encode_tile(enc, model.prior, grids)
                 streams = [_META.pack(*grids[0].shape, mask), enc.to_bytes()]
                 if alpha is not None:
-                    streams.append(encode_plane(alpha[y0 : min(y1, image.height), x0 : min(x1, image.width)]))
+                    streams.append(encode_plane(alpha_of(alpha, box)))
                 yield pack_streams(streams)
 
         return Encoded(fields, packets(), len(boxes))
@@ -169,14 +170,11 @@ class McQuicCodec(NeuralCodec["McQuic"]):
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
         m = header.media
         h, w, stages = m["height"], m["width"], fields.stages
-        boxes = tiles(h, w, fields.tile)
+        boxes = tiles(h, w, fields.tile, STRIDE)
         ch, cw = -(-h // STRIDE), -(-w // STRIDE)
         coarse = np.zeros((COARSE_M, ch, cw), np.uint8)
         fine = np.zeros((stages - 1, FINE_M, 2 * ch, 2 * cw), np.uint8)
-        out = np.empty((h, w, m["channels"]), np.uint16 if m["bit_depth"] == 16 else np.uint8)
-        scale = 257 if m["bit_depth"] == 16 else 1
-        if m["channels"] in (2, 4) and not fields.alpha:
-            out[..., -1] = 255 * scale
+        out = new_canvas(m, fields.alpha)
         for i, payload in enumerate(packets):  # as many as tiles: the header's count is checked
             y0, _, x0, _ = boxes[i]
             grids, a = self.read_packet(header, fields, payload, boxes[i])
@@ -186,7 +184,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
                 g = np.stack(grids[COARSE_M + FINE_M * s : COARSE_M + FINE_M * (s + 1)])
                 fine[s, :, 2 * cy : 2 * cy + g.shape[1], 2 * cx : 2 * cx + g.shape[2]] = g
             if a is not None:
-                out[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1], -1] = a.astype(out.dtype) * scale
+                put_alpha(out, a, boxes[i])
         for box in boxes:
             synthesise(self.model.net, out, coarse, fine, box, fields.dec_margin, self.device, fields.gray)
         return M.Image(out)
