@@ -122,7 +122,7 @@ class Model(Generic[N]):
 class NeuralCodec(Codec, Generic[N]):
     """A codec whose network and priors live in one weights file, loaded on first use so that
     `nmc --help` and `nmc models` stay fast. The codec supplies `build_net` and the context
-    alphabets its priors must have (`prior_contexts`)."""
+    alphabets its priors must have (`prior_contexts`, and `prior_alphabets` when codebooks differ in size)."""
 
     def __init__(self, weights_path: Path | None = None) -> None:
         if weights_path is not None:
@@ -137,6 +137,10 @@ class NeuralCodec(Codec, Generic[N]):
     def prior_contexts(self, net: N) -> list[list[int]]:
         """Per codebook, the alphabet size of each context its prior is conditioned on."""
 
+    def prior_alphabets(self, net: N) -> list[int] | None:
+        """Per codebook, its alphabet; None: one alphabet shared by every codebook."""
+        return None
+
     @cached_property
     def model(self) -> Model[N]:
         from .weights import read_weights
@@ -149,7 +153,7 @@ class NeuralCodec(Codec, Generic[N]):
             net = self.build_net(w.state, w.args)
             if w.prior is None:
                 raise ValueError("no priors (a network-only export: run fit_prior.py)")
-            w.prior.check(self.prior_contexts(net))
+            w.prior.check(self.prior_contexts(net), self.prior_alphabets(net))
         except (KeyError, TypeError, ValueError) as err:
             raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
         net.to(self.device)

@@ -114,24 +114,40 @@ def tables_from_scores(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]
 @dataclass
 class PriorSet:
     """The priors of a codec's codebooks, as stored in its weights file: one `ContextPrior`
-    and one unigram table per codebook (the unigram codes a packet when it is cheaper)."""
+    and one unigram table per codebook (the unigram codes a packet when it is cheaper).
+    Codebooks may differ in size (vqgan's ladder rungs, one codebook each)."""
 
     priors: list[ContextPrior]
-    unigram: npt.NDArray[np.int32]  # (n_codebooks, K), each row sums to 2**16
+    unigram: list[npt.NDArray[np.int32]]  # per codebook (K_k,), each sums to 2**16
+
+    def __post_init__(self) -> None:
+        self.unigram = [np.asarray(u, np.int32) for u in self.unigram]
+
+    @property
+    def alphabets(self) -> list[int]:
+        return [len(u) for u in self.unigram]
 
     @property
     def alphabet(self) -> int:
-        return int(self.unigram.shape[1])
+        """The alphabet of every codebook; ValueError when they differ (use `alphabets`)."""
+        sizes = set(self.alphabets)
+        if len(sizes) != 1:
+            raise ValueError(f"codebooks of several sizes {sorted(sizes)}")
+        return sizes.pop()
 
-    def check(self, contexts: list[list[int]]) -> None:
-        """ValueError unless there is one prior per codebook, over this alphabet, with `contexts[k]`
-        the alphabet sizes of prior k's contexts (what the codec gives it)."""
-        if len(self.priors) != len(contexts) or self.unigram.shape[0] != len(contexts):
+    def check(self, contexts: list[list[int]], alphabets: list[int] | None = None) -> None:
+        """ValueError unless there is one prior per codebook, with `contexts[k]` the alphabet sizes of
+        prior k's contexts (what the codec gives it), over `alphabets[k]` symbols (default: one
+        alphabet shared by every codebook)."""
+        if len(self.priors) != len(contexts) or len(self.unigram) != len(contexts):
             raise ValueError(f"priors for {len(self.priors)} codebooks, the network has {len(contexts)}")
+        expected = alphabets if alphabets is not None else [self.alphabet] * len(contexts)
+        if self.alphabets != expected:
+            raise ValueError(f"unigram tables over {self.alphabets} symbols, the codec has {expected}")
         for k, (p, sizes) in enumerate(zip(self.priors, contexts)):
             dims = {e.shape[1] for e in p.embed} | {q.shape[0] for q in p.proj}
-            if p.sizes != sizes or p.alphabet != self.alphabet or len(dims) > 1 or any(q.shape[1] != self.alphabet for q in p.proj):
-                raise ValueError(f"prior {k} has contexts of sizes {p.sizes} over {p.alphabet} symbols, the codec gives {sizes} over {self.alphabet}")
+            if p.sizes != sizes or p.alphabet != expected[k] or len(dims) > 1 or any(q.shape[1] != expected[k] for q in p.proj):
+                raise ValueError(f"prior {k} has contexts of sizes {p.sizes} over {p.alphabet} symbols, the codec gives {sizes} over {expected[k]}")
 
     def unigram_is_cheaper(self, k: int, symbols: npt.ArrayLike, context_bits: float) -> bool:
         """Whether codebook k's unigram table codes `symbols` in fewer bits than its context
@@ -139,15 +155,23 @@ class PriorSet:
         return E.cross_entropy_bits(np.asarray(symbols), self.unigram[k]) < context_bits
 
     def to_tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
+        """`prior.unigram` holds the tables as rows zero-padded to the largest alphabet (a valid
+        table has no zero), then each codebook's `ContextPrior`."""
+        unigram = np.zeros((len(self.unigram), max(self.alphabets, default=0)), np.int32)
+        for k, u in enumerate(self.unigram):
+            unigram[k, : len(u)] = u
+        out: dict[str, np.ndarray] = {"prior.unigram": unigram}
         for k, p in enumerate(self.priors):
             out.update(p.to_tensors(f"prior.{k}"))
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> PriorSet:
-        unigram = np.asarray(tensors["prior.unigram"], np.int32)
-        return cls([ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])], unigram)
+        rows = np.asarray(tensors["prior.unigram"], np.int32)
+        priors = [ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(rows.shape[0])]
+        if any(rows[k, p.alphabet :].any() for k, p in enumerate(priors)):
+            raise ValueError("prior.unigram has entries beyond a codebook's alphabet")
+        return cls(priors, [rows[k, : p.alphabet] for k, p in enumerate(priors)])
 
 
 def ideal_bits(prior: ContextPrior, symbols: npt.ArrayLike, contexts: npt.ArrayLike) -> float:

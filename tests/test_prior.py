@@ -60,6 +60,30 @@ def test_serialization_round_trip() -> None:
     assert np.array_equal(back.tables(ctx), prior.tables(ctx))
 
 
+def test_prior_set_of_codebooks_of_several_sizes() -> None:
+    """vqgan's rungs: one codebook each, of its own size; stored as zero-padded unigram rows."""
+    rng = np.random.default_rng(1)
+
+    def prior(K: int) -> P.ContextPrior:
+        return P.ContextPrior(rng.integers(-50, 0, K).astype(np.int32), [rng.integers(-9, 9, (K + 1, 4)).astype(np.int8)],
+                              [rng.integers(-9, 9, (4, K)).astype(np.int8)], np.array([100], np.int64))  # fmt: skip
+
+    sizes = [4, 16, 8]
+    ps = P.PriorSet([prior(K) for K in sizes], [E.freqs_from_counts(rng.random(K)) for K in sizes])
+    tensors = ps.to_tensors()
+    assert tensors["prior.unigram"].shape == (3, 16) and not tensors["prior.unigram"][0, 4:].any()
+    back = P.PriorSet.from_tensors(tensors)
+    assert back.alphabets == sizes and all(np.array_equal(a, b) for a, b in zip(back.unigram, ps.unigram))
+    back.check([[K] for K in sizes], sizes)
+    with np.testing.assert_raises(ValueError):
+        back.check([[K] for K in sizes])  # one shared alphabet expected
+    with np.testing.assert_raises(ValueError):
+        back.check([[K] for K in sizes], [4, 16, 16])
+    tensors["prior.unigram"][0, 5] = 1  # an entry beyond codebook 0's alphabet
+    with np.testing.assert_raises(ValueError):
+        P.PriorSet.from_tensors(tensors)
+
+
 def test_tables_identical_in_another_process_with_other_thread_counts() -> None:
     """The tables come from integer products (exact in a float32 BLAS, see the test above), so a
     process with several BLAS threads gets the same bytes."""
