@@ -103,7 +103,7 @@ def bench_command(
     pairs = [p.split("=", 1) for p in _names(setting)]
     if any(len(p) != 2 for p in pairs):
         raise typer.BadParameter("use name=setting pairs, e.g. jpeg=q50", param_hint="--setting")
-    codecs = _names(codec) if codec else ([] if anchors else list(available()))
+    codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.installed()])
     with tempfile.TemporaryDirectory() as tmp:
         files = list(inputs or [])
         if not files and SAMPLES.is_dir():

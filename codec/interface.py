@@ -81,6 +81,11 @@ class Codec(ABC):
         """Media from the header, its checked `header_fields` and the packets. A None packet
         was lost; only codecs that `can_recover` are given one."""
 
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether the codec can run here: it needs no weights file, or its shipped one is present."""
+        return cls.weights_path is None or Path(cls.weights_path).is_file()
+
     def weights_hash(self) -> str:
         """First 64 bits of the weights file's SHA-256, so a file is never decoded with other weights."""
         return file_sha256(self.weights_path)[:16] if self.weights_path else "none"

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1
+MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
 
 
 def tiles(height: int, width: int, tile: int, stride: int) -> list[Box]:

@@ -34,7 +34,7 @@ from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
-from nmc.codec.tiling import alpha_of, is_gray, new_canvas, put_alpha, tiles
+from nmc.codec.tiling import MAX_SIDE, alpha_of, is_gray, new_canvas, put_alpha, tiles
 
 from .index_coding import COARSE_M, FINE_M, context_sizes, decode_tile, encode_tile
 from .tiling import STRIDE, synthesise, tile_indices
@@ -49,7 +49,6 @@ CODEBOOK_SIZE = 256  # entries per codebook of the shipped model (nominal rates)
 TILE = 1024  # pixels per tile side (packet), a multiple of STRIDE
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
 DEC_MARGIN = 10  # coarse cells of neighbouring indices the decoder sees (g_c + g_s reach ~9)
-MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
 _META = struct.Struct("<HHH")
 
 IntArray = npt.NDArray[np.int64]
