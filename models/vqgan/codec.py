@@ -190,6 +190,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                 payload = next(packets)
                 assert payload is not None
                 put_alpha(out, decode_plane(payload, min(box[1], m["height"]) - box[0], min(box[3], m["width"]) - box[2]), box)
+        rest = next(packets, None)  # reads the end record, which the container checks
+        assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
         for box in boxes:
             synthesise(model.net, out, indices, box, size, fields.dec_margin, self.device, fields.gray)
         return M.Image(out)
