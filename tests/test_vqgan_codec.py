@@ -51,8 +51,13 @@ def random_prior(sizes: list[int], seed: int = 0) -> PriorSet:
 
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random network whose base codebook holds pairs of codes 1e-6 apart: the choice within a pair
+    hangs on the last bits of the latent, so a thread-dependent summation order shows in the indices."""
     torch.manual_seed(0)
     net = Ladder(ARGS, RUNGS).eval()
+    half = torch.nn.functional.normalize(torch.randn(ARGS.codebook_size // 2, ARGS.code_dim), dim=1)
+    with torch.no_grad():
+        net.vq.codebook.copy_(torch.cat([half, half + 1e-6 * torch.randn_like(half)]))
     path = tmp_path_factory.mktemp("vqgan") / "random.safetensors"
     write_weights(path, Weights(export_tensors(net), net.model_args(), random_prior(net.sizes)))
     return path

@@ -133,7 +133,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             base, rungs = int(args["codebook_size"]), sorted(int(s) for s in args["rungs"])
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
             raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
-        return [_setting(s, False) for s in rungs] + [_setting(base, True)]
+        settings: list[Setting] = [_setting(s, False) for s in rungs]
+        return settings + [_setting(base, True)]
 
     def settings(self) -> list[Setting]:
         return self._settings
@@ -174,8 +175,9 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         return Encoded(fields, packets(), fields.packets(M.metadata(image)))
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
-        m, model = header.media, self.model
-        size = self.setting(header.setting).codebook_size  # type: ignore[attr-defined]
+        m, model, setting = header.media, self.model, self.setting(header.setting)
+        assert isinstance(setting, RungSetting)  # `Fields.consistent`
+        size = setting.codebook_size
         k = model.net.sizes.index(size)
         boxes = tiles(m["height"], m["width"], fields.tile, STRIDE)
         indices = np.zeros((-(-m["height"] // STRIDE), -(-m["width"] // STRIDE)), np.int64)

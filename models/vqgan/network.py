@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -319,7 +320,7 @@ class Ladder(VQGAN):
             return self.vq, self.g_s
         if str(size) not in self.rungs:
             raise ValueError(f"no rung of {size} codes (sizes: {self.sizes})")
-        rung = self.rungs[str(size)]
+        rung = cast(Rung, self.rungs[str(size)])
         return rung.vq, rung.g_s or self.g_s
 
     @torch.no_grad()
