@@ -115,7 +115,7 @@ def tables_from_scores(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]
 class PriorSet:
     """The priors of a codec's codebooks, as stored in its weights file: one `ContextPrior`
     and one unigram table per codebook (the unigram codes a packet when it is cheaper).
-    Codebooks may differ in size (vqgan's ladder rungs, one codebook each)."""
+    Codebooks may differ in size (a ladder of codebooks, one per setting)."""
 
     priors: list[ContextPrior]
     unigram: list[npt.NDArray[np.int32]]  # per codebook (K_k,), each sums to 2**16

@@ -25,6 +25,15 @@ Box = tuple[int, int, int, int]  # y0, y1, x0, x1
 MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
 
 
+def check_geometry(tile: int, enc_margin: int, dec_margin: int, stride: int) -> None:
+    """ValueError unless `tile` and `enc_margin` (pixels) are multiples of `stride` that fit the header
+    fields (tile 16..65535, decoder margin 0..64 cells)."""
+    if tile % stride or not stride <= tile <= 0xFFFF:
+        raise ValueError(f"tile={tile} is not a multiple of {stride} in [{stride}, 65535]")
+    if enc_margin % stride or enc_margin < 0 or not 0 <= dec_margin <= 64:
+        raise ValueError(f"enc_margin={enc_margin} (a multiple of {stride}) or dec_margin={dec_margin} (0..64 cells) out of range")
+
+
 def tiles(height: int, width: int, tile: int, stride: int) -> list[Box]:
     """Tiles `(y0, y1, x0, x1)` in pixels of the image padded to `stride`, raster order."""
     ph, pw = -(-height // stride) * stride, -(-width // stride) * stride

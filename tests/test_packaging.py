@@ -15,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"codec": "nmc/codec", "cli": "nmc/cli", "models": "nmc/models"}
+NOT_TRAINED = {"vqgan"}  # registered codecs whose weights come with their first training run (issue 9)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,8 @@ def test_wheel_holds_every_codec_its_weights_and_the_kit(wheel: Path) -> None:
     for name, module in codecs.items():
         assert f"{name} = {module}" in entry_points and module.replace(".", "/") + ".py" in names
         weights = sorted((ROOT / "models" / name / "weights").glob("*.safetensors"))
-        assert weights and all(f"nmc/models/{name}/weights/{w.name}" in names for w in weights)
+        assert bool(weights) != (name in NOT_TRAINED), name  # a trained codec ships weights; drop a name here once it does
+        assert all(f"nmc/models/{name}/weights/{w.name}" in names for w in weights)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "License-Expression: MIT" in metadata and any(n.endswith("licenses/LICENSE") for n in names)
 

@@ -34,7 +34,7 @@ from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
-from nmc.codec.tiling import MAX_SIDE, alpha_of, is_gray, new_canvas, put_alpha, tiles
+from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .index_coding import COARSE_M, FINE_M, context_sizes, decode_tile, encode_tile
 from .tiling import STRIDE, synthesise, tile_indices
@@ -110,10 +110,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, enc_margin: int = ENC_MARGIN, dec_margin: int = DEC_MARGIN) -> None:
         super().__init__(weights_path)
-        if tile % STRIDE or not STRIDE <= tile <= 0xFFFF:
-            raise ValueError(f"tile={tile} is not a multiple of {STRIDE} in [{STRIDE}, 65535]")
-        if enc_margin % STRIDE or enc_margin < 0 or not 0 <= dec_margin <= 64:
-            raise ValueError(f"enc_margin={enc_margin} (a multiple of {STRIDE}) or dec_margin={dec_margin} (0..64 cells) out of range")
+        check_geometry(tile, enc_margin, dec_margin, STRIDE)
         self.tile, self.enc_margin, self.dec_margin = tile, enc_margin, dec_margin
 
     def settings(self) -> list[Setting]:

@@ -16,7 +16,6 @@ decoder gathers the index map of the whole image and synthesises each tile from 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
-from nmc.codec.tiling import MAX_SIDE, alpha_of, is_gray, new_canvas, put_alpha, tiles
+from nmc.codec.weights import read_args
+from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
 from .tiling import STRIDE, synthesise, tile_indices
@@ -113,25 +113,19 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
                  dec_margin: int = DEC_MARGIN) -> None:  # fmt: skip
         super().__init__(weights_path)
-        if tile % STRIDE or not STRIDE <= tile <= 0xFFFF:
-            raise ValueError(f"tile={tile} is not a multiple of {STRIDE} in [{STRIDE}, 65535]")
-        if enc_margin % STRIDE or enc_margin < 0 or not 0 <= dec_margin <= 64:
-            raise ValueError(f"enc_margin={enc_margin} (a multiple of {STRIDE}) or dec_margin={dec_margin} (0..64 cells) out of range")
+        check_geometry(tile, enc_margin, dec_margin, STRIDE)
         self.tile, self.lattice, self.enc_margin, self.dec_margin = tile, interleave(packets), enc_margin, dec_margin
 
     @cached_property
     def _settings(self) -> list[Setting]:
         """The weights file's operating points, from its metadata (the network is loaded on first use only)."""
-        from safetensors import SafetensorError, safe_open
-
         path = self.weights_path
         if path is None or not Path(path).is_file():
             raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
         try:
-            with safe_open(str(path), "np") as f:
-                args = json.loads((f.metadata() or {})["model_args"])
+            args = read_args(path)
             base, rungs = int(args["codebook_size"]), sorted(int(s) for s in args["rungs"])
-        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
         settings: list[Setting] = [_setting(s, False) for s in rungs]
         return settings + [_setting(base, True)]
