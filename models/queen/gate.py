@@ -1,7 +1,8 @@
 """The position gate: a learned hard-concrete (L0) gate per Gaussian (Louizos et al. 2018, "Learning
 sparse neural networks through L0 regularization"), as QUEEN gates its position residuals.
 
-Each Gaussian has a log-odds `log_alpha`; training samples the stretched, clipped concrete
+Each Gaussian has a log-odds `log_alpha` (started from the log ratio of what its update saves to
+what it costs); training samples the stretched, clipped concrete
 gate, so the gate is exactly 0 or 1 with positive probability, and pays, in expectation, the
 bits of its quantized residual whenever it is open (P(gate != 0) is differentiable). The
 distortion is that of the gated residual in render units. At the end a Gaussian is updated
@@ -16,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # temperature and stretch interval of the paper
+BETA, GAMMA, ZETA = 0.3, -0.1, 1.1  # temperature of QUEEN's N3DV config; the paper's stretch interval
 
 
 def open_probability(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,12 @@ def fit_gate(
     gen = torch.Generator().manual_seed(seed)
     r, q = torch.as_tensor(residual), torch.as_tensor(update)
     w, bits = torch.as_tensor(cost), torch.as_tensor(bits_open)
-    log_alpha = torch.zeros(len(r), dtype=torch.float64, requires_grad=True)
+    # The expected loss has a bump between "always shut" and "always open" (gates at fractions
+    # pay the whole L0 price), so where training starts decides the basin: start from the log
+    # ratio of what an update saves to what it costs (QUEEN, too, can start from update odds).
+    gain = w * ((r**2).sum(1) - ((r - q) ** 2).sum(1))
+    start = torch.log(gain.clamp_min(1e-30) / (lam * bits).clamp_min(1e-30)).clamp(-6, 6)
+    log_alpha = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([log_alpha], lr=0.2)
     for _ in range(steps):
         g = sample(log_alpha, gen)

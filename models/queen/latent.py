@@ -126,7 +126,7 @@ def fit(
     torch.manual_seed(seed)  # the prior's initial biases
     prior = FactorizedPrior(latent_dim)
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam([{"params": [enc, dec]}, {"params": prior.parameters()}], lr=LR)
+    opt = torch.optim.Adam([enc, dec, *prior.parameters()], lr=LR)
     for k in range(steps):
         i = torch.randint(0, n, (min(BATCH, n),), generator=gen)
         y = r[i] @ enc

@@ -124,7 +124,7 @@ class Reader:
     def ints(self, n: int) -> tuple[int, ...]:
         return struct.unpack(f"<{n}q", self._take(8 * n))
 
-    def int(self) -> int:
+    def one(self) -> int:
         return self.ints(1)[0]
 
     def table(self, max_size: int = 1 << 16) -> Table:
@@ -134,7 +134,7 @@ class Reader:
         return Table(lo, np.frombuffer(self._take(size), np.uint8).copy())
 
     def array(self, max_items: int = 1 << 24) -> I64:
-        ndim = self.int()
+        ndim = self.one()
         if not 0 <= ndim <= 4:
             raise ContainerError(f"queen array of {ndim} dimensions")
         shape = self.ints(ndim)
