@@ -75,6 +75,13 @@ def to_float(state: I64) -> Matrix:
     return (state.astype(np.float64) * GRID).astype(np.float32)
 
 
+def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> None:
+    """Apply the update of latents z to the state's columns; rows of zeros change nothing (skipped)."""
+    rows = np.flatnonzero(z.any(axis=1))
+    if rows.size:
+        state[rows, cols] += coder.decode(z[rows])
+
+
 def render_weights(m: Matrix, layout: Layout) -> dict[str, F64]:
     """Per Gaussian, the render-MSE weight of a squared error in each attribute group."""
     sl = layout.slices()
@@ -166,7 +173,7 @@ class GroupEncoder:
         side, enc = Writer(), Encoder()
         side.ints(KEY, len(m))
         steps = keyframe_steps(self.settings, self.layout, m)
-        state = np.zeros(m.shape, np.int64)
+        state = np.zeros(m.shape, np.int64, order="F")  # columns contiguous: updates go by attribute group
         for c in range(m.shape[1]):
             v = np.round(m[:, c].astype(np.float64) / (GRID * steps[c])).astype(np.int64)
             offset = int(np.median(v)) if len(v) else 0
@@ -197,7 +204,7 @@ class GroupEncoder:
             z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID)
             for j, t in enumerate(coders[a].tables):
                 encode_table(enc, z[:, j], t)
-            self.state[:, sl[a]] += coders[a].decode(z)
+            add(self.state, sl[a], coders[a], z)
         return pack(side, enc), int(mask.sum())
 
 
@@ -236,7 +243,7 @@ class GroupDecoder:
         if not 0 <= n <= 1 << 28:
             raise ContainerError(f"queen frame of {n} Gaussians")
         if kind == KEY:
-            state = np.zeros((n, self.layout.channels), np.int64)
+            state = np.zeros((n, self.layout.channels), np.int64, order="F")
             for c in range(self.layout.channels):
                 step, offset = side.ints(2)
                 if not 1 <= step <= 1 << 30:
@@ -252,4 +259,4 @@ class GroupDecoder:
         for a in ATTRS:
             coder = coders[a]
             z = np.stack([decode_table(dec, t, n) for t in coder.tables], 1) if coder.tables else np.zeros((n, 0), np.int64)
-            self.state[:, sl[a]] += coder.decode(z)
+            add(self.state, sl[a], coder, z)
