@@ -16,7 +16,7 @@ frames while encoding and one frame while decoding, whatever the sequence length
 
 The rate-distortion trade-off is one number, `Settings.lam`: render MSE per bit per Gaussian.
 Distortion is predicted from attribute errors with per-attribute render weights (WEIGHTS,
-measured with render.py on the generated scene) times each Gaussian's opacity importance.
+measured with render.py on generated scenes) times each Gaussian's importance (opacity, footprint).
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from .symbols import Reader, Table, Writer, decode_table, decode_wide, encode_ta
 
 GRID = 1e-4  # state grid and position step (raw parameter units)
 ATTRS = ("dc", "rest", "opacity", "scale", "rot")  # coded through latents; positions are gated
-# Render MSE per squared error of one raw parameter of one Gaussian (times its importance), with
-# REF_GAUSSIANS Gaussians in view; measured on the generated scene (models/queen/CARD.md) and
-# scaled by REF_GAUSSIANS / N, since each Gaussian covers fewer pixels when there are more.
-WEIGHTS = {"pos": 2.3, "dc": 0.0067, "rest": 0.0064, "opacity": 0.00037, "scale": 0.009, "rot": 0.041}
-REF_GAUSSIANS = 4000
+# Render MSE of held-out views per squared error of one raw parameter of one Gaussian, per unit
+# of the Gaussian's importance (opacity, times its footprint exp(two largest log scales) for all
+# but the position); fitted with render.py on generated scenes of 4k and 20k Gaussians
+# (models/queen/CARD.md), where the constants agree within a factor of 2.
+WEIGHTS = {"pos": 4.8e-4, "dc": 4.6e-5, "rest": 4.6e-5, "opacity": 3.2e-6, "scale": 4.8e-5, "rot": 2.2e-4}
 KEY, DELTA = 0, 1  # packet kinds
 HEADER_VERSION = 1
 MAX_HEADER = 1 << 24
@@ -60,7 +60,13 @@ class Settings:
     fit_rows: int = 20_000  # residual rows (Gaussians x frames) the decoders are fitted on
     fit_steps: int = 300  # Adam steps per latent decoder and group
     gate_steps: int = 150  # Adam steps of the position gate per frame
+    persistence: float = 4.0  # an error left in a residual frame stays in the next ones: weigh it this much more
     seed: int = 0
+
+    @property
+    def delta_lam(self) -> float:
+        """Rate weight of residual frames."""
+        return self.lam / self.persistence
 
 
 @dataclass
@@ -83,11 +89,14 @@ def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> None:
 
 
 def render_weights(m: Matrix, layout: Layout) -> dict[str, F64]:
-    """Per Gaussian, the render-MSE weight of a squared error in each attribute group."""
+    """Per Gaussian, the render-MSE weight of a squared error in each attribute group, times N
+    (so that mean(weight * error^2) is the predicted render MSE and compares with lam * bits)."""
     sl = layout.slices()
     a = 1 / (1 + np.exp(-m[:, sl["opacity"].start].astype(np.float64)))
-    scale = REF_GAUSSIANS / len(m)
-    return {g: WEIGHTS[g] * scale * (4 * a * (1 - a) if g == "opacity" else a) for g in ("pos", *ATTRS)}
+    log_s = np.sort(m[:, sl["scale"]].astype(np.float64), axis=1)
+    footprint = np.exp(np.minimum(log_s[:, 1] + log_s[:, 2], 20.0))
+    importance = {"pos": a, "opacity": 4 * a * (1 - a) * footprint}
+    return {g: WEIGHTS[g] * len(m) * importance.get(g, a * footprint) for g in ("pos", *ATTRS)}
 
 
 def keyframe_steps(settings: Settings, layout: Layout, m: Matrix) -> I64:
@@ -166,7 +175,7 @@ class GroupEncoder:
             rows = [t[idx, sl[a]].astype(np.float64) - r[idx, sl[a]] for r, t in zip(refs, targets)]
             res = np.concatenate(rows) if rows else np.zeros((0, sl[a].stop - sl[a].start))
             w = np.concatenate([wt[a] for wt in weights]) if weights else np.zeros(0)
-            coders[a] = latent.fit(res, w, s.lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k)
+            coders[a] = latent.fit(res, w, s.delta_lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k)
         return coders
 
     def _keyframe(self, m: Matrix) -> bytes:
@@ -190,7 +199,7 @@ class GroupEncoder:
         r = m.astype(np.float64) - to_float(self.state)
         w = render_weights(m, self.layout)
         q = np.round(r[:, sl["pos"]] / GRID).astype(np.int64)
-        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed)
+        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.delta_lam, s.gate_steps, s.seed)
         side, enc = Writer(), Encoder()
         side.ints(DELTA, len(m))
         mask_table = Table.from_symbols(np.append(mask.astype(np.int64), [0, 1]))  # both symbols codable
@@ -201,7 +210,7 @@ class GroupEncoder:
             encode_wide(side, enc, moved[:, c])
         self.state[mask, sl["pos"]] += moved
         for a in ATTRS:
-            z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID)
+            z = coders[a].choose(r[:, sl[a]], w[a], s.delta_lam, GRID)
             for j, t in enumerate(coders[a].tables):
                 encode_table(enc, z[:, j], t)
             add(self.state, sl[a], coders[a], z)
