@@ -8,8 +8,8 @@ alpha = min(0.99, sigmoid(opacity) * exp(-d^T S2^-1 d / 2)), skipping alpha < 1/
 stopping once the transmittance would fall below 1e-4. The image is cut into tiles and each
 tile composites, densely, only the splats whose 3-sigma boxes touch it.
 
-Everything is deterministic for a given input; a fast GPU path (gsplat) is for the device
-machines (models/queen/CARD.md).
+Everything is deterministic for a given input and device. The same code runs on a GPU
+(`device="cuda"`) as a slow fallback; the fast GPU path (gsplat) is planned in models/queen/CARD.md.
 """
 
 from __future__ import annotations
@@ -119,12 +119,12 @@ class Splats:
     box: torch.Tensor  # (M, 4) x0, y0, x1, y1 in pixels (3 sigma)
 
 
-def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera) -> Splats:
+def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, device: str | torch.device = "cpu") -> Splats:
     """EWA projection of a frame's Gaussians into `cam`, culled and depth-sorted."""
-    x = torch.as_tensor(m, dtype=torch.float32)
+    x = torch.as_tensor(m, dtype=torch.float32, device=device)
     sl = layout.slices()
-    rot = torch.as_tensor(cam.rotation, dtype=torch.float32)
-    pc = x[:, sl["pos"]] @ rot.T + torch.as_tensor(cam.translation, dtype=torch.float32)
+    rot = torch.as_tensor(cam.rotation, dtype=torch.float32, device=device)
+    pc = x[:, sl["pos"]] @ rot.T + torch.as_tensor(cam.translation, dtype=torch.float32, device=device)
     z = pc[:, 2]
     keep = z > NEAR
     x, pc, z = x[keep], pc[keep], z[keep]
@@ -138,7 +138,7 @@ def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera) -> Splats:
     jac = torch.stack([torch.stack([cam.fx / z, zeros, -cam.fx * tx / z**2], 1),
                        torch.stack([zeros, cam.fy / z, -cam.fy * ty / z**2], 1)], 1)
     jm = jac @ m_cam
-    cov = jm @ jm.transpose(1, 2) + 0.3 * torch.eye(2)
+    cov = jm @ jm.transpose(1, 2) + 0.3 * torch.eye(2, device=device)
     a, b, c = cov[:, 0, 0], cov[:, 0, 1], cov[:, 1, 1]
     det = a * c - b * b
     conic = torch.stack([c / det, -b / det, a / det], 1)
@@ -148,7 +148,7 @@ def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera) -> Splats:
     on_screen = (box[:, 2] >= 0) & (box[:, 0] <= cam.width) & (box[:, 3] >= 0) & (box[:, 1] <= cam.height)
     # colour from the SH expansion in the viewing direction
     sh = torch.cat([x[:, sl["dc"]][:, :, None], x[:, sl["rest"]].reshape(len(x), 3, -1)], 2)
-    center = torch.as_tensor(cam.center, dtype=torch.float32)
+    center = torch.as_tensor(cam.center, dtype=torch.float32, device=device)
     dirs = x[:, sl["pos"]] - center
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
     color = (eval_sh(layout.sh_degree, sh, dirs) + 0.5).clamp_min(0)
@@ -159,16 +159,18 @@ def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera) -> Splats:
 
 def composite(s: Splats, width: int, height: int, background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
     """Front-to-back alpha compositing of sorted splats into an `(H, W, 3)` image, tile by tile."""
-    image = torch.empty(height, width, 3)
-    bg = torch.tensor(background)
+    dev = s.mean.device
+    image = torch.empty(height, width, 3, device=dev)
+    bg = torch.tensor(background, device=dev)
     for y0 in range(0, height, TILE):
         for x0 in range(0, width, TILE):
             y1, x1 = min(y0 + TILE, height), min(x0 + TILE, width)
             hit = (s.box[:, 0] < x1) & (s.box[:, 2] >= x0) & (s.box[:, 1] < y1) & (s.box[:, 3] >= y0)
             idx = torch.nonzero(hit).squeeze(1)
-            py, px = torch.meshgrid(torch.arange(y0, y1) + 0.5, torch.arange(x0, x1) + 0.5, indexing="ij")
+            py, px = torch.meshgrid(torch.arange(y0, y1, device=dev) + 0.5, torch.arange(x0, x1, device=dev) + 0.5, indexing="ij")
             pix = torch.stack([px.reshape(-1), py.reshape(-1)], 1)
-            color, trans, done = torch.zeros(len(pix), 3), torch.ones(len(pix)), torch.zeros(len(pix), dtype=torch.bool)
+            color, trans = torch.zeros(len(pix), 3, device=dev), torch.ones(len(pix), device=dev)
+            done = torch.zeros(len(pix), dtype=torch.bool, device=dev)
             for k in range(0, len(idx), CHUNK):
                 j = idx[k : k + CHUNK]
                 d = pix[None, :, :] - s.mean[j][:, None, :]  # (G, P, 2)
@@ -178,7 +180,7 @@ def composite(s: Splats, width: int, height: int, background: tuple[float, float
                 alpha = torch.where(alpha < 1 / 255, torch.zeros_like(alpha), alpha)
                 keep = torch.cumprod(1 - alpha, 0)
                 after = trans * keep  # transmittance behind each splat
-                before = trans * torch.cat([torch.ones(1, len(pix)), keep[:-1]])
+                before = trans * torch.cat([torch.ones(1, len(pix), device=dev), keep[:-1]])
                 valid = (after >= 1e-4) & ~done  # 3DGS stops a pixel before the splat that would pass 1e-4
                 w = torch.where(valid, before * alpha, torch.zeros_like(alpha))
                 color += (w[:, :, None] * s.color[j][:, None, :]).sum(0)
@@ -190,10 +192,11 @@ def composite(s: Splats, width: int, height: int, background: tuple[float, float
     return image
 
 
-def render(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+def render(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+           device: str | torch.device = "cpu") -> torch.Tensor:
     """The `(H, W, 3)` float image (linear, not clamped to 1) of a frame matrix seen from `cam`."""
     with torch.no_grad():
-        return composite(project(m, layout, cam), cam.width, cam.height, background)
+        return composite(project(m, layout, cam, device), cam.width, cam.height, background)
 
 
 def psnr(ref: torch.Tensor, test: torch.Tensor, peak: float = 1.0) -> float:
