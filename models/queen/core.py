@@ -54,19 +54,13 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class Settings:
-    lam: float = 1e-6  # rate weight: predicted render MSE per bit per Gaussian (lower: better quality)
+    lam: float = 3e-7  # rate weight: predicted render MSE per bit per Gaussian (lower: better quality)
     latent_dims: tuple[int, ...] = (3, 4, 1, 3, 4)  # latents per Gaussian for dc, rest, opacity, scale, rot
     keyframe_groups: int = 0  # a keyframe every k groups (random access); 0: only the first group
     fit_rows: int = 20_000  # residual rows (Gaussians x frames) the decoders are fitted on
     fit_steps: int = 300  # Adam steps per latent decoder and group
     gate_steps: int = 150  # Adam steps of the position gate per frame
-    persistence: float = 4.0  # an error left in a residual frame stays in the next ones: weigh it this much more
     seed: int = 0
-
-    @property
-    def delta_lam(self) -> float:
-        """Rate weight of residual frames."""
-        return self.lam / self.persistence
 
 
 @dataclass
@@ -175,7 +169,7 @@ class GroupEncoder:
             rows = [t[idx, sl[a]].astype(np.float64) - r[idx, sl[a]] for r, t in zip(refs, targets)]
             res = np.concatenate(rows) if rows else np.zeros((0, sl[a].stop - sl[a].start))
             w = np.concatenate([wt[a] for wt in weights]) if weights else np.zeros(0)
-            coders[a] = latent.fit(res, w, s.delta_lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k)
+            coders[a] = latent.fit(res, w, s.lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k)
         return coders
 
     def _keyframe(self, m: Matrix) -> bytes:
@@ -199,7 +193,7 @@ class GroupEncoder:
         r = m.astype(np.float64) - to_float(self.state)
         w = render_weights(m, self.layout)
         q = np.round(r[:, sl["pos"]] / GRID).astype(np.int64)
-        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.delta_lam, s.gate_steps, s.seed)
+        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed)
         side, enc = Writer(), Encoder()
         side.ints(DELTA, len(m))
         mask_table = Table.from_symbols(np.append(mask.astype(np.int64), [0, 1]))  # both symbols codable
@@ -210,7 +204,7 @@ class GroupEncoder:
             encode_wide(side, enc, moved[:, c])
         self.state[mask, sl["pos"]] += moved
         for a in ATTRS:
-            z = coders[a].choose(r[:, sl[a]], w[a], s.delta_lam, GRID)
+            z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID)
             for j, t in enumerate(coders[a].tables):
                 encode_table(enc, z[:, j], t)
             add(self.state, sl[a], coders[a], z)
