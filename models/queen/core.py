@@ -95,9 +95,13 @@ def render_weights(m: Matrix, layout: Layout) -> dict[str, F64]:
 
 def keyframe_steps(settings: Settings, layout: Layout, m: Matrix) -> I64:
     """Quantization step of each channel in grid units: the high-rate optimum for `lam`,
-    delta^2 = 6 lam / (weight ln 2)."""
+    delta^2 = 6 lam / (weight ln 2), except positions, which stay on the 1e-4 grid as in the
+    residual frames: a static Gaussian then differs from its keyframe by its re-fitting jitter
+    only, which the gate leaves alone, rather than by a keyframe error worth correcting later."""
     steps = np.ones(layout.channels, np.int64)
     for g, w in render_weights(m, layout).items():
+        if g == "pos":
+            continue
         delta = np.sqrt(6 * settings.lam / (max(float(w.mean()), 1e-30) * np.log(2)))
         steps[layout.slices()[g]] = max(1, int(np.round(delta / GRID)))
     return steps
