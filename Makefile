@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test
+.PHONY: install demo test typecheck
 
 install: $(VENV)/.installed
 
@@ -18,6 +18,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) scripts/demo.py samples demo-out
 
-test: install
-	$(PY) -m mypy codec cli models --ignore-missing-imports --explicit-package-bases
+# mypy checks `nmc` as one package: a tree of links lays codec/, cli/ and models/ out as the
+# installed nmc.codec, nmc.cli and nmc.models (setuptools' package-dir mapping, which mypy cannot read).
+MYPY_TREE := build/mypy
+typecheck: install
+	rm -rf $(MYPY_TREE) && mkdir -p $(MYPY_TREE)/nmc
+	ln -s $(CURDIR)/nmc/__init__.py $(CURDIR)/nmc/py.typed $(CURDIR)/codec $(CURDIR)/cli $(CURDIR)/models $(MYPY_TREE)/nmc/
+	MYPYPATH=$(MYPY_TREE) $(PY) -m mypy -p nmc
+
+test: typecheck
 	$(PY) -m pytest

@@ -3,36 +3,19 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from nmc.cli.output import emit, err, progress, user_errors
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def _names(text: Optional[str]) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()] if text else []
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _progress() -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=_console(), transient=True)
 
 
 def _fmt(v: Any) -> str:
@@ -60,7 +43,7 @@ def eval_command(
         if datasets or codec or anchors or metrics or media_at:
             raise typer.BadParameter("--html-only DIR takes no DATASET, --codec, --anchors, --metrics or --media-at", param_hint="--html-only")
         page = evaluate.rebuild_page(html_only)
-        _console().print(f"report: {page}", markup=False, highlight=False)
+        err.print(f"report: {page}", markup=False, highlight=False)
         return
     if not datasets:
         raise typer.BadParameter("give one or more image/audio files or directories", param_hint="DATASET")
@@ -75,7 +58,7 @@ def eval_command(
     if unknown:
         raise typer.BadParameter(f"unknown metric(s) {unknown} (choose from {', '.join(METRICS)})", param_hint="--metrics")
     per_kind = {kind: [m for m in chosen if METRICS[m].media == kind] for kind in ("image", "audio")}
-    with _progress() as bar:
+    with progress(eta=True) as bar:
         task = bar.add_task("eval", total=None)
         result = evaluate.run(
             list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
@@ -86,7 +69,6 @@ def eval_command(
         return
     from rich.table import Table
 
-    console = _console()
     for kind in ("image", "audio"):
         rows = [m for m in result["means"] if m["media"] == kind]
         if rows:
@@ -94,17 +76,17 @@ def eval_command(
             table = Table("codec", "setting", *cols, title=f"{kind}: means over {rows[0]['files']} file(s)")
             for m in rows:
                 table.add_row(m["codec"], m["setting"], *(_fmt(m[c]) for c in cols))
-            console.print(table)
+            err.print(table)
     if result["bd_rate"]:
         table = Table("codec", "anchor", "metric", "BD-rate %", title="BD-rate (negative = fewer bits)")
         for b in result["bd_rate"]:
             table.add_row(b["codec"], b["anchor"], b["metric"], _fmt(b["percent"]))
-        console.print(table)
-    console.print(f"report: {report / 'report.md'}, {report / 'report.html'}", markup=False, highlight=False)
+        err.print(table)
+    err.print(f"report: {report / 'report.md'}, {report / 'report.html'}", markup=False, highlight=False)
 
 
 def bench_command(
-    inputs: Optional[list[Path]] = typer.Argument(None, help="Media files to code (default: the repository's samples/)."),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Media files to code (default: the repository's samples/, else a synthetic photo and speech clip)."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Learned codecs, comma-separated (default: all installed)."),
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors to bench as well."),
     setting: Optional[str] = typer.Option(None, "--setting", "-s", help="Rate points as name=setting pairs, e.g. jpeg=q50 (default: middle)."),
@@ -115,25 +97,27 @@ def bench_command(
 ) -> None:
     """Encode/decode speed, peak memory, model size and entropy-coder overhead."""
     from nmc.codec import bench
+    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
     from nmc.codec.registry import available
 
     pairs = [p.split("=", 1) for p in _names(setting)]
     if any(len(p) != 2 for p in pairs):
         raise typer.BadParameter("use name=setting pairs, e.g. jpeg=q50", param_hint="--setting")
-    files = list(inputs or (sorted(SAMPLES.iterdir()) if SAMPLES.is_dir() else []))
-    files = [f for f in files if f.suffix != ".md"]
-    if not files:
-        raise typer.BadParameter("give INPUT files (no samples/ directory found)")
     codecs = _names(codec) if codec else ([] if anchors else list(available()))
-    with _progress() as bar:
-        task = bar.add_task("bench", total=None)
-        rows = bench.run(
-            files, codecs, _names(anchors), dict(pairs), [int(t) for t in _names(threads)] or None, _names(device) or None, repeat,
-            progress=lambda label: bar.update(task, description=label),
-        )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        files = list(inputs or [])
+        if not files and SAMPLES.is_dir():
+            files = [f for f in sorted(SAMPLES.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES | AUDIO_SUFFIXES]
+        elif not files:  # an installed package: no samples/ beside it
+            err.print("no samples/ here: benching a synthetic photo and speech clip", markup=False, highlight=False)
+            files = bench.synthetic_inputs(Path(tmp))
+        with progress(eta=True) as bar:
+            task = bar.add_task("bench", total=None)
+            rows = bench.run(
+                files, codecs, _names(anchors), dict(pairs), [int(t) for t in _names(threads)] or None, _names(device) or None, repeat,
+                progress=lambda label: bar.update(task, description=label),
+            )  # fmt: skip
     if as_json:
-        from nmc.cli.main import emit
-
         emit([r.as_dict() for r in rows], True, "")  # NaN (no coder overhead for anchors, say) as null
         return
     from rich.table import Table
@@ -145,12 +129,10 @@ def bench_command(
             r.codec, r.setting, r.device, _fmt(r.threads), f"{r.encode_speed:.3g}", f"{r.decode_speed:.3g}",
             _fmt(r.peak_rss_mb), _fmt(r.peak_python_mb), _fmt(r.parameters), str(r.file_bytes), _fmt(r.coder_overhead_pct),
         )  # fmt: skip
-    _console().print(table)
+    err.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add `eval` and `bench` to the main app (called by nmc.cli.main while it loads)."""
-    from nmc.cli.main import user_errors
-
     app.command("eval")(user_errors(eval_command))
     app.command("bench")(user_errors(bench_command))

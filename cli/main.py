@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import json
-import math
-import os
 import signal
 import sys
 import threading
 from contextlib import closing
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.exceptions import TyperException
 
-from nmc.codec.errors import NmcError
+from nmc.cli import eval_cmds
+from nmc.cli.output import FORCE_HELP, JSON_HELP, Terminated, emit, err, fatal, progress, stopped, user_errors
 
 app = typer.Typer(
     name="nmc",
@@ -30,77 +25,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-JSON_HELP = "Print machine-readable JSON on stdout (on stderr when the data goes to stdout)."
-FORCE_HELP = "Overwrite existing files (never directories)."
-CLOSED_PIPE = 141  # the status of a process killed by SIGPIPE: what `cmd | head` expects, without a message
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM: unwind like Ctrl-C (temporary outputs are removed), then exit 143."""
-
-
-def fatal(message: str, code: int = 1) -> NoReturn:
-    err.print(f"nmc: error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
-    raise SystemExit(code)
-
-
-def stopped(e: KeyboardInterrupt) -> NoReturn:
-    if isinstance(e, Terminated):
-        fatal("terminated", 143)
-    fatal("interrupted", 130)
-
-
-def closed_pipe() -> NoReturn:
-    """The reader of stdout went away (`nmc ... | head`): not an error, so no message."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
-    raise SystemExit(CLOSED_PIPE)
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def user_errors(fn: F) -> F:
-    """Turn user errors into one line on stderr and exit code 1 (before click sees EOFError)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except NmcError as e:
-            fatal(str(e))
-        except BrokenPipeError:
-            closed_pipe()
-        except (OSError, MemoryError) as e:
-            fatal(f"{type(e).__name__}: {e}")
-        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: `finally` blocks have removed temporary outputs
-            stopped(e)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _finite(x: Any) -> Any:
-    """JSON has no NaN or infinity: they become null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
-def emit(data: Any, as_json: bool, text: str, data_on_stdout: bool = False) -> None:
-    """JSON on stdout, or on stderr when stdout carries the data (`-o -`); text on stderr."""
-    if as_json:
-        out = sys.stderr if data_on_stdout else sys.stdout
-        print(json.dumps(_finite(data), indent=2, allow_nan=False), file=out, flush=True)
-    elif str(text):
-        err.print(text, markup=False, highlight=False, soft_wrap=True)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
 
 
 @app.command()
@@ -121,7 +45,7 @@ def compress(
 
     if sum(x is not None for x in (quality, bitrate, target_bpp)) > 1:
         fatal("give at most one of --quality, --bitrate, --target-bpp")
-    with _progress() as bar:
+    with progress() as bar:
         task = bar.add_task("compressing", total=None)
         summary = compress_path(
             input, output, codec, quality, bitrate, target_bpp, force, lambda done, total: bar.update(task, completed=done, total=total), mono
@@ -203,7 +127,7 @@ def batch(
     results: list[B.Result] = []
     stop: KeyboardInterrupt | None = None
     try:
-        with _progress() as bar, closing(B.run(jobs, codec, quality, workers, resume, force)) as stream:
+        with progress() as bar, closing(B.run(jobs, codec, quality, workers, resume, force)) as stream:
             task = bar.add_task("batch", total=len(jobs))
             for r in stream:
                 results.append(r)
@@ -230,10 +154,7 @@ def batch(
         raise SystemExit(1)
 
 
-if importlib.util.find_spec("nmc.cli.eval_cmds"):  # `eval` and `bench` (issue 3)
-    from nmc.cli import eval_cmds
-
-    eval_cmds.register(app)
+eval_cmds.register(app)
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -1,1 +1,2 @@
-"""Media-agnostic core: container, entropy coding, codec registry, media I/O."""
+"""Media-agnostic core: container, entropy coding, the codec interface and registry, the shared
+codec scaffolding (weights file, typed header fields, priors, plane coder, windows), media I/O."""

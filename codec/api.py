@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,8 @@ from . import media as M
 from .container import Header, PacketWriter, read_header, read_packets, write_header
 from .entropy import CODER_INFO
 from .errors import ContainerError, MediaError, NmcError, WeightsMismatchError
-from .fields import check_header
-from .registry import Codec, Setting, codec_for_media, get_codec
+from .interface import Codec, Setting
+from .registry import codec_for_media, get_codec
 
 Media = Any  # M.Image | M.Audio | M.Gaussians
 
@@ -81,14 +82,14 @@ def compress_to_file(
         codec=codec.name,
         model_id=codec.model_id,
         weights=codec.weights_hash(),
-        media={**encoded.media, **(notes or {})},
+        media={**(encoded.media or M.metadata(media)), **encoded.fields.section("media"), **(notes or {})},
         setting=setting.name,
         coder=CODER_INFO,
         packets=encoded.packet_count,
-        extra=encoded.extra,
+        extra=encoded.fields.section("extra"),
     )
-    check_header(header, codec.header_fields)  # never write a file that the decoder would refuse
-    write_header(fo, header)
+    codec.read_fields(header)  # never write a file that the decoder would refuse
+    write_header(fo, header, codec.header_dict)
     writer = PacketWriter(fo)
     for packet in encoded.packets:
         writer.write(packet)
@@ -105,7 +106,7 @@ def compress_to_target(codec: Codec, media: Media, fo: IO[bytes], target_bpp: fl
     for setting in reversed(codec.settings()):
         buf = io.BytesIO()
         header = compress_to_file(codec, media, buf, setting)
-        bpp = 8 * buf.tell() / (media.width * media.height)
+        bpp = M.real_rate(buf.tell(), M.metadata(media))[0]
         if bpp <= target_bpp:
             fo.write(buf.getvalue())
             return header
@@ -118,44 +119,84 @@ class Decoded:
     media: Media
 
 
-def open_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> tuple[Header, Codec, Iterator[bytes | None]]:
+@dataclass
+class OpenedFile:
+    """A file whose header is read and checked: its codec, typed header fields and packet stream."""
+
+    header: Header
+    codec: Codec
+    fields: Any  # the codec's `header_fields`
+    packets: Iterator[bytes | None]
+
+
+def header_dictionary(name: str) -> bytes:
+    """The preset header dictionary of codec `name` (what `read_header` needs for format 2)."""
+    return get_codec(name).header_dict
+
+
+def open_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> OpenedFile:
     """Read and validate the header, check the codec and weights, and return the lazy packet stream.
 
     `codec` is the instance to decode with (default: the installed codec the header names).
+    `recover` (lost packets reach the decoder as None) is refused for codecs that cannot recover.
     """
-    header = read_header(fo)
+    header = read_header(fo, header_dictionary)
     codec = codec or get_codec(header.codec)
     if header.codec != codec.name:
         raise ContainerError(f"file was written by codec {header.codec!r}, not {codec.name!r}")
-    check_header(header, codec.header_fields)
+    if recover and not codec.can_recover:
+        raise MediaError(f"--recover: codec {codec.name} cannot recover lost packets (decode without --recover)")
+    fields = codec.read_fields(header)
     if header.media["kind"] != codec.media:
         raise ContainerError(f"header says {header.media['kind']} but codec {codec.name} codes {codec.media} (file is damaged)")
     if header.model_id != codec.model_id or header.weights != codec.weights_hash():
+        needed = codec.retired_weights.get(header.weights)
         raise WeightsMismatchError(
-            f"file was written by {header.codec} model {header.model_id} (weights {header.weights}), "
-            f"but the installed model is {codec.model_id} (weights {codec.weights_hash()})"
+            f"file was written by {header.codec} model {header.model_id} with weights {header.weights}"
+            f"{f' ({needed})' if needed else ''}, but the installed model is {codec.model_id} with weights "
+            f"{codec.weights_hash()}: it needs the other weights version (the nmc release that wrote it)"
         )
     if header.coder != CODER_INFO:
         raise ContainerError(f"file needs entropy coder {header.coder}, this nmc has {CODER_INFO}")
-    return header, codec, read_packets(fo, header.packets, tolerant=recover)
+    return OpenedFile(header, codec, fields, read_packets(fo, header.packets, tolerant=recover))
 
 
 @contextmanager
-def _damage_is_an_error(codec: str) -> Iterator[None]:
+def _damage_is_an_error(codec: str, at: list[int | None]) -> Iterator[None]:
     """A decoder that fails on file data (a CRC-valid but altered payload can make the range
-    decoder or a network fail anywhere) means a damaged file, not a bug to show as a traceback."""
+    decoder or a network fail anywhere) means a damaged file, not a bug to show as a traceback.
+    `at[0]` is the packet being decoded (None outside the packets)."""
     try:
         yield
+    except ContainerError as err:
+        if at[0] is None:
+            raise
+        raise ContainerError(f"{codec} packet {at[0]}: {err}") from err
     except (NmcError, MemoryError):
         raise
     except Exception as err:
-        raise ContainerError(f"file is damaged: the {codec} decoder failed on it ({type(err).__name__}: {err})") from err
+        where = "it" if at[0] is None else f"packet {at[0]}"
+        raise ContainerError(f"file is damaged: the {codec} decoder failed on {where} ({type(err).__name__}: {err})") from err
 
 
-def decode(header: Header, codec: Codec, packets: Iterator[bytes | None], recover: bool = False) -> Media:
+def _tracked(packets: Iterator[bytes | None], at: list[int | None]) -> Iterator[bytes | None]:
+    """`packets`, with the index of the packet being decoded in `at[0]` (None while reading one)."""
+    for i in itertools.count():
+        at[0] = None
+        try:
+            payload = next(packets)
+        except StopIteration:
+            return
+        at[0] = i
+        yield payload
+
+
+def decode(opened: OpenedFile) -> Media:
     """The media of an opened file; decoder failures are `ContainerError`s, also for lazy audio."""
-    with _damage_is_an_error(codec.name):
-        media = codec.decode(header, packets, recover=recover)
+    header, name = opened.header, opened.codec.name
+    at: list[int | None] = [None]
+    with _damage_is_an_error(name, at):
+        media = opened.codec.decode(header, opened.fields, _tracked(opened.packets, at))
     m = header.media
     if isinstance(media, M.Image):
         if media.pixels.shape != (m["height"], m["width"], m["channels"]):
@@ -164,7 +205,7 @@ def decode(header: Header, codec: Codec, packets: Iterator[bytes | None], recove
         blocks = media.blocks
 
         def guarded() -> Iterator[Any]:
-            with _damage_is_an_error(codec.name):
+            with _damage_is_an_error(name, at):
                 yield from blocks()
 
         media = M.Audio(media.sample_rate, media.channels, media.frames, guarded)
@@ -173,8 +214,8 @@ def decode(header: Header, codec: Codec, packets: Iterator[bytes | None], recove
 
 def decompress_from_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> Decoded:
     """Decode a .nmc stream. Audio comes back lazily: its blocks are decoded while written."""
-    header, codec, packets = open_file(fo, recover, codec)
-    return Decoded(header, decode(header, codec, packets, recover))
+    opened = open_file(fo, recover, codec)
+    return Decoded(opened.header, decode(opened))
 
 
 def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes:

@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-from typing import Iterator
+from typing import Generator
 
 from . import media as M
 from .errors import NmcError
@@ -71,10 +71,10 @@ def _decode_job(path: Path, out: Path) -> Job:
 
     try:
         with open(path, "rb") as fo:
-            header, _, _ = open_file(fo)
+            kind = open_file(fo).header.media["kind"]
     except (NmcError, OSError) as err:
         return Job(path, out, True, str(err))
-    return Job(path, default_output(out, header.media["kind"]), True)
+    return Job(path, default_output(out, kind), True)
 
 
 def _refuse_shared_outputs(jobs: list[Job]) -> list[Job]:
@@ -148,7 +148,7 @@ class _Workers:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run(jobs: list[Job], codec: str = "auto", quality: str | None = None, workers: int = 1, resume: bool = False, force: bool = False) -> Iterator[Result]:
+def run(jobs: list[Job], codec: str = "auto", quality: str | None = None, workers: int = 1, resume: bool = False, force: bool = False) -> Generator[Result, None, None]:
     """Run jobs, yielding results as they finish (in completion order).
 
     At most `workers` jobs are in flight, so a worker that dies (killed, out of memory) fails

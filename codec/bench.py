@@ -25,11 +25,14 @@ import time
 import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
 
 from . import media as M
 from .errors import MediaError
-from .evaluate import Coder, anchor_coder, learned_coder, load_reference, torch_threads
+from .evaluate import Coder, anchor_coder, learned_coder, load_reference
+from .threads import torch_threads
 
 
 @dataclass
@@ -216,8 +219,25 @@ def bench_one(coder: Coder, setting: str, path: Path, media: Any, cold: ColdRun,
     )  # fmt: skip
 
 
+def synthetic_inputs(folder: Path) -> list[Path]:
+    """A photo-like image (384x256) and a speech-like clip (3 s at 16 kHz) written to `folder`:
+    the default inputs where the repository's samples/ are not at hand (an installed wheel)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:256, 0:384] / 384.0
+    base = np.stack([0.5 + 0.4 * np.sin(6 * x + 2 * y), 0.4 + 0.3 * np.cos(9 * y), 0.3 + 0.3 * (x > 0.4 + 0.2 * y)], axis=-1)
+    pixels = np.clip(255 * base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+    M.write_image(folder / "synthetic_photo.png", M.Image(pixels))
+    t = np.arange(3 * 16000) / 16000
+    f0 = 140 + 40 * np.sin(2 * np.pi * 0.5 * t)  # a gliding voice with harmonics, syllables at 4 Hz
+    voice = sum(np.sin(2 * np.pi * k * np.cumsum(f0) / 16000) / k for k in range(1, 12)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    sf.write(folder / "synthetic_speech.wav", (0.1 * voice + 0.002 * rng.normal(size=t.size)).astype(np.float32), 16000)
+    return [folder / "synthetic_photo.png", folder / "synthetic_speech.wav"]
+
+
 def run(
-    inputs: list[str | Path],
+    inputs: Sequence[str | Path],
     codecs: list[str],
     anchors: list[str],
     settings: dict[str, str] | None = None,

@@ -1,12 +1,15 @@
 """The .nmc container: fixed prefix, JSON header, CRC-checked packets. Byte layout: docs/FORMAT.md.
 
-    prefix   magic b"\\x89NMC" | uint8 version | uint32 header length     (little endian)
-    header   UTF-8 JSON object, raw-DEFLATE-compressed with the preset dictionary
-             HEADER_DICT (headers cost tens of bytes: they matter at 1 kbit/s) |
-             uint32 CRC32 of the compressed bytes
+    prefix   magic b"\\x89NMC" | uint8 version 2 | uint8 name length | codec name (ASCII)
+             | uint32 header length                                              (little endian)
+    header   UTF-8 JSON object (every field but the codec name), raw-DEFLATE-compressed with
+             the codec's preset dictionary (headers cost tens of bytes: they matter at 1 kbit/s)
+             | uint32 CRC32 of everything after the version byte up to here
     packet*  uint32 payload length | uint32 CRC32 of payload | payload
     end      uint32 0xFFFFFFFF | uint32 number of packets
 
+The codec name comes before the compressed header, so a reader finds the codec (and its
+dictionary) first. Format 1 (one dictionary for all codecs, `format1.py`) is still read.
 Each packet is entropy-decodable on its own, so a damaged one is detected (CRC) and can be
 skipped by codecs that recover lost data; nothing after the end record is allowed.
 """
@@ -15,33 +18,29 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import struct
 import zlib
 from dataclasses import asdict, dataclass, field, fields
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
+from . import format1
 from .errors import ContainerError, TruncatedError
 
 MAGIC = b"\x89NMC"
-FORMAT_VERSION = 1
-_PREFIX = struct.Struct("<4sBI")
+FORMAT_VERSION = 2  # what this nmc writes; it reads 1 and 2
+_U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
 _PACKET = struct.Struct("<II")
 END_MARK = 0xFFFFFFFF
 MAX_HEADER_BYTES = 1 << 20
 MAX_PACKET_BYTES = 1 << 28
-# Part of format version 1: changing a single byte of it needs a new FORMAT_VERSION.
-HEADER_DICT = (  # two typical headers, the most frequent last (DEFLATE codes near matches cheaper)
-    b'{"codec":"mcquic","coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
-    b'"extra":{"alpha":false,"codebook_size":256,"codebooks":[4,2,2,2],"dec_margin":10,"stages":2,"stride":16,"tile":1024},'
-    b'"media":{"bit_depth":8,"channels":3,"height":512,"kind":"image","width":768},"model_id":"mcquic-v1","packets":1,'
-    b'"setting":"q2","weights":"'
-    b'{"codec":"hificodec","coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
-    b'"extra":{"chunk_frames":1500,"codebook_size":1024,"codebooks":4,"frames":60,"groups":2,"hop":320},'
-    b'"media":{"channels":1,"coded_channels":1,"coded_frames":16000,"coded_rate":16000,"frames":16000,"kind":"audio",'
-    b'"sample_rate":16000},"model_id":"hificodec-16k-v1","packets":1,"setting":"2kbps","weights":"'
-)
-FORMAT_ID = f"nmc{FORMAT_VERSION}-{zlib.crc32(HEADER_DICT):08x}"  # changes with anything that changes the bytes
+CODEC_NAME = re.compile(rb"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def format_id(dictionary: bytes) -> str:
+    """Changes with anything that changes the bytes of a file (the version, the header dictionary)."""
+    return f"nmc{FORMAT_VERSION}-{zlib.crc32(dictionary):08x}"
 
 
 @dataclass
@@ -58,20 +57,23 @@ class Header:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        """The fields but the codec name (the prefix holds it), sorted keys, no whitespace."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "codec"}, sort_keys=True, separators=(",", ":")).encode()
 
-    def to_bytes(self) -> bytes:
-        deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    def to_bytes(self, dictionary: bytes) -> bytes:
+        deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
         return deflate.compress(self.to_json()) + deflate.flush()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Header:
+    def from_bytes(cls, data: bytes, dictionary: bytes, codec: str | None = None) -> Header:
+        """Inflate and parse; `codec` is the name from a format-2 prefix (format 1 has it in the JSON)."""
         try:
-            inflate = zlib.decompressobj(-15, HEADER_DICT)
+            inflate = zlib.decompressobj(-15, dictionary)
             text = inflate.decompress(data, MAX_HEADER_BYTES) + inflate.flush()
             if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
                 raise ValueError("header does not end where its length says")
-            header = cls(**json.loads(text.decode()))
+            values = json.loads(text.decode())
+            header = cls(**values) if codec is None else cls(codec=codec, **values)
         except (zlib.error, ValueError, TypeError) as err:
             raise ContainerError(f"invalid header: {err}") from None
         header.check_types()
@@ -96,31 +98,46 @@ def _read_exactly(fo: IO[bytes], size: int, what: str) -> bytes:
     return data
 
 
-def write_header(fo: IO[bytes], header: Header) -> None:
-    data = header.to_bytes()
-    fo.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(data)))
-    fo.write(data)
-    fo.write(_U32.pack(zlib.crc32(data)))
+def write_header(fo: IO[bytes], header: Header, dictionary: bytes) -> None:
+    """Format 2: `dictionary` is the codec's `header_dict`."""
+    name = header.codec.encode()
+    if not CODEC_NAME.fullmatch(name):
+        raise ValueError(f"codec name {header.codec!r} is not 1-64 of [a-z0-9._-]")
+    data = header.to_bytes(dictionary)
+    checked = _U8.pack(len(name)) + name + _U32.pack(len(data)) + data
+    fo.write(MAGIC + _U8.pack(FORMAT_VERSION) + checked + _U32.pack(zlib.crc32(checked)))
 
 
-def read_header(fo: IO[bytes]) -> Header:
-    first = fo.read(_PREFIX.size) or b""
+def read_header(fo: IO[bytes], dictionary: Callable[[str], bytes]) -> Header:
+    """The header of a format 1 or 2 file; `dictionary(name)` is codec `name`'s header dictionary."""
+    first = fo.read(5) or b""
     if not first:
         raise ContainerError("empty file: not an .nmc file")
     if first[:4] != MAGIC and not MAGIC.startswith(first):
         raise ContainerError("not an .nmc file (bad magic bytes)")
-    if len(first) < _PREFIX.size:
+    if len(first) < 5:
         raise TruncatedError("file is truncated inside the prefix")
-    _, version, length = _PREFIX.unpack(first)
-    if version != FORMAT_VERSION:
-        raise ContainerError(f"unsupported .nmc format version {version} (this nmc reads {FORMAT_VERSION})")
+    version = first[4]
+    if version not in (1, 2):
+        raise ContainerError(f"unsupported .nmc format version {version} (this nmc reads 1 and 2)")
+    name = b""
+    if version == 2:
+        (n,) = _read_exactly(fo, 1, "codec name")
+        name = _read_exactly(fo, n, "codec name")
+        if not CODEC_NAME.fullmatch(name):
+            raise ContainerError(f"codec name {name!r} is not valid (file is damaged)")
+    raw_length = _read_exactly(fo, 4, "prefix")
+    (length,) = _U32.unpack(raw_length)
     if length > MAX_HEADER_BYTES:
         raise ContainerError(f"header length {length} is implausible (file is damaged)")
     data = _read_exactly(fo, length, "header")
     (crc,) = _U32.unpack(_read_exactly(fo, _U32.size, "header checksum"))
-    if zlib.crc32(data) != crc:
+    checked = _U8.pack(len(name)) + name + raw_length + data if version == 2 else data
+    if zlib.crc32(checked) != crc:
         raise ContainerError("header checksum mismatch (file is damaged)")
-    return Header.from_bytes(data)
+    if version == 1:
+        return Header.from_bytes(data, format1.HEADER_DICT)
+    return Header.from_bytes(data, dictionary(name.decode()), name.decode())
 
 
 class PacketWriter:

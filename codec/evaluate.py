@@ -15,7 +15,6 @@ stopped. The report directory then gets:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import json
@@ -26,22 +25,21 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from . import media as M
 from .anchors import get_anchor
-from .container import FORMAT_ID
+from .container import format_id
 from .errors import MediaError
 from .report_media import FileMedia, point_name, select_points
+from .threads import torch_threads
 from .metrics import (
     BD_METRICS,
     DEFAULT_METRICS,
     METRICS,
     bd_rate,
-    bits_per_pixel,
-    kbit_per_second,
     ms_ssim_db,
 )
 
@@ -63,26 +61,13 @@ class Coder:
     default: str = ""  # the setting used when none is named (bench); "" = the middle one
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch intra-op threads."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def learned_coder(name: str) -> Coder:
     """A registered codec; its rate is the whole .nmc file (header included)."""
     from . import api
     from .registry import get_codec
 
     codec = get_codec(name)
-    identity = f"{codec.model_id} {codec.weights_hash()} {FORMAT_ID}"  # the header's size counts in the rate
+    identity = f"{codec.model_id} {codec.weights_hash()} {format_id(codec.header_dict)}"  # the header's size counts in the rate
     return Coder(
         name, codec.media, [s.name for s in codec.settings()], identity,
         lambda media, setting: api.compress(name, media, setting), api.decompress, False, codec.default().name,
@@ -118,11 +103,11 @@ def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str]) 
     """Rate and the named metrics of one decoded media against its reference."""
     if kind == "image":
         a, b = M.to_rgb8(ref)[0], M.to_rgb8(decoded)[0]
-        out = {"bpp": bits_per_pixel(len(data), ref.height, ref.width)}
+        out = {"bpp": M.real_rate(len(data), M.metadata(ref))[0]}
         out.update({m: METRICS[m].fn(a, b) for m in metrics})
         return out
     x, y = ref.to_array(), decoded.to_array()
-    out = {"kbps": kbit_per_second(len(data), ref.frames, ref.sample_rate)}
+    out = {"kbps": M.real_rate(len(data), M.metadata(ref))[0]}
     out.update({m: METRICS[m].fn(x, ref.sample_rate, y, decoded.sample_rate) for m in metrics})
     return out
 

@@ -1,21 +1,30 @@
 """Typed header fields: the type and range of every header value a decoder sizes buffers from.
 
-A crafted or damaged header can pass its CRC, so nothing in it is trusted: `check_header` runs
-before any decoder allocates memory or writes output. The media fields are the core's
-(`MEDIA_FIELDS`, with a memory bound from the media size); a codec declares its own in
-`Codec.header_fields` as `{"extra.hop": Int(320, 320), "media.coded_frames": Int(1, ...)}`.
+A crafted or damaged header can pass its CRC, so nothing in it is trusted: it is checked once,
+when the file is opened, before any decoder allocates memory or writes output. The media fields
+are the core's (`MEDIA_FIELDS`, with a memory bound from the media size); a codec declares its
+own as a frozen `HeaderFields` dataclass, each field with its type and section:
+
+    @dataclass(frozen=True)
+    class Fields(HeaderFields):
+        hop: int = header_field(Int(320, 320))                          # extra.hop
+        coded_frames: int = header_field(Int(1, MAX_FRAMES), "media")   # media.coded_frames
+
+`Fields.read(header)` checks them and returns the typed object the decoder works with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import ContainerError
 from .media import MAX_AUDIO_CHANNELS, MAX_PIXELS
 
 if TYPE_CHECKING:
     from .container import Header
+    from .interface import Setting
 
 MAX_FRAMES = 1 << 40  # audio samples per channel: 2 years at 16 kHz, 16 days at 768 kHz
 
@@ -95,9 +104,47 @@ def check_media(media: dict[str, Any]) -> None:
         raise ContainerError(f"header claims a {media['width']}x{media['height']} image, more than {MAX_PIXELS} pixels (file is damaged)")
 
 
-def check_header(header: Header, fields: dict[str, Field]) -> None:
-    """`check_media`, then a codec's own fields (`"media.name"` or `"extra.name"` -> spec)."""
-    check_media(header.media)
-    for key, spec in fields.items():
-        where, name = key.split(".", 1)
-        _check(header.media if where == "media" else header.extra, name, spec, where)
+SECTIONS = ("extra", "media")
+F = TypeVar("F", bound="HeaderFields")
+
+
+def header_field(spec: Field, section: str = "extra", default: Any = dataclasses.MISSING) -> Any:
+    """A field of a `HeaderFields` dataclass: its JSON type and range, and the header section it lives in.
+
+    A field with a `default` was added after files without it were written: absent means the
+    default, and it is written only when it differs (so older readers' files stay the same bytes).
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"header section {section!r} is not one of {SECTIONS}")
+    return dataclasses.field(default=default, metadata={"spec": spec, "section": section})
+
+
+def _optional(f: dataclasses.Field) -> bool:
+    return f.default is not dataclasses.MISSING
+
+
+@dataclass(frozen=True)
+class HeaderFields:
+    """Base of a codec's typed header fields (`extra`, and codec fields of `media`)."""
+
+    @classmethod
+    def read(cls: type[F], header: Header) -> F:
+        """`check_media`, then each field's type and range; the typed fields."""
+        check_media(header.media)
+        values = {}
+        for f in dataclasses.fields(cls):
+            section = f.metadata["section"]
+            if _optional(f) and f.name not in getattr(header, section):
+                continue
+            _check(getattr(header, section), f.name, f.metadata["spec"], section)
+            values[f.name] = getattr(header, section)[f.name]
+        return cls(**values)
+
+    def consistent(self, header: Header, setting: Setting) -> bool:
+        """Relations between the fields, the media and the setting (types and ranges are checked)."""
+        return True
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The fields that live in header section `name`, as written."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["section"] == name and not (_optional(f) and getattr(self, f.name) == f.default)}

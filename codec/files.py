@@ -46,16 +46,6 @@ class Summary:
         return asdict(self)
 
 
-def real_rate(nbytes: int, media: dict[str, Any]) -> tuple[float, str]:
-    """Rate from the file size and the header's media metadata."""
-    if media["kind"] == "image":
-        return 8 * nbytes / (media["width"] * media["height"]), "bpp"
-    if media["kind"] == "audio":
-        seconds = media["frames"] / media["sample_rate"]
-        return (8 * nbytes / seconds / 1000 if seconds else 0.0), "kbps"
-    return nbytes / 1e6 / max(1, media["frame_count"]), "MB/frame"
-
-
 TEMP_NAME = re.compile(r"^\..+\.(\d+)\.nmctmp(\.[^.]*)?$")  # .NAME.PID.nmctmp.SUFFIX
 _live_temps: set[Path] = set()  # this process's temporary outputs, for remove_live_temps()
 
@@ -241,8 +231,8 @@ def decompress_path(
     """Decode one .nmc file; the output is checked (name, format, overwrite) before decoding."""
     start = time.perf_counter()
     with _binary_input(input) as src:
-        header, codec, packets = api.open_file(src, recover)
-        kind = header.media["kind"]
+        opened = api.open_file(src, recover)
+        header, kind = opened.header, opened.header.media["kind"]
         if sample_rate is not None and kind != "audio":
             raise MediaError("--sample-rate applies to audio files")
         if output is None:
@@ -252,7 +242,7 @@ def decompress_path(
         if str(output) != "-":
             check_target(Path(output), force)
             M.check_output_suffix(kind, output)
-        media = api.decode(header, codec, packets, recover)
+        media = api.decode(opened)
         if sample_rate is not None:
             media = media.resampled(sample_rate)
         with stdout_spool() if str(output) == "-" else atomic_output(output, force) as target:
@@ -262,5 +252,5 @@ def decompress_path(
 
 
 def _summary(input: str | Path, output: str | Path, header: Header, nbytes: int, start: float) -> Summary:
-    rate, unit = real_rate(nbytes, header.media)
+    rate, unit = M.real_rate(nbytes, header.media)
     return Summary(str(input), str(output), header.codec, header.setting, nbytes, rate, unit, time.perf_counter() - start)

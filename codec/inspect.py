@@ -7,10 +7,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from .api import header_dictionary
 from .container import read_header, read_packets
 from .errors import MediaError
 from .fields import check_media
-from .files import real_rate
+from .media import real_rate
 from .registry import available, get_codec
 
 
@@ -19,7 +20,9 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MediaError(f"{path}: no such file")
     with open(path, "rb") as fo:
-        header = read_header(fo)
+        version = fo.read(5)[4:]
+        fo.seek(0)
+        header = read_header(fo, header_dictionary)
         check_media(header.media)  # the rate below divides by media fields
         header_bytes = fo.tell()
         packets = list(read_packets(fo, header.packets))
@@ -27,6 +30,7 @@ def describe(path: Path) -> dict[str, Any]:
     rate, unit = real_rate(size, header.media)
     return {
         **asdict(header),
+        "format_version": version[0] if version else None,
         "file_bytes": size,
         "header_bytes": header_bytes,
         "packet_count": len(packets),

@@ -18,7 +18,7 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import numpy.typing as npt
@@ -91,6 +91,25 @@ GaussianFrame = dict[str, npt.NDArray[np.float32]]
 class Gaussians:
     frames: list[GaussianFrame]
     names: list[str]  # file name of each frame, to write the sequence back
+
+
+def metadata(media: Image | Audio | Gaussians) -> dict[str, Any]:
+    """The header's media metadata of a source (docs/FORMAT.md, `media`)."""
+    if isinstance(media, Image):
+        return {"kind": "image", "width": media.width, "height": media.height, "channels": media.channels, "bit_depth": media.bit_depth}
+    if isinstance(media, Audio):
+        return {"kind": "audio", "sample_rate": media.sample_rate, "channels": media.channels, "frames": media.frames}
+    return {"kind": "gaussians", "frame_count": len(media.frames), "names": media.names}
+
+
+def real_rate(nbytes: int, media: dict[str, Any]) -> tuple[float, str]:
+    """The rate of a file of `nbytes` (header included) coding `media` (its `metadata`), and its unit."""
+    if media["kind"] == "image":
+        return 8 * nbytes / (media["width"] * media["height"]), "bpp"
+    if media["kind"] == "audio":
+        seconds = media["frames"] / media["sample_rate"]
+        return (8 * nbytes / seconds / 1000 if seconds else 0.0), "kbps"
+    return nbytes / 1e6 / max(1, media["frame_count"]), "MB/frame"
 
 
 def media_kind(path: str | Path) -> str:
@@ -305,6 +324,14 @@ def read_audio(path: str | Path) -> Audio:
             raise MediaError(f"{path}: cannot read audio ({err})") from None
 
     return Audio(int(info.samplerate), int(info.channels), int(info.frames), blocks)
+
+
+def finite_blocks(blocks: Iterable[npt.NDArray[np.float32]], who: str) -> Iterator[npt.NDArray[np.float32]]:
+    """The blocks, refusing NaN or infinite samples (a codec cannot code them)."""
+    for b in blocks:
+        if not np.isfinite(b).all():
+            raise MediaError(f"{who}: audio contains NaN or infinite samples")
+        yield b
 
 
 def resample_blocks(blocks: Iterator[npt.NDArray[np.float32]], rate_in: int, rate_out: int, channels: int) -> Iterator[npt.NDArray[np.float32]]:

@@ -34,19 +34,6 @@ VISQOL_AUDIO_RATE = 48_000
 SILENCE_RMS = 1e-3  # -60 dBFS
 
 
-# ---------------------------------------------------------------- rates
-
-
-def bits_per_pixel(n_bytes: int, height: int, width: int) -> float:
-    """Real rate of an image file: all of its bytes (header included) over its pixels."""
-    return 8 * n_bytes / (height * width)
-
-
-def kbit_per_second(n_bytes: int, frames: int, sample_rate: int) -> float:
-    """Real rate of an audio file in kbit/s: all of its bytes over the duration."""
-    return 8 * n_bytes / (frames / sample_rate) / 1000
-
-
 # ---------------------------------------------------------------- images
 
 

@@ -11,7 +11,8 @@ bilinear model:
 computed exactly even by a float32 BLAS in any summation order; `mult_c` rescales to
 1/UNITS-bit steps with an integer multiply and shift. The frequency tables that reach the
 range coder are therefore bit-identical on every machine, device and thread count.
-Training happens in float (`fit_prior`, torch) and ends with one quantization step.
+Training happens in float (`models/trainkit/priors.py`, torch) and ends with one quantization
+step (`ContextPrior.quantize`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+
+from . import entropy as E
 
 UNITS = 16  # score steps per bit
 RANGE = 22 * UNITS  # scores more than 22 bits below the best symbol share the floor frequency
@@ -78,6 +81,20 @@ class ContextPrior:
         return out
 
     @classmethod
+    def quantize(cls, bias: np.ndarray, embed: list[np.ndarray], proj: list[np.ndarray]) -> ContextPrior:
+        """The integer model of a float one (natural-log logits `bias + sum_c embed_c[x_c] @ proj_c`):
+        the export step after fitting (`models/trainkit/priors.py`)."""
+        to_units = UNITS / np.log(2.0)  # natural-log logits -> score units
+        q_embed, q_proj, mult = [], [], []
+        for e, p in zip(embed, proj):
+            se = max(np.abs(e).max(), 1e-8) / 127
+            sp = max(np.abs(p).max(), 1e-8) / 127
+            q_embed.append(np.round(e / se).astype(np.int8))
+            q_proj.append(np.round(p / sp).astype(np.int8))
+            mult.append(int(round(se * sp * to_units * 65536)))
+        return cls(np.round(bias * to_units).astype(np.int32), q_embed, q_proj, np.array(mult, np.int64))
+
+    @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray], prefix: str) -> ContextPrior:
         n = sum(1 for k in tensors if k.startswith(f"{prefix}.embed"))
         return cls(
@@ -106,6 +123,21 @@ class PriorSet:
     def alphabet(self) -> int:
         return int(self.unigram.shape[1])
 
+    def check(self, contexts: list[list[int]]) -> None:
+        """ValueError unless there is one prior per codebook, over this alphabet, with `contexts[k]`
+        the alphabet sizes of prior k's contexts (what the codec gives it)."""
+        if len(self.priors) != len(contexts) or self.unigram.shape[0] != len(contexts):
+            raise ValueError(f"priors for {len(self.priors)} codebooks, the network has {len(contexts)}")
+        for k, (p, sizes) in enumerate(zip(self.priors, contexts)):
+            dims = {e.shape[1] for e in p.embed} | {q.shape[0] for q in p.proj}
+            if p.sizes != sizes or p.alphabet != self.alphabet or len(dims) > 1 or any(q.shape[1] != self.alphabet for q in p.proj):
+                raise ValueError(f"prior {k} has contexts of sizes {p.sizes} over {p.alphabet} symbols, the codec gives {sizes} over {self.alphabet}")
+
+    def unigram_is_cheaper(self, k: int, symbols: npt.ArrayLike, context_bits: float) -> bool:
+        """Whether codebook k's unigram table codes `symbols` in fewer bits than its context
+        tables (`context_bits`): the encoder's choice per packet and codebook (a mask bit)."""
+        return E.cross_entropy_bits(np.asarray(symbols), self.unigram[k]) < context_bits
+
     def to_tensors(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
         for k, p in enumerate(self.priors):
@@ -123,51 +155,3 @@ def ideal_bits(prior: ContextPrior, symbols: npt.ArrayLike, contexts: npt.ArrayL
     t = prior.tables(contexts).astype(np.float64)
     s = np.asarray(symbols).ravel()
     return float(-np.log2(t[np.arange(s.size), s] / t.sum(axis=1)).sum())
-
-
-def fit_prior(
-    symbols: npt.ArrayLike,
-    contexts: npt.ArrayLike,
-    alphabet: int,
-    sizes: list[int],
-    dim: int = 32,
-    steps: int = 3000,
-    batch: int = 4096,
-    lr: float = 3e-3,
-    seed: int = 0,
-    device: str = "cpu",
-) -> ContextPrior:
-    """Train the float model by maximum likelihood, then quantize it to a `ContextPrior`."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.as_tensor(np.asarray(symbols), dtype=torch.long).ravel().to(device)
-    x = torch.as_tensor(np.asarray(contexts), dtype=torch.long).reshape(len(y), len(sizes)).to(device)
-    embed = [torch.nn.Parameter((torch.randn(n + 1, dim, generator=gen) * 0.1).to(device)) for n in sizes]
-    proj = [torch.nn.Parameter((torch.randn(dim, alphabet, generator=gen) * 0.1).to(device)) for _ in sizes]
-    counts = torch.bincount(y, minlength=alphabet).double() + 0.5
-    bias = torch.nn.Parameter((counts / counts.sum()).log().float())
-    opt = torch.optim.Adam([bias, *embed, *proj], lr=lr)
-    for step in range(steps):
-        i = torch.randint(0, len(y), (min(batch, len(y)),), generator=gen).to(device)
-        logits = bias + sum(e[x[i, c]] @ p for c, (e, p) in enumerate(zip(embed, proj)))
-        loss = torch.nn.functional.cross_entropy(logits, y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
-    return _quantize(*(t.detach().double().cpu().numpy() for t in (bias, *embed, *proj)), n=len(sizes))
-
-
-def _quantize(bias: np.ndarray, *tensors: np.ndarray, n: int) -> ContextPrior:
-    embed, proj = tensors[:n], tensors[n:]
-    to_units = UNITS / np.log(2.0)  # natural-log logits -> score units
-    q_embed, q_proj, mult = [], [], []
-    for e, p in zip(embed, proj):
-        se = max(np.abs(e).max(), 1e-8) / 127
-        sp = max(np.abs(p).max(), 1e-8) / 127
-        q_embed.append(np.round(e / se).astype(np.int8))
-        q_proj.append(np.round(p / sp).astype(np.int8))
-        mult.append(int(round(se * sp * to_units * 65536)))
-    return ContextPrior(np.round(bias * to_units).astype(np.int32), q_embed, q_proj, np.array(mult, np.int64))

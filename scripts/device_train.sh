@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One device call: train hificodec and mcquic side by side on the lent GPU machine.
+# One device call: train hificodec and mcquic (and/or vqgan) side by side on the lent GPU machine.
 #   usage: MINUTES=8.5 scripts/device_train.sh        (from the repo root; carry .data and .whl)
+#          MINUTES=8.5 JOBS=vqgan scripts/device_train.sh   (needs .data/images, .data/gpu_stlpips and .whl there)
 # Each job is torchrun + DDP over all GPUs (they share them) and resumes from .ckpt/<name>, which a
 # warm machine keeps between calls; on a fresh machine, .ckpt/<name> travels with `carry` or the
 # job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Back in $OUT: the logs and a copy of each
 # checkpoint without optimizer moments (8 files; export locally with train.py --max-steps 0 --export).
-# JOBS=hificodec or JOBS=mcquic trains one of them only.
+# JOBS=hificodec or JOBS=mcquic trains one of them only; JOBS=vqgan needs the ST-LPIPS package staged by
+# scripts/stage_stlpips.sh (VQ_ARGS adds options) and brings back an fp16 moment-free checkpoint.
 set -uo pipefail
 MINUTES=${MINUTES:?minutes}
 JOBS=${JOBS:-hificodec mcquic}
@@ -17,7 +19,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 # nmc is not pip-installed there: expose the repo folders as the nmc.* packages.
 mkdir -p /tmp/nmcpkg/nmc && cp nmc/__init__.py /tmp/nmcpkg/nmc/
 for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
-export PYTHONPATH=/tmp/site:/tmp/nmcpkg
+export PYTHONPATH=/tmp/site:/tmp/nmcpkg:$PWD/.data/gpu_stlpips
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "jobs: $JOBS on $NGPU GPU(s), $MINUTES min"
 pids=()
@@ -27,6 +29,7 @@ for job in $JOBS; do
   case $job in
     hificodec) args="--data .data/speech ${HIFI_ARGS:-}";;
     mcquic) args="--data .data/images ${MCQ_ARGS:-}";;
+    vqgan) args="--data .data/images ${VQ_ARGS:-}";;
     *) echo "unknown job $job"; exit 2;;
   esac
   torchrun --nproc_per_node="$NGPU" --master_port=$port models/$job/train.py --ckpt-dir .ckpt/$job \
@@ -36,7 +39,10 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 for job in $JOBS; do echo "== $job"; tail -n 4 "$OUT/$job.stdout"; done
-for job in $JOBS; do python3 -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job"; done
+for job in $JOBS; do
+  half=$([ "$job" = vqgan ] && echo --half)  # 17 MB instead of 33: what a fresh machine must be sent next session
+  python3 -P -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job" $half
+done
 rm -f "$OUT"/*.stdout
 ls -la "$OUT" "$OUT"/ckpt_* 2>/dev/null
 exit $rc

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
 from damage import coded_streams, with_header, with_payloads  # noqa: E402,F401  (re-exported for the tests)
 from nmc.codec import media as M  # noqa: E402
+from nmc.codec.api import header_dictionary  # noqa: E402
 from nmc.codec.container import Header, read_header, read_packets  # noqa: E402
 
 
@@ -30,7 +31,7 @@ def synthetic_image(h: int = 40, w: int = 56, seed: int = 0) -> M.Image:
 def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
     """The header and the CRC-checked packets of a whole .nmc file."""
     fo = io.BytesIO(data)
-    header = read_header(fo)
+    header = read_header(fo, header_dictionary)
     return header, list(read_packets(fo, header.packets))
 
 
@@ -97,12 +98,10 @@ def damaged(draw: st.DrawFn, payload: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Networks on one thread: fast and steady on a loaded 2-core box."""
-    import torch
+    from nmc.codec.threads import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

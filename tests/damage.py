@@ -8,24 +8,47 @@ import struct
 import zlib
 from typing import Any, Callable
 
-from nmc.codec.container import END_MARK, HEADER_DICT
+from nmc.codec.api import header_dictionary
+from nmc.codec.container import CODEC_NAME, END_MARK, MAGIC
+from nmc.codec.format1 import HEADER_DICT as FORMAT1_DICT
+
+
+def _header_span(data: bytes) -> tuple[int, int, str | None]:
+    """(offset of the header length field, header length, codec name of a format-2 prefix)."""
+    if data[4] == 1:
+        return 5, struct.unpack_from("<I", data, 5)[0], None
+    n = data[5]
+    return 6 + n, struct.unpack_from("<I", data, 6 + n)[0], data[6 : 6 + n].decode()
 
 
 def with_header(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
-    """The same file with its JSON header edited and a valid CRC: damage only the decoder can notice."""
-    (n,) = struct.unpack_from("<I", data, 5)
-    inflate = zlib.decompressobj(-15, HEADER_DICT)
-    fields = json.loads(inflate.decompress(data[9 : 9 + n]) + inflate.flush())
+    """The same file with its JSON header edited and a valid CRC: damage only the decoder can notice.
+
+    `edit` sees every field, `codec` included; in format 2 a new codec name that fits the prefix
+    goes there, any other value into the JSON (which a reader refuses)."""
+    at, n, name = _header_span(data)
+    dictionary = FORMAT1_DICT if name is None else header_dictionary(name)
+    inflate = zlib.decompressobj(-15, dictionary)
+    fields = json.loads(inflate.decompress(data[at + 4 : at + 4 + n]) + inflate.flush())
+    if name is not None:
+        fields["codec"] = name
     edit(fields)
-    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_DICT)
+    if name is not None and isinstance(fields.get("codec"), str) and CODEC_NAME.fullmatch(fields["codec"].encode("utf-8", "replace")):
+        name = fields.pop("codec")
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
     body = deflate.compress(json.dumps(fields).encode()) + deflate.flush()
-    return data[:5] + struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body)) + data[9 + n + 4 :]
+    rest = data[at + 4 + n + 4 :]
+    if name is None:
+        return data[:5] + struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body)) + rest
+    checked = bytes([len(name)]) + name.encode() + struct.pack("<I", len(body)) + body
+    return MAGIC + b"\x02" + checked + struct.pack("<I", zlib.crc32(checked)) + rest
 
 
 def with_payloads(data: bytes, edit: Callable[[int, bytes], bytes]) -> bytes:
     """The same file with packet i's payload replaced by edit(i, payload), CRCs recomputed."""
-    (n,) = struct.unpack_from("<I", data, 5)
-    pos, out, i = 9 + n + 4, [data[: 9 + n + 4]], 0
+    at, n, _ = _header_span(data)
+    pos, i = at + 4 + n + 4, 0
+    out = [data[:pos]]
     while True:
         length, crc = struct.unpack_from("<II", data, pos)
         if length == END_MARK:

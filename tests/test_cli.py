@@ -305,6 +305,38 @@ class TestOutputChecks:
         assert written in err and other in err
 
 
+class TestRecover:
+    """`--recover` end to end (`nmc` in a subprocess): a codec that can recover decodes around a lost
+    packet; without the flag, or with a codec that cannot, the file is refused in one line."""
+
+    def nmc(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*NMC, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    def test_lost_packet(self, tmp_path: Path, image_file: Path) -> None:
+        src = tmp_path / "x.nmc"
+        assert self.nmc("compress", str(image_file), "-c", "toy-image", "-q", "fine", "-o", str(src)).returncode == 0
+        good = self.nmc("decompress", str(src), "-o", str(tmp_path / "good.png"))
+        assert good.returncode == 0, good.stderr
+        data = bytearray(src.read_bytes())
+        data[-8 - 40] ^= 0x55  # inside the last packet (rows 32-39): its CRC no longer matches
+        src.write_bytes(bytes(data))
+        refused = self.nmc("decompress", str(src), "-o", str(tmp_path / "out.png"))
+        assert refused.returncode == 1 and refused.stderr.strip().startswith("nmc: error:") and "checksum" in refused.stderr
+        recovered = self.nmc("decompress", str(src), "-o", str(tmp_path / "out.png"), "--recover")
+        assert recovered.returncode == 0, recovered.stderr
+        out, ref = M.read_image(tmp_path / "out.png").pixels, M.read_image(tmp_path / "good.png").pixels
+        assert np.array_equal(out[:32], ref[:32]) and not np.array_equal(out[32:], ref[32:])
+        assert (out[32:] == out[32, 0]).all()  # the lost band: one flat value (the toy codec's concealment)
+
+    def test_refused_at_the_door_for_a_codec_that_cannot_recover(self, tmp_path: Path, audio_file: Path) -> None:
+        src = tmp_path / "x.nmc"
+        assert self.nmc("compress", str(audio_file), "-c", "toy-audio", "-o", str(src)).returncode == 0
+        p = self.nmc("decompress", str(src), "-o", str(tmp_path / "out.wav"), "--recover")
+        lines = [line for line in p.stderr.splitlines() if line.strip()]
+        assert p.returncode == 1 and len(lines) == 1 and "toy-audio cannot recover lost packets" in lines[0]
+        assert not (tmp_path / "out.wav").exists()
+
+
 def test_usage_error_is_one_line(capsys) -> None:  # noqa: ANN001
     code, _, err = run(capsys, "compress", "x.png", "--bogus")
     assert code == 2

@@ -34,8 +34,10 @@ def speech() -> tuple[np.ndarray, int]:
 
 class TestRates:
     def test_bpp_and_kbps(self) -> None:
-        assert Q.bits_per_pixel(1000, 100, 80) == 1.0
-        assert Q.kbit_per_second(2000, 32000, 16000) == 8.0
+        from nmc.codec.media import real_rate
+
+        assert real_rate(1000, {"kind": "image", "width": 80, "height": 100}) == (1.0, "bpp")
+        assert real_rate(2000, {"kind": "audio", "frames": 32000, "sample_rate": 16000}) == (8.0, "kbps")
 
 
 class TestImageMetrics:

@@ -112,3 +112,6 @@ def test_slim_copy_drops_optimizer_moments_and_resumes_fresh(tmp_path: Path) -> 
     tensors, meta = ckpt_io.load(tmp_path / "slim")
     assert set(tensors) == {"g/weight", "g/bias"} and meta["step"] == 9 and meta["ckpt_optim"] == "none"
     assert not ckpt_io.load_optimizer(torch.optim.AdamW(net.parameters()), tensors, "opt_g", meta["opt_g_groups"])
+    ckpt_io.slim(tmp_path / "full", tmp_path / "half", half=True)
+    half, _ = ckpt_io.load(tmp_path / "half")
+    assert half["g/weight"].dtype == torch.float16 and torch.allclose(half["g/weight"].float(), net.weight, rtol=1e-3)

@@ -8,6 +8,7 @@ fields, one packet per band/chunk, streaming audio, lost-packet recovery.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,9 +18,10 @@ from safetensors.numpy import load_file, save_file
 from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.container import Header, pack_streams, unpack_streams
-from nmc.codec.errors import ContainerError, MediaError
-from nmc.codec.fields import OneOf
-from nmc.codec.registry import Codec, Encoded, Setting, register_codec
+from nmc.codec.errors import MediaError
+from nmc.codec.fields import HeaderFields, OneOf, header_field
+from nmc.codec.interface import Codec, Encoded, Setting
+from nmc.codec.registry import register_codec
 
 WEIGHTS = Path(__file__).parent / "data" / "toy.safetensors"
 BAND = 16  # image rows per packet
@@ -55,13 +57,26 @@ def slow(seconds: float) -> None:
     _decode_rows = lambda *args: (time.sleep(seconds), decode(*args))[1]  # noqa: E731
 
 
+@dataclass(frozen=True)
+class ImageFields(HeaderFields):
+    step: int = header_field(OneOf((4, 16)))
+    band: int = header_field(OneOf((BAND,)))
+
+
 @register_codec("toy-image")
 class ToyImage(Codec):
+    """Quantized pixels; a lost band of rows decodes as mid-gray under --recover."""
+
     media = "image"
     model_id = "toy-image-v1"
     weights_path = WEIGHTS
     default_setting = "fine"
-    header_fields = {"extra.step": OneOf((4, 16)), "extra.band": OneOf((BAND,))}
+    header_fields = ImageFields
+    header_dict = (
+        b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},"extra":{"band":16,"step":4},'
+        b'"media":{"bit_depth":8,"channels":3,"height":40,"kind":"image","width":56},"model_id":"toy-image-v1","packets":3,"setting":"fine","weights":"'
+    )
+    can_recover = True
 
     def settings(self) -> list[Setting]:
         return [Setting("coarse", 1.0, "bpp"), Setting("fine", 3.0, "bpp")]
@@ -75,17 +90,15 @@ class ToyImage(Codec):
         table = _tables()[0 if step == 16 else 1]
         packets = [_encode_rows(q[:, y : y + BAND], table) for y in range(0, image.height, BAND)]
         media = {"kind": "image", "width": image.width, "height": image.height, "channels": 3, "bit_depth": 8}
-        return Encoded(media, packets, len(packets), {"step": step, "band": BAND})
+        return Encoded(ImageFields(step, BAND), packets, len(packets), media)
 
-    def decode(self, header: Header, packets: Iterator[bytes | None], recover: bool = False) -> M.Image:
-        h, w, step = header.media["height"], header.media["width"], header.extra["step"]
+    def decode(self, header: Header, fields: ImageFields, packets: Iterator[bytes | None]) -> M.Image:
+        h, w, step = header.media["height"], header.media["width"], fields.step
         table = _tables()[0 if step == 16 else 1]
         out = np.full((3, h, w), 128 // step, np.int64)
         for i, p in enumerate(packets):
             rows = min(BAND, h - i * BAND)
-            if p is None:
-                if not recover:
-                    raise ContainerError(f"packet {i} is lost")
+            if p is None:  # lost: the band stays mid-gray
                 continue
             out[:, i * BAND : i * BAND + rows] = _decode_rows(p, (3, rows, w), table)
         px = np.clip(out * step + step // 2, 0, 255).astype(np.uint8).transpose(1, 2, 0)
@@ -97,6 +110,10 @@ class ToyAudio(Codec):
     media = "audio"
     model_id = "toy-audio-v1"
     weights_path = WEIGHTS
+    header_dict = (
+        b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},"extra":{},'
+        b'"media":{"channels":1,"frames":12000,"kind":"audio","sample_rate":8000},"model_id":"toy-audio-v1","packets":3,"setting":"8bit","weights":"'
+    )
 
     def settings(self) -> list[Setting]:
         return [Setting("8bit", 64.0, "kbps")]
@@ -112,20 +129,18 @@ class ToyAudio(Codec):
             if len(pending):
                 yield self._packet(pending)
 
-        media = {"kind": "audio", "sample_rate": audio.sample_rate, "channels": audio.channels, "frames": audio.frames}
-        return Encoded(media, packets(), -(-audio.frames // CHUNK))
+        return Encoded(HeaderFields(), packets(), -(-audio.frames // CHUNK))
 
     def _packet(self, x: np.ndarray) -> bytes:
         q = np.clip(np.round(x.T * 127), -127, 127).astype(np.int32)
         return pack_streams([np.uint32(x.shape[0]).tobytes(), _encode_rows(q, _tables()[2])])
 
-    def decode(self, header: Header, packets: Iterator[bytes | None], recover: bool = False) -> M.Audio:
+    def decode(self, header: Header, fields: HeaderFields, packets: Iterator[bytes | None]) -> M.Audio:
         ch = header.media["channels"]
 
         def blocks() -> Iterator[np.ndarray]:
-            for i, p in enumerate(packets):
-                if p is None:
-                    raise ContainerError(f"packet {i} is lost")
+            for p in packets:
+                assert p is not None  # toy-audio cannot recover: it is never given a lost packet
                 n_bytes, data = unpack_streams(p, 2)
                 n = int(np.frombuffer(n_bytes, np.uint32)[0])
                 yield (_decode_rows(data, (ch, n), _tables()[2]).T / 127).astype(np.float32)

@@ -4,35 +4,32 @@
         --out models/hificodec/weights/hificodec_16k.safetensors
 
 Encodes training speech with the exported generator on the CPU (all levels, in packets of
-`CHUNK_FRAMES` frames like the codec), fits one `ContextPrior` per codebook on the contexts of
-`codec.contexts` plus a unigram table, reports bits/index on held-out training files against
-the fixed 10 bits, and writes one safetensors file with the fp16 generator and the integer
-priors (so the header's weights hash covers both). Never point it at the dev set.
+`CHUNK_FRAMES` frames like the codec) and hands the packets to the prior-fitting driver
+(`models/trainkit/priors.py`): one `ContextPrior` per codebook on the contexts of
+`index_coding.contexts` plus a unigram table, bits per index on held-out training files, and one
+safetensors file with the fp16 generator and the integer priors (so the header's weights hash
+covers both). Never point it at the dev set.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
 import soxr
 import torch
 import typer
+
 from nmc.codec import entropy as E
-from nmc.codec.prior import fit_prior, ideal_bits
-from nmc.models.hificodec.codec import (
-    CHUNK_FRAMES,
-    SAMPLE_RATE,
-    GRVQPrior,
-    contexts,
-    write_weights,
-)
-from nmc.models.hificodec.network import CodecConfig, HiFiCodec
-from safetensors import safe_open
+from nmc.codec.prior import PriorSet
+from nmc.codec.threads import torch_threads
+from nmc.codec.weights import read_weights
+from nmc.models.hificodec.codec import CHUNK_FRAMES, GROUPS, SAMPLE_RATE, SETTINGS, HiFiCodecCodec, Rate
+from nmc.models.hificodec.index_coding import context_sizes, contexts, encode_indices
+from nmc.models.hificodec.network import HiFiCodec
+from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
 
 AUDIO_EXTS = (".opus", ".flac", ".wav", ".ogg")
 
@@ -44,26 +41,40 @@ def read_mono(path: Path) -> np.ndarray:
     return (soxr.resample(x, sr, SAMPLE_RATE) if sr != SAMPLE_RATE else x).astype(np.float32)
 
 
-def packet_indices(net: HiFiCodec, files: list[Path], device: str = "cpu") -> list[np.ndarray]:
-    """Indices `(n_codebooks, T <= CHUNK_FRAMES)` of every packet of every file (all levels)."""
+def packet_indices(net: HiFiCodec, files: list[Path], device: str = "cpu") -> list[Packet]:
+    """Indices of every packet of every file: per codebook `(T <= CHUNK_FRAMES,)`, all levels."""
     out = []
     with torch.inference_mode():
         for path in files:
             x = read_mono(path)
             x = x / max(1.0, float(np.abs(x).max(initial=0.0)))  # the codec's gain policy
             idx = net.encode(torch.from_numpy(x)[None, None].to(device), net.config.levels)[0].cpu().numpy()
-            out += [idx[:, i : i + CHUNK_FRAMES] for i in range(0, idx.shape[1], CHUNK_FRAMES)]
+            out += [list(idx[:, i : i + CHUNK_FRAMES].astype(np.int64)) for i in range(0, idx.shape[1], CHUNK_FRAMES)]
     return out
 
 
-def stack(packets: list[np.ndarray], k: int, groups: int, K: int) -> tuple[np.ndarray, np.ndarray]:
-    """Symbols `(N,)` and context rows `(N, n_ctx)` of codebook k over all packets."""
-    ctx = np.concatenate([contexts(p, k, groups, K) for p in packets])
-    return np.concatenate([p[k] for p in packets]), ctx
+def index_source(net: HiFiCodec, device: str) -> IndexSource:
+    """The codec's indices, contexts and coding, for the prior-fitting driver."""
+
+    def code(prior: PriorSet, packet: Packet) -> bytes:
+        enc = E.Encoder()
+        encode_indices(enc, prior, np.stack(packet), GROUPS)
+        return enc.to_bytes()
+
+    n, K = GROUPS * net.config.levels, net.config.codebook_size
+    return IndexSource(
+        alphabet=K,
+        n_codebooks=n,
+        packets=lambda files: packet_indices(net, files, device),
+        contexts=lambda packet, k: contexts(np.stack(packet), k, GROUPS, K),
+        sizes=lambda k: context_sizes(n, GROUPS, K)[k],
+        code=code,
+        settings={s.name: s.codebooks for s in SETTINGS if isinstance(s, Rate)},
+    )
 
 
 def main(
-    generator: Path = Path(".ckpt/out/hificodec_16k.safetensors"),  # fp16 export of train.py
+    generator: Path = Path(".ckpt/out/hificodec_16k.safetensors"),  # export of train.py (fp16, no priors)
     out: Path = Path("models/hificodec/weights/hificodec_16k.safetensors"),  # combined weights file
     data: Path = Path("../shared/data/train/speech"),  # training speech (never dev)
     minutes: float = 60.0,                # audio used, drawn at random from the files
@@ -77,71 +88,22 @@ def main(
     device: str = "cpu",                  # cuda: encode and fit there (the tables are integers either way)
 ) -> None:
     t0 = time.time()
-    if "dev" in data.resolve().parts:
-        raise typer.BadParameter(f"refusing to fit priors on a dev set: {data}")
     torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    with safe_open(str(generator), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in list(f.keys()) if not k.startswith("prior.")}
-    config = CodecConfig.from_json(meta["config"])
-    net = HiFiCodec.from_state_dict(state, config).to(device)
-    K, groups, n_cb = config.codebook_size, config.groups, config.groups * config.levels
-
-    files = sorted(p for p in data.rglob("*") if p.suffix.lower() in AUDIO_EXTS)
-    random.Random(seed).shuffle(files)
-    picked, total = [], 0.0
-    for path in files:
-        if total >= minutes * 60:
-            break
-        picked.append(path)
-        total += sf.info(str(path)).duration
-    n_test = max(1, round(held_out * len(picked)))
-    if str(cache) not in ("", ".") and cache.exists():
-        with np.load(cache) as z:
-            train, test = [z[f"train{i}"] for i in range(int(z["n_train"]))], [z[f"test{i}"] for i in range(int(z["n_test"]))]
-    else:
-        train, test = packet_indices(net, picked[n_test:], device), packet_indices(net, picked[:n_test], device)
-        if str(cache) not in ("", "."):
-            arrays: dict[str, Any] = {"n_train": len(train), "n_test": len(test)}
-            arrays.update({f"train{i}": x for i, x in enumerate(train)} | {f"test{i}": x for i, x in enumerate(test)})
-            np.savez(cache, **arrays)
-    n_train, n_test_frames = sum(x.shape[1] for x in train), sum(x.shape[1] for x in test)
-    print(f"{len(picked)} files, {total / 60:.1f} min from {data}: {n_train} train / {n_test_frames} held-out frames "
-          f"({time.time() - t0:.0f} s)", flush=True)
-
-    priors, unigram, rows = [], [], []
-    for k in range(n_cb):
-        y, ctx = stack(train, k, groups, K)
-        prior = fit_prior(y, ctx, K, [K] * ctx.shape[1], dim=dim, steps=steps, batch=batch, seed=seed + k,
-                           device=device)
-        uni = E.freqs_from_counts(np.bincount(y, minlength=K) + 0.5)
-        yt, ct = stack(test, k, groups, K)
-        ctx_bits = ideal_bits(prior, yt, ct) / len(yt)
-        uni_bits = E.cross_entropy_bits(yt, uni) / len(yt)
-        used = np.count_nonzero(np.bincount(y, minlength=K)) / K
-        priors.append(prior)
-        unigram.append(uni)
-        rows.append({"codebook": k, "context_bits": round(ctx_bits, 4), "unigram_bits": round(uni_bits, 4), "used": round(used, 4)})
-        print(f"codebook {k} (level {k // groups}, group {k % groups}): context {ctx_bits:.3f} bit/index, "
-              f"unigram {uni_bits:.3f}, fixed 10, codes used {100 * used:.1f} % ({time.time() - t0:.0f} s)", flush=True)
-    grvq = GRVQPrior(priors, np.stack(unigram).astype(np.int32), groups)
-
-    # what the codec writes: per packet and codebook the cheaper of context and unigram table
-    print("codebooks  bits/index  saving vs 10 bit  (held-out, range-coded)")
-    for n in range(groups, n_cb + 1, groups):
-        nbytes = 0
-        for packet in test:
-            enc = E.Encoder()
-            grvq.encode(enc, packet[:n])
-            nbytes += len(enc.to_bytes())
-        bits = 8 * nbytes / (n * n_test_frames)
-        rows.append({"codebooks": n, "coded_bits": round(bits, 4)})
-        print(f"{n:9d}  {bits:10.3f}  {100 * (1 - bits / 10):15.1f} %")
-    info = {"generator": generator.name, "step": meta.get("step"), "data": str(data), "files": len(picked),
-            "train_frames": n_train, "held_out_frames": n_test_frames, "dim": dim, "steps": steps, "results": rows}
-    write_weights(out, state, meta["config"], grvq, info)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) in {(time.time() - t0) / 60:.1f} min")
+    try:
+        train_files, test_files = split_files(data, AUDIO_EXTS, held_out, seed, lambda f: sf.info(str(f)).duration, minutes * 60)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    export = read_weights(generator)
+    with torch_threads(threads):
+        net = HiFiCodecCodec().build_net(export.state, export.args).to(device)
+        src = index_source(net, device)
+        train, test = cached_packets(cache if str(cache) not in ("", ".") else None, lambda: (src.packets(train_files), src.packets(test_files)))
+        print(f"{len(train_files) + len(test_files)} files from {data}: {sum(p[0].size for p in train)} train / "
+              f"{sum(p[0].size for p in test)} held-out frames ({time.time() - t0:.0f} s)", flush=True)
+        prior, rows = fit_priors(src, train, test, FitConfig(dim, steps, batch, seed=seed, device=device))
+    report = {"data": str(data), "files": len(train_files) + len(test_files), "held_out_files": len(test_files), "dim": dim, "steps": steps, "results": rows}
+    write(out, export, prior, report)
+    print(f"done in {(time.time() - t0) / 60:.1f} min")
 
 
 if __name__ == "__main__":

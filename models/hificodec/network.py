@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import cast
 
 import torch
@@ -31,7 +30,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 __all__ = [
     "CodecConfig", "CodecOutput", "QuantizedResult", "HiFiCodec", "GroupResidualVQ",
-    "MultiScaleMelLoss", "Discriminator", "mel_filterbank", "load_generator",
+    "MultiScaleMelLoss", "Discriminator", "mel_filterbank",
 ]
 
 
@@ -237,7 +236,7 @@ class GroupResidualVQ(nn.Module):
             indices = []
             for level in range(n_levels):
                 for g in range(self.groups):
-                    vq = self._vq(level * self.groups + g)
+                    vq = self.vq(level * self.groups + g)
                     i = vq.codes_to_indices(vq.in_proj(res[g]))
                     res[g] = res[g] - vq.indices_to_codes(i)
                     indices.append(i)
@@ -252,11 +251,11 @@ class GroupResidualVQ(nn.Module):
         if indices.min() < 0 or indices.max() >= self.codebook_size:
             raise ValueError(f"indices outside [0, {self.codebook_size}): "
                              f"min {int(indices.min())}, max {int(indices.max())}")
-        return torch.cat([torch.stack([self._vq(k).indices_to_codes(indices[:, k])
+        return torch.cat([torch.stack([self.vq(k).indices_to_codes(indices[:, k])
                                        for k in range(g, n_cb, self.groups)]).sum(dim=0)
                           for g in range(self.groups)], dim=1)
 
-    def _vq(self, k: int) -> FactorizedVQ:
+    def vq(self, k: int) -> FactorizedVQ:
         return cast(FactorizedVQ, self.vqs[k])
 
     def _check_levels(self, n_levels: int) -> None:
@@ -292,8 +291,12 @@ class CodecConfig:
 
     @classmethod
     def from_json(cls, text: str) -> CodecConfig:
-        d = json.loads(text)
-        d["strides"] = tuple(d["strides"])
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CodecConfig:
+        """From `asdict` form (JSON lists back to tuples)."""
+        d = {**d, "strides": tuple(d["strides"])}
         for k in ("enc_dilations", "dec_dilations"):
             d[k] = tuple(tuple(x) for x in d[k])
         return cls(**d)
@@ -353,18 +356,6 @@ class HiFiCodec(nn.Module):
         model = cls(config, weight_norm=False)
         model.load_state_dict({k: v.float() for k, v in state_dict.items()})
         return model.eval()
-
-
-def load_generator(path: str | Path) -> HiFiCodec:
-    """Load the shipped generator from an fp16 safetensors file written by train.py's export."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if "config" not in meta:
-            raise ValueError(f"{path}: no 'config' in the safetensors metadata")
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("prior.")}  # the shipped file also holds the codec's priors
-    return HiFiCodec.from_state_dict(state, CodecConfig.from_json(meta["config"]))
 
 
 # --- mel spectrogram loss (shared with the evaluation's mel distance) -----------------------

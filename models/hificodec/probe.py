@@ -22,7 +22,8 @@ import torch
 import typer
 
 from nmc.codec import metrics as M
-from nmc.models.hificodec.network import CodecConfig, HiFiCodec, load_generator
+from nmc.codec.weights import read_weights
+from nmc.models.hificodec.network import CodecConfig, HiFiCodec
 from nmc.models.trainkit import checkpoint as ckpt_io
 
 SR = 16000
@@ -38,7 +39,8 @@ def load_net(src: Path) -> tuple[HiFiCodec, str]:
         net = HiFiCodec(CodecConfig.from_json(json.dumps(meta["model_args"])))
         net.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g/")})
         return net.remove_weight_norm().eval(), f"step {meta['step']}"
-    return load_generator(src).float().eval(), src.name
+    export = read_weights(src)
+    return HiFiCodec.from_state_dict(export.state, CodecConfig.from_dict(export.args)), src.name
 
 
 def main(src: Path, folders: list[Path], levels: str = "1,2,3,4", threads: int = 1) -> None:

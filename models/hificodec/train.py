@@ -20,6 +20,7 @@ import os
 import time
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -27,13 +28,12 @@ import soxr
 import torch
 import torch.nn.functional as F
 import typer
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.nn.utils import parametrize
 
 from nmc.models.hificodec.augment import AugmentConfig, augment, level_gain
-from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss, load_generator
+from nmc.codec.weights import Weights, read_weights, write_weights
+from nmc.models.hificodec.network import CodecConfig, Discriminator, HiFiCodec, MultiScaleMelLoss
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
 from nmc.models.trainkit.corpus import training_files
@@ -42,7 +42,7 @@ from nmc.models.trainkit.schedule import Schedule
 
 SR = 16000
 AUDIO_EXTS = (".opus", ".flac", ".wav", ".ogg")
-TINY = dict(model=CodecConfig(enc_channels=4, dec_channels=32, latent_dim=32, enc_dilations=((1,),) * 4,
+TINY: dict[str, Any] = dict(model=CodecConfig(enc_channels=4, dec_channels=32, latent_dim=32, enc_dilations=((1,),) * 4,
                               dec_dilations=((1,),) * 4),
             disc=dict(mpd_channels=(4, 8, 16, 16), stft_channels=4))
 
@@ -66,7 +66,8 @@ def load_corpus(data: Path, max_files: int, workers: int) -> np.ndarray:
 
 def init_from_export(model: HiFiCodec, path: Path) -> int:
     """Load an exported generator into the weight-normed training model; returns its step."""
-    src = load_generator(path).float().state_dict()
+    export = read_weights(path)
+    src = HiFiCodec.from_state_dict(export.state, CodecConfig.from_dict(export.args)).state_dict()
     with torch.no_grad():
         for name, m in model.named_modules():
             if parametrize.is_parametrized(m, "weight"):
@@ -75,18 +76,15 @@ def init_from_export(model: HiFiCodec, path: Path) -> int:
         if missing:
             raise typer.BadParameter(f"{path}: tensors {sorted(missing)[:3]} do not fit the model")
         model.load_state_dict(src, strict=False)
-    with safe_open(str(path), framework="pt") as f:
-        return int((f.metadata() or {}).get("step", 0))
+    return int(export.report.get("step", export.report.get("network", {}).get("step", 0)))
 
 
 def export_generator(model: HiFiCodec, path: Path, step: int) -> None:
-    """The shipped generator: weight norm folded, fp16, config in the safetensors metadata."""
+    """The generator for fit_prior.py: weight norm folded, fp16 (`codec/weights.py` layout, no priors)."""
     g = HiFiCodec(model.config)  # a fresh copy: removing weight norm from a deepcopy breaks the original
     g.load_state_dict(model.state_dict())
     g.remove_weight_norm()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.half().contiguous() for k, v in g.state_dict().items()}, str(path),
-              metadata={"config": g.config.to_json(), "codec": "hificodec", "step": str(step)})
+    write_weights(path, Weights({k: v.half() for k, v in g.state_dict().items()}, json.loads(g.config.to_json()), report={"step": step}))
 
 
 # --- losses ----------------------------------------------------------------------------------
@@ -214,8 +212,8 @@ def main(
         model.zero_grad(set_to_none=True)
         disc.zero_grad(set_to_none=True)
     if rt.ddp:
-        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)
-        disc = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None)
+        model = DDP(model, device_ids=[rt.local_rank] if rt.cuda else None)  # type: ignore[assignment]  # forwards to the module
+        disc = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None)  # type: ignore[assignment]
 
     def checkpoint() -> None:
         """Rank 0 writes model_args, config, step, weights and optimizers."""
@@ -334,7 +332,7 @@ def main(
                     new = z[pick] + 1e-3 * z.std() * noise
                     if rt.ddp:
                         torch.distributed.broadcast(new, src=0)  # rank 0's batch vectors: weights stay in sync
-                    raw_model.quantizer.vqs[j].codebook.weight.data[dead[j]] = new
+                    raw_model.quantizer.vq(j).codebook.weight.data[dead[j]] = new
                 usage.zero_()
 
         # logging; rank 0 decides when to save and stop, every rank follows on the same step

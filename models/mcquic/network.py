@@ -12,19 +12,16 @@ codebooks with dead-codeword restarts instead of learned Gumbel codebooks, laten
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CompressResult", "ForwardResult", "McQuic", "McQuicArgs", "MultiCodebookVQ", "export_tensors", "load_model", "save_model"]
-
-FORMAT = "nmc-mcquic-v1"
+__all__ = ["CompressResult", "ForwardResult", "McQuic", "McQuicArgs", "MultiCodebookVQ", "export_tensors"]
 
 
 # helpers
@@ -143,7 +140,7 @@ class MultiCodebookVQ(nn.Module):
         """Share of codewords per codebook `[M]` that the last training batch (all ranks) assigned to."""
         return self.hits
 
-    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self._calls = None
         super()._load_from_state_dict(*args, **kwargs)
 
@@ -457,24 +454,3 @@ def export_tensors(net: McQuic) -> dict[str, torch.Tensor]:
     """
     sd = net.inference_state_dict()
     return {k: v.detach().to("cpu", torch.float32 if k.endswith(".embed") else torch.float16).contiguous() for k, v in sd.items()}
-
-
-def save_model(net: McQuic, path: str | Path) -> None:
-    """Write the inference weights (`export_tensors`) as safetensors with `model_args` in the metadata."""
-    from safetensors.torch import save_file
-
-    tensors = export_tensors(net)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"format": FORMAT, "model_args": json.dumps(asdict(net.args))})
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> McQuic:
-    """Load weights written by `save_model` (safetensors, never pickle); returns an fp32 model in eval mode."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an mcquic weights file (format {meta.get('format')!r}, expected {FORMAT!r})")
-        state = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("prior.")}  # noqa: SIM118 (the shipped file also holds the priors)
-    return McQuic.from_state_dict(state, json.loads(meta["model_args"])).to(device)

@@ -21,56 +21,22 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import typer
-from PIL import Image
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, load_model, save_model
+from nmc.codec.weights import Weights, read_weights, write_weights
+from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, export_tensors
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
-from nmc.models.trainkit.corpus import training_files
+from nmc.models.trainkit.images import load_images, random_crops
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 
 TINY = McQuicArgs(channels=(8, 16, 24, 32), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), coarse_k=32, fine_k=32, coarse_dim=4, fine_dim=4, restart_every=10)
 COMPILED = ("g_a8", "g_a16", "g_c", "g_r", "g_s")  # pure conv stacks; the VQ's Python-side state stays eager
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def load_images(root: Path, holdout: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Decode every image under `root` once into uint8 `[3, H, W]` tensors; every k-th one is held out."""
-    try:
-        paths = training_files(root, (".jpg", ".jpeg", ".png", ".webp"))
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    images = [torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1).contiguous() for p in paths]
-    held = set(range(0, len(images), max(1, len(images) // holdout))[:holdout]) if holdout else set()
-    return [im for i, im in enumerate(images) if i not in held], [images[i] for i in sorted(held)]
-
-
-def get_batch(images: list[torch.Tensor], n: int, crop: int, scale: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
-    """`n` random crops in [0, 1]: one random rescale per batch (crop `s * crop` pixels, resize), random h-flips."""
-    ids = torch.randint(len(images), (n,), generator=gen).tolist()
-    s = scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=gen).item()
-    size = min(round(crop * s), *(min(images[i].shape[1:]) for i in ids))
-    crops = []
-    for i in ids:
-        _, h, w = images[i].shape
-        top, left = (torch.randint(d - size + 1, (), generator=gen).item() for d in (h, w))
-        crops.append(images[i][:, top : top + size, left : left + size])
-    x = torch.stack(crops)
-    flip = (torch.rand(n, generator=gen) < 0.5).to(x.device)[:, None, None, None]
-    x = torch.where(flip, x.flip(-1), x).float().div_(255)
-    if size != crop:
-        x = F.interpolate(x, size=(crop, crop), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
-    return x.contiguous(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -96,24 +62,6 @@ def evaluate(trained: McQuic, images: list[torch.Tensor], device: torch.device) 
             bpp.append(net.bits(q, *im.shape[1:]) / (im.shape[1] * im.shape[2]))
         out[q] = (sum(psnr) / len(psnr), sum(bpp) / len(bpp))
     return out
-
-
-def conv_macs(net: McQuic, x: torch.Tensor) -> float:
-    """Multiply-accumulates per input pixel of one training forward (all levels), counted with hooks."""
-    total = [0]
-
-    def hook(m: nn.Conv2d, _: tuple, out: torch.Tensor) -> None:
-        total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    was_training = net.training
-    net.eval()  # no codebook updates
-    with torch.no_grad():
-        net(x)
-    net.train(was_training)
-    for h in hooks:
-        h.remove()
-    return total[0] / x[0, 0].numel() / x.shape[0]
 
 
 # ----------------------------------------------------------------------------- main
@@ -172,7 +120,7 @@ def main(
     ckpt = ckpt_io.load(ckpt_dir)
     model_args = args_from_dict(ckpt[1]["model_args"]) if ckpt else (TINY if tiny else McQuicArgs())
     torch.manual_seed(seed)  # identical init on every rank
-    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)
+    net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stub lacks memory_format
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=cuda)
     step, train_seconds, warm_from = 0, 0.0, 0
     if ckpt:
@@ -186,7 +134,8 @@ def main(
             torch.cuda.set_rng_state(tensors["rng/cuda"])
         say(f"resumed from {ckpt_dir} at step {step} ({train_seconds / 60:.1f} training minutes so far)")
     elif init is not None:
-        net.load_state_dict(load_model(init).state_dict())
+        start = read_weights(init)
+        net.load_state_dict(McQuic.from_state_dict(start.state, start.args).state_dict())
         say(f"initialised from {init}; fresh optimizer")
     gen = torch.Generator()  # data RNG, re-seeded from (seed, rank, step) every step: a resumed run sees the same crops
     model = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False) if ddp else net
@@ -194,7 +143,10 @@ def main(
     bpps = ", ".join(f"q{q} {net.bpp(q):.3f}" for q in range(1, model_args.qualities + 1))
     say(f"world {world} device {device} params {nparams / 1e6:.2f} M; fixed-length bpp {bpps}")
 
-    train_imgs, held_imgs = load_images(data, holdout)
+    try:
+        train_imgs, held_imgs = load_images(data, holdout)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     train_imgs = [im.to(device) for im in train_imgs]
     say(f"{len(train_imgs)} training images in memory, {len(held_imgs)} held out; load took {time.time() - t_start:.1f}s")
 
@@ -235,7 +187,7 @@ def main(
 
     Q = model_args.qualities
     pixels = batch * world * crop * crop
-    train_macs = 3 * conv_macs(net, torch.zeros(1, 3, 64, 64, device=device))  # fwd + bwd ~ 3x fwd; no RNG draw (exact resume)
+    train_macs = 3 * runtime.conv_macs(net, torch.zeros(1, 3, 64, 64, device=device)) / 64**2  # per pixel, fwd + bwd ~ 3x fwd; no RNG draw (exact resume)
     undo_compile = runtime.compile_modules(getattr(net, name) for name in COMPILED) if compile else None
     say(f"training: {Q} levels per crop, {train_macs / 1e3:.0f} kMAC per pixel per step (fwd + bwd), {pixels} pixels per step")
 
@@ -245,7 +197,7 @@ def main(
     stop, diverged = step >= max_steps, False
     while not stop:
         gen.manual_seed(seed + 7919 * rank + 104729 * step)
-        x = get_batch(train_imgs, batch, crop, (scale_min, scale_max), gen).to(device, non_blocking=True)
+        x = random_crops(train_imgs, batch, crop, (scale_min, scale_max), gen).to(device, non_blocking=True)
         lr_now = sched(step, warm_from)
         for g in opt.param_groups:
             g["lr"] = lr_now
@@ -294,7 +246,7 @@ def main(
             for q, (p, b) in evaluate(net, held_imgs, device).items():
                 say(f"eval held-out ({len(held_imgs)} train images) q{q}: PSNR {p:.2f} dB, fixed-length bpp {b:.4f}")
         if export:
-            save_model(net, export)
+            write_weights(export, Weights(export_tensors(net), asdict(net.args), report={"step": step}))
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
     log.close()
     rt.close()

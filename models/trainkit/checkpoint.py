@@ -100,21 +100,24 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     return True
 
 
-def slim(src: Path, dst: Path, optim_prefixes: tuple[str, ...] = ("opt", "optim")) -> list[int]:
+def slim(src: Path, dst: Path, optim_prefixes: tuple[str, ...] = ("opt", "optim"), half: bool = False) -> list[int]:
     """Copy the checkpoint in `src` to `dst` without optimizer moments (the resume warms up again).
 
-    What a GPU call brings back: a full checkpoint with fp32 moments is 3x the weights."""
+    What a GPU call brings back: a full checkpoint with fp32 moments is 3x the weights. `half`
+    stores fp32 tensors as fp16 (half again: what must travel to a fresh machine next session;
+    resuming loads them into fp32 parameters, ~5e-4 relative rounding)."""
     loaded = load(src)
     if loaded is None:
         raise ValueError(f"no checkpoint in {src}")
     tensors, meta = loaded
-    keep = {k: v for k, v in tensors.items() if k.split("/", 1)[0].split("_", 1)[0] not in optim_prefixes}
+    keep = {k: v.half() if half and v.dtype == torch.float32 else v
+            for k, v in tensors.items() if k.split("/", 1)[0].split("_", 1)[0] not in optim_prefixes}  # fmt: skip
     meta = {k: v for k, v in meta.items() if k not in ("format", "shards", "tensors")}
     meta["ckpt_optim"] = "none"
     return save(dst, keep, meta)
 
 
-if __name__ == "__main__":  # python -m nmc.models.trainkit.checkpoint SRC DST: a moment-free copy
+if __name__ == "__main__":  # python -m nmc.models.trainkit.checkpoint SRC DST [--half]: a moment-free copy
     import sys
 
-    print(slim(Path(sys.argv[1]), Path(sys.argv[2])))
+    print(slim(Path(sys.argv[1]), Path(sys.argv[2]), half="--half" in sys.argv[3:]))

@@ -94,3 +94,27 @@ def compile_modules(modules: Iterable[torch.nn.Module]) -> Callable[[], None]:
             m._compiled_call_impl = None
 
     return undo
+
+
+def conv_macs(module: torch.nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-accumulates of the Conv2d layers in one forward `module(*inputs)`, counted with hooks.
+
+    Runs in eval mode without gradients (no training-time state such as EMA codebooks moves).
+    """
+    total = [0]
+
+    def hook(m: torch.nn.Module, _: tuple, out: torch.Tensor) -> None:
+        assert isinstance(m, torch.nn.Conv2d)
+        total[0] += out.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+
+    hooks = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        module.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total[0]

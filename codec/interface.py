@@ -1,0 +1,176 @@
+"""The codec interface: what a codec declares and implements (`registry` finds it by name).
+
+A codec class declares its media kind, model id, rate settings, typed header fields
+(`fields.HeaderFields`), the preset dictionary of its header (container format 2) and whether it
+can recover lost packets; it implements `encode` (media -> header fields + packets) and `decode`
+(header + checked fields + packets -> media). `NeuralCodec` adds the weights file
+(`codec/weights.py`): the codec builds its network from the stored tensors and arguments, the
+core loads the file and its priors on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cache, cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterable, Iterator, TypeVar
+
+from .container import Header
+from .errors import CodecNotFoundError, ContainerError
+from .fields import HeaderFields
+from .prior import PriorSet
+
+if TYPE_CHECKING:
+    import torch
+
+MEDIA_KINDS = ("audio", "image", "gaussians")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One rate point: `name` is what users pass to --quality and what the header stores. A codec
+    subclasses it with keyword-only fields for what the setting means (codebooks, stages)."""
+
+    name: str
+    rate: float  # nominal rate, in `unit`
+    unit: str  # "kbps", "bpp" or "MB/frame"
+    description: str = ""
+
+
+@dataclass
+class Encoded:
+    """What `Codec.encode` returns: the typed header fields, then packets.
+
+    `packets` may be a lazy iterator (streamed audio); `packet_count` is None when unknown upfront.
+    `media` is the header's media metadata (default: `media.metadata` of the input).
+    """
+
+    fields: HeaderFields
+    packets: Iterable[bytes]
+    packet_count: int | None = None
+    media: dict[str, Any] | None = None
+
+
+class Codec(ABC):
+    """Base class of every codec. Subclasses set the class variables and implement the coding."""
+
+    name: ClassVar[str]  # set by @register_codec
+    media: ClassVar[str]  # one of MEDIA_KINDS
+    model_id: ClassVar[str]
+    description: ClassVar[str] = ""
+    weights_path: Path | None = None  # hashed into every header it writes (an instance may override it)
+    retired_weights: ClassVar[dict[str, str]] = {}  # hash -> version, named when a file needs those weights
+    auto_priority: ClassVar[int] = 0  # `--codec auto` takes the highest for the media kind
+    default_setting: ClassVar[str | None] = None  # None: the middle of settings()
+    header_fields: ClassVar[type[HeaderFields]] = HeaderFields  # typed `extra` (and codec media fields)
+    header_dict: ClassVar[bytes] = b""  # preset DEFLATE dictionary of the header: typical header JSON
+    can_recover: ClassVar[bool] = False  # True: decode() accepts lost packets (None) under --recover
+
+    @abstractmethod
+    def settings(self) -> list[Setting]:
+        """Rate points, lowest rate first."""
+
+    @abstractmethod
+    def encode(self, media: Any, setting: Setting) -> Encoded:
+        """Code `media` at `setting` into header fields and independently decodable packets."""
+
+    @abstractmethod
+    def decode(self, header: Header, fields: Any, packets: Iterator[bytes | None]) -> Any:
+        """Media from the header, its checked `header_fields` and the packets. A None packet
+        was lost; only codecs that `can_recover` are given one."""
+
+    def weights_hash(self) -> str:
+        """First 64 bits of the weights file's SHA-256, so a file is never decoded with other weights."""
+        return file_sha256(self.weights_path)[:16] if self.weights_path else "none"
+
+    def default(self) -> Setting:
+        """The setting used when the user names none."""
+        settings = self.settings()
+        return self.setting(self.default_setting) if self.default_setting else settings[len(settings) // 2]
+
+    def setting(self, name: str) -> Setting:
+        for s in self.settings():
+            if s.name == name:
+                return s
+        names = ", ".join(s.name for s in self.settings())
+        raise CodecNotFoundError(f"codec {self.name!r} has no rate setting {name!r} (choose from {names})")
+
+    def read_fields(self, header: Header) -> Any:
+        """The header's typed fields, checked once: types and ranges, then their consistency."""
+        setting = next((s for s in self.settings() if s.name == header.setting), None)
+        if setting is None:
+            raise ContainerError(f"header names no {self.name} setting: {header.setting!r} (file is damaged)")
+        fields = self.header_fields.read(header)
+        if not fields.consistent(header, setting):
+            raise ContainerError(f"{self.name}: inconsistent header fields {header.extra} / {header.media} (file is damaged)")
+        return fields
+
+
+N = TypeVar("N", bound="torch.nn.Module")
+
+
+@dataclass
+class Model(Generic[N]):
+    """A codec's network and integer priors, from one weights file."""
+
+    net: N
+    prior: PriorSet
+
+
+class NeuralCodec(Codec, Generic[N]):
+    """A codec whose network and priors live in one weights file, loaded on first use so that
+    `nmc --help` and `nmc models` stay fast. The codec supplies `build_net` and the context
+    alphabets its priors must have (`prior_contexts`)."""
+
+    def __init__(self, weights_path: Path | None = None) -> None:
+        if weights_path is not None:
+            self.weights_path = Path(weights_path)
+        self.device = "cpu"
+
+    @abstractmethod
+    def build_net(self, state: dict[str, torch.Tensor], args: dict[str, Any]) -> N:
+        """The network (fp32, eval mode) from the file's tensors and constructor arguments."""
+
+    @abstractmethod
+    def prior_contexts(self, net: N) -> list[list[int]]:
+        """Per codebook, the alphabet size of each context its prior is conditioned on."""
+
+    @cached_property
+    def model(self) -> Model[N]:
+        from .weights import read_weights
+
+        path = self.weights_path
+        if path is None or not Path(path).is_file():
+            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        try:
+            w = read_weights(Path(path))
+            net = self.build_net(w.state, w.args)
+            if w.prior is None:
+                raise ValueError("no priors (a network-only export: run fit_prior.py)")
+            w.prior.check(self.prior_contexts(net))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
+        net.to(self.device)
+        return Model(net, w.prior)
+
+    def read_fields(self, header: Header) -> Any:
+        """`Codec.read_fields`; a `codebook_size` field must also be the model's alphabet."""
+        fields = super().read_fields(header)
+        size = getattr(fields, "codebook_size", None)
+        if size is not None and size != self.model.prior.alphabet:
+            raise ContainerError(f"{self.name}: header codebook_size {size}, the model has {self.model.prior.alphabet} (file is damaged)")
+        return fields
+
+    def to(self, device: str) -> NeuralCodec[N]:
+        """Run the network on `device`; indices, tables and media stay on the CPU."""
+        self.device = device
+        if "model" in self.__dict__:
+            self.model.net.to(device)
+        return self
+
+
+@cache
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
