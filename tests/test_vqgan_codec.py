@@ -416,6 +416,12 @@ def test_export_ladder_rung_fit_prior_and_code(tiny_photos: Path, tmp_path: Path
     tuned = read_weights(tmp_path / "r16.safetensors").state
     assert torch.equal(w.state["rungs.16.vq.codebook"], tuned["vq.codebook"]) and torch.equal(w.state["rungs.16.g_s.0.2.weight"], tuned["g_s.0.2.weight"])
     assert torch.equal(w.state["rungs.8.vq.in_proj.weight"], w.state["vq.in_proj.weight"])  # a ladder rung keeps the base's 1x1 convs
+    only = tmp_path / "only.safetensors"  # the GPU machine's file: the same network, no priors; a --network again
+    fit_prior.main(network=tmp_path / "base.safetensors", out=only, ladder=tmp_path / "ladder.safetensors", rung=[tmp_path / "r16.safetensors"],
+                   data=tmp_path / "none", assemble_only=True)  # fmt: skip
+    for again in (read_weights(only), fit_prior.assemble(only, None, []), fit_prior.assemble(out, None, [])):
+        assert again.prior is None and json.loads(json.dumps(again.args)) == w.args and again.state.keys() == w.state.keys()
+        assert all(torch.equal(again.state[k], w.state[k]) for k in w.state)
     codec = V.VQGANCodec(out)
     px = photo(40, 56)
     for s in ("s8", "s16", "s64"):

@@ -3,10 +3,12 @@
     python models/vqgan/fit_prior.py --network vqgan.safetensors --ladder ladder.safetensors \\
         --rung r16.safetensors --rung r64.safetensors --out models/vqgan/weights/vqgan.safetensors
 
-`--network` is the base export (`train.py --export`). Every rung of `--ladder` (ladder.py) enters
+`--network` is the base export (`train.py --export`), or an assembled file (its rungs stay unless
+replaced). Every rung of `--ladder` (ladder.py) enters
 with its k-means codebook and the base's 1x1 convolutions; a `--rung` export (a `train.py --rung S`
 fine-tune) replaces that rung with its fine-tuned codebook and convolutions, and its decoder when it
-was fine-tuned too (its g_s differs from the base's). The training photos are encoded on the CPU in
+was fine-tuned too (its g_s differs from the base's). `--assemble-only` writes that network without
+priors and stops (the GPU machine does this after the rung fine-tunes; the priors are fitted here). The training photos are encoded on the CPU in
 tiles like the codec, each tile's index map cut into the sub-grids of `--packets` interleaved
 packets, and the prior-fitting driver (`models/trainkit/priors.py`) fits one `ContextPrior` per
 codebook size (`packets.contexts`) and a unigram table, reports bits per index on held-out photos,
@@ -30,7 +32,7 @@ from nmc.codec import media as M
 from nmc.codec.prior import PriorSet
 from nmc.codec.threads import torch_threads
 from nmc.codec.tiling import tiles
-from nmc.codec.weights import Weights, read_weights
+from nmc.codec.weights import Weights, read_weights, write_weights
 from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
 from nmc.models.vqgan.codec import ENC_MARGIN, PACKETS, TILE, VQGANCodec
 from nmc.models.vqgan.network import VQGAN, Ladder, export_tensors
@@ -45,8 +47,14 @@ def assemble(network: Path, ladder: Path | None, rungs: list[Path]) -> Weights:
     from safetensors.torch import load_file
 
     base = read_weights(network)
-    net = VQGAN.from_state_dict(base.state, base.args)
     parts: dict[int, dict[str, torch.Tensor]] = {}  # codebook size -> the rung's tensors (names below `rungs.S.`)
+    if "rungs" in base.args:  # an assembled file (--assemble-only, or the codec's): its rungs, then the changes
+        whole = Ladder.from_state_dict(base.state, base.args)
+        for s in whole.sizes[:-1]:
+            parts[s] = {k[len(f"rungs.{s}.") :]: v for k, v in whole.state_dict().items() if k.startswith(f"rungs.{s}.")}
+        base.state = {k: v for k, v in base.state.items() if not k.startswith("rungs.")}
+        base.args = {k: v for k, v in base.args.items() if k not in ("rungs", "rung_decoders")}
+    net = VQGAN.from_state_dict(base.state, base.args)
     if ladder is not None:
         for key, t in load_file(str(ladder)).items():
             if key.endswith(".codebook"):
@@ -126,9 +134,14 @@ def main(
     threads: int = 1,  # torch threads (more threads stall on a loaded box)
     device: str = "cpu",  # where the priors are fitted (the indices are always computed on the CPU)
     cache: Path = Path(""),  # .npz of the encoded indices: reused if it exists, else written
+    assemble_only: bool = False,  # write base + rungs without priors (a new --network) and stop
 ) -> None:
     t0 = time.time()
     torch.manual_seed(seed)
+    if assemble_only:
+        write_weights(out, assemble(network, ladder, rung))
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.2f} MiB): network only, no priors")
+        return
     try:
         train_files, test_files = split_files(data, IMAGE_EXTS, held_out, seed)
     except ValueError as e:
