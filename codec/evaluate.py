@@ -298,7 +298,7 @@ def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -
     return [m[rate_key] for m in rows], quality
 
 
-AT_RATES = {"image": [0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0]}
+AT_RATES = {"image": [0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0]}
 
 
 def quality_at_rates(means: list[dict[str, Any]], codec: str, rate_key: str, metric: str, rates: list[float]) -> list[float | None]:
@@ -437,6 +437,11 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         lines += [_md_table(["codec", "anchor", "metric", "BD-rate %"], [[b["codec"], b["anchor"], b["metric"], b["percent"]] for b in report["bd_rate"]]), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
     for kind in ("image", "audio"):
+        if floors := lowest_rates(report, kind):
+            rk = RATE_KEY[kind]
+            lines += [f"## Lowest rate each codec reaches ({kind})", "", "Its setting of the lowest mean rate: quality at fixed rates below it is –.", ""]
+            lines += [_md_table(["codec", "setting", f"mean {rk}", f"lowest file {rk}", f"highest file {rk}"], floors), ""]
+    for kind in ("image", "audio"):
         rows = [m for m in report["means"] if m["media"] == kind]
         coders = list(dict.fromkeys(m["codec"] for m in rows))
         for metric in [k for k in METRICS if rows and k in rows[0]]:
@@ -450,6 +455,17 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             body = [[Path(r["file"]).name, r["codec"], r["setting"], *(r.get(c) for c in cols)] for r in records]
             lines += [f"## Per file ({kind})", "", _md_table(["file", "codec", "setting", *cols], body), ""]
     return "\n".join(lines)
+
+
+def lowest_rates(report: dict[str, Any], kind: str) -> list[list[Any]]:
+    """Per codec of `kind`: its setting of the lowest mean rate, that mean, and the lowest and highest file's rate there."""
+    rk, rows = RATE_KEY[kind], []
+    for codec in dict.fromkeys(m["codec"] for m in report["means"] if m["media"] == kind):
+        low = min((m for m in report["means"] if m["codec"] == codec and _finite(m.get(rk)) is not None), key=lambda m: m[rk], default=None)
+        if low is not None:
+            files = [r[rk] for r in report["records"] if r["codec"] == codec and r["setting"] == low["setting"] and _finite(r.get(rk)) is not None]
+            rows.append([codec, low["setting"], low[rk], min(files), max(files)])
+    return rows
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -56,6 +56,10 @@ class TestRun:
             assert len(list(csv.DictReader(fo))) == points
         md = (out / "report.md").read_text()
         assert "## BD-rate" in md and "![rd_psnr.png](rd_psnr.png)" in md and "| b.png | toy-image | fine |" in md
+        floors = {r[0]: r[1:] for r in evaluate.lowest_rates(saved, "image")}
+        jpeg = [r["bpp"] for r in saved["records"] if r["codec"] == "jpeg" and r["setting"] == floors["jpeg"][0]]
+        assert floors["toy-image"][0] == "coarse" and floors["jpeg"][1:] == [np.mean(jpeg), min(jpeg), max(jpeg)]
+        assert floors["jpeg"][1] == min(m["bpp"] for m in saved["means"] if m["codec"] == "jpeg") and "## Lowest rate each codec reaches (image)" in md
 
     def test_anchors_only_compare_with_the_first(self, dataset: Path, tmp_path: Path) -> None:
         report = evaluate.run([dataset / "a.png"], [], ["jpeg", "webp"], tmp_path / "r", IMAGE_METRICS)
