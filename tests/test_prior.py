@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from nmc.codec import entropy as E
 from nmc.codec import prior as P
@@ -35,8 +36,9 @@ def test_learns_context_and_codes_exactly() -> None:
     assert 8 * len(data) < 1.01 * bits * 1000 + 64
 
 
-def test_term_tables_give_the_bilinear_scores_exactly() -> None:
-    """The cached per-context tables sum to bias + sum_c (embed_c[x_c] . proj_c * mult_c) >> 16."""
+def test_term_tables_give_the_bilinear_scores_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached per-context tables sum to bias + sum_c (embed_c[x_c] . proj_c * mult_c) >> 16, and
+    so do the rows computed without a table (large alphabets)."""
     rng = np.random.default_rng(5)
     prior = P.ContextPrior(
         bias=rng.integers(-500, 0, 300).astype(np.int32),
@@ -51,6 +53,10 @@ def test_term_tables_give_the_bilinear_scores_exactly() -> None:
     assert np.array_equal(prior.scores(ctx), direct)
     with np.testing.assert_raises(ValueError):
         prior.scores(np.array([[301, 0]]))
+    bits = P.ideal_bits(prior, ctx[:, 1], ctx)
+    monkeypatch.setattr(P, "TABLE_LIMIT", 300 * 18)  # context 0 (301 x 300 entries) without its table, context 1 with
+    prior._terms.clear()
+    assert np.array_equal(prior.scores(ctx), direct) and set(prior._terms) == {1} and P.ideal_bits(prior, ctx[:, 1], ctx) == bits
 
 
 def test_serialization_round_trip() -> None:

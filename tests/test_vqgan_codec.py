@@ -246,6 +246,15 @@ class TestPackets:
             assert payload is not None
             assert np.array_equal(P.decode_cells(payload, codec.model.prior, 1, grid[cells[j]].shape), grid[cells[j]])
 
+    def test_same_bytes_without_score_tables(self, codec: V.VQGANCodec, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Large codebooks (8192) compute their context scores per row instead of tabulating them: the same files."""
+        from nmc.codec import prior as prior_module
+
+        px = photo(100, 150)
+        data, pixels = encode(codec, px, "s256"), decode(codec, encode(codec, px, "s256"))
+        monkeypatch.setattr(prior_module, "TABLE_LIMIT", 0)
+        assert encode(codec, px, "s256") == data and np.array_equal(decode(codec, data), pixels)
+
     @pytest.mark.parametrize("shape", [(1, 1), (2, 7), (5, 3)])
     def test_coding_round_trip_both_tables(self, shape: tuple[int, int]) -> None:
         prior, rng = random_prior([32], seed=2), np.random.default_rng(1)
