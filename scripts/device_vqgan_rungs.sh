@@ -10,6 +10,8 @@
 #              use on the training photos (deterministic: the same base gives the same ladder)
 #   STEPS      cosine horizon of each fine-tune (train.py --total-steps; default 3000)
 #   RUNG_ARGS  more train.py options for every rung (e.g. --tune-decoder, --batch 8)
+#   FIT=1      then fit the index priors there too (fit_prior.py, FIT_ARGS; indices on FIT_THREADS CPU
+#              threads): $OUT/vqgan.safetensors is then the installable weights file (a 4th file)
 # Rung i trains on GPU i mod NGPU, all at once, one process each: codebook + 1x1 convs from the base,
 # GAN from step 0 with the base's discriminator. Each resumes from .ckpt/vqgan-r<S> if that exists
 # (a second call on the warm machine continues). Back in $OUT (3 files): vqgan_rungs.safetensors
@@ -73,5 +75,10 @@ done
 cat "$LOGS/base_export.log" >> "$OUT/rungs.log" 2>/dev/null
 $PY models/vqgan/fit_prior.py --network $export_base --ladder $LADDER "${tuned[@]}" --out "$OUT/vqgan_rungs.safetensors" --assemble-only || rc=1
 cp $LADDER "$OUT/ladder.safetensors"
+if [ -n "${FIT:-}" ]; then  # the priors too (minutes on the CPU here, ~1-2 min there): an installable file
+  $PY models/vqgan/fit_prior.py --network "$OUT/vqgan_rungs.safetensors" --out "$OUT/vqgan.safetensors" --data "$DATA" \
+      --device $DEVICE --threads ${FIT_THREADS:-8} --no-real-rates ${FIT_ARGS:-} > "$LOGS/fit_prior.log" 2>&1 || rc=1
+  cat "$LOGS/fit_prior.log"; cat "$LOGS/fit_prior.log" >> "$OUT/rungs.log"
+fi
 ls -la "$OUT"
 exit $rc
