@@ -67,6 +67,8 @@ def decompress(
     from nmc.codec.files import decompress_path
 
     summary = decompress_path(input, output, recover, force, sample_rate)
+    if summary.recovered:
+        err.print(summary.recovered, markup=False, highlight=False, soft_wrap=True)
     emit(summary.as_dict(), as_json, summary.line(), output == "-")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
@@ -128,6 +128,16 @@ class OpenedFile:
     codec: Codec
     fields: Any  # the codec's `header_fields`
     packets: Iterator[bytes | None]
+    lost: list[int] = field(default_factory=list)  # packets lost so far (None under --recover), by number
+
+    def recovery_line(self) -> str | None:
+        """One line saying what a decode under --recover filled in; None when nothing was lost."""
+        if not self.lost:
+            return None
+        done = self.codec.recovered or {}
+        what = f", {done['indices']} indices by {done['method']}" if done.get("indices") else ""
+        alpha = f", {done['alpha_packets']} alpha packet(s) left opaque" if done.get("alpha_packets") else ""
+        return f"recovered {len(self.lost)} of {self.header.packets} packets (lost or damaged: {self.lost[:16]}{' ...' if len(self.lost) > 16 else ''}){what}{alpha}"
 
 
 def header_dictionary(name: str) -> bytes:
@@ -180,8 +190,9 @@ def _damage_is_an_error(codec: str, at: list[int | None]) -> Iterator[None]:
         raise ContainerError(f"file is damaged: the {codec} decoder failed on {where} ({type(err).__name__}: {err})") from err
 
 
-def _tracked(packets: Iterator[bytes | None], at: list[int | None]) -> Iterator[bytes | None]:
-    """`packets`, with the index of the packet being decoded in `at[0]` (None while reading one)."""
+def _tracked(packets: Iterator[bytes | None], at: list[int | None], lost: list[int]) -> Iterator[bytes | None]:
+    """`packets`, with the index of the packet being decoded in `at[0]` (None while reading one) and
+    the numbers of the lost ones (None, under --recover) appended to `lost`."""
     for i in itertools.count():
         at[0] = None
         try:
@@ -189,6 +200,8 @@ def _tracked(packets: Iterator[bytes | None], at: list[int | None]) -> Iterator[
         except StopIteration:
             return
         at[0] = i
+        if payload is None:
+            lost.append(i)
         yield payload
 
 
@@ -196,8 +209,9 @@ def decode(opened: OpenedFile) -> Media:
     """The media of an opened file; decoder failures are `ContainerError`s, also for lazy audio."""
     header, name = opened.header, opened.codec.name
     at: list[int | None] = [None]
+    opened.codec.recovered = None
     with _damage_is_an_error(name, at):
-        media = opened.codec.decode(header, opened.fields, _tracked(opened.packets, at))
+        media = opened.codec.decode(header, opened.fields, _tracked(opened.packets, at, opened.lost))
     m = header.media
     if isinstance(media, M.Image):
         if media.pixels.shape != (m["height"], m["width"], m["channels"]):

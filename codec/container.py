@@ -162,13 +162,16 @@ def read_packets(fo: IO[bytes], expected: int | None = None, tolerant: bool = Fa
     """Yield packet payloads in order; a damaged packet raises, or yields None when `tolerant`.
 
     In tolerant mode a packet whose length field is damaged cannot be skipped reliably, so
-    the rest of the stream is reported lost (None for each packet the header announced).
+    the rest of the stream is reported lost (None for each packet the header announced), and an
+    end record whose count alone is damaged is accepted once every announced packet was read.
     """
     index = 0
     while True:
         try:
             length, crc = _PACKET.unpack(_read_exactly(fo, _PACKET.size, f"packet {index}"))
             if length == END_MARK:
+                if tolerant and expected is not None and index < expected:
+                    raise ContainerError(f"packet {index}: end record too early (file is damaged)")
                 break
             if length > MAX_PACKET_BYTES or (expected is not None and index >= expected):
                 raise ContainerError(f"packet {index}: invalid length field (file is damaged)")
@@ -185,7 +188,7 @@ def read_packets(fo: IO[bytes], expected: int | None = None, tolerant: bool = Fa
         else:
             yield payload
         index += 1
-    if crc != index or (expected is not None and index != expected):
+    if (crc != index and not (tolerant and index == expected)) or (expected is not None and index != expected):
         raise ContainerError(f"file has {index} packets but its end record or header says otherwise")
     if fo.read(1):
         raise ContainerError("unexpected data after the end record (file is damaged)")

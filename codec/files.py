@@ -38,6 +38,7 @@ class Summary:
     rate: float  # real rate of the .nmc file, header included
     unit: str  # "bpp" or "kbps" (per frame for Gaussians: "MB/frame")
     seconds: float
+    recovered: str | None = None  # decompress --recover: what was filled in for lost packets
 
     def line(self) -> str:
         return f"{self.input} -> {self.output}: {self.codec} {self.setting}, {self.bytes} B, {self.rate:.4g} {self.unit}, {self.seconds:.2f} s"
@@ -248,6 +249,7 @@ def decompress_path(
         with stdout_spool() if str(output) == "-" else atomic_output(output, force) as target:
             api.save_media(target, media)
             summary = _summary(input, output, header, src.tell(), start)
+    summary.recovered = opened.recovery_line()
     return summary
 
 

@@ -25,7 +25,7 @@ def describe(path: Path) -> dict[str, Any]:
         header = read_header(fo, header_dictionary)
         check_media(header.media)  # the rate below divides by media fields
         header_bytes = fo.tell()
-        packets = list(read_packets(fo, header.packets))
+        packets = list(read_packets(fo, header.packets, tolerant=header.packets is not None))  # damaged ones listed below
     size = path.stat().st_size
     rate, unit = real_rate(size, header.media)
     return {
@@ -34,6 +34,7 @@ def describe(path: Path) -> dict[str, Any]:
         "file_bytes": size,
         "header_bytes": header_bytes,
         "packet_count": len(packets),
+        "damaged_packets": [i for i, p in enumerate(packets) if p is None],
         "packet_bytes": [len(p) for p in packets if p is not None],
         "packet_crc32": [f"{zlib.crc32(p):08x}" for p in packets if p is not None][:16],
         "rate": round(rate, 6),

@@ -67,6 +67,7 @@ class Codec(ABC):
     header_fields: ClassVar[type[HeaderFields]] = HeaderFields  # typed `extra` (and codec media fields)
     header_dict: ClassVar[bytes] = b""  # preset DEFLATE dictionary of the header: typical header JSON
     can_recover: ClassVar[bool] = False  # True: decode() accepts lost packets (None) under --recover
+    recovered: dict[str, Any] | None = None  # what the last decode filled in for lost packets (counts; None: nothing lost)
 
     @abstractmethod
     def settings(self) -> list[Setting]:

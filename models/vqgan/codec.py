@@ -12,6 +12,11 @@ packets (`packets.py`: a lost one leaves scattered holes), then the tile's alpha
 The encoder runs the network on each tile with `ENC_MARGIN` pixels of the image around it; the
 decoder gathers the index map of the whole image and synthesises each tile from its cells plus
 `dec_margin` cells around it, so tiles meet without seams. Byte layout: docs/FORMAT.md.
+
+Under `--recover` a lost index packet leaves its cells masked in the index map; they are filled
+before synthesis by the recovery transformer (`recovery.py`, its own weights file `RECOVERY`), or
+by a simple concealment (`concealment`: what `nmc eval --loss` compares). A lost alpha packet
+leaves its tile opaque.
 """
 
 from __future__ import annotations
@@ -42,8 +47,12 @@ if TYPE_CHECKING:
     import torch
 
     from .network import Ladder
+    from .recovery import IndexTransformer
 
 WEIGHTS = Path(__file__).parent / "weights" / "vqgan.safetensors"
+RECOVERY = Path(__file__).parent / "weights" / "recovery.safetensors"
+FILL_STEPS = 4  # rounds of the recovery transformer's iterative fill
+CONCEALMENTS = ("recovery", "nearest", "frequent")  # the transformer; copy the nearest received cell; the most frequent received index
 TILE = 1024  # pixels per tile side, a multiple of STRIDE
 PACKETS = 8  # index packets per tile (2 x 4 interleave): a 768x512 photo survives the loss of one
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
@@ -103,6 +112,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     weights_path = WEIGHTS
     auto_priority = 10  # below mcquic: chosen by `--codec auto` only for rates below mcquic's lowest setting
     header_fields = Fields
+    can_recover = True  # lost index packets are predicted (`recovery.py`)
+    recovery_path: Path | None = RECOVERY
     header_dict = (  # format 2: a typical header (the most frequent values), part of the format
         b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
         b'"extra":{"alpha":false,"dec_margin":8,"interleave":[2,4],"stride":16,"tile":1024},'
@@ -111,10 +122,49 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     )
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
-                 dec_margin: int = DEC_MARGIN) -> None:  # fmt: skip
+                 dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery") -> None:  # fmt: skip
         super().__init__(weights_path)
         check_geometry(tile, enc_margin, dec_margin, STRIDE)
         self.tile, self.lattice, self.enc_margin, self.dec_margin = tile, interleave(packets), enc_margin, dec_margin
+        if recovery_path is not None:
+            self.recovery_path = Path(recovery_path)
+        if concealment not in CONCEALMENTS:
+            raise ValueError(f"concealment must be one of {CONCEALMENTS}, got {concealment!r}")
+        self.concealment = concealment
+
+    @cached_property
+    def recovery(self) -> IndexTransformer:
+        """The recovery transformer, checked against the network of the installed weights (loaded on first lost packet)."""
+        from nmc.codec.weights import read_weights
+
+        from .recovery import load_recovery, network_hash
+
+        path = self.recovery_path
+        if path is None or not Path(path).is_file():
+            raise CodecNotFoundError(f"{self.name}: recovery model not found at {path} (it cannot predict lost packets)")
+        try:
+            model, network = load_recovery(Path(path))
+        except ValueError as err:
+            raise CodecNotFoundError(str(err)) from None
+        assert self.weights_path is not None  # `self.model` loaded it
+        ours = network_hash({k: v for k, v in read_weights(Path(self.weights_path)).state.items() if not k.startswith("rungs.")})
+        if network != ours or list(model.args.sizes) != self.model.net.sizes:
+            raise CodecNotFoundError(f"{path}: recovery model for network {network} with codebooks {list(model.args.sizes)}; "
+                                     f"the installed vqgan network is {ours} with {self.model.net.sizes}")  # fmt: skip
+        return model
+
+    def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:
+        """`indices` with the `masked` cells filled by `self.concealment` (one thread: the same pixels for any thread count)."""
+        from nmc.codec.threads import one_thread
+
+        from .recovery import fill, fill_frequent, fill_nearest
+
+        if self.concealment == "nearest":
+            return fill_nearest(indices, masked)
+        if self.concealment == "frequent":
+            return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
+        with one_thread():
+            return fill(self.recovery, indices, masked, k, FILL_STEPS)
 
     @cached_property
     def _settings(self) -> list[Setting]:
@@ -175,19 +225,33 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         k = model.net.sizes.index(size)
         boxes = tiles(m["height"], m["width"], fields.tile, STRIDE)
         indices = np.zeros((-(-m["height"] // STRIDE), -(-m["width"] // STRIDE)), np.int64)
+        masked = np.zeros(indices.shape, bool)
         out = new_canvas(m, fields.alpha)
+        lost = [0, 0]  # index packets, alpha packets
         for box in boxes:  # the packets, in order: the header's count is checked
-            tile = indices[box[0] // STRIDE : box[1] // STRIDE, box[2] // STRIDE : box[3] // STRIDE]
+            cut = (slice(box[0] // STRIDE, box[1] // STRIDE), slice(box[2] // STRIDE, box[3] // STRIDE))
+            tile = indices[cut]
             for cells in packet_cells(tile.shape, fields.lattice):
-                payload = next(packets)
-                assert payload is not None  # only codecs that can recover are given lost packets
-                tile[cells] = decode_cells(payload, model.prior, k, tile[cells].shape)
+                payload = next(packets)  # None: lost (only under --recover)
+                if payload is None:
+                    masked[cut][cells], lost[0] = True, lost[0] + 1
+                else:
+                    tile[cells] = decode_cells(payload, model.prior, k, tile[cells].shape)
             if fields.alpha:
                 payload = next(packets)
-                assert payload is not None
-                put_alpha(out, decode_plane(payload, min(box[1], m["height"]) - box[0], min(box[3], m["width"]) - box[2]), box)
+                h, w = min(box[1], m["height"]) - box[0], min(box[3], m["width"]) - box[2]
+                if payload is None:  # alpha cannot be predicted: the tile stays opaque
+                    put_alpha(out, np.full((h, w), 255, np.uint8), box)
+                    lost[1] += 1
+                else:
+                    put_alpha(out, decode_plane(payload, h, w), box)
         rest = next(packets, None)  # reads the end record, which the container checks
         assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
+        if masked.any():
+            indices = self.conceal(indices, masked, k)
+            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment}
+        elif lost[1]:
+            self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
         for box in boxes:
             synthesise(model.net, out, indices, box, size, fields.dec_margin, self.device, fields.gray)
         return M.Image(out)

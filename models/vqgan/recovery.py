@@ -1,0 +1,206 @@
+"""Recovery of lost vqgan indices: a masked bidirectional transformer over index maps (MaskGIT, Chang et
+al. 2022), and the two simple concealments it is measured against.
+
+    index map (h, w), some cells masked ──token embedding (the rung's table) or [MASK]
+        + row + column + rung embeddings──► pre-LN transformer blocks ──► logits over the rung's codes
+
+One network serves every codebook of the weights file: each codebook size has its own rows in one
+token table (tied with the output), and the rung is an input. At decode the masked cells are filled
+iteratively, most confident first (`fill`): at step t of T the model predicts every cell still masked
+and the most confident ones are kept, until after step T none is left (MaskGIT's cosine schedule,
+argmax instead of sampling, so the result is deterministic). Maps larger than `max_side` cells a side
+are done in windows of at most `max_side` with `MARGIN` cells of context around each core, in raster
+order (a later window sees the earlier windows' filled cells).
+
+Recovery changes no byte of a file: the model runs on one CPU thread (the same pixels for any thread
+count on one machine) and only on files with lost packets. Its weights are a file of their own
+(`FORMAT`), bound to the network of the vqgan weights by `network_hash`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+FORMAT = "nmc-vqgan-recovery-1"
+MARGIN = 4  # cells of context around a window's core
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class RecoveryArgs:
+    sizes: tuple[int, ...]  # codebook sizes of the vqgan weights, ascending (the codec's settings)
+    dim: int = 192  # transformer width
+    layers: int = 6
+    heads: int = 6
+    embed: int = 64  # token embedding width, tied with the output projection
+    max_side: int = 32  # cells per window side (row and column embeddings)
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: full (bidirectional) self-attention, then a 4x GELU MLP."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class IndexTransformer(nn.Module):
+    """Masked index model: `[B, h, w]` indices of codebook `k` with a mask -> per-cell logits over its codes."""
+
+    def __init__(self, args: RecoveryArgs):
+        super().__init__()
+        a = self.args = args
+        self.offsets = [0, *np.cumsum(a.sizes).tolist()]  # codebook k's rows of the token table
+        self.tokens = nn.Embedding(self.offsets[-1], a.embed)
+        self.mask_token = nn.Parameter(torch.zeros(a.embed))
+        self.inp = nn.Linear(a.embed, a.dim)
+        self.rung = nn.Embedding(len(a.sizes), a.dim)
+        self.row, self.col = nn.Embedding(a.max_side, a.dim), nn.Embedding(a.max_side, a.dim)
+        self.blocks = nn.ModuleList(Block(a.dim, a.heads) for _ in range(a.layers))
+        self.norm = nn.LayerNorm(a.dim)
+        self.out = nn.Linear(a.dim, a.embed)
+        self.bias = nn.Parameter(torch.zeros(self.offsets[-1]))
+        nn.init.normal_(self.tokens.weight, std=0.02)
+        for e in (self.rung, self.row, self.col):
+            nn.init.normal_(e.weight, std=0.02)
+
+    def features(self, indices: Tensor, masked: Tensor, k: int, origin: tuple[int, int] = (0, 0)) -> Tensor:
+        """`[B, h, w]` indices into codebook `k` (any value where `masked`) -> output features `[B, h, w, embed]`.
+
+        `origin`: the window's first row and column in the position tables (training draws it at random)."""
+        b, h, w = indices.shape
+        if h + origin[0] > self.args.max_side or w + origin[1] > self.args.max_side:
+            raise ValueError(f"a window of {h}x{w} cells at {origin} exceeds {self.args.max_side} cells a side")
+        tok = self.tokens(indices.clamp(0, self.args.sizes[k] - 1) + self.offsets[k])
+        tok = torch.where(masked[..., None], self.mask_token.to(tok.dtype), tok)
+        rows = self.row(torch.arange(origin[0], origin[0] + h, device=indices.device))
+        cols = self.col(torch.arange(origin[1], origin[1] + w, device=indices.device))
+        x = self.inp(tok) + rows[:, None] + cols[None] + self.rung.weight[k]
+        x = x.reshape(b, h * w, -1)
+        for block in self.blocks:
+            x = block(x)
+        return self.out(self.norm(x)).reshape(b, h, w, -1)
+
+    forward = features
+
+    def logits(self, features: Tensor, k: int) -> Tensor:
+        """Features `[..., embed]` -> logits `[..., S_k]` over codebook `k` (the tied token rows)."""
+        lo, hi = self.offsets[k], self.offsets[k + 1]
+        return features @ self.tokens.weight[lo:hi].T + self.bias[lo:hi]
+
+    def state(self) -> dict[str, Tensor]:
+        """Tensors of the shipped file: fp16 weights, fp32 norms, embeddings of positions and biases."""
+        return {k: v.detach().cpu().half() if v.ndim == 2 and "norm" not in k else v.detach().cpu().float() for k, v in self.state_dict().items()}
+
+
+def network_hash(state: dict[str, Tensor]) -> str:
+    """First 64 bits of the SHA-256 of a vqgan network's tensors (names and bytes, sorted): the indices a
+    recovery model was trained on depend on these alone, not on the priors stored beside them."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode() + b"\0" + state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict) -> None:
+    """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for, how."""
+    from safetensors.torch import save_file
+
+    meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(model.state(), str(path), metadata=meta)
+
+
+def load_recovery(path: Path) -> tuple[IndexTransformer, str]:
+    """The model (fp32, eval mode) and the network hash it was trained for; ValueError if the file is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}, not {FORMAT}")
+        args = json.loads(meta["model_args"])
+        model = IndexTransformer(RecoveryArgs(**{**args, "sizes": tuple(args["sizes"])}))
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    except (SafetensorError, OSError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a vqgan recovery file ({err})") from None
+    return model.eval(), str(meta["network"])
+
+
+# ---------------------------------------------------------------- filling masked cells
+
+
+def windows(n: int, side: int, margin: int = MARGIN) -> list[tuple[int, int, int, int]]:
+    """Windows along an axis of `n` cells: `(start, end, core_start, core_end)`, cores tiling [0, n),
+    each window its core plus up to `margin` cells each side, at most `side` cells long."""
+    if n <= side:
+        return [(0, n, 0, n)]
+    parts = math.ceil(n / (side - 2 * margin))
+    cuts = [round(i * n / parts) for i in range(parts + 1)]
+    return [(max(0, a - margin), min(n, b + margin), a, b) for a, b in zip(cuts, cuts[1:])]
+
+
+@torch.inference_mode()
+def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, steps: int = 4) -> IntArray:
+    """`grid` `(h, w)` of indices into codebook `k` with the `masked` cells predicted, most confident first.
+
+    Each window's masked core cells take `steps` rounds (fewer when there are fewer cells): after round t
+    of T, cos(pi t / 2T) of them are still masked. Argmax and a stable sort: deterministic."""
+    out, masked = grid.copy(), masked.copy()
+    side = model.args.max_side
+    for y0, y1, cy0, cy1 in windows(grid.shape[0], side):
+        for x0, x1, cx0, cx1 in windows(grid.shape[1], side):
+            core = np.zeros_like(masked[y0:y1, x0:x1])
+            core[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
+            todo = int((masked[y0:y1, x0:x1] & core).sum())
+            rounds = min(steps, todo)
+            for t in range(1, rounds + 1):
+                win, m = out[y0:y1, x0:x1], masked[y0:y1, x0:x1]
+                feats = model.features(torch.from_numpy(win)[None], torch.from_numpy(m)[None], k)[0]
+                cells = np.flatnonzero(m & core)
+                logits = model.logits(feats.reshape(-1, feats.shape[-1])[torch.from_numpy(cells)], k)
+                conf, best = logits.float().softmax(-1).max(-1)
+                left = math.floor(todo * math.cos(math.pi / 2 * t / rounds)) if t < rounds else 0
+                keep = np.argsort(-conf.numpy(), kind="stable")[: len(cells) - left]
+                win.reshape(-1)[cells[keep]] = best.numpy()[keep]
+                m.reshape(-1)[cells[keep]] = False
+    return out
+
+
+def fill_nearest(grid: IntArray, masked: BoolArray) -> IntArray:
+    """Baseline: each masked cell copies the nearest received cell (Euclidean in cells; scipy's ties)."""
+    from scipy.ndimage import distance_transform_edt
+
+    if masked.all():
+        return fill_frequent(grid, masked)
+    iy, ix = distance_transform_edt(masked, return_distances=False, return_indices=True)
+    return np.asarray(grid[iy, ix], np.int64)
+
+
+def fill_frequent(grid: IntArray, masked: BoolArray, fallback: int = 0) -> IntArray:
+    """Baseline: every masked cell gets the most frequent received index (`fallback` when none was received)."""
+    received = grid[~masked]
+    mode = int(np.bincount(received).argmax()) if received.size else fallback
+    return np.where(masked, mode, grid)

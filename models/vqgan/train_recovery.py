@@ -1,0 +1,244 @@
+"""Train the recovery transformer (`recovery.py`) on index maps of the training photos (`index_maps.py`).
+
+Masked modelling as MaskGIT: a random crop of an index map at a random codebook size, a random share
+of its cells masked (5-99 %; half the crops as whole packets of a random interleave lattice, the
+pattern lost packets leave, half as independent cells, the pattern after some fill rounds), cross-
+entropy on the masked cells. One file, top to bottom, like models/vqgan/train.py:
+
+    python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
+    torchrun --standalone --nproc_per_node=$NGPU models/vqgan/train_recovery.py --minutes 7 --ckpt-dir .ckpt/recovery \\
+        --log-file $OUT/recovery.log --export $OUT/recovery.safetensors
+
+Resumes from `--ckpt-dir` (models/trainkit checkpoints); the learning rate depends on the step only and
+every draw comes from (seed, rank, step); rank 0 decides when to stop. The held-out photos' maps
+measure the end: fill accuracy and cross-entropy with one or two of 8 packets lost, and the nearest-
+neighbour baseline's accuracy on the same cells.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import typer
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from nmc.models.trainkit import checkpoint as ckpt_io
+from nmc.models.trainkit import runtime
+from nmc.models.trainkit.logger import Logger
+from nmc.models.trainkit.schedule import Schedule
+from nmc.models.vqgan.index_maps import read_maps
+from nmc.models.vqgan.packets import packet_cells
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, fill, fill_nearest, save_recovery
+
+TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
+LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets of a tile: (rows, columns)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def masks(b: int, h: int, w: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    """`[b, h, w]` bool: per crop a share in [lo, hi] masked, as lost packets of a lattice (half) or single cells."""
+    ratio = lo + (hi - lo) * torch.rand(b, 1, 1, generator=gen)
+    cells = torch.rand(b, h, w, generator=gen) < ratio
+    a, c = LATTICES[int(torch.randint(len(LATTICES), (), generator=gen))]
+    y, x = torch.arange(h)[:, None], torch.arange(w)[None]
+    phase = torch.randint(a * c, (b, 2), generator=gen)
+    klass = ((y + phase[:, :1, None]) % a) * c + (x + phase[:, 1:, None]) % c  # packet of each cell
+    lost = torch.rand(b, a * c, generator=gen) < ratio[:, 0]
+    packets = torch.gather(lost, 1, klass.reshape(b, -1)).reshape(b, h, w)
+    out = torch.where((torch.rand(b, 1, 1, generator=gen) < 0.5), packets, cells)
+    empty = ~out.flatten(1).any(1)  # at least one masked cell per crop
+    out.view(b, -1)[empty, torch.randint(h * w, (int(empty.sum()),), generator=gen)] = True
+    return out
+
+
+def batch_of(maps: list[torch.Tensor], n: int, max_side: int, min_side: int, gen: torch.Generator) -> tuple[torch.Tensor, tuple[int, int]]:
+    """`n` random crops `[n, h, w]` (one shape per batch, at most the smallest chosen map) and a random origin."""
+    ids = torch.randint(len(maps), (n,), generator=gen).tolist()
+    h, w = (int(torch.randint(min_side, max_side + 1, (), generator=gen)) for _ in range(2))
+    h, w = min(h, *(maps[i].shape[0] for i in ids)), min(w, *(maps[i].shape[1] for i in ids))
+    crops = []
+    for i in ids:
+        m = maps[i]
+        if torch.rand((), generator=gen) < 0.5:
+            m = m.flip(1)
+        top, left = (int(torch.randint(d - s + 1, (), generator=gen)) for d, s in zip(m.shape, (h, w)))
+        crops.append(m[top : top + h, left : left + w])
+    origin = (int(torch.randint(max_side - h + 1, (), generator=gen)), int(torch.randint(max_side - w + 1, (), generator=gen)))
+    return torch.stack(crops), origin
+
+
+@torch.no_grad()
+def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], steps: int) -> dict[int, tuple[float, float, float, float]]:
+    """Per codebook size, on the held-out maps with packets (0, 0) and (0, 0) + (1, 2) of a 2x4 lattice lost:
+    fill accuracy, one-shot cross-entropy (bits) of the lost cells, and the nearest-neighbour accuracy (CPU, fp32)."""
+    out = {}
+    for k, size in enumerate(model.args.sizes):
+        hits, nn_hits, bits, n = 0, 0, 0.0, 0
+        for grid in held[size]:
+            grid = grid.numpy()
+            for lost in ([0], [0, 6]):
+                masked = np.zeros(grid.shape, bool)
+                for j in lost:
+                    masked[packet_cells(grid.shape, (2, 4))[j]] = True
+                filled = fill(model, grid, masked, k, steps)
+                hits += int((filled[masked] == grid[masked]).sum())
+                nn_hits += int((fill_nearest(grid, masked)[masked] == grid[masked]).sum())
+                n += int(masked.sum())
+                if max(grid.shape) <= model.args.max_side:
+                    feats = model.features(torch.from_numpy(grid)[None], torch.from_numpy(masked)[None], k)[0]
+                    logp = model.logits(feats[torch.from_numpy(masked)], k).log_softmax(-1)
+                    bits -= float(logp.gather(1, torch.from_numpy(grid[masked])[:, None]).sum()) / math.log(2)
+                else:  # windows: count the cross-entropy of the windowed one-shot prediction only where it fits
+                    bits += float("nan")
+        out[size] = (hits / max(n, 1), bits / max(n, 1), nn_hits / max(n, 1), n)
+    return out
+
+
+@app.command()
+def main(
+    maps: Path = Path(".data/vqgan_maps.safetensors"),  # index_maps.py's file (training photos only)
+    ckpt_dir: Path = Path(".ckpt/recovery"),  # resumes from here if it holds ckpt.json
+    log_file: Path | None = None,  # default CKPT_DIR/train.log
+    export: Path | None = None,  # the shipped recovery file (fp16), written at the end
+    minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides
+    max_steps: int = 10**9,  # stop at this total step count (resume-aware)
+    total_steps: int = 12_000,  # horizon of the cosine LR decay
+    batch: int = 64,  # crops per GPU (per process)
+    min_side: int = 12,  # crop sides in cells: uniform in [min_side, max_side]
+    dim: int = 192,  # transformer width
+    layers: int = 6,
+    heads: int = 6,
+    embed: int = 64,  # token embedding width (tied output)
+    max_side: int = 32,  # cells per window side
+    mask_min: float = 0.05,  # share of masked cells per crop: uniform in [mask_min, mask_max]
+    mask_max: float = 0.99,
+    holdout: int = 6,  # photos (evenly spaced) whose maps are kept for the final evaluation
+    lr: float = 5e-4,  # peak AdamW learning rate
+    min_lr_frac: float = 0.05,
+    warmup: int = 500,
+    weight_decay: float = 0.05,
+    grad_clip: float = 1.0,
+    fill_steps: int = 4,  # rounds of the iterative fill in the evaluation (the codec's default)
+    seed: int = 0,
+    save_minutes: float = 2.0,  # checkpoint interval (also saved at the end)
+    log_every: int = 100,
+    sync_every: int = 10,
+    tiny: bool = False,  # CPU smoke config: a tiny transformer, 16-cell windows, batch 8
+) -> None:
+    if tiny:
+        dim, layers, heads, embed, max_side = (TINY[k] for k in ("dim", "layers", "heads", "embed", "max_side"))
+        batch, min_side = 8 if batch == 64 else batch, min(min_side, 8)
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
+    sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
+    t_start = time.time()
+    rt = runtime.start()
+    device, master = rt.device, rt.master
+    log = Logger(log_file or ckpt_dir / "train.log", master, config)
+    say = log.say
+
+    try:
+        all_maps, photos, meta = read_maps(maps)
+    except (ValueError, OSError) as e:
+        raise typer.BadParameter(f"--maps {maps}: {e}") from None
+    sizes = sorted(all_maps)
+    held_photos = set(sorted(set(photos))[:: max(1, len(set(photos)) // holdout)][:holdout]) if holdout else set()
+    train = {s: [m.to(device) for m, p in zip(all_maps[s], photos) if p not in held_photos] for s in sizes}
+    held = {s: [m for m, p in zip(all_maps[s], photos) if p in held_photos] for s in sizes}
+    say(f"{len(train[sizes[0]])} training maps, {len(held[sizes[0]])} held out ({len(held_photos)} photos); sizes {sizes}; "
+        f"network {meta['network']}; variants {meta.get('variants')}")  # fmt: skip
+
+    ckpt = ckpt_io.load(ckpt_dir)
+    torch.manual_seed(seed)
+    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side)
+    if ckpt:
+        tensors, cmeta = ckpt
+        a = cmeta["model_args"]
+        args = RecoveryArgs(**{**a, "sizes": tuple(a["sizes"])})
+        if list(args.sizes) != sizes or cmeta["network"] != meta["network"]:
+            raise typer.BadParameter(f"{ckpt_dir}: trained on other maps ({cmeta['network']}, sizes {list(args.sizes)})")
+    net = IndexTransformer(args).to(device)
+    decay = [p for n, p in net.named_parameters() if p.ndim == 2 and n.startswith(("blocks", "inp", "out"))]
+    other = [p for n, p in net.named_parameters() if not (p.ndim == 2 and n.startswith(("blocks", "inp", "out")))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95), fused=rt.cuda)  # fmt: skip
+    step, train_seconds = 0, 0.0
+    if ckpt:
+        net.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("m/")})
+        ckpt_io.load_optimizer(opt, tensors, "opt", cmeta["opt_groups"])
+        step, train_seconds = cmeta["step"], cmeta["train_seconds"]
+        say(f"resumed from {ckpt_dir} at step {step}")
+    model = DDP(net, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp else net
+    say(f"world {rt.world} device {device}; {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters {asdict(args)}")
+
+    def checkpoint() -> None:
+        if not master:
+            return
+        t, groups = ckpt_io.optimizer_tensors(opt, "opt", "fp32")
+        ckpt_io.save(ckpt_dir, {**{f"m/{k}": v for k, v in net.state_dict().items()}, **t},
+                     {"step": step, "train_seconds": train_seconds, "model_args": asdict(args), "network": meta["network"],
+                      "opt_groups": groups, "config": config})  # fmt: skip
+
+    gen = torch.Generator()
+    t_loop, t_saved, t_log, step_log, seconds0 = time.time(), time.time(), time.time(), step, train_seconds
+    sums: dict[str, float] = {}
+    stop = step >= max_steps
+    while not stop:
+        gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
+        k = int(torch.randint(len(sizes), (), generator=gen))
+        x, origin = batch_of(train[sizes[k]], batch, max_side, min_side, gen)
+        m = masks(*x.shape, mask_min, mask_max, gen).to(device)
+        for g in opt.param_groups:
+            g["lr"] = sched(step)
+        with rt.autocast():
+            feats = model(x, m, k, origin)  # through DDP: its gradient hooks
+            logits = net.logits(feats[m], k).float()
+        loss = F.cross_entropy(logits, x[m])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        opt.step()
+        step += 1
+        train_seconds = seconds0 + time.time() - t_loop
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == x[m]).float().mean()
+        for name, v in (("ce", loss), ("acc", acc), ("gnorm", gnorm)):
+            sums[name] = sums.get(name, 0.0) + float(v.detach())
+        if step % log_every == 0 or step >= max_steps:
+            n, dt = step - step_log, time.time() - t_log
+            say(f"step {step} " + " ".join(f"{k_} {v / n:.4f}" for k_, v in sums.items()) + f" | lr {sched(step):.2e} | {n / dt:.2f} steps/s | "
+                f"{(time.time() - t_start) / 60:.1f} min")  # fmt: skip
+            sums, t_log, step_log = {}, time.time(), step
+        if step % sync_every == 0 or step >= max_steps:
+            over = step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)
+            over_all, bad, save = rt.agree(float(over), float(not math.isfinite(float(loss))), float(time.time() - t_saved > 60 * save_minutes))
+            stop = bool(over_all or bad)
+            if bad:
+                say(f"step {step}: loss is not finite; stopping without a checkpoint")
+            elif save and not stop:
+                checkpoint()
+                t_saved = time.time()
+    if math.isfinite(float(loss)):
+        checkpoint()
+    if master:
+        say(f"stopped at step {step} ({train_seconds / 60:.1f} training minutes in all)")
+        net.eval().float().cpu()
+        if held[sizes[0]]:
+            t0 = time.time()
+            for size, (acc_, bits, nn_acc, n) in evaluate(net, held, fill_steps).items():
+                say(f"eval held-out s{size}: {n} lost cells, fill accuracy {acc_:.4f} (nearest neighbour {nn_acc:.4f}), one-shot {bits:.3f} bits per lost cell")
+            say(f"eval took {time.time() - t0:.1f} s")
+        if export:
+            save_recovery(export, net, meta["network"], {"step": step, "maps": str(maps), "variants": meta.get("variants"), "train_minutes": round(train_seconds / 60, 2)})
+            say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
+    log.close()
+    rt.close()
+
+
+if __name__ == "__main__":
+    app()

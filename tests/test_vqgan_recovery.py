@@ -1,0 +1,220 @@
+"""vqgan recovery of lost packets: the masked transformer's fill and the two concealments, the
+recovery file and its binding to the network, `--recover` decodes of files with lost packets (counts,
+thread-count determinism, truncations and flips never a traceback), `nmc info`'s damaged packets,
+and the index-map extraction -> training -> export -> codec path. Tiny random models, CPU."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import open_stream
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nmc.codec import api
+from nmc.codec import media as M
+from nmc.codec.errors import CodecNotFoundError, ContainerError, NmcError
+from nmc.codec.inspect import describe
+from nmc.codec.threads import torch_threads
+from nmc.codec.weights import read_weights
+from nmc.models.vqgan import codec as V
+from nmc.models.vqgan import recovery as R
+from nmc.models.vqgan.packets import packet_cells
+from test_vqgan_codec import encode, photo, weights  # noqa: F401  (the random vqgan weights fixture)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TINY = dict(dim=32, layers=2, heads=2, embed=16, max_side=16)
+
+
+def network_of(path: Path) -> str:
+    return R.network_hash({k: v for k, v in read_weights(path).state.items() if not k.startswith("rungs.")})
+
+
+@pytest.fixture(scope="module")
+def recovery_file(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """A random tiny recovery model bound to the random vqgan weights (what the codec mechanics need)."""
+    torch.manual_seed(0)
+    model = R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY))
+    path = tmp_path_factory.mktemp("rec") / "recovery.safetensors"
+    R.save_recovery(path, model, network_of(weights), {"what": "random, untrained"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def codec(weights: Path, recovery_file: Path) -> V.VQGANCodec:  # noqa: F811
+    return V.VQGANCodec(weights, tile=64, recovery_path=recovery_file)
+
+
+def lose(data: bytes, lost: set[int]) -> bytes:
+    """`data` with the payload of each packet in `lost` damaged (its CRC no longer matches)."""
+    out, pos = bytearray(data), _first_packet(data)
+    for i in range(len(open_stream(data)[1])):
+        n = int.from_bytes(out[pos : pos + 4], "little")
+        if i in lost:
+            out[pos + 8] ^= 0xFF
+        pos += 8 + n
+    return bytes(out)
+
+
+def _first_packet(data: bytes) -> int:
+    from nmc.codec.api import header_dictionary
+    from nmc.codec.container import read_header
+
+    fo = io.BytesIO(data)
+    read_header(fo, header_dictionary)
+    return fo.tell()
+
+
+class TestFill:
+    def test_windows_cover_the_axis_within_the_side(self) -> None:
+        for n in (1, 16, 17, 40, 48, 100):
+            w = R.windows(n, 16, 4)
+            assert w[0][2] == 0 and w[-1][3] == n and all(a[3] == b[2] for a, b in zip(w, w[1:]))
+            assert all(e - s <= 16 and s <= cs < ce <= e for s, e, cs, ce in w)
+
+    def test_fill_changes_only_masked_cells_and_is_deterministic(self) -> None:
+        torch.manual_seed(1)
+        model = R.IndexTransformer(R.RecoveryArgs((16, 64), **TINY)).eval()
+        rng = np.random.default_rng(0)
+        grid = rng.integers(0, 64, (20, 37))
+        masked = rng.random(grid.shape) < 0.3
+        a = R.fill(model, grid, masked, 1)
+        assert np.array_equal(a[~masked], grid[~masked]) and a.min() >= 0 and a.max() < 64
+        with torch_threads(2):
+            assert np.array_equal(R.fill(model, grid, masked, 1), a)
+        with pytest.raises(ValueError, match="exceeds 16 cells"):
+            model.features(torch.zeros(1, 17, 4, dtype=torch.long), torch.zeros(1, 17, 4, dtype=torch.bool), 0)
+
+    def test_baselines(self) -> None:
+        grid = np.array([[1, 2, 3], [4, 5, 6], [7, 7, 7]])
+        masked = np.zeros((3, 3), bool)
+        masked[1, 1] = masked[0, 0] = True
+        near = R.fill_nearest(grid, masked)
+        assert near[0, 0] in (2, 4) and near[1, 1] in (2, 4, 6, 7) and np.array_equal(near[~masked], grid[~masked])
+        freq = R.fill_frequent(grid, masked)
+        assert freq[0, 0] == freq[1, 1] == 7
+        assert (R.fill_frequent(grid, np.ones((3, 3), bool), 9) == 9).all()
+        assert (R.fill_nearest(grid, np.ones((3, 3), bool)) == 0).all()
+
+
+class TestRecoveryFile:
+    def test_round_trip_fp16(self, recovery_file: Path, weights: Path) -> None:  # noqa: F811
+        model, network = R.load_recovery(recovery_file)
+        assert network == network_of(weights) and model.args.sizes == (16, 64, 256)
+        assert model.tokens.weight.dtype == torch.float32 and not model.training
+
+    def test_missing_bad_or_foreign_file_is_one_clear_error(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        data = lose(encode(V.VQGANCodec(weights), photo()), {1})
+        (tmp_path / "junk.safetensors").write_bytes(b"junk")
+        foreign = tmp_path / "foreign.safetensors"
+        R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0123456789abcdef", {})
+        for path, fragment in ((tmp_path / "none.safetensors", "recovery model not found"), (tmp_path / "junk.safetensors", "not a vqgan recovery file"),
+                               (foreign, "recovery model for network 0123456789abcdef")):  # fmt: skip
+            with pytest.raises(CodecNotFoundError, match=fragment):
+                api.decompress(data, recover=True, codec=V.VQGANCodec(weights, recovery_path=path))
+
+
+class TestRecover:
+    def test_lost_packets_are_filled(self, codec: V.VQGANCodec) -> None:
+        px = photo(96, 128)
+        data = encode(codec, px)
+        n = len(open_stream(data)[1])  # 2 x 2 tiles of 4 x 4 cells, 8 packets each
+        with pytest.raises(ContainerError, match="checksum"):
+            api.decompress(lose(data, {1}), codec=codec)
+        good = api.decompress(data, codec=codec).pixels
+        opened = api.open_file(io.BytesIO(lose(data, {1, 2})), recover=True, codec=codec)
+        out = api.decode(opened).pixels
+        assert out.shape == good.shape and opened.lost == [1, 2]
+        cells = int(sum(np.zeros((4, 4))[c].size for c in packet_cells((4, 4), codec.lattice)[1:3]))
+        assert codec.recovered == {"packets": 2, "indices": cells, "alpha_packets": 0, "method": "recovery"}
+        line = opened.recovery_line()
+        assert line is not None and line.startswith(f"recovered 2 of {n} packets") and f"{cells} indices by recovery" in line
+        assert api.decompress(data, recover=True, codec=codec).pixels.tobytes() == good.tobytes() and codec.recovered is None
+
+    def test_concealments_differ_only_where_lost(self, weights: Path, recovery_file: Path) -> None:  # noqa: F811
+        data = lose(encode(V.VQGANCodec(weights), photo(96, 128)), {3})
+        outs = {c: api.decompress(data, recover=True, codec=V.VQGANCodec(weights, recovery_path=recovery_file, concealment=c)).pixels
+                for c in V.CONCEALMENTS}  # fmt: skip
+        assert all(o.shape == (96, 128, 3) for o in outs.values())
+        with pytest.raises(ValueError, match="concealment"):
+            V.VQGANCodec(weights, concealment="zero")
+
+    def test_same_pixels_for_any_thread_count(self, codec: V.VQGANCodec) -> None:
+        data = lose(encode(codec, photo(96, 128)), {0, 5})
+        with torch_threads(1):
+            a = api.decompress(data, recover=True, codec=codec).pixels
+        with torch_threads(2):
+            b = api.decompress(data, recover=True, codec=codec).pixels
+        assert np.array_equal(a, b)
+
+    def test_lost_alpha_packet_stays_opaque(self, codec: V.VQGANCodec) -> None:
+        rgba = np.concatenate([photo(40, 72), np.full((40, 72, 1), 7, np.uint8)], axis=2)
+        data = encode(V.VQGANCodec(codec.weights_path, tile=32), rgba)
+        _, packets = open_stream(data)
+        last_alpha = len(packets) - 1  # the last tile's alpha packet
+        out = api.decompress(lose(data, {last_alpha}), recover=True, codec=V.VQGANCodec(codec.weights_path, tile=32, recovery_path=codec.recovery_path))
+        assert (out.pixels[32:, 64:, 3] == 255).all() and (out.pixels[:32, :64, 3] == 7).all()
+
+    def test_info_lists_damaged_packets(self, codec: V.VQGANCodec, tmp_path: Path) -> None:
+        data = encode(codec, photo(96, 128))
+        (tmp_path / "x.nmc").write_bytes(lose(data, {2, 4}))
+        assert describe(tmp_path / "x.nmc")["damaged_packets"] == [2, 4]
+        (tmp_path / "y.nmc").write_bytes(data[:-30])
+        info = describe(tmp_path / "y.nmc")
+        assert info["damaged_packets"][-1] == info["packet_count"] - 1 and info["damaged_packets"]
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.data())
+    def test_truncations_and_flips_decode_or_fail_cleanly(self, codec: V.VQGANCodec, data) -> None:  # noqa: ANN001
+        good = _good_file(codec)
+        if data.draw(st.booleans()):
+            bad = good[: data.draw(st.integers(0, len(good) - 1))]
+        else:
+            b = bytearray(good)
+            for pos, x in data.draw(st.lists(st.tuples(st.integers(0, len(b) - 1), st.integers(1, 255)), min_size=1, max_size=4)):
+                b[pos] ^= x
+            bad = bytes(b)
+        for recover in (False, True):
+            try:
+                out = api.decompress(bad, recover=recover, codec=codec)
+            except NmcError as err:
+                assert "\n" not in str(err)
+                continue
+            assert out.pixels.shape == (96, 128, 3)
+
+
+_GOOD: dict[str, bytes] = {}
+
+
+def _good_file(codec: V.VQGANCodec) -> bytes:
+    if "x" not in _GOOD:
+        _GOOD["x"] = encode(codec, photo(96, 128))
+    return _GOOD["x"]
+
+
+def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  # noqa: F811
+    """index_maps.py -> train_recovery.py --tiny -> the exported file recovers lost packets in the codec."""
+    from PIL import Image
+
+    from nmc.models.vqgan import index_maps, train_recovery
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+    maps = tmp_path / "maps.safetensors"
+    index_maps.main(network=weights, out=maps, data=photos, ladder=None, scales="1,0.5", flips=True, shifts="0,8", device="cpu")
+    read, which, meta = index_maps.read_maps(maps)
+    assert sorted(read) == [16, 64, 256] and len(which) == 3 * 2 * 2 * 2 and meta["network"] == network_of(weights)
+    assert read[64][0].shape == (6, 8) and int(read[256][0].max()) < 256
+    export = tmp_path / "rec.safetensors"
+    train_recovery.main(maps=maps, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, tiny=True, holdout=1, warmup=1, log_every=1)
+    assert "eval held-out s64" in (tmp_path / "ckpt" / "train.log").read_text()
+    train_recovery.main(maps=maps, ckpt_dir=tmp_path / "ckpt", max_steps=4, tiny=True, holdout=1, warmup=1, log_every=1)  # resumes
+    assert "resumed from" in (tmp_path / "ckpt" / "train.log").read_text()
+    c = V.VQGANCodec(weights, recovery_path=export)
+    out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
+    assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["indices"] > 0
