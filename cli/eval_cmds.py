@@ -32,6 +32,10 @@ def eval_command(
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics."),
     media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp or kbit/s), e.g. 0.1,0.25,0.5. Default: every setting."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Packet loss rates to simulate for codecs that can recover, e.g. 0.05,0.1,0.2,0.3 (independent and burst drops; quality with each concealment)."),
+    loss_settings: Optional[str] = typer.Option(None, "--loss-settings", help="Settings to simulate losses at, comma-separated (default: each codec's default setting)."),
+    loss_draws: int = typer.Option(4, "--loss-draws", min=1, help="Seeded loss patterns per file, channel and rate."),
+    loss_seed: int = typer.Option(0, "--loss-seed", help="Seed the loss patterns derive from (recorded in the report)."),
     html_only: Optional[Path] = typer.Option(None, "--html-only", help="Only rebuild DIR/report.html (and plots) from an existing report; nothing is recomputed."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
 ) -> None:
@@ -53,6 +57,12 @@ def eval_command(
         rates = []
     if rates is not None and (not rates or not all(math.isfinite(r) and r > 0 for r in rates)):
         raise typer.BadParameter(f"expected positive rates like 0.1,0.25,0.5, got {media_at!r}", param_hint="--media-at")
+    try:
+        loss_rates = [float(r) for r in _names(loss)] if loss is not None else None
+    except ValueError:
+        loss_rates = []
+    if loss_rates is not None and (not loss_rates or not all(0 < r < 1 for r in loss_rates)):
+        raise typer.BadParameter(f"expected loss rates in (0, 1) like 0.05,0.1,0.2, got {loss!r}", param_hint="--loss")
     chosen = _names(metrics)
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
@@ -63,6 +73,7 @@ def eval_command(
         result = evaluate.run(
             list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
             progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads, media_at=rates,
+            loss=loss_rates, loss_settings=_names(loss_settings), loss_draws=loss_draws, loss_seed=loss_seed,
         )  # fmt: skip
     if as_json:
         print((report / "report.json").read_text())
@@ -77,6 +88,12 @@ def eval_command(
             for m in rows:
                 table.add_row(m["codec"], m["setting"], *(_fmt(m[c]) for c in cols))
             err.print(table)
+    if result.get("loss"):
+        names = result["loss"]["metrics"]
+        table = Table("codec", "setting", "channel", "loss", "concealment", "lost", *names, title="packet loss: means over files and draws")
+        for m in result["loss"]["means"]:
+            table.add_row(m["codec"], m["setting"], m["channel"], _fmt(m["loss"]), m["concealment"], _fmt(m["lost_share"]), *(_fmt(m[c]) for c in names))
+        err.print(table)
     if result["bd_rate"]:
         table = Table("codec", "anchor", "metric", "BD-rate %", title="BD-rate (negative = fewer bits)")
         for b in result["bd_rate"]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -31,7 +32,7 @@ import numpy as np
 
 from . import media as M
 from .anchors import get_anchor
-from .container import format_id
+from .container import format_id, read_header
 from .errors import MediaError
 from .report_media import FileMedia, point_name, select_points
 from .threads import torch_threads
@@ -150,6 +151,10 @@ def run(
     progress: Progress | None = None,
     threads: int = 1,
     media_at: list[float] | None = None,
+    loss: list[float] | None = None,
+    loss_settings: list[str] | None = None,
+    loss_draws: int = 4,
+    loss_seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate, write every report file into `report_dir`, and return the report.
 
@@ -163,6 +168,9 @@ def run(
             when other processes share the cores.
         media_at (list): keep decoded media (for report.html) only of each codec's setting
             closest to these rates, in bpp or kbit/s; None keeps every point's.
+        loss (list): packet loss rates to simulate (`codec/loss.py`) for the codecs that can recover,
+            at `loss_settings` (default: each codec's default setting), `loss_draws` seeded draws
+            per file, channel and rate, seeds derived from `loss_seed`.
     """
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
@@ -179,9 +187,13 @@ def run(
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = PointCache(out / "cache.jsonl")
+    if loss and not any(get_codec_class(c.name).can_recover for c in coders if not c.is_anchor):
+        raise MediaError("--loss: none of the chosen codecs can recover lost packets")
     with torch_threads(threads):
         records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at)
-    report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
+        report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
+        if loss:
+            report["loss"] = _loss_points(files, coders, cache, metrics, report["means"], loss, loss_settings or [], loss_draws, loss_seed, progress)
     write_report(report, out)
     return report
 
@@ -236,6 +248,65 @@ def _run_points(
                     media.write(name, coder.decode(data))
             records += group
     return records, sources
+
+
+def get_codec_class(name: str) -> Any:
+    from .registry import available
+
+    return available()[name]
+
+
+def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metrics: dict[str, list[str]], means: list[dict[str, Any]],
+                 rates: list[float], settings: list[str], draws: int, seed: int, progress: Progress | None) -> dict[str, Any]:  # fmt: skip
+    """Every codec that can recover, on every file of its kind, at the chosen settings: each channel x
+    rate x draw loses packets (`loss.lost_packets`), and the damaged file is decoded with each of the
+    codec's concealments. Returns the loss section of the report (records, means, the loss-free means)."""
+    from . import api
+    from . import loss as L
+    from .registry import get_codec
+
+    records: list[dict[str, Any]] = []
+    chosen: dict[str, list[str]] = {}
+    for coder in (c for c in coders if not c.is_anchor and get_codec_class(c.name).can_recover):
+        codec = get_codec(coder.name)
+        chosen[coder.name] = [s for s in settings if s in coder.settings] or [coder.default or codec.default().name]
+        paths = [p for p in files if M.media_kind(p) == coder.media]
+        total, done = len(paths) * len(chosen[coder.name]) * len(L.CHANNELS) * len(rates) * draws, 0
+        for path in paths:
+            ref, sha = load_reference(path, coder.media), hashlib.sha256(path.read_bytes()).hexdigest()
+            for setting in chosen[coder.name]:
+                data = coder.encode(ref, setting)
+                packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
+                for channel in L.CHANNELS:
+                    for rate in rates:
+                        for draw in range(draws):
+                            s = L.seed_of(seed, sha, channel, rate, draw)
+                            lost = L.lost_packets(packets, rate, channel, s)
+                            damaged = L.with_lost(data, lost, api.header_dictionary)
+                            same: dict[str, Any] | None = None  # nothing lost: every concealment decodes the same
+                            for how in codec.concealments:
+                                key = f"{sha}|{coder.name}|{coder.identity}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {seed} {how}"
+                                record = cache.get(key, metrics[coder.media])
+                                if record is None:
+                                    if same is None or lost.any():
+                                        codec.concealment = how
+                                        try:
+                                            decoded = api.decompress(damaged, recover=True, codec=codec)
+                                        finally:
+                                            codec.concealment = codec.concealments[0]
+                                        same = measure(coder.media, ref, data, decoded, metrics[coder.media])
+                                    record = {"file": str(path), "codec": coder.name, "setting": setting, "channel": channel, "loss": rate,
+                                              "draw": draw, "seed": s, "lost": int(lost.sum()), "packets": packets, "concealment": how,
+                                              **{m: same[m] for m in metrics[coder.media]}}  # fmt: skip
+                                    cache.put(key, record)
+                                records.append(record)
+                            done += 1
+                            if progress:
+                                progress(done, total, f"loss {path.name} {channel} {rate:g} #{draw}")
+    names = [m for c in chosen for m in metrics[get_codec_class(c).media]]
+    free = {f"{m['codec']} {m['setting']}": {k: m.get(k) for k in names} for m in means if m["codec"] in chosen}
+    return {"rates": rates, "channels": list(L.CHANNELS), "burst": L.BURST, "draws": draws, "seed": seed, "settings": chosen,
+            "metrics": list(dict.fromkeys(names)), "records": records, "means": L.means(records, list(dict.fromkeys(names))), "loss_free": free}  # fmt: skip
 
 
 def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
@@ -354,7 +425,12 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     (out / "report.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
     _write_csv(report["records"], out / "report.csv")
     plots = write_plots(report, out)
-    (out / "report.md").write_text(markdown(report, plots))
+    loss_plots = []
+    if report.get("loss"):
+        from .loss import write_plots as loss_plots_of
+
+        loss_plots = loss_plots_of(report["loss"], out, {k: m.label for k, m in METRICS.items()})
+    (out / "report.md").write_text(markdown(report, plots) + loss_markdown(report.get("loss"), loss_plots))
     write_page(report, out, plots)
 
 
@@ -455,6 +531,21 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             body = [[Path(r["file"]).name, r["codec"], r["setting"], *(r.get(c) for c in cols)] for r in records]
             lines += [f"## Per file ({kind})", "", _md_table(["file", "codec", "setting", *cols], body), ""]
     return "\n".join(lines)
+
+
+def loss_markdown(loss: dict[str, Any] | None, plots: list[str]) -> str:
+    """The packet-loss section of report.md: how the losses were drawn, the mean table, the plots."""
+    if not loss:
+        return ""
+    lines = ["", "## Packet loss (`--loss`)", "",
+             f"Channels: independent drops, and Gilbert-Elliott bursts (mean burst {loss['burst']:g} packets); {loss['draws']} draws per "
+             f"file, channel and rate, seeds from `--loss-seed {loss['seed']}` (each record holds its seed). Settings: "
+             + ", ".join(f"{c} {'/'.join(s)}" for c, s in loss["settings"].items()) + ". Loss-free means: "
+             + "; ".join(f"{k}: " + ", ".join(f"{m} {v:.4g}" for m, v in vals.items() if isinstance(v, float)) for k, vals in loss["loss_free"].items()), ""]  # fmt: skip
+    cols = ["lost_share", *loss["metrics"]]
+    rows = [[m["codec"], m["setting"], m["channel"], m["loss"], m["concealment"], m["decodes"], *(m[c] for c in cols)] for m in loss["means"]]
+    lines += [_md_table(["codec", "setting", "channel", "loss", "concealment", "decodes", *cols], rows), ""]
+    return "\n".join(lines + [f"![{p}]({p})" for p in plots] + [""])
 
 
 def lowest_rates(report: dict[str, Any], kind: str) -> list[list[Any]]:

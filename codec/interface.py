@@ -68,6 +68,12 @@ class Codec(ABC):
     header_dict: ClassVar[bytes] = b""  # preset DEFLATE dictionary of the header: typical header JSON
     can_recover: ClassVar[bool] = False  # True: decode() accepts lost packets (None) under --recover
     recovered: dict[str, Any] | None = None  # what the last decode filled in for lost packets (counts; None: nothing lost)
+    concealments: ClassVar[tuple[str, ...]] = ()  # codecs that can recover: how lost data is filled, the codec's own way first
+    concealment: str = ""  # the one decode uses (`nmc eval --loss` compares them all)
+
+    def concealment_identity(self) -> str:
+        """Changes whenever a concealment's output may change (e.g. the hash of a recovery model's weights)."""
+        return ""
 
     @abstractmethod
     def settings(self) -> list[Setting]:

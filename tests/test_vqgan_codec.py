@@ -102,7 +102,7 @@ def decode(codec: V.VQGANCodec, data: bytes) -> np.ndarray:
 class TestInterface:
     def test_settings_are_the_weights_codebooks(self, codec: V.VQGANCodec) -> None:
         assert [(s.name, s.rate, s.unit) for s in codec.settings()] == [(f"s{n}", np.log2(n) / 256, "bpp") for n in (16, 64, 256)]
-        assert codec.default().name == "s64" and codec.media == "image" and not codec.can_recover
+        assert codec.default().name == "s64" and codec.media == "image" and codec.can_recover
 
     def test_weights_hold_network_rungs_and_priors(self, weights: Path) -> None:
         w = read_weights(weights)
@@ -352,8 +352,8 @@ class TestErrors:
         data[-20] ^= 0x10  # inside the last packet's payload: the container's CRC catches it
         with pytest.raises(ContainerError, match="checksum"):
             decode(codec, bytes(data))
-        with pytest.raises(MediaError, match="cannot recover"):
-            api.decompress(bytes(data), recover=True, codec=codec)
+        with pytest.raises(CodecNotFoundError, match="recovery model not found"):  # recovery: tests/test_vqgan_recovery.py
+            api.decompress(bytes(data), recover=True, codec=V.VQGANCodec(codec.weights_path, recovery_path=Path("/nonexistent")))
         good = encode(codec, photo())
         for bad in (b"", b"\x01\x02\x03", b"\xff" * 12):  # CRC-valid, bad content
             try:

@@ -218,3 +218,50 @@ def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  
     c = V.VQGANCodec(weights, recovery_path=export)
     out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
     assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["indices"] > 0
+
+
+class TestLossChannels:
+    def test_rates_bursts_and_seeds(self) -> None:
+        from nmc.codec import loss as L
+
+        n = 200_000
+        ind, burst = L.lost_packets(n, 0.2, "independent", 1), L.lost_packets(n, 0.2, "burst", 1)
+        assert abs(ind.mean() - 0.2) < 0.01 and abs(burst.mean() - 0.2) < 0.01
+        starts = np.flatnonzero(burst[1:] & ~burst[:-1])
+        assert abs(burst.sum() / len(starts) - L.BURST) < 0.1  # mean burst length
+        assert np.array_equal(L.lost_packets(50, 0.3, "burst", 7), L.lost_packets(50, 0.3, "burst", 7))
+        with pytest.raises(ValueError, match="channel"):
+            L.lost_packets(5, 0.1, "erasure", 0)
+
+    def test_with_lost_damages_exactly_those_packets(self, codec: V.VQGANCodec, tmp_path: Path) -> None:
+        from nmc.codec import loss as L
+        from nmc.codec.api import header_dictionary
+
+        data = _good_file(codec)
+        lost = np.zeros(len(open_stream(data)[1]), bool)
+        lost[[0, 7, 31]] = True
+        (tmp_path / "x.nmc").write_bytes(L.with_lost(data, lost, header_dictionary))
+        assert describe(tmp_path / "x.nmc")["damaged_packets"] == [0, 7, 31]
+
+
+def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from PIL import Image
+
+    from nmc.codec import evaluate, registry
+
+    monkeypatch.setattr(V.VQGANCodec, "weights_path", weights)
+    monkeypatch.setattr(V.VQGANCodec, "recovery_path", recovery_file)
+    registry.get_codec.cache_clear()
+    try:
+        Image.fromarray(photo(96, 128)).save(tmp_path / "a.png")
+        report = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2)
+        loss = report["loss"]
+        assert loss["settings"] == {"vqgan": ["s16"]} and len(loss["records"]) == 2 * 2 * 3
+        assert {r["concealment"] for r in loss["records"]} == set(V.CONCEALMENTS) and all(r["packets"] == 8 for r in loss["records"])
+        assert len({r["seed"] for r in loss["records"]}) == 4 and {m["channel"] for m in loss["means"]} == {"independent", "burst"}
+        md = (tmp_path / "r" / "report.md").read_text()
+        assert "## Packet loss" in md and (tmp_path / "r" / "loss_psnr.png").exists()
+        again = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2)
+        assert again["loss"]["records"] == loss["records"]  # from the cache
+    finally:
+        registry.get_codec.cache_clear()

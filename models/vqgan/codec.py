@@ -113,6 +113,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     auto_priority = 10  # below mcquic: chosen by `--codec auto` only for rates below mcquic's lowest setting
     header_fields = Fields
     can_recover = True  # lost index packets are predicted (`recovery.py`)
+    concealments = CONCEALMENTS
     recovery_path: Path | None = RECOVERY
     header_dict = (  # format 2: a typical header (the most frequent values), part of the format
         b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
@@ -152,6 +153,12 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             raise CodecNotFoundError(f"{path}: recovery model for network {network} with codebooks {list(model.args.sizes)}; "
                                      f"the installed vqgan network is {ours} with {self.model.net.sizes}")  # fmt: skip
         return model
+
+    def concealment_identity(self) -> str:
+        from nmc.codec.interface import file_sha256
+
+        path = self.recovery_path
+        return f"recovery {file_sha256(Path(path))[:16] if path is not None and Path(path).is_file() else 'none'} steps {FILL_STEPS}"
 
     def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:
         """`indices` with the `masked` cells filled by `self.concealment` (one thread: the same pixels for any thread count)."""

@@ -216,7 +216,7 @@ def main(
             sums, t_log, step_log = {}, time.time(), step
         if step % sync_every == 0 or step >= max_steps:
             over = step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)
-            over_all, bad, save = rt.agree(float(over), float(not math.isfinite(float(loss))), float(time.time() - t_saved > 60 * save_minutes))
+            over_all, bad, save = rt.agree(float(over), float(not math.isfinite(loss.item())), float(time.time() - t_saved > 60 * save_minutes))
             stop = bool(over_all or bad)
             if bad:
                 say(f"step {step}: loss is not finite; stopping without a checkpoint")

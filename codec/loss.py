@@ -1,0 +1,116 @@
+"""Packet-loss simulation for `nmc eval --loss`: files with lost packets, decoded with each concealment.
+
+Two channels lose packets of a coded file (seeded; the seeds go into the report):
+
+- `independent`: each packet is lost with probability `rate`;
+- `burst`: a Gilbert-Elliott channel (Gilbert's special case: every packet sent in the bad state is
+  lost, none in the good one) with mean burst length `BURST` packets and stationary loss `rate`:
+  P(good -> bad) = rate / (BURST (1 - rate)), P(bad -> good) = 1 / BURST, the first state drawn from
+  the stationary distribution.
+
+A lost packet is written with a wrong CRC (its bytes kept), which the decoder under `--recover` treats
+as lost. Each codec that `can_recover` decodes every damaged file once per concealment it offers
+(`Codec.concealments`; the first is its own, e.g. vqgan's recovery transformer, the rest baselines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from .container import _PACKET, END_MARK, read_header
+
+CHANNELS = ("independent", "burst")
+BURST = 3.0  # mean packets per burst of the Gilbert-Elliott channel
+
+
+def lost_packets(n: int, rate: float, channel: str, seed: int) -> np.ndarray:
+    """Which of `n` packets the channel loses: bool `(n,)`, from a generator seeded by `seed`."""
+    if not 0 <= rate < 1:
+        raise ValueError(f"loss rate must be in [0, 1), got {rate}")
+    rng = np.random.default_rng(seed)
+    if channel == "independent":
+        return rng.random(n) < rate
+    if channel != "burst":
+        raise ValueError(f"unknown loss channel {channel!r} (choose from {CHANNELS})")
+    to_bad, to_good = rate / (BURST * (1 - rate)), 1 / BURST
+    u = rng.random(n)
+    bad = np.zeros(n, bool)
+    state = u[0] < rate if n else False
+    for i in range(n):
+        if i:
+            state = u[i] >= to_good if state else u[i] < to_bad
+        bad[i] = state
+    return bad
+
+
+def with_lost(data: bytes, lost: np.ndarray, dictionary: Callable[[str], bytes]) -> bytes:
+    """`data` (a whole .nmc file) with the CRC of each packet marked in `lost` made wrong."""
+    fo = io.BytesIO(data)
+    read_header(fo, dictionary)
+    out, pos = bytearray(data), fo.tell()
+    for i in range(len(lost)):
+        length, crc = _PACKET.unpack_from(data, pos)
+        if length == END_MARK:
+            raise ValueError(f"the file has {i} packets, {len(lost)} were given")
+        if lost[i]:
+            _PACKET.pack_into(out, pos, length, crc ^ 0xFFFFFFFF)
+        pos += _PACKET.size + length
+    return bytes(out)
+
+
+def seed_of(*parts: Any) -> int:
+    """A seed from the file's hash, the channel, the rate and the draw (stable across runs and machines)."""
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+def means(records: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, Any]]:
+    """Mean of each metric per (codec, setting, channel, rate, concealment), over files and draws."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["codec"], r["setting"], r["channel"], r["loss"], r["concealment"]), []).append(r)
+    rows = []
+    for (codec, setting, channel, rate, how), rs in groups.items():
+        row: dict[str, Any] = {"codec": codec, "setting": setting, "channel": channel, "loss": rate, "concealment": how, "decodes": len(rs)}
+        row["lost_share"] = float(np.mean([r["lost"] / r["packets"] for r in rs]))
+        for m in metrics:
+            vals = [r[m] for r in rs if r.get(m) is not None and math.isfinite(r[m])]
+            row[m] = float(np.mean(vals)) if vals else math.nan
+        rows.append(row)
+    return rows
+
+
+def write_plots(loss: dict[str, Any], out: Any, labels: dict[str, str]) -> list[str]:
+    """One plot per metric: mean quality against loss rate, a line per codec setting, channel and
+    concealment (solid: independent, dashed: burst), the loss-free decode at rate 0; PNG names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "nmc"
+    import matplotlib.pyplot as plt
+
+    names = []
+    rows = loss["means"]
+    for metric in loss["metrics"]:
+        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
+        for key in dict.fromkeys((r["codec"], r["setting"], r["channel"], r["concealment"]) for r in rows):
+            pts = sorted((r["loss"], r[metric]) for r in rows if (r["codec"], r["setting"], r["channel"], r["concealment"]) == key)
+            free = loss["loss_free"].get(f"{key[0]} {key[1]}", {}).get(metric)
+            if free is not None:
+                pts = [(0.0, free), *pts]
+            label = f"{key[0]} {key[1]} {key[3]}, {key[2]}"
+            ax.plot(*zip(*pts), "-o" if key[2] == "independent" else "--s", ms=3, lw=1.2, label=label)
+        ax.set_xlabel("packet loss rate")
+        ax.set_ylabel(labels.get(metric, metric))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        names.append(f"loss_{metric}.png")
+        fig.savefig(out / names[-1])
+        fig.savefig(out / f"loss_{metric}.svg", metadata={"Date": None})
+        plt.close(fig)
+    return names
