@@ -1,7 +1,7 @@
 """Fuzz campaign (not run in CI): damaged .nmc files through `nmc decompress` and `nmc info`.
 
 For each real codec one multi-packet file is made (speech: hificodec, 3 s of stereo in 1 s
-packets; photo: mcquic, a 96x128 RGBA crop in 64-pixel tiles), then case i of N damages it one
+packets; photo: mcquic and vqgan, a 96x128 RGBA crop in 64-pixel tiles), then case i of N damages it one
 of four ways, in turn: truncation, byte flips, a CRC-valid payload change (bytes, words of a
 range-coded stream, streams or packets swapped) or a CRC-valid header change (a field set to an
 edge value of any JSON type, removed, or nudged). Each case runs both commands in-process as
@@ -11,9 +11,13 @@ A case is bad when a command ends with anything but exit 0, or exit 1 with one `
 line (a traceback), runs past the timeout (a hang; the worker is killed and replaced), kills
 its worker (a crash), or leaves a file beside the input other than a successful output.
 Truncations and flips are covered by the CRCs, so a successful decode of one is also counted
-(`undetected`). Exit status 1 when any case is bad. Reproduce one case with `--case CODEC:I`.
+(`undetected`). A codec that can recover lost packets (vqgan) also runs `nmc decompress --recover`
+on every case: it must decode or fail the same clean way (`recovered` counts its decodes; a damaged
+header is the only reason left to fail). Exit status 1 when any case is bad. Reproduce one case
+with `--case CODEC:I`.
 
-    python scripts/fuzz.py --cases 10000 --workers 2          # both codecs, about an hour on 2 cores
+    python scripts/fuzz.py --cases 10000 --workers 2          # hificodec and mcquic, about an hour on 2 cores
+    python scripts/fuzz.py --cases 2000 --codecs vqgan        # needs the installed vqgan and recovery weights
 """
 
 from __future__ import annotations
@@ -66,11 +70,12 @@ def base_file(codec: str) -> bytes:
         api.compress_to_file(c, M.Audio.from_array(np.stack([x, 0.5 * x], axis=1), rate), buf, c.setting("2kbps"))
     else:
         from nmc.models.mcquic.codec import McQuicCodec
+        from nmc.models.vqgan.codec import VQGANCodec
 
         rgb = np.asarray(Image.open(ROOT / "samples" / "photo_aqua.png").convert("RGB"))[200:296, 300:428]
         alpha = np.tile(np.linspace(0, 255, 128).astype(np.uint8), (96, 1))[:, :, None]
-        c = McQuicCodec(get_codec(codec).weights_path, tile=64)
-        api.compress_to_file(c, M.Image(np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2))), buf, c.setting("q2"))
+        c = (McQuicCodec if codec == "mcquic" else VQGANCodec)(get_codec(codec).weights_path, tile=64)
+        api.compress_to_file(c, M.Image(np.ascontiguousarray(np.concatenate([rgb, alpha], axis=2))), buf, c.default())
     return buf.getvalue()
 
 
@@ -175,8 +180,13 @@ def run_case(base: bytes, codec: str, seed: int, i: int, work: Path) -> dict[str
     work.mkdir()
     src, out = work / "x.nmc", work / ("out.wav" if codec == "hificodec" else "out.png")
     src.write_bytes(data)
-    result: dict[str, Any] = {"case": f"{codec}:{i}", "kind": kind, "problems": [], "decoded": False}
-    for argv in (["decompress", str(src), "-o", str(out)], ["info", str(src)]):
+    from nmc.codec.registry import get_codec
+
+    result: dict[str, Any] = {"case": f"{codec}:{i}", "kind": kind, "problems": [], "decoded": False, "recovered": False}
+    runs = [["decompress", str(src), "-o", str(out)], ["info", str(src)]]
+    if get_codec(codec).can_recover:
+        runs.append(["decompress", str(src), "-o", str(out), "--recover"])
+    for argv in runs:
         code, err, tb = _nmc(argv)
         lines = [line for line in err.splitlines() if line.strip()]
         if tb or code not in (0, 1) or (code == 1 and (len(lines) != 1 or not lines[0].startswith("nmc: error:"))):
@@ -186,7 +196,7 @@ def run_case(base: bytes, codec: str, seed: int, i: int, work: Path) -> dict[str
         if left:
             result["problems"].append(("leftover", f"{argv[0]} left {left}", ""))
         if argv[0] == "decompress":
-            result["decoded"] = code == 0
+            result["recovered" if "--recover" in argv else "decoded"] = code == 0
             out.unlink(missing_ok=True)
     return result
 
@@ -242,14 +252,14 @@ def campaign(codec: str, cases: list[int], seed: int, workers: int, timeout: flo
             try:
                 results.append(w.conn.recv())
             except EOFError:  # the worker died (segfault, out of memory)
-                results.append({"case": f"{codec}:{w.case}", "kind": KINDS[w.case % 4], "problems": [("crash", f"worker died: exit {w.proc.exitcode}", "")], "decoded": False})  # type: ignore[operator]
+                results.append({"case": f"{codec}:{w.case}", "kind": KINDS[w.case % 4], "problems": [("crash", f"worker died: exit {w.proc.exitcode}", "")], "decoded": False, "recovered": False})  # type: ignore[operator]
                 w.stop()
                 pool[pool.index(w)] = Worker(codec, seed)
                 continue
             w.case = None
         for k, w in enumerate(pool):
             if w.case is not None and time.monotonic() - w.since > timeout:
-                results.append({"case": f"{codec}:{w.case}", "kind": KINDS[w.case % 4], "problems": [("hang", f"over {timeout:g} s", "")], "decoded": False})
+                results.append({"case": f"{codec}:{w.case}", "kind": KINDS[w.case % 4], "problems": [("hang", f"over {timeout:g} s", "")], "decoded": False, "recovered": False})
                 w.stop()
                 pool[k] = Worker(codec, seed)
         if log and len(results) >= logged + 500:
@@ -269,6 +279,7 @@ def report(codec: str, results: list[dict[str, Any]], seconds: float) -> dict[st
         row = rows[r["kind"]]
         row["cases"] += 1
         row["decoded"] += r["decoded"]
+        row["recovered"] += r.get("recovered", False)
         row["undetected"] += r["decoded"] and r["kind"] in ("truncate", "flip")
         for what, summary, detail in r["problems"]:
             row[what] += 1
@@ -295,7 +306,7 @@ def main() -> None:
         print(f"{args.case}: {result['kind']}, decoded={result['decoded']}, problems={len(result['problems'])}")
         return
     summaries, bad = [], 0
-    columns = ("cases", "decoded", "undetected", "traceback", "hang", "leftover", "crash")
+    columns = ("cases", "decoded", "recovered", "undetected", "traceback", "hang", "leftover", "crash")
     for codec in args.codecs.split(","):
         start = time.monotonic()
         results = campaign(codec, list(range(args.cases)), args.seed, args.workers, args.timeout, sys.stderr)

@@ -123,7 +123,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     )
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
-                 dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery") -> None:  # fmt: skip
+                 dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery", fill_steps: int = FILL_STEPS) -> None:  # fmt: skip
         super().__init__(weights_path)
         check_geometry(tile, enc_margin, dec_margin, STRIDE)
         self.tile, self.lattice, self.enc_margin, self.dec_margin = tile, interleave(packets), enc_margin, dec_margin
@@ -131,7 +131,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             self.recovery_path = Path(recovery_path)
         if concealment not in CONCEALMENTS:
             raise ValueError(f"concealment must be one of {CONCEALMENTS}, got {concealment!r}")
-        self.concealment = concealment
+        self.concealment, self.fill_steps = concealment, fill_steps
 
     @cached_property
     def recovery(self) -> IndexTransformer:
@@ -158,7 +158,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         from nmc.codec.interface import file_sha256
 
         path = self.recovery_path
-        return f"recovery {file_sha256(Path(path))[:16] if path is not None and Path(path).is_file() else 'none'} steps {FILL_STEPS}"
+        return f"recovery {file_sha256(Path(path))[:16] if path is not None and Path(path).is_file() else 'none'} steps {self.fill_steps}"
 
     def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:
         """`indices` with the `masked` cells filled by `self.concealment` (one thread: the same pixels for any thread count)."""
@@ -171,7 +171,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         if self.concealment == "frequent":
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
         with one_thread():
-            return fill(self.recovery, indices, masked, k, FILL_STEPS)
+            return fill(self.recovery, indices, masked, k, self.fill_steps)
 
     @cached_property
     def _settings(self) -> list[Setting]:

@@ -40,9 +40,9 @@ BoolArray = npt.NDArray[np.bool_]
 @dataclass(frozen=True)
 class RecoveryArgs:
     sizes: tuple[int, ...]  # codebook sizes of the vqgan weights, ascending (the codec's settings)
-    dim: int = 192  # transformer width
+    dim: int = 128  # transformer width
     layers: int = 6
-    heads: int = 6
+    heads: int = 4
     embed: int = 64  # token embedding width, tied with the output projection
     max_side: int = 32  # cells per window side (row and column embeddings)
 
