@@ -166,7 +166,7 @@ class TestRecover:
         info = describe(tmp_path / "y.nmc")
         assert info["damaged_packets"][-1] == info["packet_count"] - 1 and info["damaged_packets"]
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.data())
     def test_truncations_and_flips_decode_or_fail_cleanly(self, codec: V.VQGANCodec, data) -> None:  # noqa: ANN001
         good = _good_file(codec)
