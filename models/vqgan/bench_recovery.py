@@ -40,7 +40,7 @@ def main(
     heads: int = 4,
     embed: int = 64,
     max_side: int = 32,
-    steps: int = 4,  # rounds of the fill
+    steps: int = 2,  # rounds of the fill (the codec's FILL_STEPS)
     lost: int = 2,  # packets lost, spread evenly over the file
     threads: int = 2,
     repeats: int = 3,

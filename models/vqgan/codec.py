@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 WEIGHTS = Path(__file__).parent / "weights" / "vqgan.safetensors"
 RECOVERY = Path(__file__).parent / "weights" / "recovery.safetensors"
-FILL_STEPS = 4  # rounds of the recovery transformer's iterative fill
+FILL_STEPS = 2  # rounds of the recovery transformer's iterative fill (4: ~2x the CPU time)
 CONCEALMENTS = ("recovery", "nearest", "frequent")  # the transformer; copy the nearest received cell; the most frequent received index
 TILE = 1024  # pixels per tile side, a multiple of STRIDE
 PACKETS = 8  # index packets per tile (2 x 4 interleave): a 768x512 photo survives the loss of one

@@ -163,7 +163,7 @@ def windows(n: int, side: int, margin: int = MARGIN) -> list[tuple[int, int, int
 
 
 @torch.inference_mode()
-def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, steps: int = 4) -> IntArray:
+def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, steps: int = 2) -> IntArray:
     """`grid` `(h, w)` of indices into codebook `k` with the `masked` cells predicted, most confident first.
 
     Each window's masked core cells take `steps` rounds (fewer when there are fewer cells): after round t

@@ -124,7 +124,7 @@ def main(
     warmup: int = 500,
     weight_decay: float = 0.05,
     grad_clip: float = 1.0,
-    fill_steps: int = 4,  # rounds of the iterative fill in the evaluation (the codec's default)
+    fill_steps: int = 2,  # rounds of the iterative fill in the evaluation (the codec's default)
     seed: int = 0,
     threads: int = 1,  # torch threads on the CPU (two on a loaded 2-core box ran 7x slower than one)
     save_minutes: float = 2.0,  # checkpoint interval (also saved at the end)
