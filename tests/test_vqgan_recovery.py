@@ -81,8 +81,14 @@ class TestFill:
         rng = np.random.default_rng(0)
         grid = rng.integers(0, 64, (20, 37))
         masked = rng.random(grid.shape) < 0.3
-        a = R.fill(model, grid, masked, 1)
+        a = R.fill(model, np.where(masked, -5, grid), masked, 1)  # what the masked cells held is never read
         assert np.array_equal(a[~masked], grid[~masked]) and a.min() >= 0 and a.max() < 64
+        assert np.array_equal(R.fill(model, grid, masked, 1), a)
+        one = R.fill(model, grid, masked, 1, steps=1)  # one round: the one-shot argmax of every masked cell
+        (_, y1, _, cy1), (_, x1, _, cx1) = R.windows(20, 16)[0], R.windows(37, 16)[0]  # the first window and its core
+        win = model.features(torch.from_numpy(grid[:y1, :x1])[None], torch.from_numpy(masked[:y1, :x1])[None], 1)[0]
+        core = masked[:cy1, :cx1]
+        assert np.array_equal(one[:cy1, :cx1][core], model.logits(win[:cy1, :cx1][torch.from_numpy(core)], 1).argmax(-1).numpy())
         with torch_threads(2):
             assert np.array_equal(R.fill(model, grid, masked, 1), a)
         with pytest.raises(ValueError, match="exceeds 16 cells"):

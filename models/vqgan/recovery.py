@@ -177,15 +177,15 @@ def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, ste
             todo = int((masked[y0:y1, x0:x1] & core).sum())
             rounds = min(steps, todo)
             for t in range(1, rounds + 1):
-                win, m = out[y0:y1, x0:x1], masked[y0:y1, x0:x1]
-                feats = model.features(torch.from_numpy(win)[None], torch.from_numpy(m)[None], k)[0]
-                cells = np.flatnonzero(m & core)
-                logits = model.logits(feats.reshape(-1, feats.shape[-1])[torch.from_numpy(cells)], k)
+                m = masked[y0:y1, x0:x1]
+                feats = model.features(torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1]))[None], torch.from_numpy(np.ascontiguousarray(m))[None], k)[0]
+                ys, xs = np.nonzero(m & core)  # row-major, as the features' flat order
+                logits = model.logits(feats[torch.from_numpy(ys), torch.from_numpy(xs)], k)
                 conf, best = logits.float().softmax(-1).max(-1)
                 left = math.floor(todo * math.cos(math.pi / 2 * t / rounds)) if t < rounds else 0
-                keep = np.argsort(-conf.numpy(), kind="stable")[: len(cells) - left]
-                win.reshape(-1)[cells[keep]] = best.numpy()[keep]
-                m.reshape(-1)[cells[keep]] = False
+                keep = np.argsort(-conf.numpy(), kind="stable")[: len(ys) - left]
+                out[y0 + ys[keep], x0 + xs[keep]] = best.numpy()[keep]
+                masked[y0 + ys[keep], x0 + xs[keep]] = False
     return out
 
 
