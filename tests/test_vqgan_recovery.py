@@ -213,7 +213,8 @@ def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  
         Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
     maps = tmp_path / "maps.safetensors"
     index_maps.main(network=weights, out=maps, data=photos, ladder=None, scales="1,0.5", flips=True, shifts="0,8", device="cpu")
-    read, which, meta = index_maps.read_maps(maps)
+    read, which, meta, codebooks = index_maps.read_maps(maps)
+    assert codebooks[64].shape == (64, 8) and torch.allclose(codebooks[64].norm(dim=1), torch.ones(64))
     assert sorted(read) == [16, 64, 256] and len(which) == 3 * 2 * 2 * 2 and meta["network"] == network_of(weights)
     assert read[64][0].shape == (6, 8) and int(read[256][0].max()) < 256
     export = tmp_path / "rec.safetensors"

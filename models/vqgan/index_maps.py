@@ -12,8 +12,9 @@ rungs' k-means codebooks give before fine-tuning, up to ties). The dev set is re
 The file (safetensors): `maps.{S}` int16, every map of codebook size S flattened and concatenated,
 for each size the network quantizes; `labels.{S}` int64 `[K]` for each rung taken from the ladder
 (its maps are `labels[base map]`, made when read: the file stays small enough to carry to a GPU);
-`shapes` int32 `[N, 2]`; `photo` int32 `[N]` (which training photo); metadata: format, sizes, the
-base network's hash (`recovery.network_hash`), the variants.
+`codebook.{S}` fp32 `[S, d]`, each size's unit codes (the recovery model's token embeddings start
+from them: similar codes, similar tokens); `shapes` int32 `[N, 2]`; `photo` int32 `[N]` (which
+training photo); metadata: format, sizes, the base network's hash (`recovery.network_hash`), the variants.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import typer
 from PIL import Image
 from safetensors import safe_open
@@ -39,21 +41,25 @@ FORMAT = "nmc-vqgan-maps-1"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def load_network(network: Path, ladder: Path | None) -> tuple[Ladder, dict[int, torch.Tensor], str]:
-    """The codec's network, the labels mapping base indices to each label-only rung, and the base network's hash."""
+def load_network(network: Path, ladder: Path | None) -> tuple[Ladder, dict[int, torch.Tensor], dict[int, torch.Tensor], str]:
+    """The codec's network, the labels mapping base indices to each label-only rung, every size's unit
+    codes `[S, d]`, and the base network's hash."""
     w = read_weights(network)
     if "rungs" in w.args:
         net = Ladder.from_state_dict(w.state, w.args)
     else:  # a base export (train.py --export): no rungs
         net = Ladder.from_state_dict(w.state, {**w.args, "rungs": [], "rung_decoders": []})
     labels: dict[int, torch.Tensor] = {}
+    codebooks = {s: net.parts(s)[0].unit_codes().detach() for s in net.sizes}
     if ladder is not None:
         with safe_open(str(ladder), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118
                 if key.endswith(".labels") and int(key.split(".")[1]) not in net.sizes:
-                    labels[int(key.split(".")[1])] = f.get_tensor(key).long()
+                    s = int(key.split(".")[1])
+                    labels[s] = f.get_tensor(key).long()
+                    codebooks[s] = F.normalize(f.get_tensor(f"rung.{s}.codebook").float(), dim=1)
     base = {k: v for k, v in w.state.items() if not k.startswith("rungs.")}
-    return net, labels, network_hash(base)
+    return net, labels, codebooks, network_hash(base)
 
 
 def variants(rgb: np.ndarray, scales: list[float], flips: bool, shifts: list[int]) -> list[torch.Tensor]:
@@ -82,7 +88,7 @@ def main(
     device: str = "cpu",
 ) -> None:
     t0 = time.time()
-    net, labels, base_hash = load_network(network, ladder)
+    net, labels, codebooks, base_hash = load_network(network, ladder)
     net.to(device)
     sizes = sorted({*net.sizes, *labels})
     scale_list, shift_list = [float(s) for s in scales.split(",")], [int(s) for s in shifts.split(",")]
@@ -104,6 +110,7 @@ def main(
             print(f"{p + 1}/{len(paths)} photos, {len(shapes)} maps, {time.time() - t0:.0f} s", flush=True)
     tensors = {f"maps.{s}": torch.cat(m) for s, m in maps.items()}
     tensors.update({f"labels.{s}": lab for s, lab in labels.items()})
+    tensors.update({f"codebook.{s}": cb.float().contiguous() for s, cb in codebooks.items()})
     tensors["shapes"] = torch.tensor(shapes, dtype=torch.int32)
     tensors["photo"] = torch.tensor(photos, dtype=torch.int32)
     meta = {"format": FORMAT, "sizes": json.dumps(sizes), "network": base_hash, "photos": str(len(paths)),
@@ -115,8 +122,9 @@ def main(
           f"{out.stat().st_size / 2**20:.1f} MiB, {time.time() - t0:.0f} s")  # fmt: skip
 
 
-def read_maps(path: Path) -> tuple[dict[int, list[torch.Tensor]], list[int], dict[str, str]]:
-    """Per codebook size the list of `[h, w]` int64 maps, the photo of each map, and the metadata."""
+def read_maps(path: Path) -> tuple[dict[int, list[torch.Tensor]], list[int], dict[str, str], dict[int, torch.Tensor]]:
+    """Per codebook size the list of `[h, w]` int64 maps, the photo of each map, the metadata, and
+    per size its unit codes (none in files written before they were stored)."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT:
@@ -127,8 +135,9 @@ def read_maps(path: Path) -> tuple[dict[int, list[torch.Tensor]], list[int], dic
         flat = {s: f.get_tensor(f"maps.{s}").long() for s in json.loads(meta["sizes"]) if f"maps.{s}" in names}
         base = max(flat)
         flat.update({s: f.get_tensor(f"labels.{s}").long()[flat[base]] for s in json.loads(meta["sizes"]) if f"labels.{s}" in names})
+        codebooks = {s: f.get_tensor(f"codebook.{s}") for s in json.loads(meta["sizes"]) if f"codebook.{s}" in names}
     maps = {s: [m.reshape(shape) for m, shape in zip(v.split(counts), shapes)] for s, v in sorted(flat.items())}
-    return maps, photos, meta
+    return maps, photos, meta, codebooks
 
 
 if __name__ == "__main__":

@@ -116,6 +116,7 @@ def main(
     heads: int = 4,
     embed: int = 64,  # token embedding width (tied output)
     max_side: int = 32,  # cells per window side
+    code_scale: float = 0.5,  # a fresh model's token embeddings: this times the unit codes (first code_dim dims)
     mask_min: float = 0.05,  # share of masked cells per crop: uniform in [mask_min, mask_max]
     mask_max: float = 0.99,
     holdout: int = 6,  # photos (evenly spaced) whose maps are kept for the final evaluation
@@ -146,7 +147,7 @@ def main(
     say = log.say
 
     try:
-        all_maps, photos, meta = read_maps(maps)
+        all_maps, photos, meta, codebooks = read_maps(maps)
     except (ValueError, OSError) as e:
         raise typer.BadParameter(f"--maps {maps}: {e}") from None
     sizes = sorted(all_maps)
@@ -165,7 +166,14 @@ def main(
         args = RecoveryArgs(**{**a, "sizes": tuple(a["sizes"])})
         if list(args.sizes) != sizes or cmeta["network"] != meta["network"]:
             raise typer.BadParameter(f"{ckpt_dir}: trained on other maps ({cmeta['network']}, sizes {list(args.sizes)})")
-    net = IndexTransformer(args).to(device)
+    net = IndexTransformer(args)
+    if not ckpt and codebooks:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
+        with torch.no_grad():
+            for k, size in enumerate(sizes):
+                d = min(codebooks[size].shape[1], embed)
+                net.tokens.weight[net.offsets[k] : net.offsets[k + 1], :d] = code_scale * codebooks[size][:, :d]
+        say(f"token embeddings start from the unit codes (x {code_scale})")
+    net.to(device)
     decay = [p for n, p in net.named_parameters() if p.ndim == 2 and n.startswith(("blocks", "inp", "out"))]
     other = [p for n, p in net.named_parameters() if not (p.ndim == 2 and n.startswith(("blocks", "inp", "out")))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
