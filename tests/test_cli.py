@@ -328,6 +328,7 @@ class TestRecover:
         assert refused.returncode == 1 and refused.stderr.strip().startswith("nmc: error:") and "checksum" in refused.stderr
         recovered = self.nmc("decompress", str(src), "-o", str(tmp_path / "out.png"), "--recover")
         assert recovered.returncode == 0, recovered.stderr
+        assert "recovered 1 of 3 packets (lost or damaged: [2])" in recovered.stderr  # one line saying what was filled in
         out, ref = M.read_image(tmp_path / "out.png").pixels, M.read_image(tmp_path / "good.png").pixels
         assert np.array_equal(out[:32], ref[:32]) and not np.array_equal(out[32:], ref[32:])
         assert (out[32:] == out[32, 0]).all()  # the lost band: one flat value (the toy codec's concealment)

@@ -6,6 +6,7 @@ pattern lost packets leave, half as independent cells, the pattern after some fi
 entropy on the masked cells. One file, top to bottom, like models/vqgan/train.py:
 
     python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
+    python models/vqgan/train_recovery.py --ckpt-dir .ckpt/recovery --max-steps 0 --export recovery.safetensors   # evaluate, export
     torchrun --standalone --nproc_per_node=$NGPU models/vqgan/train_recovery.py --minutes 7 --ckpt-dir .ckpt/recovery \\
         --log-file $OUT/recovery.log --export $OUT/recovery.safetensors
 
@@ -199,7 +200,7 @@ def main(
     gen = torch.Generator()
     t_loop, t_saved, t_log, step_log, seconds0 = time.time(), time.time(), time.time(), step, train_seconds
     sums: dict[str, float] = {}
-    stop = step >= max_steps
+    stop, diverged, first_step = step >= max_steps, False, step
     while not stop:
         gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
         k = int(torch.randint(len(sizes), (), generator=gen))
@@ -229,13 +230,13 @@ def main(
         if step % sync_every == 0 or step >= max_steps:
             over = step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)
             over_all, bad, save = rt.agree(float(over), float(not math.isfinite(loss.item())), float(time.time() - t_saved > 60 * save_minutes))
-            stop = bool(over_all or bad)
+            stop, diverged = bool(over_all or bad), bool(bad)
             if bad:
                 say(f"step {step}: loss is not finite; stopping without a checkpoint")
             elif save and not stop:
                 checkpoint()
                 t_saved = time.time()
-    if math.isfinite(loss.item()):
+    if not diverged and step > first_step:
         checkpoint()
     if master:
         say(f"stopped at step {step} ({train_seconds / 60:.1f} training minutes in all)")
