@@ -218,9 +218,9 @@ def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  
     assert sorted(read) == [16, 64, 256] and len(which) == 3 * 2 * 2 * 2 and meta["network"] == network_of(weights)
     assert read[64][0].shape == (6, 8) and int(read[256][0].max()) < 256
     export = tmp_path / "rec.safetensors"
-    train_recovery.main(maps=maps, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, tiny=True, holdout=1, warmup=1, log_every=1)
+    train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, tiny=True, holdout=1, warmup=1, log_every=1)
     assert "eval held-out s64" in (tmp_path / "ckpt" / "train.log").read_text()
-    train_recovery.main(maps=maps, ckpt_dir=tmp_path / "ckpt", max_steps=4, tiny=True, holdout=1, warmup=1, log_every=1)  # resumes
+    train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt", max_steps=4, tiny=True, holdout=1, warmup=1, log_every=1)  # resumes
     assert "resumed from" in (tmp_path / "ckpt" / "train.log").read_text()
     c = V.VQGANCodec(weights, recovery_path=export)
     out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)

@@ -103,7 +103,8 @@ def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], steps
 
 @app.command()
 def main(
-    maps: Path = Path(".data/vqgan_maps.safetensors"),  # index_maps.py's file (training photos only)
+    maps: list[Path] = typer.Option([Path(".data/vqgan_maps.safetensors")], help="index_maps.py's files (training photos only; "
+                                    "several: their maps together, the first one's held-out maps evaluate)"),  # fmt: skip
     ckpt_dir: Path = Path(".ckpt/recovery"),  # resumes from here if it holds ckpt.json
     log_file: Path | None = None,  # default CKPT_DIR/train.log
     export: Path | None = None,  # the shipped recovery file (fp16), written at the end
@@ -137,7 +138,7 @@ def main(
     if tiny:
         dim, layers, heads, embed, max_side = (TINY[k] for k in ("dim", "layers", "heads", "embed", "max_side"))
         batch, min_side = 8 if batch == 64 else batch, min(min_side, 8)
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in locals().items()}
+    config = {k: str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v for k, v in locals().items()}
     sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
     t_start = time.time()
     rt = runtime.start()
@@ -147,16 +148,22 @@ def main(
     log = Logger(log_file or ckpt_dir / "train.log", master, config)
     say = log.say
 
-    try:
-        all_maps, photos, meta, codebooks = read_maps(maps)
-    except (ValueError, OSError) as e:
-        raise typer.BadParameter(f"--maps {maps}: {e}") from None
-    sizes = sorted(all_maps)
+    files = []
+    for path in maps:
+        try:
+            files.append(read_maps(path))
+        except (ValueError, OSError) as e:
+            raise typer.BadParameter(f"--maps {path}: {e}") from None
+    _, photos, meta, codebooks = files[0]
+    sizes = sorted(files[0][0])
+    if any(sorted(f[0]) != sizes or f[2]["network"] != meta["network"] for f in files):
+        raise typer.BadParameter(f"--maps {[str(p) for p in maps]}: made with different networks or codebook sizes")
     held_photos = set(sorted(set(photos))[:: max(1, len(set(photos)) // holdout)][:holdout]) if holdout else set()
-    train = {s: [m.to(device) for m, p in zip(all_maps[s], photos) if p not in held_photos] for s in sizes}
-    held = {s: [m for m, p in zip(all_maps[s], photos) if p in held_photos] for s in sizes}
-    say(f"{len(train[sizes[0]])} training maps, {len(held[sizes[0]])} held out ({len(held_photos)} photos); sizes {sizes}; "
-        f"network {meta['network']}; variants {meta.get('variants')}")  # fmt: skip
+    train = {s: [m.to(device) for f in files for m, p in zip(f[0][s], f[1]) if p not in held_photos] for s in sizes}
+    held = {s: [m for m, p in zip(files[0][0][s], photos) if p in held_photos] for s in sizes}
+    variants = [f[2].get("variants") for f in files]
+    say(f"{len(train[sizes[0]])} training maps from {len(files)} file(s), {len(held[sizes[0]])} held out ({len(held_photos)} photos); "
+        f"sizes {sizes}; network {meta['network']}; variants {variants}")  # fmt: skip
 
     ckpt = ckpt_io.load(ckpt_dir)
     torch.manual_seed(seed)
@@ -247,7 +254,7 @@ def main(
                 say(f"eval held-out s{size}: {n} lost cells, fill accuracy {acc_:.4f} (nearest neighbour {nn_acc:.4f}), one-shot {bits:.3f} bits per lost cell")
             say(f"eval took {time.time() - t0:.1f} s")
         if export:
-            save_recovery(export, net, meta["network"], {"step": step, "maps": str(maps), "variants": meta.get("variants"), "train_minutes": round(train_seconds / 60, 2)})
+            save_recovery(export, net, meta["network"], {"step": step, "maps": [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)})
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
     log.close()
     rt.close()
