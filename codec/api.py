@@ -44,6 +44,16 @@ def save_media(target: str | Path | IO[bytes], media: Media) -> None:
         M.write_gaussians(target, media)
 
 
+def use_device(device: str) -> None:
+    """Run the networks of every installed codec on `device` (a resolved `--device`) in this process."""
+    from .registry import available
+
+    for name in available():
+        codec = get_codec(name)
+        if hasattr(codec, "to"):
+            codec.to(device)
+
+
 def resolve_codec(name: str, kind: str) -> Codec:
     codec = get_codec(codec_for_media(kind) if name == "auto" else name)
     if codec.media != kind:

@@ -6,9 +6,9 @@ codec's static method `net_<fn>(net, *tensors, **static)`. `call` does that on t
 goes to the `Server` in the main process. The server takes every call that is waiting, stacks the
 calls with the same codec, function, static arguments and row shapes into one batch, runs it on its
 device (the GPU), and sends each worker its rows; while it runs, the next calls queue up, so the
-batches fill by themselves when the workers keep the GPU busy. Rows of a batch are computed as they
-are alone (convolutions and nearest-codeword searches do not mix rows): tests check on the CPU that
-batched coding writes the same bytes, and scripts/device_crossdevice.sh checks it on a GPU.
+batches fill by themselves when the workers keep the GPU busy. A row's numbers do not depend on
+the batch it came in (`run_on`), so batched coding writes the same bytes as coding one file at a
+time on the same device: tests check it on the CPU, scripts/device_crossdevice.sh on a GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .interface import NeuralCodec
 
+GPU_ROWS = 16  # rows of every network call on a GPU (the batch of `nmc batch`; one file's call is padded)
 Runner = Callable[..., tuple[np.ndarray, ...]]  # run(fn, *arrays, **static), as `NeuralCodec.run`
 Request = tuple[str, str, tuple[tuple[str, Any], ...], tuple[np.ndarray, ...]]  # codec, fn, static, arrays
 _client: Connection | None = None  # set in the workers of a shared network
@@ -48,13 +49,32 @@ def run_here(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], s
 
 
 def run_on(net: Any, device: str, fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> tuple[np.ndarray, ...]:
-    """`fn(net, *tensors, **static)` on `device`, on one thread (`one_thread`: the same numbers anywhere)."""
+    """`fn(net, *tensors, **static)` on `device`, on one thread (`one_thread`: the same numbers anywhere).
+
+    A row's numbers must not depend on the batch it came in: oneDNN and cuDNN choose kernels by
+    the batch size, and kernels round differently. So on the CPU each row runs alone (batching
+    gains little there), and on a GPU every call runs on exactly `GPU_ROWS` rows, zero rows added.
+    """
+    n = len(arrays[0])
+    size = 1 if device == "cpu" else GPU_ROWS
+    if n != size:
+        pad = -n % size
+        padded = [np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a for a in arrays]
+        parts = [_run(net, device, fn, tuple(a[i : i + size] for a in padded), static) for i in range(0, n + pad, size)]
+        return tuple(np.concatenate(p)[:n] for p in zip(*parts))
+    return _run(net, device, fn, arrays, static)
+
+
+def _run(net: Any, device: str, fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> tuple[np.ndarray, ...]:
+    """The tensors are fresh copies with standard strides: a batch of one whose stride came from
+    numpy (0) or from pickling (the full size) can make a convolution pick another memory format
+    and kernel, and round differently."""
     import torch
 
     from .threads import one_thread
 
     with torch.inference_mode(), one_thread():
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
+        tensors = [torch.tensor(a, device=device) for a in arrays]
         out = fn(net, *tensors, **static)
         return tuple(t.cpu().numpy() for t in (out if isinstance(out, tuple) else (out,)))
 
@@ -69,7 +89,7 @@ class Server:
     """Runs the networks of the installed codecs on `device` for the workers that `connect`, in
     batches of up to `max_rows` rows. Its thread stops with `close`."""
 
-    def __init__(self, device: str, max_rows: int) -> None:
+    def __init__(self, device: str, max_rows: int = GPU_ROWS) -> None:
         self.device, self.max_rows = device, max(1, max_rows)
         self.authkey = secrets.token_bytes(16)
         self._listener = Listener(family="AF_UNIX", authkey=self.authkey)

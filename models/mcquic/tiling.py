@@ -71,7 +71,7 @@ def synthesise(run: Runner, out: np.ndarray, coarse: np.ndarray, fine: np.ndarra
 
 def net_compress(net: McQuic, windows: torch.Tensor, stages: int) -> tuple[torch.Tensor, ...]:
     """Index grids of uint8 windows `(B, H, W, 3)`: coarse `(B, 4, h, w)`, then per fine stage `(B, 2, 2h, 2w)`."""
-    x = windows.permute(0, 3, 1, 2).float().div_(255)  # channels_last strides
+    x = windows.permute(0, 3, 1, 2).float().div_(255).contiguous()  # NCHW: the kernels these bytes were first made with
     return tuple(net.compress(x, stages).indices)
 
 
