@@ -150,6 +150,7 @@ def run(
     progress: Progress | None = None,
     threads: int = 1,
     media_at: list[float] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Evaluate, write every report file into `report_dir`, and return the report.
 
@@ -163,7 +164,13 @@ def run(
             when other processes share the cores.
         media_at (list): keep decoded media (for report.html) only of each codec's setting
             closest to these rates, in bpp or kbit/s; None keeps every point's.
+        device (str): where the codecs' networks and the ST-LPIPS and MS-SSIM networks run.
     """
+    from . import api
+    from .metrics import use_device
+
+    api.use_device(device)
+    use_device(device)
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to evaluate: give --codec and/or --anchors")

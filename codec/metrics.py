@@ -36,6 +36,14 @@ SILENCE_RMS = 1e-3  # -60 dBFS
 
 # ---------------------------------------------------------------- images
 
+_device = "cpu"  # where the MS-SSIM and ST-LPIPS networks run (`use_device`)
+
+
+def use_device(device: str) -> None:
+    """Run the image metrics' networks on `device` (a resolved `--device`)."""
+    global _device
+    _device = device
+
 
 def psnr(ref: npt.NDArray[np.uint8], dec: npt.NDArray[np.uint8]) -> float:
     """PSNR in dB over all RGB samples at peak 255; `inf` for identical images."""
@@ -56,7 +64,7 @@ def ms_ssim(ref: npt.NDArray[np.uint8], dec: npt.NDArray[np.uint8]) -> float:
     if min(ref.shape[:2]) <= 160:
         return math.nan
     with torch.no_grad():
-        return float(_ms_ssim(_to_tensor(ref) * 255, _to_tensor(dec) * 255, data_range=255, size_average=True))
+        return float(_ms_ssim(_to_tensor(ref).mul_(255), _to_tensor(dec).mul_(255), data_range=255, size_average=True))
 
 
 def ms_ssim_db(value: float) -> float:
@@ -69,7 +77,7 @@ def st_lpips(ref: npt.NDArray[np.uint8], dec: npt.NDArray[np.uint8], net: str = 
     import torch
 
     _check_same_shape(ref, dec)
-    model = _st_lpips_model(net)
+    model = _st_lpips_model(net).to(_device)
     with torch.no_grad():
         return float(model(_to_tensor(ref), _to_tensor(dec), normalize=True).mean())
 
@@ -107,7 +115,7 @@ def _to_tensor(a: npt.NDArray[np.uint8]) -> "torch.Tensor":  # type: ignore[name
     """`(H, W, 3)` uint8 -> `(1, 3, H, W)` float in [0, 1]."""
     import torch
 
-    return torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None] / 255
+    return torch.from_numpy(np.array(a, dtype=np.float32)).to(_device).permute(2, 0, 1)[None] / 255
 
 
 def _check_same_shape(ref: np.ndarray, dec: np.ndarray) -> None:

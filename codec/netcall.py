@@ -93,7 +93,7 @@ class Server:
         self.device, self.max_rows = device, max(1, max_rows)
         self.authkey = secrets.token_bytes(16)
         self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
-        self.address: str = self._listener.address  # type: ignore[assignment]  # a path for AF_UNIX
+        self.address: str = self._listener.address  # a path for AF_UNIX
         self._conns: list[Connection] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -9,7 +9,7 @@ memory stays bounded by the tile size. The network runs through `NeuralCodec.run
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -88,5 +88,5 @@ def net_decompress(net: McQuic, coarse: torch.Tensor, *fine: torch.Tensor, shape
 
 def local(net: McQuic, device: str = "cpu") -> Runner:
     """A `run` for a bare network (fit_prior.py, tests): the functions above on `device`."""
-    fns = {"compress": net_compress, "decompress": net_decompress}
+    fns: dict[str, Callable[..., Any]] = {"compress": net_compress, "decompress": net_decompress}
     return lambda fn, *arrays, **static: run_on(net, device, fns[fn], arrays, static)
