@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -31,7 +32,8 @@ def eval_command(
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance)."),
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics (per worker)."),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Files evaluated in parallel processes (0: one per CPU core)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Also for the ST-LPIPS and MS-SSIM networks."),
     media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp or kbit/s), e.g. 0.1,0.25,0.5. Default: every setting."),
     html_only: Optional[Path] = typer.Option(None, "--html-only", help="Only rebuild DIR/report.html (and plots) from an existing report; nothing is recomputed."),
@@ -66,7 +68,7 @@ def eval_command(
         result = evaluate.run(
             list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
             progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads, media_at=rates,
-            device=resolve(device),
+            device=resolve(device), workers=workers or os.cpu_count() or 1,
         )  # fmt: skip
     if as_json:
         print((report / "report.json").read_text())
