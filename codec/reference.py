@@ -11,7 +11,7 @@ up to float rounding (tests compare them).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -100,13 +100,13 @@ class ImageReference:
             return [float(v) for v in value.cpu()]
 
 
-def _lpips_model(device: str) -> torch.nn.Module:
+def _lpips_model(device: str) -> Any:  # stlpips_pytorch's LPIPS (untyped)
     from .metrics import _st_lpips_model
 
     return _st_lpips_model("alex").to(device)
 
 
-def _lpips_features(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def _lpips_features(model: Any, x: torch.Tensor) -> list[torch.Tensor]:
     """ST-LPIPS's normalised features of `(N, 3, H, W)` images in [0, 255] (its forward, one side)."""
     import torch
 
