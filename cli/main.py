@@ -120,7 +120,7 @@ def batch(
     quality: Optional[str] = typer.Option(None, "--quality", "-q", help="Rate setting name."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel worker processes (Ray: actors). Default: 1 on the CPU, every core with a GPU."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " With a GPU the workers share its network, in batches."),
-    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray (Ray Data actors; pip install 'nmc[ray]')."),
+    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray (Ray Data actors; pip install 'nmc\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray: the cluster to join (e.g. ray://head:10001 or auto); default: a local Ray instance."),
     resume: bool = typer.Option(False, "--resume", help="Skip files whose output already exists."),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
