@@ -54,8 +54,10 @@ class ImageReference:
         """Shift-tolerant LPIPS (alex) of each decoded image against the original; lower is closer."""
         import torch
 
+        from .threads import exact_cuda
+
         model = _lpips_model(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), exact_cuda():  # on a GPU: fp32 convolutions, not TF32
             if self._lpips is None:
                 self._lpips = _lpips_features(model, self.tensor([self.rgb]))
             feats = _lpips_features(model, self.tensor(decoded))
@@ -73,8 +75,10 @@ class ImageReference:
         if min(self.rgb.shape[:2]) <= MS_SSIM_MIN_SIDE:
             return [math.nan] * len(decoded)
         c1, c2 = ((k * 255) ** 2 for k in MS_SSIM_K)
+        from .threads import exact_cuda
+
         win = _gauss_window(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), exact_cuda():
             if self._ssim is None:
                 self._ssim = []
                 x = self.tensor([self.rgb]).contiguous()

@@ -40,10 +40,30 @@ def main() -> None:
         note, means = f"report files not written: {err}", []
     seconds = time.perf_counter() - t
     points = len((args.report / "cache.jsonl").read_text().splitlines())
-    row = {"device": args.device, "workers": args.workers, "codecs": names, "anchors": anchors, "points": points,
+    row: dict[str, object] = {"device": args.device, "workers": args.workers, "codecs": names, "anchors": anchors, "points": points,
            "seconds": round(seconds, 1), "s_per_point": round(seconds / max(points, 1), 3), "note": note, "means": means}  # fmt: skip
+    row["metrics_vs_cpu"] = metrics_vs_cpu(args.photos, args.device)
     args.out.write_text(json.dumps(row, indent=1) + "\n")
     print(json.dumps({k: v for k, v in row.items() if k != "means"}))
+
+
+def metrics_vs_cpu(photos: Path, device: str) -> dict[str, float]:
+    """Largest difference between MS-SSIM and ST-LPIPS on `device` and on the CPU (JPEG q10..q90 of one photo)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from nmc.codec.reference import ImageReference
+
+    rgb = np.asarray(Image.open(sorted(photos.iterdir())[0]).convert("RGB"))
+    decoded = []
+    for q in (10, 50, 90):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=q)
+        decoded.append(np.asarray(Image.open(buf).convert("RGB")))
+    here, there = ImageReference(rgb, "cpu"), ImageReference(rgb, device)
+    return {m: float(np.max(np.abs(np.subtract(getattr(here, m)(decoded), getattr(there, m)(decoded))))) for m in ("ms_ssim", "st_lpips")}
 
 
 if __name__ == "__main__":
