@@ -253,12 +253,14 @@ def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, worke
         try:
             while True:
                 key, record, new, label = points.get(timeout=timeout)
-                reported.add(key)
-                report(key, record, new, label)
                 timeout = 0
+                if key not in reported:  # else its file's result came first
+                    reported.add(key)
+                    report(key, record, new, label)
         except queue.Empty:
             pass
 
+    finished = False
     try:
         futures = {pool.submit(_evaluate_in_worker, t): (i, t) for t, i in zip(tasks, index)}
         while futures:
@@ -271,9 +273,11 @@ def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, worke
                         reported.add(key)
                         report(key, record, new, task.path.name)
                 results[i] = [r for _, r, _ in points_of_file]
+        finished = True
     finally:
-        for p in set(multiprocessing.active_children()) - before:
-            p.terminate()
+        if not finished:  # an error or Ctrl-C: stop the workers now, not after their files
+            for p in set(multiprocessing.active_children()) - before:
+                p.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
     return results
 

@@ -86,6 +86,14 @@ class TestRun:
         assert len(lines) == len(one["records"])  # each point cached once, by the main process
         assert sorted(p.name for p in (tmp_path / "two" / "media").rglob("*")) == sorted(p.name for p in (tmp_path / "one" / "media").rglob("*"))
 
+    def test_a_worker_error_ends_the_run(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        def boom(*args: object) -> bytes:
+            raise ValueError("encoder broke")
+
+        monkeypatch.setattr(A.JPEG, "encode", boom)  # the forked workers inherit it
+        with pytest.raises(ValueError, match="encoder broke"):
+            evaluate.run([dataset], [], ["jpeg"], tmp_path / "r", IMAGE_METRICS, workers=2)
+
     def test_audio_with_learned_codec_and_anchor(self, speech_dir: Path, tmp_path: Path) -> None:
         metrics = {"audio": ["si_sdr", "mel_distance"]}
         report = evaluate.run([speech_dir], ["toy-audio"], ["opus"], tmp_path / "r", metrics)
