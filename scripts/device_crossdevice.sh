@@ -12,8 +12,8 @@
 #                      the metrics on the GPU, seconds per point
 #   pytest.txt         the CUDA halves of tests/test_device.py and tests/test_netcall.py
 #   log.txt            everything printed
-# Here, first: `bash scripts/stage_crossdevice.sh` (fills .whl, .data/gpu_dev and .data/gpu_stlpips, ~15 MiB
-# beside the 43 MiB tree); then carry [".whl", ".data/gpu_dev", ".data/gpu_stlpips"]. Each part has a time
+# Here, first: `bash scripts/stage_crossdevice.sh` (fills .whl, .data/gpu_dev and .data/gpu_stlpips, 14.6 MiB
+# beside the 36 MiB tree); then carry [".whl", ".data/gpu_dev", ".data/gpu_stlpips"]. Each part has a time
 # limit, and the throughput runs (last) get what is left of TOTAL = 450 s and stop starting when it is spent,
 # so the call ends within 7.5 minutes (8 at worst: a run started in its last 25 s is cut at 25 s).
 # A dry run on a CPU machine: DEV=cpu PY=.venv/bin/python INSTALL=0 OUT=/tmp/dry SMALL=1 bash scripts/device_crossdevice.sh
