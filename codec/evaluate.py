@@ -33,15 +33,10 @@ from . import media as M
 from .anchors import get_anchor
 from .container import format_id
 from .errors import MediaError
+from .reference import ImageReference
 from .report_media import FileMedia, point_name, select_points
 from .threads import torch_threads
-from .metrics import (
-    BD_METRICS,
-    DEFAULT_METRICS,
-    METRICS,
-    bd_rate,
-    ms_ssim_db,
-)
+from .metrics import BD_METRICS, DEFAULT_METRICS, METRICS, bd_rate, ms_ssim_db
 
 RATE_KEY = {"image": "bpp", "audio": "kbps"}
 Progress = Callable[[int, int, str], None]
@@ -99,19 +94,6 @@ def find_files(datasets: Iterable[str | Path]) -> list[Path]:
 # ---------------------------------------------------------------- running
 
 
-def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str]) -> dict[str, float]:
-    """Rate and the named metrics of one decoded media against its reference."""
-    if kind == "image":
-        a, b = M.to_rgb8(ref)[0], M.to_rgb8(decoded)[0]
-        out = {"bpp": M.real_rate(len(data), M.metadata(ref))[0]}
-        out.update({m: METRICS[m].fn(a, b) for m in metrics})
-        return out
-    x, y = ref.to_array(), decoded.to_array()
-    out = {"kbps": M.real_rate(len(data), M.metadata(ref))[0]}
-    out.update({m: METRICS[m].fn(x, ref.sample_rate, y, decoded.sample_rate) for m in metrics})
-    return out
-
-
 class PointCache:
     """Finished points, one JSON line each; a torn last line (a killed run) is ignored."""
 
@@ -150,6 +132,8 @@ def run(
     progress: Progress | None = None,
     threads: int = 1,
     media_at: list[float] | None = None,
+    device: str = "cpu",
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Evaluate, write every report file into `report_dir`, and return the report.
 
@@ -163,7 +147,15 @@ def run(
             when other processes share the cores.
         media_at (list): keep decoded media (for report.html) only of each codec's setting
             closest to these rates, in bpp or kbit/s; None keeps every point's.
+        device (str): where the codecs' networks and the ST-LPIPS and MS-SSIM networks run.
+        workers (int): files evaluated in parallel processes (each with `threads` threads).
+            This process's allocator keeps freed memory (`keep_freed_memory`).
     """
+    from . import api
+    from .metrics import use_device
+
+    api.use_device(device)
+    use_device(device)
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to evaluate: give --codec and/or --anchors")
@@ -179,63 +171,251 @@ def run(
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = PointCache(out / "cache.jsonl")
+    keep_freed_memory()
     with torch_threads(threads):
-        records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at)
+        records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at, workers, threads, device)
     report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
     write_report(report, out)
     return report
 
 
-def _run_points(
-    files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None, out: Path, media_at: list[float] | None
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every point's record, from the cache or computed; and each file's content hash.
+@dataclass(frozen=True)
+class FileTask:
+    """One source file's points: what a worker needs to compute them (picklable: coders by name)."""
 
-    Decoded media are written once per point: at once for a new point when every point keeps
-    them, else (with `media_at`, which needs the rates first) by coding the chosen points again.
-    """
+    path: Path
+    kind: str
+    source_sha: str
+    coders: tuple[tuple[str, bool], ...]  # (name, is_anchor)
+    cached: dict[str, dict[str, Any]]  # cache key -> finished record, this file's only
+    metrics: tuple[str, ...]
+    out: Path
+    media_at: tuple[float, ...] | None
+    device: str
+
+
+Report = Callable[[str, dict[str, Any], bool, str], None]  # report(cache key, record, new, label) after each point
+
+
+def _run_points(
+    files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None, out: Path,
+    media_at: list[float] | None, workers: int, threads: int, device: str,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every point's record (in file, coder, setting order), from the cache or computed; and each
+    file's content hash. Files run in `workers` processes, each point cached as soon as it is done."""
     total, done = sum(len(c.settings) for _, c in jobs), 0
-    records: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
+    tasks: list[FileTask] = []
+    todo: list[int] = []  # the tasks with points to compute
     for path in files:
         kind = M.media_kind(path)
-        source_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        sources[str(path)] = source_sha
-        loaded: list[Any] = []
+        sources[str(path)] = sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        coders = [c for f, c in jobs if f == path]
+        keys = [PointCache.key(sha, c, s) for c in coders for s in c.settings]
+        cached = {k: r for k in keys if (r := cache.get(k, metrics[kind])) is not None}
+        if len(cached) < len(keys):
+            todo.append(len(tasks))
+        media = tuple(media_at) if media_at is not None else None
+        tasks.append(FileTask(path, kind, sha, tuple((c.name, c.is_anchor) for c in coders), cached, tuple(metrics[kind]), out, media, device))
 
-        def reference() -> Any:
-            if not loaded:
-                loaded.append(load_reference(path, kind))
-            return loaded[0]
+    def report(key: str, record: dict[str, Any], new: bool, label: str) -> None:
+        nonlocal done
+        if new:
+            cache.put(key, record)
+        done += 1
+        if progress:
+            progress(done, total, label)
 
-        media = FileMedia.open(out, str(path), source_sha, kind, reference)
-        for coder in (c for f, c in jobs if f == path):
-            group = []
-            for setting in coder.settings:
-                key = PointCache.key(source_sha, coder, setting)
-                record = cache.get(key, metrics[kind])
-                if record is None:
-                    fields, decoded = _point(kind, reference(), coder, setting, metrics[kind])
-                    record = {"file": str(path), "codec": coder.name, "setting": setting, **fields}
-                    cache.put(key, record)
-                    if media_at is None:
-                        media.write(point_name(coder.name, setting, coder.identity), decoded)
-                group.append({**record, "file": str(path)})
-                done += 1
-                if progress:
-                    progress(done, total, f"{path.name} {coder.name} {setting}")
-            keep = select_points(group, RATE_KEY[kind], media_at)
-            for r in (r for r in group if r["setting"] in keep):
-                name = point_name(coder.name, r["setting"], coder.identity)
-                if not media.has(name):
-                    if progress:
-                        progress(done, total, f"media {path.name} {coder.name} {r['setting']}")
-                    data = coder.encode(reference(), r["setting"])
-                    if len(data) != r["bytes"]:  # the media would not be what the metrics measured
-                        raise MediaError(f"{coder.name} {r['setting']} on {path}: coding again gave {len(data)} bytes, the cache has {r['bytes']} (delete {cache.path})")
-                    media.write(name, coder.decode(data))
-            records += group
-    return records, sources
+    results: dict[int, list[dict[str, Any]]] = {}
+    if workers > 1 and len(todo) > 1:
+        results = _run_parallel([tasks[i] for i in todo], todo, report, min(workers, len(todo)), threads)
+    for i, task in enumerate(tasks):
+        if i not in results:
+            results[i] = evaluate_file(task, report, {c.name: c for _, c in jobs})
+    return [r for i in range(len(tasks)) for r in results[i]], sources
+
+
+def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, workers: int, threads: int) -> dict[int, list[dict[str, Any]]]:
+    """`evaluate_file` of each task in a pool of processes; their points come back through a queue."""
+    import multiprocessing
+    import queue
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    # fork shares the loaded models; a process that may start CUDA needs fresh interpreters
+    context = multiprocessing.get_context("fork" if tasks[0].device == "cpu" else "spawn")
+    points: Any = context.Queue()
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(points, threads, tasks[0].device))
+    results: dict[int, list[dict[str, Any]]] = {}
+    reported: set[str] = set()
+
+    def drain(timeout: float) -> None:
+        try:
+            while True:
+                key, record, new, label = points.get(timeout=timeout)
+                timeout = 0
+                if key not in reported:  # else its file's result came first
+                    reported.add(key)
+                    report(key, record, new, label)
+        except queue.Empty:
+            pass
+
+    finished = False
+    try:
+        futures = {pool.submit(_evaluate_in_worker, t): (i, t) for t, i in zip(tasks, index)}
+        while futures:
+            drain(0.2)
+            for f in [f for f in futures if f.done()]:
+                i, task = futures.pop(f)
+                points_of_file = f.result()  # a worker's error ends the run, as it would without workers
+                for key, record, new in points_of_file:  # those whose queue message is still on its way
+                    if key not in reported:
+                        reported.add(key)
+                        report(key, record, new, task.path.name)
+                results[i] = [r for _, r, _ in points_of_file]
+        finished = True
+    finally:
+        if not finished:  # an error or Ctrl-C: stop the workers now, not after their files
+            for p in set(multiprocessing.active_children()) - before:
+                p.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+_worker_points: Any = None  # the queue of a worker process
+_worker_coders: dict[str, Coder] = {}
+
+
+def _init_worker(points: Any, threads: int, device: str) -> None:
+    import signal
+
+    global _worker_points
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the pool
+    _worker_points = points
+    import torch
+
+    torch.set_num_threads(threads)
+    keep_freed_memory()
+    from . import api
+    from .metrics import use_device
+
+    api.use_device(device)
+    use_device(device)
+
+
+def _evaluate_in_worker(task: FileTask) -> list[tuple[str, dict[str, Any], bool]]:
+    points: list[tuple[str, dict[str, Any], bool]] = []
+
+    def report(key: str, record: dict[str, Any], new: bool, label: str) -> None:
+        points.append((key, record, new))
+        _worker_points.put((key, record, new, label))
+
+    for name, is_anchor in task.coders:  # built once per worker
+        if name not in _worker_coders:
+            _worker_coders[name] = anchor_coder(name) if is_anchor else learned_coder(name)
+    evaluate_file(task, report, _worker_coders)
+    return points
+
+
+def evaluate_file(task: FileTask, report: Report, coders: dict[str, Coder]) -> list[dict[str, Any]]:
+    """One file's records for every coder (by name in `coders`) and setting, in order; `report` after each point.
+
+    What depends only on the original is computed once (its pixels, ST-LPIPS features and MS-SSIM
+    statistics; decoded audio), and decoded images are scored in batches on a GPU. Decoded media
+    are written once per point: at once for a new point when every point keeps them, else (with
+    `media_at`, which needs the rates first) by coding the chosen points again.
+    """
+    path, kind = task.path, task.kind
+    loaded: list[Any] = []
+
+    def reference() -> Any:
+        if not loaded:
+            loaded.append(load_reference(path, kind))
+        return loaded[0]
+
+    scorer = Scorer(kind, reference, list(task.metrics), task.device)
+    media = FileMedia.open(task.out, str(path), task.source_sha, kind, reference)
+    records: list[dict[str, Any]] = []
+    for coder in (coders[name] for name, _ in task.coders):
+        group: list[dict[str, Any]] = []
+        pending: list[tuple[str, dict[str, Any], Any]] = []  # new points waiting for their scores
+
+        def flush() -> None:
+            scores = scorer.scores([decoded for _, _, decoded in pending])
+            for (key, record, decoded), score in zip(pending, scores):
+                record.update(score)
+                report(key, record, True, f"{path.name} {coder.name} {record['setting']}")
+                if task.media_at is None:
+                    media.write(point_name(coder.name, record["setting"], coder.identity), decoded)
+            pending.clear()
+
+        for setting in coder.settings:
+            key = PointCache.key(task.source_sha, coder, setting)
+            record = task.cached.get(key)
+            if record is None:
+                fields, decoded = _point(kind, reference(), coder, setting)
+                record = {"file": str(path), "codec": coder.name, "setting": setting, **fields}
+                pending.append((key, record, decoded))
+                if len(pending) >= scorer.batch:
+                    flush()
+            else:
+                report(key, record, False, f"{path.name} {coder.name} {setting}")
+            group.append(record)
+        flush()
+        group = [{**r, "file": str(path)} for r in group]
+        keep = select_points(group, RATE_KEY[kind], list(task.media_at) if task.media_at is not None else None)
+        for r in (r for r in group if r["setting"] in keep):
+            name = point_name(coder.name, r["setting"], coder.identity)
+            if not media.has(name):
+                data = coder.encode(reference(), r["setting"])
+                if len(data) != r["bytes"]:  # the media would not be what the metrics measured
+                    raise MediaError(f"{coder.name} {r['setting']} on {path}: coding again gave {len(data)} bytes, the cache has {r['bytes']} (delete {task.out / 'cache.jsonl'})")
+                media.write(name, coder.decode(data))
+        records += group
+    return records
+
+
+class Scorer:
+    """The metrics of one file's decoded versions against its original, computed in batches."""
+
+    def __init__(self, kind: str, reference: Callable[[], Any], metrics: list[str], device: str) -> None:
+        self.kind, self.reference, self.metrics = kind, reference, metrics
+        self.batch = 1 if device == "cpu" else 8  # on a CPU, batches only add memory traffic
+        self.device = device
+        self._image: ImageReference | None = None
+
+    def scores(self, decoded: list[Any]) -> list[dict[str, float]]:
+        if not decoded:
+            return []
+        if self.kind == "audio":
+            ref = self.reference()
+            x = ref.to_array()
+            return [{m: METRICS[m].fn(x, ref.sample_rate, d.to_array(), d.sample_rate) for m in self.metrics} for d in decoded]
+        if self._image is None:
+            self._image = ImageReference(M.to_rgb8(self.reference())[0], self.device)
+        rgb = [M.to_rgb8(d)[0] for d in decoded]
+        batched = {"ms_ssim": self._image.ms_ssim, "st_lpips": self._image.st_lpips}
+        columns = {m: batched[m](rgb) if m in batched else [METRICS[m].fn(self._image.rgb, b) for b in rgb] for m in self.metrics}
+        return [{m: columns[m][i] for m in self.metrics} for i in range(len(rgb))]
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for the next point instead of returning it to the kernel.
+
+    The metric networks allocate and free the same few hundred MB for every point; by default
+    glibc maps large blocks afresh each time and trims the heap, and each page is then faulted
+    in again (hundreds of thousands of page faults and most of a second of system time per
+    point). Large allocations up to glibc's maximum of 32 MB now come from the heap, and up
+    to 512 MB of free heap stays mapped.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
 
 
 def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
@@ -246,15 +426,15 @@ def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
     return M.Audio.from_array(audio.to_array(), audio.sample_rate)
 
 
-def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> tuple[dict[str, Any], Any]:
-    """A point's record fields, and the decoded media."""
+def _point(kind: str, ref: Any, coder: Coder, setting: str) -> tuple[dict[str, Any], Any]:
+    """A point's size, rate and coding times, and the decoded media (scored later, in a batch)."""
     t0 = time.perf_counter()
     data = coder.encode(ref, setting)
     t1 = time.perf_counter()
     decoded = coder.decode(data)
     t2 = time.perf_counter()
-    fields = {"bytes": len(data), **measure(kind, ref, data, decoded, metrics), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
-    return fields, decoded
+    rate = {RATE_KEY[kind]: M.real_rate(len(data), M.metadata(ref))[0]}
+    return {"bytes": len(data), **rate, "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}, decoded
 
 
 # ---------------------------------------------------------------- aggregation and BD-rate
