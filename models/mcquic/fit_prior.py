@@ -44,19 +44,18 @@ def tile_packets(net: McQuic, files: list[Path]) -> list[Packet]:
 def index_source(net: McQuic) -> IndexSource:
     """The codec's indices, contexts and coding, for the prior-fitting driver."""
 
-    def code(prior: PriorSet, packet: Packet) -> bytes:
+    def code(prior: PriorSet, packet: Packet, ks: list[int]) -> bytes:
         enc = E.Encoder()
-        encode_tile(enc, prior, packet)
+        encode_tile(enc, prior, [packet[k] for k in ks])  # ks: the first codebooks
         return enc.to_bytes()
 
     return IndexSource(
-        alphabet=net.args.coarse_k,
-        n_codebooks=COARSE_M + FINE_M * net.args.fine_stages,
+        alphabets=[net.args.coarse_k] * (COARSE_M + FINE_M * net.args.fine_stages),
         packets=lambda files: tile_packets(net, files),
         contexts=lambda packet, k: contexts(packet, k, net.args.coarse_k),
         sizes=lambda k: context_sizes(k, net.args.coarse_k),
         code=code,
-        settings={s.name: COARSE_M + FINE_M * (s.stages - 1) for s in SETTINGS if isinstance(s, Quality)},
+        settings={s.name: list(range(COARSE_M + FINE_M * (s.stages - 1))) for s in SETTINGS if isinstance(s, Quality)},
     )
 
 
