@@ -36,7 +36,7 @@ from nmc.codec.weights import read_args
 from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
-from .tiling import STRIDE, synthesise, tile_indices
+from .tiling import STRIDE, net_decode, net_indices, synthesise, tile_indices
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +110,9 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         b'"setting":"s64","weights":"'
     )
 
+    net_indices = staticmethod(net_indices)  # the network functions `run` calls (tiling.py)
+    net_decode = staticmethod(net_decode)
+
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
                  dec_margin: int = DEC_MARGIN) -> None:  # fmt: skip
         super().__init__(weights_path)
@@ -160,7 +163,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
         def packets() -> Iterator[bytes]:
             for box in boxes:
-                grid = tile_indices(model.net, rgb, box, [size], self.enc_margin, self.device)[0]
+                grid = tile_indices(self.run, rgb, box, [size], self.enc_margin)[0]
                 for cells in packet_cells(grid.shape, self.lattice):
                     yield encode_cells(model.prior, k, grid[cells])
                 if alpha is not None:
@@ -189,5 +192,5 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         rest = next(packets, None)  # reads the end record, which the container checks
         assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
         for box in boxes:
-            synthesise(model.net, out, indices, box, size, fields.dec_margin, self.device, fields.gray)
+            synthesise(self.run, out, indices, box, size, fields.dec_margin, fields.gray)
         return M.Image(out)

@@ -37,7 +37,7 @@ from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_pa
 from nmc.models.vqgan.codec import ENC_MARGIN, PACKETS, TILE, VQGANCodec
 from nmc.models.vqgan.network import VQGAN, Ladder, export_tensors
 from nmc.models.vqgan.packets import contexts, encode_cells, interleave, packet_cells
-from nmc.models.vqgan.tiling import STRIDE, tile_indices
+from nmc.models.vqgan.tiling import STRIDE, local, tile_indices
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -79,11 +79,11 @@ def assemble(network: Path, ladder: Path | None, rungs: list[Path]) -> Weights:
 def tile_packets(net: Ladder, files: list[Path], lattice: tuple[int, int], device: str = "cpu") -> list[Packet]:
     """Per tile of every file, the sub-grid of each interleaved packet at every codebook size (the
     network on `device`: on a GPU a rare index may differ from the CPU's, which only the statistics see)."""
-    out = []
+    out, run = [], local(net, device)
     for path in files:
         rgb, _ = M.to_rgb8(M.read_image(path))
         for box in tiles(rgb.shape[0], rgb.shape[1], TILE, STRIDE):
-            grids = tile_indices(net, rgb, box, net.sizes, ENC_MARGIN, device)
+            grids = tile_indices(run, rgb, box, net.sizes, ENC_MARGIN)
             out += [[g[cells] for g in grids] for cells in packet_cells(grids[0].shape, lattice)]
     return out
 
