@@ -1,4 +1,4 @@
-"""A small pure-PyTorch 3DGS renderer for the CPU: tests, quality measurement, small scenes.
+"""A small pure-PyTorch 3DGS renderer for the CPU: tests, quality of Gaussian codecs, small scenes.
 
 It follows the rasteriser of Kerbl et al. (3DGS, 2023): each Gaussian's 3D covariance
 R S S^T R^T is projected with the Jacobian of the perspective map (EWA splatting, Zwicker et
@@ -10,17 +10,24 @@ tile composites, densely, only the splats whose 3-sigma boxes touch it.
 
 Everything is deterministic for a given input and device. The same code runs on a GPU
 (`device="cuda"`) as a slow fallback; the fast GPU path (gsplat) is planned in models/queen/CARD.md.
+
+Quality views (`quality_cameras`) come from the sequence's `cameras.json` (the file 3DGS training
+writes: camera centre, camera-to-world rotation, focal lengths, image size) when there is one,
+else from a ring around the first frame's Gaussians.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .layout import Layout, Matrix
+from .errors import MediaError
+from .media import GaussianLayout, Matrix
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -67,14 +74,46 @@ def orbit(n: int, radius: float, height: float, size: tuple[int, int], phase: fl
             for a in phase + 2 * math.pi * np.arange(n) / n]
 
 
-def held_out_cameras(size: tuple[int, int] = (96, 72), n: int = 4) -> list[Camera]:
-    """Cameras for quality: at other azimuths and a higher ring than the views of `fitting_cameras`."""
-    return orbit(n, 3.2, 1.2, size, phase=math.pi / 8)
+def ring_around(m: Matrix, n: int, width: int) -> list[Camera]:
+    """n cameras (4:3, 60 degrees wide) on a ring around z that see a frame's Gaussians: at twice
+    the distance within which 90 % of them lie from their median, a third of it above."""
+    pos = np.asarray(m[:, :3], np.float64)
+    center = np.median(pos, axis=0)
+    extent = max(float(np.quantile(np.linalg.norm(pos - center, axis=1), 0.9)), 1e-6)
+    return orbit(n, 2 * extent, center[2] + 0.7 * extent, (width, max(1, width * 3 // 4)), target=tuple(center))
 
 
-def fitting_cameras(size: tuple[int, int] = (96, 72), n: int = 8) -> list[Camera]:
-    """Cameras a fitting run (GPU, next phase) trains on: a ring at radius 3.5, height 0.8."""
-    return orbit(n, 3.5, 0.8, size)
+def write_cameras(path: Path, cameras: list[Camera]) -> None:
+    """A `cameras.json` in the 3DGS format (centre, camera-to-world rotation, focal lengths, size)."""
+    rows = [{"id": i, "img_name": f"view_{i:02d}", "width": c.width, "height": c.height, "position": c.center.tolist(),
+             "rotation": c.rotation.T.tolist(), "fx": c.fx, "fy": c.fy} for i, c in enumerate(cameras)]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def read_cameras(path: Path, width: int) -> list[Camera]:
+    """The cameras of a 3DGS `cameras.json`, scaled to `width` pixels (the aspect ratio kept)."""
+    try:
+        cams = []
+        for row in json.loads(path.read_text()):
+            w, h, c2w = int(row["width"]), int(row["height"]), np.asarray(row["rotation"], np.float64).reshape(3, 3)
+            s = width / w
+            rot, center = c2w.T, np.asarray(row["position"], np.float64).reshape(3)
+            cams.append(Camera(rot, -rot @ center, float(row["fx"]) * s, float(row["fy"]) * s, width, max(1, round(h * s))))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise MediaError(f"{path}: not a 3DGS cameras.json ({err})") from None
+    if not cams or not all(np.isfinite(c.rotation).all() and np.isfinite(c.translation).all() and c.fx > 0 and c.fy > 0 for c in cams):
+        raise MediaError(f"{path}: no usable camera")
+    return cams
+
+
+def quality_cameras(source: Path | None, first: Matrix, n: int = 4, width: int = 96) -> list[Camera]:
+    """Up to n views (evenly picked) of the sequence's `cameras.json` beside its frames, else a ring around `first`."""
+    folder = source if source is None or source.is_dir() else source.parent
+    path = folder / "cameras.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return ring_around(first, n, width)
+    cams = read_cameras(path, width)
+    return [cams[i] for i in np.unique(np.linspace(0, len(cams) - 1, min(n, len(cams))).round().astype(int))]
 
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -119,7 +158,7 @@ class Splats:
     box: torch.Tensor  # (M, 4) x0, y0, x1, y1 in pixels (3 sigma)
 
 
-def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, device: str | torch.device = "cpu") -> Splats:
+def project(m: Matrix | torch.Tensor, layout: GaussianLayout, cam: Camera, device: str | torch.device = "cpu") -> Splats:
     """EWA projection of a frame's Gaussians into `cam`, culled and depth-sorted."""
     x = torch.as_tensor(m, dtype=torch.float32, device=device)
     sl = layout.slices()
@@ -192,7 +231,7 @@ def composite(s: Splats, width: int, height: int, background: tuple[float, float
     return image
 
 
-def render(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+def render(m: Matrix | torch.Tensor, layout: GaussianLayout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
            device: str | torch.device = "cpu") -> torch.Tensor:
     """The `(H, W, 3)` float image (linear, not clamped to 1) of a frame matrix seen from `cam`."""
     with torch.no_grad():
