@@ -97,13 +97,12 @@ def bench_command(
 ) -> None:
     """Encode/decode speed, peak memory, model size and entropy-coder overhead."""
     from nmc.codec import bench
-    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, media_kind
     from nmc.codec.registry import available
 
     pairs = [p.split("=", 1) for p in _names(setting)]
     if any(len(p) != 2 for p in pairs):
         raise typer.BadParameter("use name=setting pairs, e.g. jpeg=q50", param_hint="--setting")
-    codecs = _names(codec) if codec else ([] if anchors else list(available()))
     with tempfile.TemporaryDirectory() as tmp:
         files = list(inputs or [])
         if not files and SAMPLES.is_dir():
@@ -111,6 +110,8 @@ def bench_command(
         elif not files:  # an installed package: no samples/ beside it
             err.print("no samples/ here: benching a synthetic photo and speech clip", markup=False, highlight=False)
             files = bench.synthetic_inputs(Path(tmp))
+        kinds = {media_kind(f) for f in files}  # by default every codec that has an input here
+        codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.media in kinds])
         with progress(eta=True) as bar:
             task = bar.add_task("bench", total=None)
             rows = bench.run(

@@ -453,7 +453,7 @@ class GaussianLayout:
 
 def is_frame_name(name: str) -> bool:
     """A frame file name nmc reads and writes: `*.ply`, a plain name (no path), not hidden."""
-    return (name.endswith(".ply") and not name.startswith(".") and "/" not in name and "\\" not in name
+    return (name.lower().endswith(".ply") and not name.startswith(".") and "/" not in name and "\\" not in name
             and "\0" not in name and len(name.encode("utf-8", "replace")) <= 255)
 
 
@@ -468,8 +468,10 @@ def read_gaussians(path: str | Path) -> Gaussians:
         files = sorted(f for f in p.iterdir() if is_frame_name(f.name) and f.is_file())
         if not files:
             raise MediaError(f"{p}: directory holds no .ply frames")
-    else:
+    elif is_frame_name(p.name) or not p.exists():
         files = [p]
+    else:
+        raise MediaError(f"{p}: a frame must be a .ply file whose name does not start with '.'")
     first, count = _ply_header(files[0])
     layout, counts = GaussianLayout.of(first, str(files[0])), [count]
     for f in files[1:]:
@@ -492,7 +494,7 @@ def _ply_vertex(path: Path) -> np.ndarray:
 
     _open_input(path)
     try:
-        return PlyData.read(str(path), mmap="r")["vertex"].data  # type: ignore[no-any-return]
+        return PlyData.read(str(path), mmap="r")["vertex"].data
     except (PlyParseError, KeyError, ValueError, OSError, IndexError, TypeError) as err:
         raise MediaError(f"{path}: not a Gaussian-splatting .ply ({err})") from None
 
@@ -501,6 +503,8 @@ def _read_ply(path: Path, layout: GaussianLayout) -> Matrix:
     vertex = _ply_vertex(path)
     try:
         return layout.to_matrix({name: vertex[name] for name in vertex.dtype.names or ()}, str(path))
+    except MediaError:
+        raise
     except (ValueError, TypeError) as err:  # list properties, say, where numbers belong
         raise MediaError(f"{path}: not a Gaussian-splatting .ply ({err})") from None
 
