@@ -15,13 +15,16 @@ OUT=${OUT:-/tmp/out}
 NGPU=$(nvidia-smi -L | wc -l)
 mkdir -p "$OUT" .ckpt
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+# WHL: the wheel folder carried (default .whl; a vqgan-only call needs just constriction, e.g. .whl_vq)
+python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1
 # nmc is not pip-installed there: expose the repo folders as the nmc.* packages.
 mkdir -p /tmp/nmcpkg/nmc && cp nmc/__init__.py /tmp/nmcpkg/nmc/
 for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
 export PYTHONPATH=/tmp/site:/tmp/nmcpkg:$PWD/.data/gpu_stlpips
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "jobs: $JOBS on $NGPU GPU(s), $MINUTES min"
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 > /tmp/gpu_use.txt 2>&1 &
+smi=$!
 pids=()
 port=29500
 for job in $JOBS; do
@@ -38,6 +41,8 @@ for job in $JOBS; do
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
+kill $smi 2>/dev/null
+echo "GPU use every 20 s (utilization, memory): $(tr '\n' ';' < /tmp/gpu_use.txt)"
 for job in $JOBS; do echo "== $job"; tail -n 4 "$OUT/$job.stdout"; done
 for job in $JOBS; do
   half=$([ "$job" = vqgan ] && echo --half)  # 17 MB instead of 33: what a fresh machine must be sent next session
