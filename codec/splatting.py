@@ -9,7 +9,7 @@ stopping once the transmittance would fall below 1e-4. The image is cut into til
 tile composites, densely, only the splats whose 3-sigma boxes touch it.
 
 Everything is deterministic for a given input and device. The same code runs on a GPU
-(`device="cuda"`) as a slow fallback; the fast GPU path (gsplat) is planned in models/queen/CARD.md.
+(`device="cuda"`) as a slow fallback; `composite_dense` is the differentiable form that fitting uses on a GPU.
 
 Quality views (`quality_cameras`) come from the sequence's `cameras.json` (the file 3DGS training
 writes: camera centre, camera-to-world rotation, focal lengths, image size) when there is one,
@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .errors import MediaError
-from .media import GaussianLayout, Matrix
+from .media import GaussianLayout, Gaussians, Matrix
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -229,6 +230,26 @@ def composite(s: Splats, width: int, height: int, background: tuple[float, float
                     break
             image[y0:y1, x0:x1] = (color + trans[:, None] * bg).reshape(y1 - y0, x1 - x0, 3)
     return image
+
+
+def composite_dense(s: Splats, width: int, height: int, background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    """Differentiable compositing of every splat at every pixel (no tiles, no 3-sigma cut, no early
+    stop): for fitting on a GPU, where memory holds a few (splats x pixels) floats per view."""
+    dev = s.mean.device
+    py, px = torch.meshgrid(torch.arange(height, device=dev) + 0.5, torch.arange(width, device=dev) + 0.5, indexing="ij")
+    pix = torch.stack([px.reshape(-1), py.reshape(-1)], 1)
+    d = pix[None, :, :] - s.mean[:, None, :]  # (M, P, 2)
+    power = -0.5 * (s.conic[:, 0:1] * d[..., 0] ** 2 + s.conic[:, 2:3] * d[..., 1] ** 2) - s.conic[:, 1:2] * d[..., 0] * d[..., 1]
+    alpha = (s.opacity[:, None] * torch.exp(power.clamp(max=0))).clamp(max=0.99)
+    alpha = alpha * (alpha >= 1 / 255)
+    trans = torch.cumprod(torch.cat([torch.ones(1, len(pix), device=dev), 1 - alpha]), 0)  # transmittance before each splat, and after all
+    color = ((trans[:-1] * alpha)[:, :, None] * s.color[:, None, :]).sum(0) + trans[-1][:, None] * torch.tensor(background, device=dev)
+    return color.reshape(height, width, 3)
+
+
+def render_views(seq: Gaussians, cameras: list[Camera], device: str | torch.device = "cpu") -> list[npt.NDArray[np.float32]]:
+    """Every camera's view of every frame (frame-major), frames streamed: the inputs of the render metrics."""
+    return [render(m, seq.layout, cam, device=device).cpu().numpy() for m in seq.frames() for cam in cameras]
 
 
 def render(m: Matrix | torch.Tensor, layout: GaussianLayout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),

@@ -10,7 +10,7 @@ import torch
 
 from nmc.codec import splatting
 from nmc.codec.errors import MediaError
-from nmc.codec.media import GaussianLayout
+from nmc.codec.media import GaussianLayout, Gaussians
 from nmc.models.queen import scenes
 
 CFG = scenes.SceneConfig(gaussians=800, frames=2, seed=3)
@@ -75,6 +75,24 @@ class TestRender:
         left = splatting.eval_sh(1, sh, torch.tensor([[0.0, -1.0, 0.0]]))
         right = splatting.eval_sh(1, sh, torch.tensor([[0.0, 1.0, 0.0]]))
         assert float(left[0, 0]) == pytest.approx(splatting.SH_C1 * 0.5) and float(right[0, 0]) == pytest.approx(-splatting.SH_C1 * 0.5)
+
+
+    def test_dense_compositing_matches_tiles_and_has_gradients(self, frames: list[np.ndarray]) -> None:
+        """composite_dense (fitting) differs from the tiled renderer only by the 3-sigma cut and the early stop."""
+        x = torch.tensor(frames[0], requires_grad=True)
+        dense = splatting.composite_dense(splatting.project(x, GaussianLayout(3), self.CAM), self.CAM.width, self.CAM.height)
+        assert splatting.psnr(splatting.render(frames[0], GaussianLayout(3), self.CAM), dense.detach()) > 50
+        dense.sum().backward()
+        assert x.grad is not None and bool(torch.all(torch.isfinite(x.grad)))
+        for group, cols in GaussianLayout(3).slices().items():  # every attribute group reaches the image
+            assert float(x.grad[:, cols].abs().sum()) > 0, group
+
+    def test_render_views_are_frame_major(self, frames: list[np.ndarray]) -> None:
+        seq = Gaussians.from_matrices(GaussianLayout(3), frames)
+        cams = scenes.held_out_cameras((24, 18), 2)
+        views = splatting.render_views(seq, cams)
+        assert len(views) == 4 and views[0].shape == (18, 24, 3) and views[0].dtype == np.float32
+        assert np.array_equal(views[3], splatting.render(frames[1], GaussianLayout(3), cams[1]).numpy())
 
 
 class TestCameras:
