@@ -5,8 +5,13 @@ point is appended to `DIR/cache.jsonl` at once, keyed by file content, coder ide
 (weights hash or library version) and setting, so an interrupted run resumes where it
 stopped. The report directory then gets:
 
+A Gaussian sequence (a directory of `.ply` frames) is one "file": its rate is MB per frame and
+bits per Gaussian, its quality that of renders of every frame from `SCENE_VIEWS` cameras (the
+sequence's `cameras.json`, else a ring around it) against renders of the original.
+
 - `report.json`: `{"meta": {...}, "records": [...], "means": [...], "bd_rate": [...]}`;
-  a record is `{file, codec, setting, bytes, bpp | kbps, <metric>: value, encode_s, decode_s}`,
+  a record is `{file, codec, setting, bytes, bpp | kbps | mb_per_frame (+ bits_per_gaussian),
+  <metric>: value, encode_s, decode_s}`,
   a mean has the same keys (averaged over files, NaN skipped) plus `files`, and a
   BD-rate entry is `{codec, anchor, metric, percent}`. Non-finite numbers are `null`.
 - `report.csv` (the records), `report.md` (tables and plots), `rd_<metric>.png` and `.svg`,
@@ -25,9 +30,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from . import media as M
 from .anchors import get_anchor
@@ -43,7 +49,13 @@ from .metrics import (
     ms_ssim_db,
 )
 
-RATE_KEY = {"image": "bpp", "audio": "kbps"}
+if TYPE_CHECKING:
+    from .splatting import Camera
+
+RATE_KEY = {"image": "bpp", "audio": "kbps", "gaussians": "mb_per_frame"}
+MORE_RATES = {"gaussians": ["bits_per_gaussian"]}  # reported beside the rate, in records and means
+KINDS = tuple(RATE_KEY)
+SCENE_VIEWS, SCENE_WIDTH = 4, 160  # quality views of a Gaussian sequence: cameras per frame, pixels wide
 Progress = Callable[[int, int, str], None]
 
 
@@ -80,13 +92,16 @@ def anchor_coder(name: str) -> Coder:
 
 
 def find_files(datasets: Iterable[str | Path]) -> list[Path]:
-    """Image and audio files: the paths given, and those under the directories given (sorted)."""
+    """Image and audio files and Gaussian sequences (directories of `.ply` frames): the paths
+    given, and those under the directories given (sorted)."""
     files: list[Path] = []
     for d in map(Path, datasets):
-        if d.is_dir():
-            found = sorted(p for p in d.rglob("*") if p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES)
+        if d.is_dir() and is_sequence(d):
+            files.append(d)
+        elif d.is_dir():
+            found = sorted(p for p in d.rglob("*") if (p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES and p.is_file()) or (p.is_dir() and is_sequence(p)))
             if not found:
-                raise MediaError(f"{d}: no image or audio files")
+                raise MediaError(f"{d}: no image or audio files or .ply sequences")
             files += found
         elif d.is_file():
             M.media_kind(d)  # raises on unsupported types
@@ -96,11 +111,40 @@ def find_files(datasets: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def is_sequence(d: Path) -> bool:
+    """A directory that holds `.ply` frames is one Gaussian sequence."""
+    return any(M.is_frame_name(f.name) and f.is_file() for f in d.iterdir())
+
+
+def content_sha(path: Path) -> str:
+    """sha256 of a file, or of a sequence's frame names and bytes (and its cameras.json, which sets the views)."""
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for f in sorted(f for f in path.iterdir() if f.is_file() and (M.is_frame_name(f.name) or f.name == "cameras.json")):
+        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fo:
+            while block := fo.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------- running
 
 
-def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str]) -> dict[str, float]:
-    """Rate and the named metrics of one decoded media against its reference."""
+def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str], scene: SceneViews | None = None) -> dict[str, float]:
+    """Rate and the named metrics of one decoded media against its reference (a Gaussian
+    sequence: through renders of every frame from `scene`'s cameras)."""
+    if kind == "gaussians":
+        assert scene is not None
+        if decoded.counts != ref.counts:
+            raise MediaError(f"decoded sequence has {len(decoded.counts)} frames of {decoded.counts[:3]}... Gaussians, the original {len(ref.counts)} of {ref.counts[:3]}...")
+        from .splatting import render_views
+
+        views = render_views(decoded, scene.cameras)
+        out = {"mb_per_frame": M.real_rate(len(data), M.metadata(ref))[0], "bits_per_gaussian": 8 * len(data) / sum(ref.counts)}
+        out.update({m: METRICS[m].fn(scene.views, views) for m in metrics})
+        return out
     if kind == "image":
         a, b = M.to_rgb8(ref)[0], M.to_rgb8(decoded)[0]
         out = {"bpp": M.real_rate(len(data), M.metadata(ref))[0]}
@@ -110,6 +154,21 @@ def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str]) 
     out = {"kbps": M.real_rate(len(data), M.metadata(ref))[0]}
     out.update({m: METRICS[m].fn(x, ref.sample_rate, y, decoded.sample_rate) for m in metrics})
     return out
+
+
+@dataclass
+class SceneViews:
+    """The quality cameras of a Gaussian sequence and the original's renders (made once per sequence)."""
+
+    cameras: list[Camera]
+    views: list[npt.NDArray[np.float32]]
+
+    @classmethod
+    def of(cls, seq: M.Gaussians) -> SceneViews:
+        from . import splatting  # torch: only when a sequence is evaluated
+
+        cameras = splatting.quality_cameras(seq.source, next(seq.frames()), SCENE_VIEWS, SCENE_WIDTH)
+        return cls(cameras, splatting.render_views(seq, cameras))
 
 
 class PointCache:
@@ -199,14 +258,20 @@ def _run_points(
     sources: dict[str, str] = {}
     for path in files:
         kind = M.media_kind(path)
-        source_sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        source_sha = content_sha(path)
         sources[str(path)] = source_sha
         loaded: list[Any] = []
+        rendered: list[SceneViews] = []
 
         def reference() -> Any:
             if not loaded:
                 loaded.append(load_reference(path, kind))
             return loaded[0]
+
+        def scene() -> SceneViews | None:
+            if kind == "gaussians" and not rendered:
+                rendered.append(SceneViews.of(reference()))
+            return rendered[0] if rendered else None
 
         media = FileMedia.open(out, str(path), source_sha, kind, reference)
         for coder in (c for f, c in jobs if f == path):
@@ -215,7 +280,7 @@ def _run_points(
                 key = PointCache.key(source_sha, coder, setting)
                 record = cache.get(key, metrics[kind])
                 if record is None:
-                    fields, decoded = _point(kind, reference(), coder, setting, metrics[kind])
+                    fields, decoded = _point(kind, reference(), coder, setting, metrics[kind], scene())
                     record = {"file": str(path), "codec": coder.name, "setting": setting, **fields}
                     cache.put(key, record)
                     if media_at is None:
@@ -238,22 +303,28 @@ def _run_points(
     return records, sources
 
 
-def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
-    """The media a coder gets; audio is decoded to memory once and reused for every point."""
+def load_reference(path: Path, kind: str) -> M.Image | M.Audio | M.Gaussians:
+    """The media a coder gets; audio is decoded to memory once and reused for every point, a
+    Gaussian sequence is streamed from its files each time."""
     if kind == "image":
         return M.read_image(path)
+    if kind == "gaussians":
+        return M.read_gaussians(path)
     audio = M.read_audio(path)
     return M.Audio.from_array(audio.to_array(), audio.sample_rate)
 
 
-def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> tuple[dict[str, Any], Any]:
+def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str], scene: SceneViews | None = None) -> tuple[dict[str, Any], Any]:
     """A point's record fields, and the decoded media."""
     t0 = time.perf_counter()
     data = coder.encode(ref, setting)
     t1 = time.perf_counter()
     decoded = coder.decode(data)
+    if kind == "gaussians":  # frames decode as they are read: read them once for the time
+        for _ in decoded.frames():
+            pass
     t2 = time.perf_counter()
-    fields = {"bytes": len(data), **measure(kind, ref, data, decoded, metrics), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
+    fields = {"bytes": len(data), **measure(kind, ref, data, decoded, metrics, scene), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
     return fields, decoded
 
 
@@ -267,7 +338,7 @@ def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: di
         for setting in coder.settings:
             rows = [r for r in records if r["codec"] == coder.name and r["setting"] == setting]
             if rows:
-                keys = ["bytes", rate_key, *metrics[kind], "encode_s", "decode_s"]
+                keys = ["bytes", rate_key, *MORE_RATES.get(kind, []), *metrics[kind], "encode_s", "decode_s"]
                 mean = {k: _nanmean([r.get(k, math.nan) for r in rows]) for k in keys}
                 means.append({"codec": coder.name, "setting": setting, "media": kind, "files": len(rows), **mean})
     meta = {**_meta(datasets, coders), "sources": sources or {}}  # file -> sha256: finds its media
@@ -281,7 +352,7 @@ def bd_table(means: list[dict[str, Any]], coders: list[Coder]) -> list[dict[str,
     enters in dB, -10 log10(1 - MS-SSIM). Computed on the per-setting mean curves.
     """
     rows = []
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         learned = [c for c in coders if c.media == kind and not c.is_anchor]
         anchors = [c for c in coders if c.media == kind and c.is_anchor]
         pairs = [(c, a) for c in learned for a in anchors] or [(c, anchors[0]) for c in anchors[1:]]
@@ -298,7 +369,8 @@ def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -
     return [m[rate_key] for m in rows], quality
 
 
-AT_RATES = {"image": [0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0]}
+AT_RATES = {"image": [0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0],
+            "gaussians": [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]}
 
 
 def quality_at_rates(means: list[dict[str, Any]], codec: str, rate_key: str, metric: str, rates: list[float]) -> list[float | None]:
@@ -394,7 +466,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         metrics = [k for k in METRICS if METRICS[k].media == kind and any(_finite(m.get(k)) is not None for m in rows)]
         for metric in metrics:
@@ -410,7 +482,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
             ax.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel("bits per pixel" if kind == "image" else "kbit/s")
+            ax.set_xlabel({"image": "bits per pixel", "audio": "kbit/s", "gaussians": "MB per frame"}[kind])
             ax.set_ylabel(METRICS[metric].label + (" (dB)" if metric == "ms_ssim" else ""))
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
@@ -425,25 +497,25 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
     meta = report["meta"]
     lines = ["# Evaluation report", "", f"{meta['date']} on {meta['machine']}  ", f"Datasets: {', '.join(meta['datasets'])}", ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         if not rows:
             continue
-        cols = [RATE_KEY[kind], *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
+        cols = [RATE_KEY[kind], *MORE_RATES.get(kind, []), *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
         lines += [f"## Means per rate point ({kind})", "", _md_table(["codec", "setting", "files", *cols], [[m["codec"], m["setting"], m["files"], *(m[c] for c in cols)] for m in rows]), ""]
     if report["bd_rate"]:
         lines += ["## BD-rate (%, negative = fewer bits than the anchor at equal quality)", ""]
         lines += ["Over the per-setting mean curves; MS-SSIM in dB. – : the curves share no quality range.", ""]
         lines += [_md_table(["codec", "anchor", "metric", "BD-rate %"], [[b["codec"], b["anchor"], b["metric"], b["percent"]] for b in report["bd_rate"]]), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         coders = list(dict.fromkeys(m["codec"] for m in rows))
         for metric in [k for k in METRICS if rows and k in rows[0]]:
             head = [f"{r:g} {RATE_KEY[kind]}" for r in AT_RATES[kind]]
             body = [[c, *quality_at_rates(report["means"], c, RATE_KEY[kind], metric, AT_RATES[kind])] for c in coders]
             lines += [f"## {METRICS[metric].label} at fixed rates (interpolated in log rate)", "", _md_table(["codec", *head], body), ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         records = [r for r in report["records"] if meta["coders"][r["codec"]]["media"] == kind]
         if records:
             cols = [k for k in records[0] if k not in ("file", "codec", "setting")]

@@ -512,8 +512,6 @@ def _read_ply(path: Path, layout: GaussianLayout) -> Matrix:
 def write_gaussians(path: str | Path, scene: Gaussians) -> None:
     """A sequence to a directory of `.ply` files named as in `scene.names` (created if needed),
     written one frame at a time; a single frame to a path ending in `.ply`."""
-    from plyfile import PlyData, PlyElement
-
     p = Path(path)
     if p.suffix.lower() == ".ply":
         if len(scene.names) != 1:
@@ -526,8 +524,15 @@ def write_gaussians(path: str | Path, scene: Gaussians) -> None:
         p.mkdir(exist_ok=True)
         targets = [p / n for n in scene.names]
     for target, m in zip(targets, scene.frames(), strict=True):
-        frame = scene.layout.to_frame(m)
-        rec = np.empty(len(m), dtype=[(n, "<f4") for n in frame])
-        for n, column in frame.items():
-            rec[n] = column
-        PlyData([PlyElement.describe(rec, "vertex")]).write(str(target))
+        write_ply(target, scene.layout, m)
+
+
+def write_ply(target: str | Path | IO[bytes], layout: GaussianLayout, m: Matrix) -> None:
+    """One frame as a binary little-endian 3DGS `.ply` (float32 properties in the standard order)."""
+    from plyfile import PlyData, PlyElement
+
+    frame = layout.to_frame(m)
+    rec = np.empty(len(m), dtype=[(n, "<f4") for n in frame])
+    for n, column in frame.items():
+        rec[n] = column
+    PlyData([PlyElement.describe(rec, "vertex")]).write(target if not isinstance(target, Path) else str(target))
