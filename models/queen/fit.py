@@ -42,6 +42,7 @@ from .scenes import SceneConfig, build_base, fitting_cameras, generate, held_out
 
 app = typer.Typer(add_completion=False)
 CHUNK_BYTES = 15 << 20  # packed frames per returned file (a device call returns files up to 16 MiB)
+TOTAL_BYTES = 56 << 20  # all files (a call returns 64 MiB at most): later frames are dropped beyond it
 LR = {"pos": 1.6e-4, "dc": 2.5e-3, "rest": 2.5e-3 / 20, "opacity": 0.05, "scale": 5e-3, "rot": 1e-3}  # 3DGS (pos x extent)
 
 
@@ -97,8 +98,8 @@ def unpack_frame(data: bytes, previous: np.ndarray | None, shape: tuple[int, int
 
 
 @app.command()
-def run(out: Path, teacher: int = 20000, student: int = 10000, frames: int = 30, cameras: int = 12, size: str = "160x120",
-        steps0: int = 3000, steps: int = 300, minutes: float = 6.0, seed: int = 11, device: str = "cuda") -> None:
+def run(out: Path, teacher: int = 20000, student: int = 8000, frames: int = 30, cameras: int = 12, size: str = "160x120",
+        steps0: int = 5000, steps: int = 300, minutes: float = 6.0, seed: int = 11, device: str = "cuda") -> None:
     """Fit a sequence (GPU) and write packed frames + fit.json to `out`."""
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,10 @@ def run(out: Path, teacher: int = 20000, student: int = 10000, frames: int = 30,
     files: list[list[int]] = []
     current: list[int] = []
     size_now = 0
-    for t, blob in enumerate(blobs):
+    kept = len(blobs)
+    while sum(map(len, blobs[:kept])) > TOTAL_BYTES:
+        kept -= 1
+    for t, blob in enumerate(blobs[:kept]):
         if size_now + len(blob) > CHUNK_BYTES and current:
             files.append(current)
             current, size_now = [], 0
@@ -138,10 +142,10 @@ def run(out: Path, teacher: int = 20000, student: int = 10000, frames: int = 30,
         (out / f"fitted_{k:02d}.xz").write_bytes(b"".join(len(blobs[t]).to_bytes(4, "little") + blobs[t] for t in ts))
     meta = {"teacher": teacher, "student": student, "frames": frames, "cameras": cameras, "size": size, "seed": seed, "extent": extent,
             "sh_degree": cfg.sh_degree, "log": log, "static_truth": static_mask(build_base(cfg))[pick].tolist(),
-            "packed_bytes": sum(map(len, blobs)), "raw_bytes": sum(f.nbytes for f in fitted), "seconds": round(time.monotonic() - start, 1),
+            "frames_returned": kept, "packed_bytes": sum(map(len, blobs)), "raw_bytes": sum(f.nbytes for f in fitted), "seconds": round(time.monotonic() - start, 1),
             "device": torch.cuda.get_device_name() if device == "cuda" else device}
     (out / "fit.json").write_text(json.dumps(meta))
-    print(f"{frames} frames of {student} Gaussians in {len(files)} files, {meta['packed_bytes'] / 2**20:.1f} MiB "
+    print(f"{kept} of {frames} frames of {student} Gaussians in {len(files)} files, {meta['packed_bytes'] / 2**20:.1f} MiB "
           f"(raw {meta['raw_bytes'] / 2**20:.1f}), {meta['seconds']} s", flush=True)
 
 
