@@ -2,10 +2,10 @@
 # One device call for queen (issue 11): fit a Gaussian sequence on the GPU, then time the coding
 # core at 100k Gaussians on that machine.
 #   usage (repo root, carry .whl):  MINUTES=4.5 bash scripts/device_queen.sh
-# Back in $OUT (7 files): fit/fitted_NN.xz (the fitted frames, packed losslessly) and fit/fit.json
+# Back in $OUT (8 files at most): fit/fitted_NN.xz (the fitted frames, packed losslessly) and fit/fit.json
 # (models/queen/fit.py; unpack here with `python -m nmc.models.queen.fit unpack OUT/fit DEST`),
-# measure100k.json (models/queen/measure.py on a generated 100k-Gaussian, 6-frame sequence: the
-# encoder runs on that machine's CPU cores; the core has no CUDA path yet) and queen.log.
+# measure100k_cuda.json and measure100k_cpu.json (models/queen/measure.py on a generated 100k-Gaussian,
+# 6-frame sequence: encode with the fits on the GPU, then on the CPU cores; decode on the CPU) and queen.log.
 set -uo pipefail
 MINUTES=${MINUTES:-4.5}
 OUT=${OUT:-/tmp/out}
@@ -21,8 +21,10 @@ export PYTHONPATH=/tmp/site:/tmp/nmcpkg
 python3 -P -m nmc.models.queen.fit run "$OUT/fit" --minutes "$MINUTES" ${FIT_ARGS:-} >> "$LOG" 2>&1
 rc=$?
 python3 -P -m nmc.models.queen.scenes /tmp/g100k --gaussians 100000 --frames 6 >> "$LOG" 2>&1
-timeout 150 python3 -P -m nmc.models.queen.measure /tmp/g100k --group 6 --lam 3e-6 --psnr-every 5 --threads "$(nproc)" \
-    --json-out "$OUT/measure100k.json" >> "$LOG" 2>&1 || echo "measure exit $?" >> "$LOG"
+for dev in cuda cpu; do  # the encoder fits its decoders and gate on the GPU, then on the CPU cores alone
+  timeout 100 python3 -P -m nmc.models.queen.measure /tmp/g100k --group 6 --lam 3e-6 --psnr-every 5 --threads "$(nproc)" \
+      --device $dev --json-out "$OUT/measure100k_$dev.json" >> "$LOG" 2>&1 || echo "measure $dev exit $?" >> "$LOG"
+done
 tail -n 40 "$LOG"
 ls -la "$OUT" "$OUT/fit"
 exit $rc

@@ -91,6 +91,11 @@ class QueenCodec(Codec):
     def settings(self) -> list[Setting]:
         return SETTINGS
 
+    def to(self, device: str) -> QueenCodec:
+        """Fit the decoders and the gate on `device` when encoding (decoding is integer work on the CPU)."""
+        self.core = dataclasses.replace(self.core, device=device)
+        return self
+
     def encode(self, seq: M.Gaussians, setting: Setting) -> Encoded:
         assert isinstance(setting, Quality)
         n = seq.counts[0]

@@ -39,6 +39,7 @@ def main(
     cameras: int = 4,
     psnr_every: int = 1,  # render every n-th frame
     threads: int = 1,
+    device: str = "cpu",  # where the encoder fits its decoders and gate (cuda on a GPU machine)
     json_out: str = "",  # also write the result here
 ) -> None:
     torch.set_num_threads(threads)
@@ -47,7 +48,7 @@ def main(
     static_path = folder / "static.npy"
     static = np.load(static_path) if static_path.exists() else None
     layout, n = seq.layout, seq.counts[0]
-    settings = Settings(lam=lam, fit_steps=fit_steps, gate_steps=gate_steps, fit_rows=fit_rows)
+    settings = Settings(lam=lam, fit_steps=fit_steps, gate_steps=gate_steps, fit_rows=fit_rows, device=device)
     enc, dec = GroupEncoder(layout, settings), GroupDecoder(layout, n)
     w, h = (int(v) for v in size.split("x"))
     cams = held_out_cameras((w, h), cameras)
@@ -84,7 +85,7 @@ def main(
         "psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
         "static_without_update": None if static is None else float(1 - moved[static].mean()),
         "encode_s_per_frame": enc_s / t, "decode_frames_per_s": t / dec_s,
-        "decode_residual_frames_per_s": delta_n / delta_s if delta_n else None, "threads": threads,
+        "decode_residual_frames_per_s": delta_n / delta_s if delta_n else None, "threads": threads, "device": device,
     }
     result["ratio_to_ply"] = sum(f.stat().st_size for f in files) / total_bytes
     print(json.dumps(result, indent=1))
