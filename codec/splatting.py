@@ -243,7 +243,7 @@ def composite_dense(s: Splats, width: int, height: int, background: tuple[float,
     alpha = (s.opacity[:, None] * torch.exp(power.clamp(max=0))).clamp(max=0.99)
     alpha = alpha * (alpha >= 1 / 255)
     trans = torch.cumprod(torch.cat([torch.ones(1, len(pix), device=dev), 1 - alpha]), 0)  # transmittance before each splat, and after all
-    color = ((trans[:-1] * alpha)[:, :, None] * s.color[:, None, :]).sum(0) + trans[-1][:, None] * torch.tensor(background, device=dev)
+    color = (trans[:-1] * alpha).T @ s.color + trans[-1][:, None] * torch.tensor(background, device=dev)
     return color.reshape(height, width, 3)
 
 

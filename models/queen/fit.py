@@ -37,6 +37,7 @@ import typer
 
 from nmc.codec.media import GaussianLayout, Gaussians, write_gaussians
 from nmc.codec.splatting import composite_dense, project, write_cameras
+from nmc.codec.splatting import psnr as psnr_db
 
 from .scenes import SceneConfig, build_base, fitting_cameras, generate, held_out_cameras, static_mask
 
@@ -67,7 +68,7 @@ def fit_frame(m: torch.Tensor, layout: GaussianLayout, cams: list, targets: torc
     sl = layout.slices()
     params = {g: m[:, s].clone().requires_grad_(True) for g, s in sl.items()}
     opt = torch.optim.Adam([{"params": [p], "lr": LR[g] * (extent if g == "pos" else lr_scale)} for g, p in params.items()], eps=1e-15)
-    loss_value, done = math.nan, 0
+    last, done = torch.tensor(math.nan), 0
     for done in range(1, steps + 1):
         k = int(rng.integers(len(cams)))
         x = torch.cat([params[g] for g in sl], 1)
@@ -76,10 +77,10 @@ def fit_frame(m: torch.Tensor, layout: GaussianLayout, cams: list, targets: torc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_value = float(loss.detach()) if done % 50 == 0 or done == steps else loss_value
+        last = loss.detach()
         if time.monotonic() > deadline:
             break
-    return torch.cat([params[g].detach() for g in sl], 1), done, loss_value
+    return torch.cat([params[g].detach() for g in sl], 1), done, float(last)
 
 
 def pack(m: np.ndarray, previous: np.ndarray | None) -> bytes:
@@ -113,15 +114,18 @@ def run(out: Path, teacher: int = 20000, student: int = 8000, frames: int = 30, 
         targets = [torch.stack([composite_dense(project(f, layout, c, device), w, h) for c in cams]) for f in teach]
     extent = float(np.quantile(np.linalg.norm(teach[0][:, :3] - teach[0][:, :3].mean(0), axis=1), 0.9))
     m, pick = init_student(teach[0], layout, student, rng, device)
-    budget = minutes * 60 - (time.monotonic() - start)
+    held = held_out_cameras((w, h))  # never trained on: how well the student reproduces the scene
     fitted, log = [], []
     for t in range(frames):
-        left = budget - (time.monotonic() - start)
+        left = minutes * 60 - (time.monotonic() - start)
         share = 0.3 if t == 0 else 1 / (frames - t)  # frame 0 takes 30 % of the budget at most
         deadline = time.monotonic() + max(1.0, left * share)
         m, done, loss = fit_frame(m, layout, cams, targets[t], steps0 if t == 0 else steps, extent, 1.0 if t == 0 else 0.3, rng, deadline)
         fitted.append(m.cpu().numpy().astype(np.float32))
-        log.append({"frame": t, "steps": done, "l1": loss, "s": round(time.monotonic() - start, 1)})
+        with torch.no_grad():
+            views = [(composite_dense(project(m, layout, c, device), w, h), composite_dense(project(teach[t], layout, c, device), w, h)) for c in held]
+        psnr = float(np.mean([psnr_db(a, b) for a, b in views]))
+        log.append({"frame": t, "steps": done, "l1": loss, "held_out_psnr": round(psnr, 2), "s": round(time.monotonic() - start, 1)})
         print(json.dumps(log[-1]), flush=True)
     with ThreadPoolExecutor(8) as pool:  # lzma drops the GIL
         blobs = list(pool.map(lambda t: lzma.compress(pack(fitted[t], fitted[t - 1] if t else None), preset=6), range(frames)))
