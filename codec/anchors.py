@@ -16,7 +16,7 @@ import io
 import struct
 import subprocess
 from abc import ABC, abstractmethod
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
@@ -470,7 +470,10 @@ class SPZ(FrameAnchor):
         return [f"sh{d}" for d in range(4)]
 
     def version(self) -> str:
-        return f"gsply {version('gsply')}"
+        try:
+            return f"gsply {version('gsply')}"
+        except PackageNotFoundError:
+            return "gsply (not installed)"
 
     @staticmethod
     def _gsply() -> Any:
