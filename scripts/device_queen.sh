@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One device call for queen (issue 11): fit a Gaussian sequence on the GPU, then time the coding
 # core at 100k Gaussians on that machine.
-#   usage (repo root, carry .whl):  MINUTES=4.5 bash scripts/device_queen.sh
+#   usage (repo root, carry .whl):  MINUTES=3.5 bash scripts/device_queen.sh   (about 7 of the 8 minutes)
 # Back in $OUT (8 files at most): fit/fitted_NN.xz (the fitted frames, packed losslessly) and fit/fit.json
 # (models/queen/fit.py; unpack here with `python -m nmc.models.queen.fit unpack OUT/fit DEST`),
 # measure100k_cuda.json and measure100k_cpu.json (models/queen/measure.py on a generated 100k-Gaussian,
 # 6-frame sequence: encode with the fits on the GPU, then on the CPU cores; decode on the CPU) and queen.log.
 set -uo pipefail
-MINUTES=${MINUTES:-4.5}
+MINUTES=${MINUTES:-3.5}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/fit"
 export PYTHONUNBUFFERED=1
