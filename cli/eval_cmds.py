@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -10,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from nmc.cli.output import emit, err, progress, user_errors
+from nmc.codec.device import DEVICE_HELP
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -30,13 +32,16 @@ def eval_command(
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2 / ply,spz,quant (Gaussian sequences)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance / view_psnr,view_ssim,view_st_lpips)."),
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics (per worker)."),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Files evaluated in parallel processes (0: one per CPU core)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Also for the ST-LPIPS and MS-SSIM networks."),
     media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp, kbit/s or MB/frame), e.g. 0.1,0.25,0.5. Default: every setting."),
     html_only: Optional[Path] = typer.Option(None, "--html-only", help="Only rebuild DIR/report.html (and plots) from an existing report; nothing is recomputed."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
 ) -> None:
     """Rate and quality of codecs and anchors on a dataset: tables, RD plots, BD-rate, report.html."""
     from nmc.codec import evaluate
+    from nmc.codec.device import resolve
     from nmc.codec.metrics import METRICS
 
     if html_only is not None:
@@ -63,6 +68,7 @@ def eval_command(
         result = evaluate.run(
             list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
             progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads, media_at=rates,
+            device=resolve(device), workers=workers or os.cpu_count() or 1,
         )  # fmt: skip
     if as_json:
         print((report / "report.json").read_text())
@@ -91,7 +97,7 @@ def bench_command(
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors to bench as well."),
     setting: Optional[str] = typer.Option(None, "--setting", "-s", help="Rate points as name=setting pairs, e.g. jpeg=q50 (default: middle)."),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU thread counts, e.g. 1,2 (default: 1 and all)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or both (default: cpu, plus cuda when present)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N, comma-separated (default: cpu, plus cuda when present)."),
     repeat: int = typer.Option(3, "--repeat", min=1, help="Timed runs per measurement (median)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
 ) -> None:
@@ -111,7 +117,7 @@ def bench_command(
             err.print("no samples/ here: benching a synthetic photo and speech clip", markup=False, highlight=False)
             files = bench.synthetic_inputs(Path(tmp))
         kinds = {media_kind(f) for f in files}  # by default every codec that has an input here
-        codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.media in kinds])
+        codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.media in kinds and c.installed()])
         with progress(eta=True) as bar:
             task = bar.add_task("bench", total=None)
             rows = bench.run(

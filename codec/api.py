@@ -45,8 +45,19 @@ def save_media(target: str | Path | IO[bytes], media: Media) -> None:
         M.write_gaussians(target, media)
 
 
-def resolve_codec(name: str, kind: str) -> Codec:
-    codec = get_codec(codec_for_media(kind) if name == "auto" else name)
+def use_device(device: str) -> None:
+    """Run the networks of every installed codec on `device` (a resolved `--device`) in this process."""
+    from .registry import available
+
+    for name in available():
+        codec = get_codec(name)
+        if hasattr(codec, "to"):
+            codec.to(device)
+
+
+def resolve_codec(name: str, kind: str, rate: float | None = None) -> Codec:
+    """The codec `name`, or for "auto" the one `codec_for_media` takes for `kind` at the requested `rate`."""
+    codec = get_codec(codec_for_media(kind, rate) if name == "auto" else name)
     if codec.media != kind:
         raise MediaError(f"codec {codec.name!r} codes {codec.media}, but the input is {kind}")
     return codec

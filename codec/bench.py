@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import media as M
+from .device import resolve
 from .errors import MediaError
 from .evaluate import Coder, anchor_coder, learned_coder, load_reference
 from .threads import torch_threads
@@ -263,14 +264,14 @@ def run(
         inputs (list): media files (the first of each kind is used per coder).
         settings (dict): coder name -> setting; default the codec's default setting (anchors: the middle one).
         threads (list): CPU thread counts; default `[1, os.cpu_count()]`.
-        devices (list): default CPU plus CUDA when available.
+        devices (list): `--device` names (auto, cpu, cuda, cuda:N); default CPU plus CUDA when available.
     """
     import os
 
     import torch
 
     threads = threads or sorted({1, os.cpu_count() or 1})
-    devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = list(dict.fromkeys(resolve(d) for d in devices)) if devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to bench: give --codec and/or --anchors")

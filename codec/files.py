@@ -257,7 +257,7 @@ def compress_path(
     if str(output) != "-":
         check_target(Path(output), force)  # before reading and coding the input
     kind = api.get_codec(codec).media if str(input) == "-" else M.media_kind(input)
-    c = api.resolve_codec(codec, kind)
+    c = api.resolve_codec(codec, kind, target_bpp if target_bpp is not None else bitrate)
     _, media = api.load_media(input, kind)
     notes = {}
     if mono:

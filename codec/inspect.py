@@ -42,10 +42,13 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def _size(path: Path | None) -> str:
-    return f"{path.stat().st_size / 1e6:.1f} MB" if path and path.exists() else "-"
+    if path is None:
+        return "-"
+    return f"{path.stat().st_size / 1e6:.1f} MB" if path.exists() else "not installed"
 
 
 def list_models() -> list[dict[str, Any]]:
+    """Every registered codec; one whose weights are not installed lists no settings (they may come from its weights)."""
     rows = []
     for name, cls in available().items():
         codec = get_codec(name)
@@ -55,7 +58,7 @@ def list_models() -> list[dict[str, Any]]:
                 "media": cls.media,
                 "model_id": cls.model_id,
                 "description": cls.description,
-                "settings": [asdict(s) for s in codec.settings()],
+                "settings": [asdict(s) for s in codec.settings()] if cls.installed() else [],
                 "weights_size": _size(cls.weights_path),
             }
         )

@@ -17,6 +17,8 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterable, Iterator, TypeVar
 
+import numpy as np
+
 from .container import Header
 from .errors import CodecNotFoundError, ContainerError
 from .fields import HeaderFields
@@ -81,6 +83,11 @@ class Codec(ABC):
         """Media from the header, its checked `header_fields` and the packets. A None packet
         was lost; only codecs that `can_recover` are given one."""
 
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether the codec can run here: it needs no weights file, or its shipped one is present."""
+        return cls.weights_path is None or Path(cls.weights_path).is_file()
+
     def weights_hash(self) -> str:
         """First 64 bits of the weights file's SHA-256, so a file is never decoded with other weights."""
         return file_sha256(self.weights_path)[:16] if self.weights_path else "none"
@@ -122,7 +129,7 @@ class Model(Generic[N]):
 class NeuralCodec(Codec, Generic[N]):
     """A codec whose network and priors live in one weights file, loaded on first use so that
     `nmc --help` and `nmc models` stay fast. The codec supplies `build_net` and the context
-    alphabets its priors must have (`prior_contexts`)."""
+    alphabets its priors must have (`prior_contexts`, and `prior_alphabets` when codebooks differ in size)."""
 
     def __init__(self, weights_path: Path | None = None) -> None:
         if weights_path is not None:
@@ -137,6 +144,10 @@ class NeuralCodec(Codec, Generic[N]):
     def prior_contexts(self, net: N) -> list[list[int]]:
         """Per codebook, the alphabet size of each context its prior is conditioned on."""
 
+    def prior_alphabets(self, net: N) -> list[int] | None:
+        """Per codebook, its alphabet; None: one alphabet shared by every codebook."""
+        return None
+
     @cached_property
     def model(self) -> Model[N]:
         from .weights import read_weights
@@ -149,7 +160,7 @@ class NeuralCodec(Codec, Generic[N]):
             net = self.build_net(w.state, w.args)
             if w.prior is None:
                 raise ValueError("no priors (a network-only export: run fit_prior.py)")
-            w.prior.check(self.prior_contexts(net))
+            w.prior.check(self.prior_contexts(net), self.prior_alphabets(net))
         except (KeyError, TypeError, ValueError) as err:
             raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
         net.to(self.device)
@@ -169,6 +180,14 @@ class NeuralCodec(Codec, Generic[N]):
         if "model" in self.__dict__:
             self.model.net.to(device)
         return self
+
+    def run(self, fn: str, *arrays: np.ndarray, **static: Any) -> tuple[np.ndarray, ...]:
+        """The codec's network function `net_<fn>(net, *tensors, **static)` on `arrays` (batch axis
+        first), on this codec's device, or batched with other files' calls where `nmc batch` shares
+        one network between its workers (`netcall`). Every network call of a codec goes through here."""
+        from . import netcall
+
+        return netcall.call(self, fn, arrays, static)
 
 
 @cache

@@ -23,9 +23,11 @@ import numpy as np
 import numpy.typing as npt
 
 from . import entropy as E
+from .threads import one_thread
 
 UNITS = 16  # score steps per bit
 RANGE = 22 * UNITS  # scores more than 22 bits below the best symbol share the floor frequency
+TABLE_LIMIT = 1 << 23  # context values x symbols up to which a context's score rows are tabulated once (`term`)
 EXP2 = np.maximum(1, np.round(2.0**16 * 2.0 ** ((np.arange(RANGE + 1) - RANGE) / UNITS))).astype(np.int64)
 
 
@@ -59,6 +61,19 @@ class ContextPrior:
             self._terms[c] = t.astype(np.int16 if np.abs(t).max() < 2**15 else np.int32)
         return self._terms[c]
 
+    def term_rows(self, c: int, values: npt.NDArray[np.int64]) -> npt.NDArray[np.integer]:
+        """`term(c)[values]` `values.shape + (K,)`: gathered from the cached table, or for a large
+        one (a codebook of thousands given thousands: 8193 x 8192 takes 7 s and 400 MB) computed
+        for these rows only, with the same integers (the dot products are exact either way)."""
+        if (self.sizes[c] + 1) * self.alphabet <= TABLE_LIMIT:
+            return self.term(c)[values]
+        import torch
+
+        # torch on one thread: numpy's BLAS threads stall on a busy machine (12 ms instead of 0.7 for 12 rows x 8192)
+        with one_thread():
+            dots = torch.from_numpy(self.embed[c][values.ravel()].astype(np.float32)) @ torch.from_numpy(self.proj[c].astype(np.float32))
+        return ((dots.numpy().astype(np.int64) * self.mult[c]) >> 16).reshape(*values.shape, self.alphabet)
+
     def scores(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Integer scores `(m, K)` for context rows `(m, n_ctx)`."""
         ctx = np.asarray(contexts, dtype=np.int64).reshape(-1, len(self.embed))
@@ -66,7 +81,7 @@ class ContextPrior:
         for c in range(len(self.embed)):
             if ctx.size and (ctx[:, c].min() < 0 or ctx[:, c].max() > self.sizes[c]):
                 raise ValueError(f"context {c} outside [0, {self.sizes[c]}]")
-            total += self.term(c)[ctx[:, c]]
+            total += self.term_rows(c, ctx[:, c])
         return total
 
     def tables(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
@@ -114,24 +129,40 @@ def tables_from_scores(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]
 @dataclass
 class PriorSet:
     """The priors of a codec's codebooks, as stored in its weights file: one `ContextPrior`
-    and one unigram table per codebook (the unigram codes a packet when it is cheaper)."""
+    and one unigram table per codebook (the unigram codes a packet when it is cheaper).
+    Codebooks may differ in size (a ladder of codebooks, one per setting)."""
 
     priors: list[ContextPrior]
-    unigram: npt.NDArray[np.int32]  # (n_codebooks, K), each row sums to 2**16
+    unigram: list[npt.NDArray[np.int32]]  # per codebook (K_k,), each sums to 2**16
+
+    def __post_init__(self) -> None:
+        self.unigram = [np.asarray(u, np.int32) for u in self.unigram]
+
+    @property
+    def alphabets(self) -> list[int]:
+        return [len(u) for u in self.unigram]
 
     @property
     def alphabet(self) -> int:
-        return int(self.unigram.shape[1])
+        """The alphabet of every codebook; ValueError when they differ (use `alphabets`)."""
+        sizes = set(self.alphabets)
+        if len(sizes) != 1:
+            raise ValueError(f"codebooks of several sizes {sorted(sizes)}")
+        return sizes.pop()
 
-    def check(self, contexts: list[list[int]]) -> None:
-        """ValueError unless there is one prior per codebook, over this alphabet, with `contexts[k]`
-        the alphabet sizes of prior k's contexts (what the codec gives it)."""
-        if len(self.priors) != len(contexts) or self.unigram.shape[0] != len(contexts):
+    def check(self, contexts: list[list[int]], alphabets: list[int] | None = None) -> None:
+        """ValueError unless there is one prior per codebook, with `contexts[k]` the alphabet sizes of
+        prior k's contexts (what the codec gives it), over `alphabets[k]` symbols (default: one
+        alphabet shared by every codebook)."""
+        if len(self.priors) != len(contexts) or len(self.unigram) != len(contexts):
             raise ValueError(f"priors for {len(self.priors)} codebooks, the network has {len(contexts)}")
+        expected = alphabets if alphabets is not None else [self.alphabet] * len(contexts)
+        if self.alphabets != expected:
+            raise ValueError(f"unigram tables over {self.alphabets} symbols, the codec has {expected}")
         for k, (p, sizes) in enumerate(zip(self.priors, contexts)):
             dims = {e.shape[1] for e in p.embed} | {q.shape[0] for q in p.proj}
-            if p.sizes != sizes or p.alphabet != self.alphabet or len(dims) > 1 or any(q.shape[1] != self.alphabet for q in p.proj):
-                raise ValueError(f"prior {k} has contexts of sizes {p.sizes} over {p.alphabet} symbols, the codec gives {sizes} over {self.alphabet}")
+            if p.sizes != sizes or p.alphabet != expected[k] or len(dims) > 1 or any(q.shape[1] != expected[k] for q in p.proj):
+                raise ValueError(f"prior {k} has contexts of sizes {p.sizes} over {p.alphabet} symbols, the codec gives {sizes} over {expected[k]}")
 
     def unigram_is_cheaper(self, k: int, symbols: npt.ArrayLike, context_bits: float) -> bool:
         """Whether codebook k's unigram table codes `symbols` in fewer bits than its context
@@ -139,19 +170,31 @@ class PriorSet:
         return E.cross_entropy_bits(np.asarray(symbols), self.unigram[k]) < context_bits
 
     def to_tensors(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"prior.unigram": self.unigram}
+        """`prior.unigram` holds the tables as rows zero-padded to the largest alphabet (a valid
+        table has no zero), then each codebook's `ContextPrior`."""
+        unigram = np.zeros((len(self.unigram), max(self.alphabets, default=0)), np.int32)
+        for k, u in enumerate(self.unigram):
+            unigram[k, : len(u)] = u
+        out: dict[str, np.ndarray] = {"prior.unigram": unigram}
         for k, p in enumerate(self.priors):
             out.update(p.to_tensors(f"prior.{k}"))
         return out
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, np.ndarray]) -> PriorSet:
-        unigram = np.asarray(tensors["prior.unigram"], np.int32)
-        return cls([ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(unigram.shape[0])], unigram)
+        rows = np.asarray(tensors["prior.unigram"], np.int32)
+        priors = [ContextPrior.from_tensors(tensors, f"prior.{k}") for k in range(rows.shape[0])]
+        if any(rows[k, p.alphabet :].any() for k, p in enumerate(priors)):
+            raise ValueError("prior.unigram has entries beyond a codebook's alphabet")
+        return cls(priors, [rows[k, : p.alphabet] for k, p in enumerate(priors)])
 
 
 def ideal_bits(prior: ContextPrior, symbols: npt.ArrayLike, contexts: npt.ArrayLike) -> float:
     """Cross-entropy in bits of `symbols` under the integer tables (what the coder achieves)."""
-    t = prior.tables(contexts).astype(np.float64)
-    s = np.asarray(symbols).ravel()
-    return float(-np.log2(t[np.arange(s.size), s] / t.sum(axis=1)).sum())
+    s, ctx = np.asarray(symbols).ravel(), np.asarray(contexts).reshape(-1, len(prior.embed))
+    step = max(1, (1 << 22) // prior.alphabet)  # rows per chunk: tables of a large alphabet stay ~32 MB
+    bits = 0.0
+    for i in range(0, s.size, step):
+        t = prior.tables(ctx[i : i + step]).astype(np.float64)
+        bits -= float(np.log2(t[np.arange(t.shape[0]), s[i : i + step]] / t.sum(axis=1)).sum())
+    return bits

@@ -53,9 +53,15 @@ def get_codec(name: str) -> Codec:
     return codecs[name]()
 
 
-def codec_for_media(kind: str) -> str:
-    """Name of the default codec for a media kind (`--codec auto`)."""
-    candidates = [c for c in available().values() if c.media == kind]
+def codec_for_media(kind: str, rate: float | None = None) -> str:
+    """Name of the codec `--codec auto` takes for a media kind: among the installed ones, the highest
+    `auto_priority` whose lowest setting is at or below `rate` (a requested rate in the settings'
+    unit; None: any), else the one whose lowest setting goes lowest."""
+    candidates = sorted((c for c in available().values() if c.media == kind and c.installed()), key=lambda c: -c.auto_priority)
     if not candidates:
         raise CodecNotFoundError(f"no codec for {kind} is installed")
-    return max(candidates, key=lambda c: c.auto_priority).name
+    if rate is None:
+        return candidates[0].name
+    lowest = {c.name: get_codec(c.name).settings()[0].rate for c in candidates}
+    reaching = [c.name for c in candidates if lowest[c.name] <= rate + 1e-9]
+    return reaching[0] if reaching else min(lowest, key=lambda n: lowest[n])

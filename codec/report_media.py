@@ -143,7 +143,7 @@ class FileMedia:
             rgb = M.to_rgb8(decoded)[0]
             x, y, w, h = self.info["crop"] if "crop" in self.info else crop_box(rgb)
             _write_pil(np.ascontiguousarray(rgb[y : y + h, x : x + w]), self.path(name, "crop.webp"), "WEBP", lossless=True, quality=50, method=4)
-            _write_pil(rgb, self.full_path(name), "PNG")
+            _write_pil(rgb, self.full_path(name), "PNG", compress_level=1)  # 7x faster than the default level, 1.2x larger
         else:
             audio = decoded.to_array()
             _write_ogg(audio, decoded.sample_rate, self.path(name, "ogg"))

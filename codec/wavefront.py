@@ -65,10 +65,9 @@ def decode_grid(dec: E.Decoder, prior: ContextPrior, static: list[IntArray], off
     (h, w), K = shape, prior.alphabet
     s = np.tile(prior.bias.astype(np.int64), (h, w, 1))
     for c, plane in enumerate(static):
-        s += prior.term(c)[plane]
+        s += prior.term_rows(c, plane)
     if not offsets:
         return dec.decode(tables_from_scores(s.reshape(h * w, K))).astype(np.int64).reshape(h, w)
-    near = [prior.term(len(static) + j) for j in range(len(offsets))]
     pad_y, pad_x = max(-dy for dy, _ in offsets), max(-dx for _, dx in offsets)
     padded = np.full((h + pad_y, w + pad_x), K, np.int64)  # the grid with a border of "not available"
     ys = np.arange(h)
@@ -76,7 +75,7 @@ def decode_grid(dec: E.Decoder, prior: ContextPrior, static: list[IntArray], off
         y = ys[max(0, t - w + 1) : t + 1]
         x = t - y
         st = s[y, x]
-        for (dy, dx), d in zip(offsets, near):
-            st += d[padded[pad_y + y + dy, pad_x + x + dx]]
+        for j, (dy, dx) in enumerate(offsets):
+            st += prior.term_rows(len(static) + j, padded[pad_y + y + dy, pad_x + x + dx])
         padded[pad_y + y, pad_x + x] = dec.decode(tables_from_scores(st))
     return padded[pad_y:, pad_x:].copy()

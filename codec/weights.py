@@ -52,6 +52,21 @@ def write_weights(path: Path, weights: Weights) -> None:
     save_file(tensors, str(path), metadata=meta)
 
 
+def read_args(path: Path) -> dict[str, Any]:
+    """The network's constructor arguments of `path`, without reading its tensors; ValueError if malformed."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a safetensors file ({err})") from None
+    args_json = meta.get("model_args") or meta.get("config")
+    if args_json is None:
+        raise ValueError(f"{path}: no model arguments in the metadata")
+    return dict(json.loads(args_json))
+
+
 def read_weights(path: Path) -> Weights:
     """The tensors, arguments, priors and report of `path` (never a pickle); ValueError if malformed."""
     from safetensors import SafetensorError, safe_open

@@ -56,6 +56,10 @@ class TestRun:
             assert len(list(csv.DictReader(fo))) == points
         md = (out / "report.md").read_text()
         assert "## BD-rate" in md and "![rd_psnr.png](rd_psnr.png)" in md and "| b.png | toy-image | fine |" in md
+        floors = {r[0]: r[1:] for r in evaluate.lowest_rates(saved, "image")}
+        jpeg = [r["bpp"] for r in saved["records"] if r["codec"] == "jpeg" and r["setting"] == floors["jpeg"][0]]
+        assert floors["toy-image"][0] == "coarse" and floors["jpeg"][1:] == [np.mean(jpeg), min(jpeg), max(jpeg)]
+        assert floors["jpeg"][1] == min(m["bpp"] for m in saved["means"] if m["codec"] == "jpeg") and "## Lowest rate each codec reaches (image)" in md
 
     def test_anchors_only_compare_with_the_first(self, dataset: Path, tmp_path: Path) -> None:
         report = evaluate.run([dataset / "a.png"], [], ["jpeg", "webp"], tmp_path / "r", IMAGE_METRICS)
@@ -76,6 +80,23 @@ class TestRun:
         assert again["means"] == first["means"]
         with pytest.raises(AssertionError, match="recomputed"):  # a new metric needs new points
             evaluate.run([dataset], [], ["jpeg"], out, {"image": ["psnr", "st_lpips"]})
+
+    def test_workers_give_the_same_report(self, dataset: Path, tmp_path: Path) -> None:
+        one = evaluate.run([dataset], ["toy-image"], ["jpeg"], tmp_path / "one", IMAGE_METRICS)
+        two = evaluate.run([dataset], ["toy-image"], ["jpeg"], tmp_path / "two", IMAGE_METRICS, workers=2)
+        timing = {"encode_s", "decode_s"}
+        assert [{k: v for k, v in r.items() if k not in timing} for r in two["records"]] == [{k: v for k, v in r.items() if k not in timing} for r in one["records"]]
+        lines = (tmp_path / "two" / "cache.jsonl").read_text().splitlines()
+        assert len(lines) == len(one["records"])  # each point cached once, by the main process
+        assert sorted(p.name for p in (tmp_path / "two" / "media").rglob("*")) == sorted(p.name for p in (tmp_path / "one" / "media").rglob("*"))
+
+    def test_a_worker_error_ends_the_run(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        def boom(*args: object) -> bytes:
+            raise ValueError("encoder broke")
+
+        monkeypatch.setattr(A.JPEG, "encode", boom)  # the forked workers inherit it
+        with pytest.raises(ValueError, match="encoder broke"):
+            evaluate.run([dataset], [], ["jpeg"], tmp_path / "r", IMAGE_METRICS, workers=2)
 
     def test_audio_with_learned_codec_and_anchor(self, speech_dir: Path, tmp_path: Path) -> None:
         metrics = {"audio": ["si_sdr", "mel_distance"]}

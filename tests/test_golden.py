@@ -46,9 +46,9 @@ def indices(data: bytes) -> np.ndarray:
         if header.codec == "hificodec":
             parts.append(codec.read_packet(fields, i, payload)[0].ravel())  # type: ignore[attr-defined]
         else:
-            from nmc.models.mcquic.tiling import tiles
+            from nmc.codec.tiling import tiles
 
-            box = tiles(header.media["height"], header.media["width"], fields.tile)[i]
+            box = tiles(header.media["height"], header.media["width"], fields.tile, 16)[i]
             parts += [g.ravel() for g in codec.read_packet(header, fields, payload, box)[0]]  # type: ignore[attr-defined]
     return np.concatenate(parts).astype("<i8")
 

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from nmc.codec import entropy as E
 from nmc.codec import prior as P
@@ -35,8 +36,9 @@ def test_learns_context_and_codes_exactly() -> None:
     assert 8 * len(data) < 1.01 * bits * 1000 + 64
 
 
-def test_term_tables_give_the_bilinear_scores_exactly() -> None:
-    """The cached per-context tables sum to bias + sum_c (embed_c[x_c] . proj_c * mult_c) >> 16."""
+def test_term_tables_give_the_bilinear_scores_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached per-context tables sum to bias + sum_c (embed_c[x_c] . proj_c * mult_c) >> 16, and
+    so do the rows computed without a table (large alphabets)."""
     rng = np.random.default_rng(5)
     prior = P.ContextPrior(
         bias=rng.integers(-500, 0, 300).astype(np.int32),
@@ -51,6 +53,10 @@ def test_term_tables_give_the_bilinear_scores_exactly() -> None:
     assert np.array_equal(prior.scores(ctx), direct)
     with np.testing.assert_raises(ValueError):
         prior.scores(np.array([[301, 0]]))
+    bits = P.ideal_bits(prior, ctx[:, 1], ctx)
+    monkeypatch.setattr(P, "TABLE_LIMIT", 300 * 18)  # context 0 (301 x 300 entries) without its table, context 1 with
+    prior._terms.clear()
+    assert np.array_equal(prior.scores(ctx), direct) and set(prior._terms) == {1} and P.ideal_bits(prior, ctx[:, 1], ctx) == bits
 
 
 def test_serialization_round_trip() -> None:
@@ -58,6 +64,30 @@ def test_serialization_round_trip() -> None:
     prior = fit_context_prior(s, ctx, 16, [16], FitConfig(dim=4, steps=20), seed=0)
     back = P.ContextPrior.from_tensors(prior.to_tensors("p"), "p")
     assert np.array_equal(back.tables(ctx), prior.tables(ctx))
+
+
+def test_prior_set_of_codebooks_of_several_sizes() -> None:
+    """vqgan's rungs: one codebook each, of its own size; stored as zero-padded unigram rows."""
+    rng = np.random.default_rng(1)
+
+    def prior(K: int) -> P.ContextPrior:
+        return P.ContextPrior(rng.integers(-50, 0, K).astype(np.int32), [rng.integers(-9, 9, (K + 1, 4)).astype(np.int8)],
+                              [rng.integers(-9, 9, (4, K)).astype(np.int8)], np.array([100], np.int64))  # fmt: skip
+
+    sizes = [4, 16, 8]
+    ps = P.PriorSet([prior(K) for K in sizes], [E.freqs_from_counts(rng.random(K)) for K in sizes])
+    tensors = ps.to_tensors()
+    assert tensors["prior.unigram"].shape == (3, 16) and not tensors["prior.unigram"][0, 4:].any()
+    back = P.PriorSet.from_tensors(tensors)
+    assert back.alphabets == sizes and all(np.array_equal(a, b) for a, b in zip(back.unigram, ps.unigram))
+    back.check([[K] for K in sizes], sizes)
+    with np.testing.assert_raises(ValueError):
+        back.check([[K] for K in sizes])  # one shared alphabet expected
+    with np.testing.assert_raises(ValueError):
+        back.check([[K] for K in sizes], [4, 16, 16])
+    tensors["prior.unigram"][0, 5] = 1  # an entry beyond codebook 0's alphabet
+    with np.testing.assert_raises(ValueError):
+        P.PriorSet.from_tensors(tensors)
 
 
 def test_tables_identical_in_another_process_with_other_thread_counts() -> None:

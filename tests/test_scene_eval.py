@@ -143,6 +143,17 @@ class TestRun:
         monkeypatch.setattr(A.RawPly, "encode", boom)
         assert evaluate.run([dataset], [], ["ply"], out, SCENE_METRICS)["records"][0]["bytes"] == ply["bytes"]
 
+    def test_workers_give_the_same_report(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(evaluate, "SCENE_WIDTH", 40)  # the forked workers inherit it
+        monkeypatch.setattr(evaluate, "SCENE_VIEWS", 2)
+        scenes.write_scene(scenes.SceneConfig(gaussians=200, frames=2, seed=6), dataset / "other")
+        psnr = {"gaussians": ["view_psnr"]}
+        one = evaluate.run([dataset], [], ["quant"], tmp_path / "one", psnr)
+        two = evaluate.run([dataset], [], ["quant"], tmp_path / "two", psnr, workers=2)
+        timing = {"encode_s", "decode_s"}
+        assert len({r["file"] for r in one["records"]}) == 2
+        assert [{k: v for k, v in r.items() if k not in timing} for r in two["records"]] == [{k: v for k, v in r.items() if k not in timing} for r in one["records"]]
+
     def test_content_hash_covers_frames_and_cameras(self, dataset: Path) -> None:
         scene = dataset / "scene"
         before = evaluate.content_sha(scene)

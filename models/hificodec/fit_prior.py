@@ -56,20 +56,19 @@ def packet_indices(net: HiFiCodec, files: list[Path], device: str = "cpu") -> li
 def index_source(net: HiFiCodec, device: str) -> IndexSource:
     """The codec's indices, contexts and coding, for the prior-fitting driver."""
 
-    def code(prior: PriorSet, packet: Packet) -> bytes:
+    def code(prior: PriorSet, packet: Packet, ks: list[int]) -> bytes:
         enc = E.Encoder()
-        encode_indices(enc, prior, np.stack(packet), GROUPS)
+        encode_indices(enc, prior, np.stack([packet[k] for k in ks]), GROUPS)  # ks: the first codebooks
         return enc.to_bytes()
 
     n, K = GROUPS * net.config.levels, net.config.codebook_size
     return IndexSource(
-        alphabet=K,
-        n_codebooks=n,
+        alphabets=[K] * n,
         packets=lambda files: packet_indices(net, files, device),
         contexts=lambda packet, k: contexts(np.stack(packet), k, GROUPS, K),
         sizes=lambda k: context_sizes(n, GROUPS, K)[k],
         code=code,
-        settings={s.name: s.codebooks for s in SETTINGS if isinstance(s, Rate)},
+        settings={s.name: list(range(s.codebooks)) for s in SETTINGS if isinstance(s, Rate)},
     )
 
 

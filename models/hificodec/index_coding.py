@@ -60,7 +60,7 @@ def encode_indices(enc: E.Encoder, prior: PriorSet, indices: npt.NDArray[np.inte
         bits = sum(E.cross_entropy_bits(indices[k, t : t + block], tables(k, t)) for t in range(0, T, block))
         mask |= prior.unigram_is_cheaper(k, indices[k], bits) << k
     for t in range(0, T, block):
-        rows = [np.broadcast_to(prior.unigram[k], (min(block, T - t), prior.alphabet)) if mask >> k & 1 else tables(k, t) for k in range(n)]
+        rows: list[npt.NDArray[np.integer]] = [np.broadcast_to(prior.unigram[k], (min(block, T - t), prior.alphabet)) if mask >> k & 1 else tables(k, t) for k in range(n)]
         enc.encode(indices[:, t : t + block].T.ravel(), np.stack(rows, axis=1).reshape(-1, prior.alphabet))
     return mask
 

@@ -36,7 +36,7 @@ from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
 
 from .index_coding import COARSE_M, FINE_M, context_sizes, decode_tile, encode_tile
-from .tiling import STRIDE, synthesise, tile_indices, tiles
+from .tiling import STRIDE, net_compress, net_decompress, synthesise, tile_indices, tiles
 
 if TYPE_CHECKING:
     import torch
@@ -116,6 +116,9 @@ class McQuicCodec(NeuralCodec["McQuic"]):
             raise ValueError(f"enc_margin={enc_margin} (a multiple of {STRIDE}) or dec_margin={dec_margin} (0..64 cells) out of range")
         self.tile, self.enc_margin, self.dec_margin = tile, enc_margin, dec_margin
 
+    net_compress = staticmethod(net_compress)  # the network functions `run` calls (tiling.py)
+    net_decompress = staticmethod(net_decompress)
+
     def settings(self) -> list[Setting]:
         return SETTINGS
 
@@ -144,7 +147,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
 
         def packets() -> Iterator[bytes]:
             for y0, y1, x0, x1 in boxes:
-                grids = tile_indices(model.net, rgb, (y0, y1, x0, x1), stages, self.enc_margin, self.device)
+                grids = tile_indices(self.run, rgb, (y0, y1, x0, x1), stages, self.enc_margin)
                 enc = E.Encoder()
                 mask = encode_tile(enc, model.prior, grids)
                 streams = [_META.pack(*grids[0].shape, mask), enc.to_bytes()]
@@ -188,5 +191,5 @@ class McQuicCodec(NeuralCodec["McQuic"]):
             if a is not None:
                 out[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1], -1] = a.astype(out.dtype) * scale
         for box in boxes:
-            synthesise(self.model.net, out, coarse, fine, box, fields.dec_margin, self.device, fields.gray)
+            synthesise(self.run, out, coarse, fine, box, fields.dec_margin, fields.gray)
         return M.Image(out)

@@ -24,7 +24,7 @@ from nmc.codec.prior import PriorSet
 from nmc.codec.threads import torch_threads
 from nmc.codec.weights import read_weights
 from nmc.models.mcquic.codec import ENC_MARGIN, SETTINGS, TILE, McQuicCodec, Quality
-from nmc.models.mcquic.tiling import tile_indices, tiles
+from nmc.models.mcquic.tiling import local, tile_indices, tiles
 from nmc.models.mcquic.index_coding import COARSE_M, FINE_M, context_sizes, contexts, encode_tile
 from nmc.models.mcquic.network import McQuic
 from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
@@ -34,29 +34,28 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
 def tile_packets(net: McQuic, files: list[Path]) -> list[Packet]:
     """Index grids of every tile of every file (coarse codebooks, then fine)."""
-    out = []
+    out, run = [], local(net)
     for path in files:
         rgb, _ = M.to_rgb8(M.read_image(path))
-        out += [tile_indices(net, rgb, box, net.args.qualities, ENC_MARGIN) for box in tiles(rgb.shape[0], rgb.shape[1], TILE)]
+        out += [tile_indices(run, rgb, box, net.args.qualities, ENC_MARGIN) for box in tiles(rgb.shape[0], rgb.shape[1], TILE)]
     return out
 
 
 def index_source(net: McQuic) -> IndexSource:
     """The codec's indices, contexts and coding, for the prior-fitting driver."""
 
-    def code(prior: PriorSet, packet: Packet) -> bytes:
+    def code(prior: PriorSet, packet: Packet, ks: list[int]) -> bytes:
         enc = E.Encoder()
-        encode_tile(enc, prior, packet)
+        encode_tile(enc, prior, [packet[k] for k in ks])  # ks: the first codebooks
         return enc.to_bytes()
 
     return IndexSource(
-        alphabet=net.args.coarse_k,
-        n_codebooks=COARSE_M + FINE_M * net.args.fine_stages,
+        alphabets=[net.args.coarse_k] * (COARSE_M + FINE_M * net.args.fine_stages),
         packets=lambda files: tile_packets(net, files),
         contexts=lambda packet, k: contexts(packet, k, net.args.coarse_k),
         sizes=lambda k: context_sizes(k, net.args.coarse_k),
         code=code,
-        settings={s.name: COARSE_M + FINE_M * (s.stages - 1) for s in SETTINGS if isinstance(s, Quality)},
+        settings={s.name: list(range(COARSE_M + FINE_M * (s.stages - 1))) for s in SETTINGS if isinstance(s, Quality)},
     )
 
 

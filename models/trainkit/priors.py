@@ -3,7 +3,7 @@ in, the shipped weights file (network + integer priors + report, `codec/weights.
 
 A codec supplies an `IndexSource`: how files become index packets (a packet is one array of
 indices per codebook, as the codec codes them), the contexts of codebook k in a packet, and how
-it entropy-codes a packet. The driver splits the files (never the dev set), caches the packets,
+it entropy-codes the codebooks of a packet that a setting codes. The driver splits the files (never the dev set), caches the packets,
 fits one `ContextPrior` and one unigram table per codebook, reports held-out bits per index and
 what the codec writes at each setting, and writes the weights file.
 """
@@ -33,13 +33,12 @@ Packet = list[np.ndarray]  # one index array per codebook
 class IndexSource:
     """What a codec gives the driver."""
 
-    alphabet: int
-    n_codebooks: int
+    alphabets: list[int]  # per codebook
     packets: Callable[[list[Path]], list[Packet]]  # index packets of files, all codebooks
     contexts: Callable[[Packet, int], np.ndarray]  # context rows of codebook k, in `packet[k].ravel()` order
     sizes: Callable[[int], list[int]]  # alphabet of each context of codebook k
-    code: Callable[[PriorSet, Packet], bytes]  # the first codebooks of a packet, coded as the codec does
-    settings: dict[str, int]  # setting name -> codebooks it codes
+    code: Callable[[PriorSet, Packet, list[int]], bytes]  # codebooks `ks` of a packet, coded as the codec does
+    settings: dict[str, list[int]]  # setting name -> the codebooks it codes
 
 
 @dataclass(frozen=True)
@@ -117,11 +116,11 @@ def examples(src: IndexSource, packets: list[Packet], k: int) -> tuple[np.ndarra
 def fit_priors(src: IndexSource, train: list[Packet], test: list[Packet], fit: FitConfig, say: Callable[[str], None] = print) -> tuple[PriorSet, list[dict]]:
     """One context prior and one unigram table per codebook, with held-out bits per index; then
     the bits per index the codec writes at each setting (per packet the cheaper table)."""
-    t0, K = time.time(), src.alphabet
+    t0 = time.time()
     priors: list[ContextPrior] = []
     unigram: list[np.ndarray] = []
     rows: list[dict[str, Any]] = []
-    for k in range(src.n_codebooks):
+    for k, K in enumerate(src.alphabets):
         y, ctx = examples(src, train, k)
         prior = fit_context_prior(y, ctx, K, src.sizes(k), fit, fit.seed + k)
         uni = E.freqs_from_counts(np.bincount(y, minlength=K) + 0.5)
@@ -133,13 +132,14 @@ def fit_priors(src: IndexSource, train: list[Packet], test: list[Packet], fit: F
         rows.append({"codebook": k, "context_bits": round(ctx_bits, 4), "unigram_bits": round(uni_bits, 4), "used": round(used, 4)})
         say(f"codebook {k}: context {ctx_bits:.3f} bit/index, unigram {uni_bits:.3f}, fixed {np.log2(K):.0f}, "
             f"codes used {100 * used:.1f} % ({len(y)} train indices, {time.time() - t0:.0f} s)")
-    prior_set = PriorSet(priors, np.stack(unigram).astype(np.int32))
+    prior_set = PriorSet(priors, unigram)
     say("setting  bits/index  saving vs fixed length  (held-out packets, range-coded)")
-    for name, n in src.settings.items():
-        nbytes = sum(len(src.code(prior_set, p[:n])) for p in test)
-        bits = 8 * nbytes / sum(a.size for p in test for a in p[:n])
-        rows.append({"setting": name, "codebooks": n, "coded_bits": round(bits, 4)})
-        say(f"{name:8s} {bits:10.3f}  {100 * (1 - bits / np.log2(K)):21.1f} %")
+    for name, ks in src.settings.items():
+        nbytes = sum(len(src.code(prior_set, p, ks)) for p in test)
+        n = sum(p[k].size for p in test for k in ks)
+        bits, fixed = 8 * nbytes / n, sum(p[k].size * np.log2(src.alphabets[k]) for p in test for k in ks) / n
+        rows.append({"setting": name, "codebooks": len(ks), "coded_bits": round(bits, 4)})
+        say(f"{name:8s} {bits:10.3f}  {100 * (1 - bits / fixed):21.1f} %")
     return prior_set, rows
 
 

@@ -79,12 +79,13 @@ def spherical_kmeans(codes: torch.Tensor, k: int, weights: torch.Tensor | None =
 
 
 @torch.no_grad()
-def code_counts(net: VQGAN, data: Path) -> torch.Tensor:
+def code_counts(net: VQGAN, data: Path, device: str = "cpu") -> torch.Tensor:
     """How often the base network picks each code `[K]` on the photos under `data` (whole images)."""
     counts = torch.zeros(net.vq.size, dtype=torch.long)
     images, _ = load_images(data, 0)
+    net = net.to(device)
     for im in images:
-        counts += torch.bincount(net.encode(im[None].float() / 255).flatten(), minlength=net.vq.size)
+        counts += torch.bincount(net.encode(im[None].to(device).float() / 255).flatten(), minlength=net.vq.size).cpu()
     return counts
 
 
@@ -94,12 +95,13 @@ def main(
     rungs: str = "16,32,64,128,256,512",  # codebook sizes, comma-separated
     data: Path | None = None,  # weight the codes by their use on these photos (never the dev set)
     seed: int = 0,
+    device: str = "cpu",  # where the base network counts the codes (cuda on the GPU machine)
 ) -> None:
     sizes = sorted({int(s) for s in rungs.split(",")})
     start = read_weights(network)
     net = VQGAN.from_state_dict(start.state, start.args)
-    codes = net.vq.unit_codes().detach()
-    weights = code_counts(net, data) if data is not None else None
+    codes = net.vq.unit_codes().detach().cpu()
+    weights = code_counts(net, data, device) if data is not None else None
     tensors: dict[str, torch.Tensor] = {} if weights is None else {"base.counts": weights}
     if weights is not None:
         print(f"{int((weights > 0).sum())} of {net.vq.size} codes used on {data} ({int(weights.sum())} indices)")

@@ -18,14 +18,15 @@ sized for CPU decoding, 8-dimensional unit codes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
-    "ChannelNorm", "FactorizedVQ", "ForwardResult", "PatchDiscriminator", "VQGAN", "VQGANArgs", "VQResult",
+    "ChannelNorm", "FactorizedVQ", "ForwardResult", "Ladder", "PatchDiscriminator", "Rung", "VQGAN", "VQGANArgs", "VQResult",
     "args_from_dict", "export_tensors",
 ]
 
@@ -215,14 +216,7 @@ class VQGAN(nn.Module):
                 g_a.append(_conv(c, e[i + 1], 3, 2))
         self.g_a = nn.Sequential(*g_a, ChannelNorm(e[-1]), nn.SiLU())
         self.vq = FactorizedVQ(e[-1], d[-1], a.codebook_size, a.code_dim)
-        g_s: list[nn.Module] = []
-        for i in range(len(d) - 1, -1, -1):  # f16 -> f2
-            g_s += [ResBlock(d[i]) for _ in range(a.dec_blocks[i])]
-            if i > 0:
-                g_s.append(Upsample(d[i], d[i - 1]))
-        out = Upsample(d[0], 3)
-        nn.init.constant_(out.bias, 0.5)  # type: ignore[arg-type]  # start at mid-gray
-        self.g_s = nn.Sequential(*g_s, ChannelNorm(d[0]), nn.SiLU(), out)
+        self.g_s = synthesis(a)
 
     def bits(self, height: int, width: int) -> float:
         """Fixed-length bits of an image (padded to the stride)."""
@@ -268,15 +262,108 @@ class VQGAN(nn.Module):
         return net.eval()
 
 
+def synthesis(a: VQGANArgs) -> nn.Sequential:
+    """`g_s`: residual blocks at f16, then nearest x2 + conv and residual blocks at each scale up to f2, then RGB."""
+    d = a.dec_channels
+    g_s: list[nn.Module] = []
+    for i in range(len(d) - 1, -1, -1):  # f16 -> f2
+        g_s += [ResBlock(d[i]) for _ in range(a.dec_blocks[i])]
+        if i > 0:
+            g_s.append(Upsample(d[i], d[i - 1]))
+    out = Upsample(d[0], 3)
+    nn.init.constant_(out.bias, 0.5)  # type: ignore[arg-type]  # start at mid-gray
+    return nn.Sequential(*g_s, ChannelNorm(d[0]), nn.SiLU(), out)
+
+
+# the shipped network: the base and its ladder
+
+
+class Rung(nn.Module):
+    """One ladder rung: a k-means codebook of `size` entries with its own (fine-tuned) 1x1 convolutions,
+    and its own fine-tuned decoder when `decoder` (else the base's)."""
+
+    def __init__(self, a: VQGANArgs, size: int, decoder: bool):
+        super().__init__()
+        self.vq = FactorizedVQ(a.enc_channels[-1], a.dec_channels[-1], size, a.code_dim)
+        self.g_s = synthesis(a) if decoder else None
+
+
+class Ladder(VQGAN):
+    r"""The codec's network: the base VQGAN and its ladder rungs (Mao et al. 2024), one file.
+
+    .. code-block:: none
+
+        x ──g_a (shared)──► y ──rung S: in_proj, nearest of S unit codes, out_proj──► g_s (the rung's or the base's) ──► x_hat
+
+    Codebook sizes (`sizes`) name the operating points: each rung's, and the base's. The state holds the
+    base network's tensors as `train.py --export` writes them, then `rungs.{S}.vq.*` (and `rungs.{S}.g_s.*`).
+
+    Args:
+        args (VQGANArgs): the base network.
+        rungs (dict[int, bool]): codebook size of each rung -> whether it has its own decoder.
+    """
+
+    def __init__(self, args: VQGANArgs, rungs: dict[int, bool]):
+        super().__init__(args)
+        if any(s >= args.codebook_size or s < 2 for s in rungs):
+            raise ValueError(f"rungs {sorted(rungs)} must have 2 to {args.codebook_size - 1} codes (the base has {args.codebook_size})")
+        self.rungs = nn.ModuleDict({str(s): Rung(args, s, dec) for s, dec in sorted(rungs.items())})
+
+    @property
+    def sizes(self) -> list[int]:
+        """Codebook sizes of the operating points, ascending: the rungs', then the base's."""
+        return [int(s) for s in self.rungs] + [self.vq.size]
+
+    def parts(self, size: int) -> tuple[FactorizedVQ, nn.Module]:
+        """The quantizer and decoder of the operating point with `size` codes."""
+        if size == self.vq.size:
+            return self.vq, self.g_s
+        if str(size) not in self.rungs:
+            raise ValueError(f"no rung of {size} codes (sizes: {self.sizes})")
+        rung = cast(Rung, self.rungs[str(size)])
+        return rung.vq, rung.g_s or self.g_s
+
+    @torch.no_grad()
+    def features(self, x: Tensor) -> Tensor:
+        """Image `[B, 3, H, W]` in [0, 1], any size -> encoder features `[B, C, ceil(H/16), ceil(W/16)]` (every rung's input)."""
+        return self.g_a(self.pad(x))
+
+    @torch.no_grad()
+    def quantize(self, y: Tensor, size: int) -> Tensor:
+        """Encoder features -> indices `[B, h, w]` into the codebook of `size` codes."""
+        vq = self.parts(size)[0]
+        return vq.codes_to_indices(vq.latent(y))
+
+    @torch.no_grad()
+    def decode_at(self, indices: Tensor, size: int) -> Tensor:
+        """Indices `[B, h, w]` into the codebook of `size` codes -> image `[B, 3, 16h, 16w]` in [0, 1]."""
+        vq, g_s = self.parts(size)
+        return g_s(vq.out_proj(vq.indices_to_codes(indices))).clamp(0, 1)
+
+    def model_args(self) -> dict:
+        """`model_args` of the weights file (`from_state_dict`'s)."""
+        return {**asdict(self.args), "rungs": sorted(int(s) for s in self.rungs),
+                "rung_decoders": sorted(int(s) for s, r in self.rungs.items() if r.g_s is not None)}  # fmt: skip
+
+    @classmethod
+    def from_state_dict(cls, state_dict: dict[str, Tensor], model_args: dict) -> Ladder:
+        """Build from the weights file's tensors and `model_args`; fp32, eval mode."""
+        args = dict(model_args)
+        rungs, decoders = args.pop("rungs"), set(args.pop("rung_decoders"))
+        net = cls(args_from_dict(args), {int(s): s in decoders for s in rungs})
+        net.load_state_dict({k: v.float() for k, v in state_dict.items()})
+        return net.eval()
+
+
 def args_from_dict(d: dict) -> VQGANArgs:
     """`VQGANArgs` from its JSON form (lists back to tuples)."""
     return VQGANArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
 def export_tensors(net: VQGAN) -> dict[str, Tensor]:
-    """Inference tensors for shipping (`codec.weights` writes them): convolutions in fp16, the codebook
-    in fp32 (its argmax decides indices)."""
-    return {k: v.detach().to("cpu", torch.float32 if k == "vq.codebook" else torch.float16).contiguous()
+    """Inference tensors for shipping (`codec.weights` writes them): convolutions in fp16, codebooks
+    in fp32 (their argmax decides indices)."""
+    return {k: v.detach().to("cpu", torch.float32 if k.endswith("vq.codebook") else torch.float16).contiguous()
             for k, v in net.state_dict().items()}  # fmt: skip
 
 

@@ -1,0 +1,196 @@
+"""The `vqgan` codec: photos at 0.01-0.05 bpp as VQGAN indices (one per 16x16 pixels) into a ladder
+of codebooks, range-coded with context priors, in interleaved packets.
+
+Settings are the codebook sizes of the weights file: each ladder rung's and the base's (`s16` ..
+`s8192`), nominal rate log2(S) / 256 bpp. The image is replicate-padded to a multiple of 16 and
+cut into square tiles of `TILE` pixels; each tile's index map is split over `packets` interleaved
+packets (`packets.py`: a lost one leaves scattered holes), then the tile's alpha packet if any:
+
+    index packet = one range-coded stream: table choice, then the cells of the tile's sub-grid
+    alpha packet = the alpha plane of the tile, lossless (`codec/plane.py`)
+
+The encoder runs the network on each tile with `ENC_MARGIN` pixels of the image around it; the
+decoder gathers the index map of the whole image and synthesises each tile from its cells plus
+`dec_margin` cells around it, so tiles meet without seams. Byte layout: docs/FORMAT.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nmc.codec import media as M
+from nmc.codec.container import Header
+from nmc.codec.errors import CodecNotFoundError, MediaError
+from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
+from nmc.codec.interface import Encoded, NeuralCodec, Setting
+from nmc.codec.plane import decode_plane, encode_plane
+from nmc.codec.registry import register_codec
+from nmc.codec.weights import read_args
+from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
+
+from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
+from .tiling import STRIDE, net_decode, net_indices, synthesise, tile_indices
+
+if TYPE_CHECKING:
+    import torch
+
+    from .network import Ladder
+
+WEIGHTS = Path(__file__).parent / "weights" / "vqgan.safetensors"
+TILE = 1024  # pixels per tile side, a multiple of STRIDE
+PACKETS = 8  # index packets per tile (2 x 4 interleave): a 768x512 photo survives the loss of one
+ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
+DEC_MARGIN = 8  # cells of neighbouring indices the decoder sees (g_s reaches ~6.5)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RungSetting(Setting):
+    codebook_size: int  # a ladder rung's, or the base codebook's
+
+
+def _setting(size: int, base: bool) -> RungSetting:
+    bits = math.log2(size)
+    what = f"{size}-entry {'base ' if base else ''}codebook: {bits:g} bit per 16x16 pixels before entropy coding"
+    return RungSetting(f"s{size}", bits / STRIDE**2, "bpp", what, codebook_size=size)
+
+
+def _spans(cells: int, tile: int) -> list[int]:
+    """Sizes in cells of the tiles along one side of `cells` cells."""
+    return [min(tile, cells - s) for s in range(0, cells, tile)]
+
+
+@dataclass(frozen=True)
+class Fields(HeaderFields):
+    stride: int = header_field(Int(STRIDE, STRIDE))
+    tile: int = header_field(Int(STRIDE, 0xFFFF))
+    interleave: list[int] = header_field(IntList(1, MAX_PACKETS, 2))
+    alpha: bool = header_field(BOOL)
+    dec_margin: int = header_field(Int(0, 64))
+    gray: bool = header_field(BOOL, default=False)  # R=G=B colour image: one decoded plane copied to all three
+
+    @property
+    def lattice(self) -> tuple[int, int]:
+        return self.interleave[0], self.interleave[1]
+
+    def packets(self, media: dict[str, Any]) -> int:
+        """Packets of an image of `media`: per tile its index packets, then its alpha packet if any."""
+        rows, cols = (_spans(-(-media[k] // STRIDE), self.tile // STRIDE) for k in ("height", "width"))
+        return packet_count(rows, cols, self.lattice) + (len(rows) * len(cols) if self.alpha else 0)
+
+    def consistent(self, header: Header, setting: Setting) -> bool:
+        m = header.media
+        return (
+            isinstance(setting, RungSetting) and self.tile % STRIDE == 0 and len(self.interleave) == 2
+            and self.interleave[0] * self.interleave[1] <= MAX_PACKETS and max(m["width"], m["height"]) <= MAX_SIDE
+            and (m["channels"] in (2, 4) or not self.alpha) and header.packets == self.packets(m)
+        )  # fmt: skip
+
+
+@register_codec("vqgan")
+class VQGANCodec(NeuralCodec["Ladder"]):
+    """Photos at 0.01-0.05 bpp: VQGAN indices into a k-means codebook ladder, context-coded, interleaved packets."""
+
+    media = "image"
+    model_id = "vqgan-v1"
+    description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
+    weights_path = WEIGHTS
+    auto_priority = 10  # below mcquic: chosen by `--codec auto` only for rates below mcquic's lowest setting
+    header_fields = Fields
+    header_dict = (  # format 2: a typical header (the most frequent values), part of the format
+        b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
+        b'"extra":{"alpha":false,"dec_margin":8,"interleave":[2,4],"stride":16,"tile":1024},'
+        b'"media":{"bit_depth":8,"channels":3,"height":512,"kind":"image","width":768},"model_id":"vqgan-v1","packets":8,'
+        b'"setting":"s64","weights":"'
+    )
+
+    net_indices = staticmethod(net_indices)  # the network functions `run` calls (tiling.py)
+    net_decode = staticmethod(net_decode)
+
+    def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
+                 dec_margin: int = DEC_MARGIN) -> None:  # fmt: skip
+        super().__init__(weights_path)
+        check_geometry(tile, enc_margin, dec_margin, STRIDE)
+        self.tile, self.lattice, self.enc_margin, self.dec_margin = tile, interleave(packets), enc_margin, dec_margin
+
+    @cached_property
+    def _settings(self) -> list[Setting]:
+        """The weights file's operating points, from its metadata (the network is loaded on first use only)."""
+        path = self.weights_path
+        if path is None or not Path(path).is_file():
+            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        try:
+            args = read_args(path)
+            base, rungs = int(args["codebook_size"]), sorted(int(s) for s in args["rungs"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
+        settings: list[Setting] = [_setting(s, False) for s in rungs]
+        return settings + [_setting(base, True)]
+
+    def settings(self) -> list[Setting]:
+        return self._settings
+
+    def build_net(self, state: dict[str, torch.Tensor], args: dict[str, Any]) -> Ladder:
+        from .network import Ladder
+
+        net = Ladder.from_state_dict(state, args)
+        if net.sizes != [s.codebook_size for s in self._settings if isinstance(s, RungSetting)]:
+            raise ValueError(f"network codebooks {net.sizes} differ from the file's metadata")
+        return net
+
+    def prior_contexts(self, net: Ladder) -> list[list[int]]:
+        return [[s, s, s] for s in net.sizes]  # left, up, up-left (`packets.NEIGHBOURS`)
+
+    def prior_alphabets(self, net: Ladder) -> list[int]:
+        return net.sizes
+
+    def encode(self, image: M.Image, setting: Setting) -> Encoded:
+        assert isinstance(setting, RungSetting)
+        if max(image.width, image.height) > MAX_SIDE:
+            raise MediaError(f"vqgan: images up to {MAX_SIDE} pixels a side, got {image.width}x{image.height}")
+        rgb, alpha = M.to_rgb8(image)
+        model, size = self.model, setting.codebook_size
+        k = model.net.sizes.index(size)
+        boxes = tiles(image.height, image.width, self.tile, STRIDE)
+        fields = Fields(stride=STRIDE, tile=self.tile, interleave=list(self.lattice), alpha=alpha is not None, dec_margin=self.dec_margin,
+                        gray=is_gray(image.channels, rgb))  # fmt: skip
+
+        def packets() -> Iterator[bytes]:
+            for box in boxes:
+                grid = tile_indices(self.run, rgb, box, [size], self.enc_margin)[0]
+                for cells in packet_cells(grid.shape, self.lattice):
+                    yield encode_cells(model.prior, k, grid[cells])
+                if alpha is not None:
+                    yield encode_plane(alpha_of(alpha, box))
+
+        return Encoded(fields, packets(), fields.packets(M.metadata(image)))
+
+    def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
+        m, model, setting = header.media, self.model, self.setting(header.setting)
+        assert isinstance(setting, RungSetting)  # `Fields.consistent`
+        size = setting.codebook_size
+        k = model.net.sizes.index(size)
+        boxes = tiles(m["height"], m["width"], fields.tile, STRIDE)
+        indices = np.zeros((-(-m["height"] // STRIDE), -(-m["width"] // STRIDE)), np.int64)
+        out = new_canvas(m, fields.alpha)
+        for box in boxes:  # the packets, in order: the header's count is checked
+            tile = indices[box[0] // STRIDE : box[1] // STRIDE, box[2] // STRIDE : box[3] // STRIDE]
+            for cells in packet_cells(tile.shape, fields.lattice):
+                payload = next(packets)
+                assert payload is not None  # only codecs that can recover are given lost packets
+                tile[cells] = decode_cells(payload, model.prior, k, tile[cells].shape)
+            if fields.alpha:
+                payload = next(packets)
+                assert payload is not None
+                put_alpha(out, decode_plane(payload, min(box[1], m["height"]) - box[0], min(box[3], m["width"]) - box[2]), box)
+        rest = next(packets, None)  # reads the end record, which the container checks
+        assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
+        for box in boxes:
+            synthesise(self.run, out, indices, box, size, fields.dec_margin, fields.gray)
+        return M.Image(out)
