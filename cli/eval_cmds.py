@@ -27,15 +27,15 @@ def _fmt(v: Any) -> str:
 
 
 def eval_command(
-    datasets: Optional[list[Path]] = typer.Argument(None, help="Image/audio files or directories (searched recursively)."),
+    datasets: Optional[list[Path]] = typer.Argument(None, help="Image/audio files, .ply sequence directories, or directories holding them (searched recursively)."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Learned codecs, comma-separated (see `nmc models`)."),
-    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance)."),
+    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2 / ply,spz,quant (Gaussian sequences)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance / view_psnr,view_ssim,view_st_lpips)."),
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics (per worker)."),
     workers: int = typer.Option(0, "--workers", "-w", min=0, help="Files evaluated in parallel processes (0: one per CPU core)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Also for the ST-LPIPS and MS-SSIM networks."),
-    media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp or kbit/s), e.g. 0.1,0.25,0.5. Default: every setting."),
+    media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp, kbit/s or MB/frame), e.g. 0.1,0.25,0.5. Default: every setting."),
     html_only: Optional[Path] = typer.Option(None, "--html-only", help="Only rebuild DIR/report.html (and plots) from an existing report; nothing is recomputed."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
 ) -> None:
@@ -51,7 +51,7 @@ def eval_command(
         err.print(f"report: {page}", markup=False, highlight=False)
         return
     if not datasets:
-        raise typer.BadParameter("give one or more image/audio files or directories", param_hint="DATASET")
+        raise typer.BadParameter("give one or more image/audio files, .ply sequences or directories", param_hint="DATASET")
     try:
         rates = [float(r) for r in _names(media_at)] if media_at is not None else None
     except ValueError:
@@ -62,7 +62,7 @@ def eval_command(
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise typer.BadParameter(f"unknown metric(s) {unknown} (choose from {', '.join(METRICS)})", param_hint="--metrics")
-    per_kind = {kind: [m for m in chosen if METRICS[m].media == kind] for kind in ("image", "audio")}
+    per_kind = {kind: [m for m in chosen if METRICS[m].media == kind] for kind in evaluate.KINDS}
     with progress(eta=True) as bar:
         task = bar.add_task("eval", total=None)
         result = evaluate.run(
@@ -75,7 +75,7 @@ def eval_command(
         return
     from rich.table import Table
 
-    for kind in ("image", "audio"):
+    for kind in evaluate.KINDS:
         rows = [m for m in result["means"] if m["media"] == kind]
         if rows:
             cols = [k for k in rows[0] if k not in ("codec", "setting", "media", "files", "bytes", "encode_s", "decode_s")]
@@ -103,13 +103,12 @@ def bench_command(
 ) -> None:
     """Encode/decode speed, peak memory, model size and entropy-coder overhead."""
     from nmc.codec import bench
-    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, media_kind
     from nmc.codec.registry import available
 
     pairs = [p.split("=", 1) for p in _names(setting)]
     if any(len(p) != 2 for p in pairs):
         raise typer.BadParameter("use name=setting pairs, e.g. jpeg=q50", param_hint="--setting")
-    codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.installed()])
     with tempfile.TemporaryDirectory() as tmp:
         files = list(inputs or [])
         if not files and SAMPLES.is_dir():
@@ -117,6 +116,8 @@ def bench_command(
         elif not files:  # an installed package: no samples/ beside it
             err.print("no samples/ here: benching a synthetic photo and speech clip", markup=False, highlight=False)
             files = bench.synthetic_inputs(Path(tmp))
+        kinds = {media_kind(f) for f in files}  # by default every codec that has an input here
+        codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.media in kinds and c.installed()])
         with progress(eta=True) as bar:
             task = bar.add_task("bench", total=None)
             rows = bench.run(

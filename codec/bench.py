@@ -47,7 +47,7 @@ class BenchRow:
     decode_s: float
     encode_speed: float
     decode_speed: float
-    speed_unit: str  # "MP/s" (images) or "x realtime" (audio)
+    speed_unit: str  # "MP/s" (images), "x realtime" (audio) or "frames/s" (Gaussian sequences)
     peak_rss_mb: float
     peak_python_mb: float
     peak_gpu_mb: float | None
@@ -143,11 +143,20 @@ def cold_run(coder: Coder, setting: str, media: Any) -> ColdRun:
     try:
         with PeakRSS() as rss, entropy_tally() as tally:
             data = coder.encode(media, setting)
-            coder.decode(data)
+            decoded(coder, data)
         peak_python = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     return ColdRun(rss.growth, peak_python, data, int(tally["coded_bytes"]), tally["ideal_bits"])
+
+
+def decoded(coder: Coder, data: bytes) -> Any:
+    """Decode `data` completely: Gaussian frames are decoded lazily, as they are iterated."""
+    media = coder.decode(data)
+    if isinstance(media, M.Gaussians):
+        for _ in media.frames():
+            pass
+    return media
 
 
 def _model_size(name: str) -> tuple[int | None, float | None]:
@@ -198,12 +207,14 @@ def bench_one(coder: Coder, setting: str, path: Path, media: Any, cold: ColdRun,
     with torch_threads(threads or torch.get_num_threads()):
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        coder.decode(coder.encode(media, setting))  # warm-up on this device
+        decoded(coder, coder.encode(media, setting))  # warm-up on this device
         gpu = torch.cuda.max_memory_allocated() / 1e6 if device.startswith("cuda") else None
         enc = statistics.median(timed(lambda: coder.encode(media, setting)) for _ in range(repeat))
-        dec = statistics.median(timed(lambda: coder.decode(cold.data)) for _ in range(repeat))
+        dec = statistics.median(timed(lambda: decoded(coder, cold.data)) for _ in range(repeat))
     if isinstance(media, M.Image):
         amount, unit = media.width * media.height / 1e6, "MP/s"
+    elif isinstance(media, M.Gaussians):
+        amount, unit = len(media.names), "frames/s"
     else:
         amount, unit = media.frames / media.sample_rate, "x realtime"
     coded = cold.coded_bytes or None
@@ -264,7 +275,7 @@ def run(
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to bench: give --codec and/or --anchors")
-    loaded: dict[str, tuple[Path, M.Image | M.Audio]] = {}
+    loaded: dict[str, tuple[Path, M.Image | M.Audio | M.Gaussians]] = {}
     for p in map(Path, inputs):
         kind = M.media_kind(p)
         if kind not in loaded:

@@ -3,10 +3,16 @@
 Learned codecs and classical anchors are run through the same `Coder` view. Each finished
 point is appended to `DIR/cache.jsonl` at once, keyed by file content, coder identity
 (weights hash or library version) and setting, so an interrupted run resumes where it
-stopped. The report directory then gets:
+stopped.
+
+A Gaussian sequence (a directory of `.ply` frames) is one "file": its rate is MB per frame and
+bits per Gaussian, its quality that of renders of every frame from `SCENE_VIEWS` cameras (the
+sequence's `cameras.json`, else a ring around it) against renders of the original. The report
+directory then gets:
 
 - `report.json`: `{"meta": {...}, "records": [...], "means": [...], "bd_rate": [...]}`;
-  a record is `{file, codec, setting, bytes, bpp | kbps, <metric>: value, encode_s, decode_s}`,
+  a record is `{file, codec, setting, bytes, bpp | kbps | mb_per_frame (+ bits_per_gaussian),
+  <metric>: value, encode_s, decode_s}`,
   a mean has the same keys (averaged over files, NaN skipped) plus `files`, and a
   BD-rate entry is `{codec, anchor, metric, percent}`. Non-finite numbers are `null`.
 - `report.csv` (the records), `report.md` (tables and plots), `rd_<metric>.png` and `.svg`,
@@ -25,9 +31,10 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from . import media as M
 from .anchors import get_anchor
@@ -38,7 +45,13 @@ from .report_media import FileMedia, point_name, select_points
 from .threads import torch_threads
 from .metrics import BD_METRICS, DEFAULT_METRICS, METRICS, bd_rate, ms_ssim_db
 
-RATE_KEY = {"image": "bpp", "audio": "kbps"}
+if TYPE_CHECKING:
+    from .splatting import Camera
+
+RATE_KEY = {"image": "bpp", "audio": "kbps", "gaussians": "mb_per_frame"}
+MORE_RATES = {"gaussians": ["bits_per_gaussian"]}  # reported beside the rate, in records and means
+KINDS = tuple(RATE_KEY)
+SCENE_VIEWS, SCENE_WIDTH = 4, 160  # quality views of a Gaussian sequence: cameras per frame, pixels wide
 Progress = Callable[[int, int, str], None]
 
 
@@ -75,13 +88,16 @@ def anchor_coder(name: str) -> Coder:
 
 
 def find_files(datasets: Iterable[str | Path]) -> list[Path]:
-    """Image and audio files: the paths given, and those under the directories given (sorted)."""
+    """Image and audio files and Gaussian sequences (directories of `.ply` frames): the paths
+    given, and those under the directories given (sorted)."""
     files: list[Path] = []
     for d in map(Path, datasets):
-        if d.is_dir():
-            found = sorted(p for p in d.rglob("*") if p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES)
+        if d.is_dir() and is_sequence(d):
+            files.append(d)
+        elif d.is_dir():
+            found = sorted(p for p in d.rglob("*") if (p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES and p.is_file()) or (p.is_dir() and is_sequence(p)))
             if not found:
-                raise MediaError(f"{d}: no image or audio files")
+                raise MediaError(f"{d}: no image or audio files or .ply sequences")
             files += found
         elif d.is_file():
             M.media_kind(d)  # raises on unsupported types
@@ -91,7 +107,40 @@ def find_files(datasets: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def is_sequence(d: Path) -> bool:
+    """A directory that holds `.ply` frames is one Gaussian sequence."""
+    return any(M.is_frame_name(f.name) and f.is_file() for f in d.iterdir())
+
+
+def content_sha(path: Path) -> str:
+    """sha256 of a file, or of a sequence's frame names and bytes (and its cameras.json, which sets the views)."""
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for f in sorted(f for f in path.iterdir() if f.is_file() and (M.is_frame_name(f.name) or f.name == "cameras.json")):
+        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fo:
+            while block := fo.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------- running
+
+
+@dataclass
+class SceneViews:
+    """The quality cameras of a Gaussian sequence and the original's renders (made once per sequence)."""
+
+    cameras: list[Camera]
+    views: list[npt.NDArray[np.float32]]
+
+    @classmethod
+    def of(cls, seq: M.Gaussians) -> SceneViews:
+        from . import splatting  # torch: only when a sequence is evaluated
+
+        cameras = splatting.quality_cameras(seq.source, next(seq.frames()), SCENE_VIEWS, SCENE_WIDTH)
+        return cls(cameras, splatting.render_views(seq, cameras))
 
 
 class PointCache:
@@ -209,7 +258,7 @@ def _run_points(
     todo: list[int] = []  # the tasks with points to compute
     for path in files:
         kind = M.media_kind(path)
-        sources[str(path)] = sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        sources[str(path)] = sha = content_sha(path)
         coders = [c for f, c in jobs if f == path]
         keys = [PointCache.key(sha, c, s) for c in coders for s in c.settings]
         cached = {k: r for k in keys if (r := cache.get(k, metrics[kind])) is not None}
@@ -321,7 +370,7 @@ def evaluate_file(task: FileTask, report: Report, coders: dict[str, Coder]) -> l
     """One file's records for every coder (by name in `coders`) and setting, in order; `report` after each point.
 
     What depends only on the original is computed once (its pixels, ST-LPIPS features and MS-SSIM
-    statistics; decoded audio), and decoded images are scored in batches on a GPU. Decoded media
+    statistics; decoded audio; a Gaussian sequence's cameras and renders), and decoded images are scored in batches on a GPU. Decoded media
     are written once per point: at once for a new point when every point keeps them, else (with
     `media_at`, which needs the rates first) by coding the chosen points again.
     """
@@ -383,6 +432,7 @@ class Scorer:
         self.batch = 1 if device == "cpu" else 8  # on a CPU, batches only add memory traffic
         self.device = device
         self._image: ImageReference | None = None
+        self._scene: SceneViews | None = None
 
     def scores(self, decoded: list[Any]) -> list[dict[str, float]]:
         if not decoded:
@@ -391,12 +441,26 @@ class Scorer:
             ref = self.reference()
             x = ref.to_array()
             return [{m: METRICS[m].fn(x, ref.sample_rate, d.to_array(), d.sample_rate) for m in self.metrics} for d in decoded]
+        if self.kind == "gaussians":
+            return [self._scene_scores(d) for d in decoded]
         if self._image is None:
             self._image = ImageReference(M.to_rgb8(self.reference())[0], self.device)
         rgb = [M.to_rgb8(d)[0] for d in decoded]
         batched = {"ms_ssim": self._image.ms_ssim, "st_lpips": self._image.st_lpips}
         columns = {m: batched[m](rgb) if m in batched else [METRICS[m].fn(self._image.rgb, b) for b in rgb] for m in self.metrics}
         return [{m: columns[m][i] for m in self.metrics} for i in range(len(rgb))]
+
+    def _scene_scores(self, decoded: M.Gaussians) -> dict[str, float]:
+        """A Gaussian sequence's metrics: renders of every frame from the quality cameras (on the CPU)."""
+        ref = self.reference()
+        if decoded.counts != ref.counts:
+            raise MediaError(f"decoded sequence has {len(decoded.counts)} frames of {decoded.counts[:3]}... Gaussians, the original {len(ref.counts)} of {ref.counts[:3]}...")
+        from .splatting import render_views
+
+        if self._scene is None:
+            self._scene = SceneViews.of(ref)
+        views = render_views(decoded, self._scene.cameras)
+        return {m: METRICS[m].fn(self._scene.views, views) for m in self.metrics}
 
 
 def keep_freed_memory() -> None:
@@ -418,10 +482,13 @@ def keep_freed_memory() -> None:
     libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
 
 
-def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
-    """The media a coder gets; audio is decoded to memory once and reused for every point."""
+def load_reference(path: Path, kind: str) -> M.Image | M.Audio | M.Gaussians:
+    """The media a coder gets; audio is decoded to memory once and reused for every point, a
+    Gaussian sequence is streamed from its files each time."""
     if kind == "image":
         return M.read_image(path)
+    if kind == "gaussians":
+        return M.read_gaussians(path)
     audio = M.read_audio(path)
     return M.Audio.from_array(audio.to_array(), audio.sample_rate)
 
@@ -432,8 +499,13 @@ def _point(kind: str, ref: Any, coder: Coder, setting: str) -> tuple[dict[str, A
     data = coder.encode(ref, setting)
     t1 = time.perf_counter()
     decoded = coder.decode(data)
+    if kind == "gaussians":  # frames decode as they are read: read them once for the time
+        for _ in decoded.frames():
+            pass
     t2 = time.perf_counter()
     rate = {RATE_KEY[kind]: M.real_rate(len(data), M.metadata(ref))[0]}
+    if kind == "gaussians":
+        rate["bits_per_gaussian"] = 8 * len(data) / sum(ref.counts)
     return {"bytes": len(data), **rate, "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}, decoded
 
 
@@ -447,7 +519,7 @@ def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: di
         for setting in coder.settings:
             rows = [r for r in records if r["codec"] == coder.name and r["setting"] == setting]
             if rows:
-                keys = ["bytes", rate_key, *metrics[kind], "encode_s", "decode_s"]
+                keys = ["bytes", rate_key, *MORE_RATES.get(kind, []), *metrics[kind], "encode_s", "decode_s"]
                 mean = {k: _nanmean([r.get(k, math.nan) for r in rows]) for k in keys}
                 means.append({"codec": coder.name, "setting": setting, "media": kind, "files": len(rows), **mean})
     meta = {**_meta(datasets, coders), "sources": sources or {}}  # file -> sha256: finds its media
@@ -461,7 +533,7 @@ def bd_table(means: list[dict[str, Any]], coders: list[Coder]) -> list[dict[str,
     enters in dB, -10 log10(1 - MS-SSIM). Computed on the per-setting mean curves.
     """
     rows = []
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         learned = [c for c in coders if c.media == kind and not c.is_anchor]
         anchors = [c for c in coders if c.media == kind and c.is_anchor]
         pairs = [(c, a) for c in learned for a in anchors] or [(c, anchors[0]) for c in anchors[1:]]
@@ -478,7 +550,8 @@ def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -
     return [m[rate_key] for m in rows], quality
 
 
-AT_RATES = {"image": [0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0]}
+AT_RATES = {"image": [0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0],
+            "gaussians": [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]}
 
 
 def quality_at_rates(means: list[dict[str, Any]], codec: str, rate_key: str, metric: str, rates: list[float]) -> list[float | None]:
@@ -574,7 +647,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         metrics = [k for k in METRICS if METRICS[k].media == kind and any(_finite(m.get(k)) is not None for m in rows)]
         for metric in metrics:
@@ -590,7 +663,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
             ax.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel("bits per pixel" if kind == "image" else "kbit/s")
+            ax.set_xlabel({"image": "bits per pixel", "audio": "kbit/s", "gaussians": "MB per frame"}[kind])
             ax.set_ylabel(METRICS[metric].label + (" (dB)" if metric == "ms_ssim" else ""))
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
@@ -605,30 +678,30 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
     meta = report["meta"]
     lines = ["# Evaluation report", "", f"{meta['date']} on {meta['machine']}  ", f"Datasets: {', '.join(meta['datasets'])}", ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         if not rows:
             continue
-        cols = [RATE_KEY[kind], *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
+        cols = [RATE_KEY[kind], *MORE_RATES.get(kind, []), *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
         lines += [f"## Means per rate point ({kind})", "", _md_table(["codec", "setting", "files", *cols], [[m["codec"], m["setting"], m["files"], *(m[c] for c in cols)] for m in rows]), ""]
     if report["bd_rate"]:
         lines += ["## BD-rate (%, negative = fewer bits than the anchor at equal quality)", ""]
         lines += ["Over the per-setting mean curves; MS-SSIM in dB. – : the curves share no quality range.", ""]
         lines += [_md_table(["codec", "anchor", "metric", "BD-rate %"], [[b["codec"], b["anchor"], b["metric"], b["percent"]] for b in report["bd_rate"]]), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         if floors := lowest_rates(report, kind):
             rk = RATE_KEY[kind]
             lines += [f"## Lowest rate each codec reaches ({kind})", "", "Its setting of the lowest mean rate: quality at fixed rates below it is –.", ""]
             lines += [_md_table(["codec", "setting", f"mean {rk}", f"lowest file {rk}", f"highest file {rk}"], floors), ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         coders = list(dict.fromkeys(m["codec"] for m in rows))
         for metric in [k for k in METRICS if rows and k in rows[0]]:
             head = [f"{r:g} {RATE_KEY[kind]}" for r in AT_RATES[kind]]
             body = [[c, *quality_at_rates(report["means"], c, RATE_KEY[kind], metric, AT_RATES[kind])] for c in coders]
             lines += [f"## {METRICS[metric].label} at fixed rates (interpolated in log rate)", "", _md_table(["codec", *head], body), ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         records = [r for r in report["records"] if meta["coders"][r["codec"]]["media"] == kind]
         if records:
             cols = [k for k in records[0] if k not in ("file", "codec", "setting")]

@@ -8,6 +8,10 @@ cut or zero-padded to the reference's length (codecs may pad the end).
 PESQ, STOI and ViSQOL normalise levels, so on a (near-)silent reference they score the
 noise floor; they return NaN when the reference is below -60 dBFS RMS, and means skip NaN.
 
+Gaussian scenes are compared through renders: each metric takes the lists of float `(H, W, 3)`
+views (linear RGB, every held-out camera of every frame, `splatting.render_views`) of the
+original and of the decoded sequence, clamps them to [0, 1] as a display would, and pools.
+
 Each metric is registered in `METRICS` with its media kind and direction, so reports,
 plots and BD-rate never hard-code a metric list.
 """
@@ -112,6 +116,53 @@ def _st_lpips_model(net: str) -> "torch.nn.Module":  # type: ignore[name-defined
 def _check_same_shape(ref: np.ndarray, dec: np.ndarray) -> None:
     if ref.shape != dec.shape:
         raise ValueError(f"decoded shape {dec.shape} differs from the reference {ref.shape}")
+
+
+# ---------------------------------------------------------------- Gaussian scenes (renders)
+
+
+Views = list[npt.NDArray[np.float32]]  # (H, W, 3) float renders, one per camera and frame
+
+
+def view_psnr(ref: Views, dec: Views) -> float:
+    """PSNR in dB (peak 1) of the mean squared error over all views; `inf` when identical.
+
+    Pooled, not a mean of per-view dB: one perfect view (infinite dB) cannot hide the others."""
+    _check_views(ref, dec)
+    mse = float(np.mean([np.mean((_clamp(a) - _clamp(b)) ** 2) for a, b in zip(ref, dec)]))
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def view_ssim(ref: Views, dec: Views) -> float:
+    """Mean single-scale SSIM (11x11 Gaussian window, `pytorch-msssim`) over the views, 0..1."""
+    import torch
+    from pytorch_msssim import ssim
+
+    _check_views(ref, dec)
+    with torch.no_grad():
+        a, b = (torch.from_numpy(np.stack([_clamp(v) for v in x])).permute(0, 3, 1, 2) for x in (ref, dec))
+        return float(ssim(a, b, data_range=1.0, size_average=True))
+
+
+def view_st_lpips(ref: Views, dec: Views) -> float:
+    """Mean ST-LPIPS over the views (8-bit, as a display shows them); lower is closer."""
+    _check_views(ref, dec)
+    return float(np.mean([st_lpips(_to_uint8(a), _to_uint8(b)) for a, b in zip(ref, dec)]))
+
+
+def _clamp(v: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(v, np.float32), 0, 1)
+
+
+def _to_uint8(v: np.ndarray) -> npt.NDArray[np.uint8]:
+    return np.round(_clamp(v) * 255).astype(np.uint8)
+
+
+def _check_views(ref: Views, dec: Views) -> None:
+    if len(ref) != len(dec) or not ref:
+        raise ValueError(f"{len(dec)} decoded views for {len(ref)} reference views")
+    for a, b in zip(ref, dec):
+        _check_same_shape(a, b)
 
 
 # ---------------------------------------------------------------- audio
@@ -235,7 +286,7 @@ def _mel_filterbank(rate: int, n_fft: int, n_mels: int) -> FloatArray:
 @dataclass(frozen=True)
 class Metric:
     name: str
-    media: str  # "image" or "audio"
+    media: str  # "image", "audio" or "gaussians"
     fn: Callable[..., float]
     higher_is_better: bool
     label: str  # axis label in plots
@@ -247,6 +298,9 @@ METRICS: dict[str, Metric] = {
         Metric("psnr", "image", psnr, True, "PSNR (dB)"),
         Metric("ms_ssim", "image", ms_ssim, True, "MS-SSIM"),
         Metric("st_lpips", "image", st_lpips, False, "ST-LPIPS (alex)"),
+        Metric("view_psnr", "gaussians", view_psnr, True, "render PSNR (dB)"),
+        Metric("view_ssim", "gaussians", view_ssim, True, "render SSIM"),
+        Metric("view_st_lpips", "gaussians", view_st_lpips, False, "render ST-LPIPS (alex)"),
         Metric("pesq", "audio", pesq_wb, True, "PESQ-WB"),
         Metric("stoi", "audio", stoi, True, "STOI"),
         Metric("visqol_speech", "audio", visqol_speech, True, "ViSQOL speech (16 kHz)"),
@@ -258,8 +312,9 @@ METRICS: dict[str, Metric] = {
 DEFAULT_METRICS = {
     "image": ["psnr", "ms_ssim", "st_lpips"],
     "audio": ["pesq", "stoi", "visqol_speech", "si_sdr", "mel_distance"],
+    "gaussians": ["view_psnr", "view_ssim", "view_st_lpips"],
 }
-BD_METRICS = {"image": ["psnr", "ms_ssim"], "audio": ["pesq"]}
+BD_METRICS = {"image": ["psnr", "ms_ssim"], "audio": ["pesq"], "gaussians": ["view_psnr"]}
 
 
 # ---------------------------------------------------------------- Bjøntegaard delta rate

@@ -6,8 +6,8 @@ The image is replicate-padded at the bottom and right to a multiple of the netwo
 (pixels per index cell) and cut into square tiles in raster order. The encoder runs on a tile
 plus `margin` pixels of the padded image (`encoder_window`); the decoder synthesises a tile from
 the index cells of the whole image, the tile's plus `margin` cells around it (`cell_window`),
-and keeps the tile's pixels (`put_pixels`). Colour handling for the image codecs (vqgan; mcquic's
-`tiling.py` still holds its own copy): R=G=B
+and keeps the tile's pixels (`put_pixels`). Colour handling for the image codecs that use this
+module (one older codec keeps its own copy in its folder): R=G=B
 sources (`is_gray`), 1- and 2-channel sources decoded as the mean of the three output planes,
 16-bit sources at 8-bit precision (x 257), alpha planes coded elsewhere (`new_canvas`, `put_alpha`).
 """
