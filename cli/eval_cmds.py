@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -10,6 +11,7 @@ from typing import Any, Optional
 import typer
 
 from nmc.cli.output import emit, err, progress, user_errors
+from nmc.codec.device import DEVICE_HELP
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
@@ -25,13 +27,15 @@ def _fmt(v: Any) -> str:
 
 
 def eval_command(
-    datasets: Optional[list[Path]] = typer.Argument(None, help="Image/audio files or directories (searched recursively)."),
+    datasets: Optional[list[Path]] = typer.Argument(None, help="Image/audio files, .ply sequence directories, or directories holding them (searched recursively)."),
     codec: Optional[str] = typer.Option(None, "--codec", "-c", help="Learned codecs, comma-separated (see `nmc models`)."),
-    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance)."),
+    anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors: jpeg,webp,avif,jpeg2000,jxl,hevc,vvc,opus,codec2 / ply,spz,quant (Gaussian sequences)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance / view_psnr,view_ssim,view_st_lpips)."),
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics."),
-    media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp or kbit/s), e.g. 0.1,0.25,0.5. Default: every setting."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics (per worker)."),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Files evaluated in parallel processes (0: one per CPU core)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Also for the ST-LPIPS and MS-SSIM networks."),
+    media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp, kbit/s or MB/frame), e.g. 0.1,0.25,0.5. Default: every setting."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Packet loss rates to simulate for codecs that can recover, e.g. 0.05,0.1,0.2,0.3 (independent and burst drops; quality with each concealment)."),
     loss_settings: Optional[str] = typer.Option(None, "--loss-settings", help="Settings to simulate losses at, comma-separated (default: each codec's default setting)."),
     loss_draws: int = typer.Option(4, "--loss-draws", min=1, help="Seeded loss patterns per file, channel and rate."),
@@ -41,6 +45,7 @@ def eval_command(
 ) -> None:
     """Rate and quality of codecs and anchors on a dataset: tables, RD plots, BD-rate, report.html."""
     from nmc.codec import evaluate
+    from nmc.codec.device import resolve
     from nmc.codec.metrics import METRICS
 
     if html_only is not None:
@@ -50,7 +55,7 @@ def eval_command(
         err.print(f"report: {page}", markup=False, highlight=False)
         return
     if not datasets:
-        raise typer.BadParameter("give one or more image/audio files or directories", param_hint="DATASET")
+        raise typer.BadParameter("give one or more image/audio files, .ply sequences or directories", param_hint="DATASET")
     try:
         rates = [float(r) for r in _names(media_at)] if media_at is not None else None
     except ValueError:
@@ -67,12 +72,13 @@ def eval_command(
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
         raise typer.BadParameter(f"unknown metric(s) {unknown} (choose from {', '.join(METRICS)})", param_hint="--metrics")
-    per_kind = {kind: [m for m in chosen if METRICS[m].media == kind] for kind in ("image", "audio")}
+    per_kind = {kind: [m for m in chosen if METRICS[m].media == kind] for kind in evaluate.KINDS}
     with progress(eta=True) as bar:
         task = bar.add_task("eval", total=None)
         result = evaluate.run(
             list(datasets), _names(codec), _names(anchors), report, {k: v for k, v in per_kind.items() if v},
             progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads, media_at=rates,
+            device=resolve(device), workers=workers or os.cpu_count() or 1,
             loss=loss_rates, loss_settings=_names(loss_settings), loss_draws=loss_draws, loss_seed=loss_seed,
         )  # fmt: skip
     if as_json:
@@ -80,7 +86,7 @@ def eval_command(
         return
     from rich.table import Table
 
-    for kind in ("image", "audio"):
+    for kind in evaluate.KINDS:
         rows = [m for m in result["means"] if m["media"] == kind]
         if rows:
             cols = [k for k in rows[0] if k not in ("codec", "setting", "media", "files", "bytes", "encode_s", "decode_s")]
@@ -108,19 +114,18 @@ def bench_command(
     anchors: Optional[str] = typer.Option(None, "--anchors", "-a", help="Classical anchors to bench as well."),
     setting: Optional[str] = typer.Option(None, "--setting", "-s", help="Rate points as name=setting pairs, e.g. jpeg=q50 (default: middle)."),
     threads: Optional[str] = typer.Option(None, "--threads", help="CPU thread counts, e.g. 1,2 (default: 1 and all)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or both (default: cpu, plus cuda when present)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N, comma-separated (default: cpu, plus cuda when present)."),
     repeat: int = typer.Option(3, "--repeat", min=1, help="Timed runs per measurement (median)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON on stdout."),
 ) -> None:
     """Encode/decode speed, peak memory, model size and entropy-coder overhead."""
     from nmc.codec import bench
-    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES
+    from nmc.codec.media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, media_kind
     from nmc.codec.registry import available
 
     pairs = [p.split("=", 1) for p in _names(setting)]
     if any(len(p) != 2 for p in pairs):
         raise typer.BadParameter("use name=setting pairs, e.g. jpeg=q50", param_hint="--setting")
-    codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.installed()])
     with tempfile.TemporaryDirectory() as tmp:
         files = list(inputs or [])
         if not files and SAMPLES.is_dir():
@@ -128,6 +133,8 @@ def bench_command(
         elif not files:  # an installed package: no samples/ beside it
             err.print("no samples/ here: benching a synthetic photo and speech clip", markup=False, highlight=False)
             files = bench.synthetic_inputs(Path(tmp))
+        kinds = {media_kind(f) for f in files}  # by default every codec that has an input here
+        codecs = _names(codec) if codec else ([] if anchors else [n for n, c in available().items() if c.media in kinds and c.installed()])
         with progress(eta=True) as bar:
             task = bar.add_task("bench", total=None)
             rows = bench.run(

@@ -17,6 +17,8 @@ from typer.exceptions import TyperException
 
 from nmc.cli import eval_cmds
 from nmc.cli.output import FORCE_HELP, JSON_HELP, Terminated, emit, err, fatal, progress, stopped, user_errors
+from nmc.codec.device import DEVICE_HELP
+from nmc.codec.device import resolve as resolve_device
 
 app = typer.Typer(
     name="nmc",
@@ -37,14 +39,17 @@ def compress(
     bitrate: Optional[float] = typer.Option(None, "--bitrate", "-b", help="Highest nominal rate allowed, in the codec's unit (kbit/s for audio)."),
     target_bpp: Optional[float] = typer.Option(None, "--target-bpp", help="Images: the best setting whose real size is at most this many bits per pixel."),
     mono: bool = typer.Option(False, "--mono", help="Audio: downmix to one channel before coding (recorded in the header)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Compress a media file into an .nmc file."""
+    from nmc.codec.api import use_device
     from nmc.codec.files import compress_path
 
     if sum(x is not None for x in (quality, bitrate, target_bpp)) > 1:
         fatal("give at most one of --quality, --bitrate, --target-bpp")
+    use_device(resolve_device(device))
     with progress() as bar:
         task = bar.add_task("compressing", total=None)
         summary = compress_path(
@@ -60,12 +65,15 @@ def decompress(
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Output path ('-' for stdout). Default: INPUT without .nmc, as PNG/WAV."),
     recover: bool = typer.Option(False, "--recover", help="Decode despite damaged packets where the codec can predict lost data."),
     sample_rate: Optional[int] = typer.Option(None, "--sample-rate", min=1000, max=768000, help="Audio: resample the decoded signal to this rate (Hz)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Decompress an .nmc file back to media."""
+    from nmc.codec.api import use_device
     from nmc.codec.files import decompress_path
 
+    use_device(resolve_device(device))
     summary = decompress_path(input, output, recover, force, sample_rate)
     if summary.recovered:
         err.print(summary.recovered, markup=False, highlight=False, soft_wrap=True)
@@ -112,24 +120,44 @@ def batch(
     dst: Path = typer.Argument(..., help="Destination directory; the tree of SRC is mirrored."),
     codec: str = typer.Option("auto", "--codec", "-c", help="Codec for compression, or auto by media type."),
     quality: Optional[str] = typer.Option(None, "--quality", "-q", help="Rate setting name."),
-    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Parallel worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel worker processes (Ray: actors). Default: 1 on the CPU, every core with a GPU."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " With a GPU the workers share its network, in batches."),
+    executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray (Ray Data actors; pip install 'nmc\\[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray: the cluster to join (e.g. ray://head:10001 or auto); default: a local Ray instance."),
     resume: bool = typer.Option(False, "--resume", help="Skip files whose output already exists."),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Convert a whole directory tree, in parallel, with a summary at the end."""
+    import os
+    import time
+
     from nmc.codec import batch as B
 
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(f"{executor!r}: choose local or ray", param_hint="--executor")
+    if address is not None and executor != "ray":
+        raise typer.BadParameter("--address needs --executor ray", param_hint="--address")
     if not src.is_dir():
         fatal(f"{src}: not a directory")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         fatal("DST must not be SRC or inside it")
+    where = resolve_device(device) if executor == "local" else device  # Ray: each actor resolves it on its node
+    n = workers or (1 if where == "cpu" else os.cpu_count() or 1)
     dst.mkdir(parents=True, exist_ok=True)
     jobs = B.plan(src, dst)
     results: list[B.Result] = []
     stop: KeyboardInterrupt | None = None
+    network: dict[str, int] = {}
+    start = time.perf_counter()
+    if executor == "ray":
+        from nmc.codec import batch_ray
+
+        stream = batch_ray.run(jobs, codec, quality, n, resume, force, device, address)
+    else:
+        stream = B.run(jobs, codec, quality, n, resume, force, where, stats=network)
     try:
-        with progress() as bar, closing(B.run(jobs, codec, quality, workers, resume, force)) as stream:
+        with progress() as bar, closing(stream):
             task = bar.add_task("batch", total=len(jobs))
             for r in stream:
                 results.append(r)
@@ -138,18 +166,20 @@ def batch(
                     err.print(f"failed: {r.job.src}: {r.error}", markup=False, highlight=False, soft_wrap=True)
     except KeyboardInterrupt as e:  # the workers are stopped (closing): report what finished
         stop = e
+    seconds = time.perf_counter() - start
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     counts["not_run"] = len(jobs) - len(results)
     if as_json:
         records = [{"src": str(r.job.src), "status": r.status, "error": r.error, **(r.summary.as_dict() if r.summary else {})} for r in results]
-        emit({"counts": counts, "files": records}, True, "")
+        emit({"counts": counts, "seconds": round(seconds, 3), "network": network, "files": records}, True, "")
     else:
         table = Table("file", "status", "codec", "rate", "detail")
         for r in sorted(results, key=lambda r: str(r.job.src)):
             s = r.summary
             table.add_row(str(r.job.src.relative_to(src)), r.status, s.codec if s else "", f"{s.rate:.4g} {s.unit}" if s else "", r.error)
         Console(stderr=True).print(table)
-        err.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed" + (f", {counts['not_run']} not run" if counts["not_run"] else ""))
+        line = f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed" + (f", {counts['not_run']} not run" if counts["not_run"] else "")
+        err.print(f"{line} in {seconds:.1f} s")
     if stop is not None:
         stopped(stop)
     if counts["failed"]:

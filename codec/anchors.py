@@ -4,7 +4,8 @@ An anchor looks like a codec to the evaluator: `settings()` is its quality-knob 
 (lowest rate first), `encode(media, setting)` returns the anchor's whole file and
 `decode(data)` gives media back, so its rate is the size of its own file.
 
-Images are coded as 8-bit RGB (alpha dropped). Audio anchors code the mono downmix, which
+Images are coded as 8-bit RGB (alpha dropped). Gaussian sequences are coded frame by frame
+(`FrameAnchor`): the raw `.ply`, SPZ, and a quantize-and-lzma baseline. Audio anchors code the mono downmix, which
 is also what every audio metric compares; they decode at their own coding rate (8 kHz for
 Codec2) and the metrics resample.
 """
@@ -15,21 +16,21 @@ import io
 import struct
 import subprocess
 from abc import ABC, abstractmethod
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import CodecNotFoundError, MediaError
-from .media import Audio, Image, to_rgb8
+from .media import Audio, GaussianLayout, Gaussians, Image, Matrix, to_rgb8, write_ply
 
 
 class Anchor(ABC):
     """A classical codec with a sweep of quality settings."""
 
     name: ClassVar[str]  # set by @register_anchor
-    media: ClassVar[str]  # "image" or "audio"
+    media: ClassVar[str]  # "image", "audio" or "gaussians"
     description: ClassVar[str] = ""
 
     @abstractmethod
@@ -384,3 +385,171 @@ class Codec2(Anchor):
         body = data[7:]
         pcm = [c2.decode(body[i : i + size]) for i in range(0, len(body), size)]
         return Audio.from_array(np.concatenate(pcm).astype(np.float32) / 32768, self.RATE)
+
+
+# ---------------------------------------------------------------- Gaussian sequences, frame by frame
+
+
+class FrameAnchor(Anchor):
+    """A Gaussian sequence coded one frame at a time, as a splat format stores a single scene.
+
+    File: a 6-byte header (uint8 SH degree, uint8 normals, uint32 frames), then per frame its
+    format's bytes prefixed by uint32 Gaussians and uint32 length (all little endian): the rate
+    is the sum of the per-frame files plus 8 bytes each. Frames are decoded one at a time when read.
+    """
+
+    media = "gaussians"
+    _HEAD = struct.Struct("<BBI")
+
+    @abstractmethod
+    def encode_frame(self, m: Matrix, layout: GaussianLayout, setting: str) -> bytes: ...
+
+    @abstractmethod
+    def decode_frame(self, data: bytes, layout: GaussianLayout) -> Matrix: ...
+
+    def encode(self, media: Gaussians, setting: str) -> bytes:
+        self.setting_check(setting)
+        out = [self._HEAD.pack(media.layout.sh_degree, media.layout.normals, len(media.names))]
+        for m in media.frames():
+            data = self.encode_frame(m, media.layout, setting)
+            out += [struct.pack("<II", len(m), len(data)), data]
+        return b"".join(out)
+
+    def decode(self, data: bytes) -> Gaussians:
+        degree, normals, frames = self._HEAD.unpack_from(data)
+        layout, counts, chunks, pos = GaussianLayout(degree, bool(normals)), [], [], self._HEAD.size
+        for _ in range(frames):
+            count, n = struct.unpack_from("<II", data, pos)
+            counts.append(count)
+            chunks.append(data[pos + 8 : pos + 8 + n])
+            pos += 8 + n
+        return Gaussians(layout, [f"frame_{t:04d}.ply" for t in range(frames)], counts, lambda: (self.decode_frame(c, layout) for c in chunks))
+
+    def setting_check(self, setting: str) -> None:
+        if setting not in self.settings():
+            raise ValueError(f"{self.name}: bad setting {setting!r} (choose from {', '.join(self.settings())})")
+
+
+@register_anchor("ply")
+class RawPly(FrameAnchor):
+    """The uncompressed float32 `.ply` of each frame, as 3DGS writes it: the rate to beat."""
+
+    description = "float32 3DGS .ply per frame (uncompressed)"
+
+    def settings(self) -> list[str]:
+        return ["f32"]
+
+    def version(self) -> str:
+        return f"plyfile {version('plyfile')}"
+
+    def encode_frame(self, m: Matrix, layout: GaussianLayout, setting: str) -> bytes:
+        buf = io.BytesIO()
+        write_ply(buf, layout, m)
+        return buf.getvalue()
+
+    def decode_frame(self, data: bytes, layout: GaussianLayout) -> Matrix:
+        """The body after the header is a float32 record per vertex (the file `write_ply` made)."""
+        end = data.index(b"end_header\n") + len(b"end_header\n")
+        lines = data[:end].decode("ascii").splitlines()
+        count = next(int(line.split()[2]) for line in lines if line.startswith("element vertex"))
+        names = [line.split()[2] for line in lines if line.startswith("property float")]
+        vertex = np.frombuffer(data, [(n, "<f4") for n in names], count, end)
+        return layout.to_matrix({n: vertex[n] for n in names})
+
+
+@register_anchor("spz")
+class SPZ(FrameAnchor):
+    """Niantic's SPZ (v3: 24-bit fixed-point positions with 12 fractional bits, 8-bit log scales,
+    colours and opacities, smallest-three quaternions, 5/4-bit SH; gzip) through `gsply`
+    (`pip install nmc[spz]`). The sweep keeps SH degree 0..3 (higher bands dropped and read
+    back as zeros), the knob splat tools offer; SPZ itself has no quality setting."""
+
+    description = "SPZ v3 per frame (gsply), SH degree 0-3 kept"
+
+    def settings(self) -> list[str]:
+        return [f"sh{d}" for d in range(4)]
+
+    def version(self) -> str:
+        try:
+            return f"gsply {version('gsply')}"
+        except PackageNotFoundError:
+            return "gsply (not installed)"
+
+    @staticmethod
+    def _gsply() -> Any:
+        try:
+            import gsply
+        except ImportError:
+            raise MediaError("the spz anchor needs gsply: pip install 'nmc[spz]'") from None
+        return gsply
+
+    def encode_frame(self, m: Matrix, layout: GaussianLayout, setting: str) -> bytes:
+        import tempfile
+        from pathlib import Path
+
+        gsply, sl, n = self._gsply(), layout.slices(), len(m)
+        keep = (int(setting[2:]) + 1) ** 2 - 1
+        rest = m[:, sl["rest"]].reshape(n, 3, -1).transpose(0, 2, 1)[:, :keep]  # (N, K, 3) as gsply takes it
+        data = gsply.GSData(means=m[:, sl["pos"]].copy(), scales=m[:, sl["scale"]].copy(), quats=m[:, sl["rot"]].copy(),
+                            opacities=m[:, sl["opacity"]].ravel().copy(), sh0=m[:, sl["dc"]].copy(), shN=np.ascontiguousarray(rest))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "frame.spz"
+            gsply.write_spz(path, data, version=3)
+            return path.read_bytes()
+
+    def decode_frame(self, data: bytes, layout: GaussianLayout) -> Matrix:
+        import tempfile
+        from pathlib import Path
+
+        gsply = self._gsply()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "frame.spz"
+            path.write_bytes(data)
+            g = gsply.read_spz(path)
+        rest_cols = layout.slices()["rest"]
+        n, k = len(g.means), (rest_cols.stop - rest_cols.start) // 3  # f_rest coefficients per colour
+        rest = np.zeros((n, 3, k), np.float32)
+        shn = np.asarray(g.shN, np.float32)
+        if shn.size >= 3 * n:  # gsply gives a placeholder for SH degree 0
+            rest[:, :, : shn.size // (3 * n)] = shn.reshape(n, -1, 3).transpose(0, 2, 1)
+        parts = [g.means, g.sh0, rest.reshape(n, -1), np.reshape(g.opacities, (n, 1)), g.scales, g.quats]
+        return np.concatenate([np.asarray(p, np.float32).reshape(n, -1) for p in parts], axis=1)
+
+
+@register_anchor("quant")
+class QuantizedLzma(FrameAnchor):
+    """Each channel of each frame quantized uniformly to b bits between its min and max (kept as
+    float32), the uint16 planes byte-shuffled (high bytes, then low) and compressed by lzma
+    (xz, preset 9): the plain engineering baseline. 16 bits is the point the issue names; fewer
+    bits give the rest of its curve."""
+
+    description = "per-frame b-bit quantization per channel (min..max) + byte shuffle + lzma -9"
+    bits = [8, 10, 12, 14, 16]
+
+    def settings(self) -> list[str]:
+        return [f"{b}bit" for b in self.bits]
+
+    def version(self) -> str:
+        import lzma
+
+        return f"numpy {np.__version__}, xz preset 9, liblzma check {lzma.CHECK_CRC64}"
+
+    def encode_frame(self, m: Matrix, layout: GaussianLayout, setting: str) -> bytes:
+        import lzma
+
+        levels = (1 << int(setting[:-3])) - 1
+        lo, hi = m.min(axis=0), m.max(axis=0)
+        span = np.where(hi > lo, hi - lo, 1).astype(np.float64)
+        q = np.round((m - lo) / span * levels).astype(np.uint16).T  # (C, N): channel planes
+        shuffled = np.stack([q >> 8, q & 0xFF]).astype(np.uint8)
+        return struct.pack("<IH", len(m), levels) + lo.astype("<f4").tobytes() + hi.astype("<f4").tobytes() + lzma.compress(shuffled.tobytes(), preset=9)
+
+    def decode_frame(self, data: bytes, layout: GaussianLayout) -> Matrix:
+        import lzma
+
+        n, levels = struct.unpack_from("<IH", data)
+        c, pos = layout.channels, 6
+        lo, hi = (np.frombuffer(data, "<f4", c, pos + 4 * c * i).astype(np.float64) for i in (0, 1))
+        planes = np.frombuffer(lzma.decompress(data[pos + 8 * c :]), np.uint8).reshape(2, c, n).astype(np.uint16)
+        q = (planes[0] << 8) | planes[1]
+        return (lo + q.T * (np.where(hi > lo, hi - lo, 1) / levels)).astype(np.float32)

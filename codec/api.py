@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import itertools
 from contextlib import contextmanager
@@ -42,6 +43,16 @@ def save_media(target: str | Path | IO[bytes], media: Media) -> None:
         if not isinstance(target, (str, Path)):
             raise MediaError("Gaussian scenes cannot be written to stdout; give -o PATH")
         M.write_gaussians(target, media)
+
+
+def use_device(device: str) -> None:
+    """Run the networks of every installed codec on `device` (a resolved `--device`) in this process."""
+    from .registry import available
+
+    for name in available():
+        codec = get_codec(name)
+        if hasattr(codec, "to"):
+            codec.to(device)
 
 
 def resolve_codec(name: str, kind: str, rate: float | None = None) -> Codec:
@@ -206,7 +217,7 @@ def _tracked(packets: Iterator[bytes | None], at: list[int | None], lost: list[i
 
 
 def decode(opened: OpenedFile) -> Media:
-    """The media of an opened file; decoder failures are `ContainerError`s, also for lazy audio."""
+    """The media of an opened file; decoder failures are `ContainerError`s, also for lazy audio and frames."""
     header, name = opened.header, opened.codec.name
     at: list[int | None] = [None]
     opened.codec.recovered = None
@@ -217,14 +228,20 @@ def decode(opened: OpenedFile) -> Media:
         if media.pixels.shape != (m["height"], m["width"], m["channels"]):
             raise ContainerError(f"file is damaged: decoded {media.pixels.shape} pixels, the header says {m['height']}x{m['width']}x{m['channels']}")
     elif isinstance(media, M.Audio):
-        blocks = media.blocks
-
-        def guarded() -> Iterator[Any]:
-            with _damage_is_an_error(name, at):
-                yield from blocks()
-
-        media = M.Audio(media.sample_rate, media.channels, media.frames, guarded)
+        media = dataclasses.replace(media, blocks=_guarded(media.blocks, name, at))
+    elif isinstance(media, M.Gaussians):
+        media = dataclasses.replace(media, frames=_guarded(media.frames, name, at))
     return media
+
+
+def _guarded(stream: Callable[[], Iterator[Any]], codec: str, at: list[int | None]) -> Callable[[], Iterator[Any]]:
+    """A lazily decoded stream (audio blocks, Gaussian frames) whose decoder failures are `ContainerError`s."""
+
+    def guarded() -> Iterator[Any]:
+        with _damage_is_an_error(codec, at):
+            yield from stream()
+
+    return guarded
 
 
 def decompress_from_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) -> Decoded:
@@ -243,8 +260,11 @@ def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes
 
 
 def decompress(data: bytes, recover: bool = False, codec: Codec | None = None) -> Media:
-    """In-memory `decompress_from_file`; streamed audio is materialised."""
+    """In-memory `decompress_from_file`; streamed audio is materialised, and Gaussian frames are
+    decoded again from `data` each time they are iterated (one frame in memory at a time)."""
     media = decompress_from_file(io.BytesIO(data), recover, codec).media
     if isinstance(media, M.Audio):
         return M.Audio.from_array(media.to_array(), media.sample_rate)
+    if isinstance(media, M.Gaussians):
+        return dataclasses.replace(media, frames=lambda: decompress_from_file(io.BytesIO(data), recover, codec).media.frames())
     return media

@@ -5,6 +5,11 @@ on. Outputs are atomic, so with `resume` an existing output is a finished one an
 Every output name is known when planning (a .nmc file's header gives its media kind), so
 sources that would write the same file are refused before anything runs. Stopping the run
 (Ctrl-C) stops the workers at once, and a worker that dies fails only the files in flight.
+
+On a GPU the workers share one network: it runs in this process (`netcall.Server`), which
+stacks the workers' concurrent network calls of equal shape into batches, while the workers
+read, entropy-code and write their files in parallel. At most `workers` files are in flight, so
+memory does not grow with the directory. `batch_ray.run` runs the same jobs on Ray.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Generator
 
 from . import media as M
 from .errors import NmcError
+from .netcall import Server
 from .files import Summary, compress_path, decompress_path, default_output, remove_live_temps, remove_stale_temps
 
 STOP_SECONDS = 5  # how long a stopped worker may take to remove its temporary file before it is killed
@@ -113,12 +119,16 @@ def _exit_now(signum: int, frame: FrameType | None) -> None:
     os._exit(128 + signum)
 
 
-def _init_worker() -> None:
+def _init_worker(server: tuple[str, bytes] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
     signal.signal(signal.SIGTERM, _exit_now)  # how the main process stops a worker (first: importing torch takes seconds)
     import torch
 
     torch.set_num_threads(1)
+    if server is not None:
+        from .netcall import connect
+
+        connect(*server)
 
 
 def _result(f: Future[Result], job: Job) -> Result:
@@ -132,9 +142,13 @@ class _Workers:
     """A process pool that can be stopped at once (ProcessPoolExecutor can only wait for its
     running jobs before Python 3.14): its workers are this process's new children."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, server: Server | None = None) -> None:
         self.others = set(multiprocessing.active_children())
-        self.pool = ProcessPoolExecutor(n, initializer=_init_worker)
+        if server is None:
+            self.pool = ProcessPoolExecutor(n, initializer=_init_worker)
+        else:  # fresh interpreters: a forked child of a process that has started CUDA cannot use torch safely
+            context = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(n, context, initializer=_init_worker, initargs=((server.address, server.authkey),))
 
     def stop(self) -> None:
         workers = [p for p in multiprocessing.active_children() if p not in self.others]
@@ -148,28 +162,50 @@ class _Workers:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run(jobs: list[Job], codec: str = "auto", quality: str | None = None, workers: int = 1, resume: bool = False, force: bool = False) -> Generator[Result, None, None]:
+def run(
+    jobs: list[Job],
+    codec: str = "auto",
+    quality: str | None = None,
+    workers: int = 1,
+    resume: bool = False,
+    force: bool = False,
+    device: str = "cpu",
+    batch_size: int = 16,
+    share_network: bool | None = None,
+    stats: dict[str, int] | None = None,
+) -> Generator[Result, None, None]:
     """Run jobs, yielding results as they finish (in completion order).
 
     At most `workers` jobs are in flight, so a worker that dies (killed, out of memory) fails
     only the jobs in flight (the pool breaks with it); a new pool takes the rest. Closing the
     iterator early (Ctrl-C) stops the workers at once; what they leave is removed, as are stale
     temporary files with `resume`.
+
+    Args:
+        device (str): where the networks run (a resolved `--device`: cpu, cuda or cuda:N).
+        batch_size (int): most rows (photos, tiles, audio windows) per call of a shared network.
+        share_network (bool): workers send their network calls to this process, which batches
+            them (default: when the device is a GPU and there are several workers).
+        stats (dict): filled with the shared network's `calls` and `batches` when it ends.
     """
+    from .api import use_device
+
     dirs = {j.dst.parent for j in jobs}
     if resume:
         remove_stale_temps(dirs)
     args = (codec, quality, resume, force)
     if workers <= 1:
+        use_device(device)
         for job in jobs:
             yield run_job(job, *args)
         return
+    server = Server(device, batch_size) if (device != "cpu" if share_network is None else share_network) else None
     todo = deque(jobs)
     inflight: dict[Future[Result], Job] = {}
     pool: _Workers | None = None
     try:
         while todo or inflight:
-            pool = pool or _Workers(workers)
+            pool = pool or _Workers(workers, server)
             try:
                 while todo and len(inflight) < workers:
                     inflight[pool.pool.submit(run_job, todo[0], *args)] = todo[0]
@@ -192,3 +228,7 @@ def run(jobs: list[Job], codec: str = "auto", quality: str | None = None, worker
         if pool is not None:
             pool.stop()
             remove_stale_temps(dirs)
+        if server is not None:
+            server.close()
+            if stats is not None:
+                stats.update(calls=server.calls, batches=server.batches)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import media as M
+from .device import resolve
 from .errors import MediaError
 from .evaluate import Coder, anchor_coder, learned_coder, load_reference
 from .threads import torch_threads
@@ -46,7 +47,7 @@ class BenchRow:
     decode_s: float
     encode_speed: float
     decode_speed: float
-    speed_unit: str  # "MP/s" (images) or "x realtime" (audio)
+    speed_unit: str  # "MP/s" (images), "x realtime" (audio) or "frames/s" (Gaussian sequences)
     peak_rss_mb: float
     peak_python_mb: float
     peak_gpu_mb: float | None
@@ -142,11 +143,20 @@ def cold_run(coder: Coder, setting: str, media: Any) -> ColdRun:
     try:
         with PeakRSS() as rss, entropy_tally() as tally:
             data = coder.encode(media, setting)
-            coder.decode(data)
+            decoded(coder, data)
         peak_python = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     return ColdRun(rss.growth, peak_python, data, int(tally["coded_bytes"]), tally["ideal_bits"])
+
+
+def decoded(coder: Coder, data: bytes) -> Any:
+    """Decode `data` completely: Gaussian frames are decoded lazily, as they are iterated."""
+    media = coder.decode(data)
+    if isinstance(media, M.Gaussians):
+        for _ in media.frames():
+            pass
+    return media
 
 
 def _model_size(name: str) -> tuple[int | None, float | None]:
@@ -197,12 +207,14 @@ def bench_one(coder: Coder, setting: str, path: Path, media: Any, cold: ColdRun,
     with torch_threads(threads or torch.get_num_threads()):
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        coder.decode(coder.encode(media, setting))  # warm-up on this device
+        decoded(coder, coder.encode(media, setting))  # warm-up on this device
         gpu = torch.cuda.max_memory_allocated() / 1e6 if device.startswith("cuda") else None
         enc = statistics.median(timed(lambda: coder.encode(media, setting)) for _ in range(repeat))
-        dec = statistics.median(timed(lambda: coder.decode(cold.data)) for _ in range(repeat))
+        dec = statistics.median(timed(lambda: decoded(coder, cold.data)) for _ in range(repeat))
     if isinstance(media, M.Image):
         amount, unit = media.width * media.height / 1e6, "MP/s"
+    elif isinstance(media, M.Gaussians):
+        amount, unit = len(media.names), "frames/s"
     else:
         amount, unit = media.frames / media.sample_rate, "x realtime"
     coded = cold.coded_bytes or None
@@ -252,18 +264,18 @@ def run(
         inputs (list): media files (the first of each kind is used per coder).
         settings (dict): coder name -> setting; default the codec's default setting (anchors: the middle one).
         threads (list): CPU thread counts; default `[1, os.cpu_count()]`.
-        devices (list): default CPU plus CUDA when available.
+        devices (list): `--device` names (auto, cpu, cuda, cuda:N); default CPU plus CUDA when available.
     """
     import os
 
     import torch
 
     threads = threads or sorted({1, os.cpu_count() or 1})
-    devices = devices or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices = list(dict.fromkeys(resolve(d) for d in devices)) if devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to bench: give --codec and/or --anchors")
-    loaded: dict[str, tuple[Path, M.Image | M.Audio]] = {}
+    loaded: dict[str, tuple[Path, M.Image | M.Audio | M.Gaussians]] = {}
     for p in map(Path, inputs):
         kind = M.media_kind(p)
         if kind not in loaded:

@@ -3,10 +3,16 @@
 Learned codecs and classical anchors are run through the same `Coder` view. Each finished
 point is appended to `DIR/cache.jsonl` at once, keyed by file content, coder identity
 (weights hash or library version) and setting, so an interrupted run resumes where it
-stopped. The report directory then gets:
+stopped.
+
+A Gaussian sequence (a directory of `.ply` frames) is one "file": its rate is MB per frame and
+bits per Gaussian, its quality that of renders of every frame from `SCENE_VIEWS` cameras (the
+sequence's `cameras.json`, else a ring around it) against renders of the original. The report
+directory then gets:
 
 - `report.json`: `{"meta": {...}, "records": [...], "means": [...], "bd_rate": [...]}`;
-  a record is `{file, codec, setting, bytes, bpp | kbps, <metric>: value, encode_s, decode_s}`,
+  a record is `{file, codec, setting, bytes, bpp | kbps | mb_per_frame (+ bits_per_gaussian),
+  <metric>: value, encode_s, decode_s}`,
   a mean has the same keys (averaged over files, NaN skipped) plus `files`, and a
   BD-rate entry is `{codec, anchor, metric, percent}`. Non-finite numbers are `null`.
 - `report.csv` (the records), `report.md` (tables and plots), `rd_<metric>.png` and `.svg`,
@@ -26,25 +32,27 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from . import media as M
 from .anchors import get_anchor
 from .container import format_id, read_header
 from .errors import MediaError
+from .reference import ImageReference
 from .report_media import FileMedia, point_name, select_points
 from .threads import torch_threads
-from .metrics import (
-    BD_METRICS,
-    DEFAULT_METRICS,
-    METRICS,
-    bd_rate,
-    ms_ssim_db,
-)
+from .metrics import BD_METRICS, DEFAULT_METRICS, METRICS, bd_rate, ms_ssim_db
 
-RATE_KEY = {"image": "bpp", "audio": "kbps"}
+if TYPE_CHECKING:
+    from .splatting import Camera
+
+RATE_KEY = {"image": "bpp", "audio": "kbps", "gaussians": "mb_per_frame"}
+MORE_RATES = {"gaussians": ["bits_per_gaussian"]}  # reported beside the rate, in records and means
+KINDS = tuple(RATE_KEY)
+SCENE_VIEWS, SCENE_WIDTH = 4, 160  # quality views of a Gaussian sequence: cameras per frame, pixels wide
 Progress = Callable[[int, int, str], None]
 
 
@@ -81,13 +89,16 @@ def anchor_coder(name: str) -> Coder:
 
 
 def find_files(datasets: Iterable[str | Path]) -> list[Path]:
-    """Image and audio files: the paths given, and those under the directories given (sorted)."""
+    """Image and audio files and Gaussian sequences (directories of `.ply` frames): the paths
+    given, and those under the directories given (sorted)."""
     files: list[Path] = []
     for d in map(Path, datasets):
-        if d.is_dir():
-            found = sorted(p for p in d.rglob("*") if p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES)
+        if d.is_dir() and is_sequence(d):
+            files.append(d)
+        elif d.is_dir():
+            found = sorted(p for p in d.rglob("*") if (p.suffix.lower() in M.IMAGE_SUFFIXES | M.AUDIO_SUFFIXES and p.is_file()) or (p.is_dir() and is_sequence(p)))
             if not found:
-                raise MediaError(f"{d}: no image or audio files")
+                raise MediaError(f"{d}: no image or audio files or .ply sequences")
             files += found
         elif d.is_file():
             M.media_kind(d)  # raises on unsupported types
@@ -97,20 +108,40 @@ def find_files(datasets: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def is_sequence(d: Path) -> bool:
+    """A directory that holds `.ply` frames is one Gaussian sequence."""
+    return any(M.is_frame_name(f.name) and f.is_file() for f in d.iterdir())
+
+
+def content_sha(path: Path) -> str:
+    """sha256 of a file, or of a sequence's frame names and bytes (and its cameras.json, which sets the views)."""
+    if not path.is_dir():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for f in sorted(f for f in path.iterdir() if f.is_file() and (M.is_frame_name(f.name) or f.name == "cameras.json")):
+        h.update(f"{f.name}\0{f.stat().st_size}\0".encode())
+        with open(f, "rb") as fo:
+            while block := fo.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------- running
 
 
-def measure(kind: str, ref: Any, data: bytes, decoded: Any, metrics: list[str]) -> dict[str, float]:
-    """Rate and the named metrics of one decoded media against its reference."""
-    if kind == "image":
-        a, b = M.to_rgb8(ref)[0], M.to_rgb8(decoded)[0]
-        out = {"bpp": M.real_rate(len(data), M.metadata(ref))[0]}
-        out.update({m: METRICS[m].fn(a, b) for m in metrics})
-        return out
-    x, y = ref.to_array(), decoded.to_array()
-    out = {"kbps": M.real_rate(len(data), M.metadata(ref))[0]}
-    out.update({m: METRICS[m].fn(x, ref.sample_rate, y, decoded.sample_rate) for m in metrics})
-    return out
+@dataclass
+class SceneViews:
+    """The quality cameras of a Gaussian sequence and the original's renders (made once per sequence)."""
+
+    cameras: list[Camera]
+    views: list[npt.NDArray[np.float32]]
+
+    @classmethod
+    def of(cls, seq: M.Gaussians) -> SceneViews:
+        from . import splatting  # torch: only when a sequence is evaluated
+
+        cameras = splatting.quality_cameras(seq.source, next(seq.frames()), SCENE_VIEWS, SCENE_WIDTH)
+        return cls(cameras, splatting.render_views(seq, cameras))
 
 
 class PointCache:
@@ -151,6 +182,8 @@ def run(
     progress: Progress | None = None,
     threads: int = 1,
     media_at: list[float] | None = None,
+    device: str = "cpu",
+    workers: int = 1,
     loss: list[float] | None = None,
     loss_settings: list[str] | None = None,
     loss_draws: int = 4,
@@ -171,7 +204,15 @@ def run(
         loss (list): packet loss rates to simulate (`codec/loss.py`) for the codecs that can recover,
             at `loss_settings` (default: each codec's default setting), `loss_draws` seeded draws
             per file, channel and rate, seeds derived from `loss_seed`.
+        device (str): where the codecs' networks and the ST-LPIPS and MS-SSIM networks run.
+        workers (int): files evaluated in parallel processes (each with `threads` threads).
+            This process's allocator keeps freed memory (`keep_freed_memory`).
     """
+    from . import api
+    from .metrics import use_device
+
+    api.use_device(device)
+    use_device(device)
     coders = [learned_coder(c) for c in codecs] + [anchor_coder(a) for a in anchors]
     if not coders:
         raise MediaError("nothing to evaluate: give --codec and/or --anchors")
@@ -187,67 +228,72 @@ def run(
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = PointCache(out / "cache.jsonl")
+    keep_freed_memory()
     if loss and not any(get_codec_class(c.name).can_recover for c in coders if not c.is_anchor):
         raise MediaError("--loss: none of the chosen codecs can recover lost packets")
     with torch_threads(threads):
-        records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at)
+        records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at, workers, threads, device)
         report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
         if loss:
-            report["loss"] = _loss_points(files, coders, cache, metrics, report["means"], loss, loss_settings or [], loss_draws, loss_seed, progress)
+            report["loss"] = _loss_points(files, coders, cache, metrics, report["means"], loss, loss_settings or [], loss_draws, loss_seed, progress, device)
     write_report(report, out)
     return report
 
 
-def _run_points(
-    files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None, out: Path, media_at: list[float] | None
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Every point's record, from the cache or computed; and each file's content hash.
+@dataclass(frozen=True)
+class FileTask:
+    """One source file's points: what a worker needs to compute them (picklable: coders by name)."""
 
-    Decoded media are written once per point: at once for a new point when every point keeps
-    them, else (with `media_at`, which needs the rates first) by coding the chosen points again.
-    """
+    path: Path
+    kind: str
+    source_sha: str
+    coders: tuple[tuple[str, bool], ...]  # (name, is_anchor)
+    cached: dict[str, dict[str, Any]]  # cache key -> finished record, this file's only
+    metrics: tuple[str, ...]
+    out: Path
+    media_at: tuple[float, ...] | None
+    device: str
+
+
+Report = Callable[[str, dict[str, Any], bool, str], None]  # report(cache key, record, new, label) after each point
+
+
+def _run_points(
+    files: list[Path], jobs: list[tuple[Path, Coder]], cache: PointCache, metrics: dict[str, list[str]], progress: Progress | None, out: Path,
+    media_at: list[float] | None, workers: int, threads: int, device: str,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every point's record (in file, coder, setting order), from the cache or computed; and each
+    file's content hash. Files run in `workers` processes, each point cached as soon as it is done."""
     total, done = sum(len(c.settings) for _, c in jobs), 0
-    records: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
+    tasks: list[FileTask] = []
+    todo: list[int] = []  # the tasks with points to compute
     for path in files:
         kind = M.media_kind(path)
-        source_sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        sources[str(path)] = source_sha
-        loaded: list[Any] = []
+        sources[str(path)] = sha = content_sha(path)
+        coders = [c for f, c in jobs if f == path]
+        keys = [PointCache.key(sha, c, s) for c in coders for s in c.settings]
+        cached = {k: r for k in keys if (r := cache.get(k, metrics[kind])) is not None}
+        if len(cached) < len(keys):
+            todo.append(len(tasks))
+        media = tuple(media_at) if media_at is not None else None
+        tasks.append(FileTask(path, kind, sha, tuple((c.name, c.is_anchor) for c in coders), cached, tuple(metrics[kind]), out, media, device))
 
-        def reference() -> Any:
-            if not loaded:
-                loaded.append(load_reference(path, kind))
-            return loaded[0]
+    def report(key: str, record: dict[str, Any], new: bool, label: str) -> None:
+        nonlocal done
+        if new:
+            cache.put(key, record)
+        done += 1
+        if progress:
+            progress(done, total, label)
 
-        media = FileMedia.open(out, str(path), source_sha, kind, reference)
-        for coder in (c for f, c in jobs if f == path):
-            group = []
-            for setting in coder.settings:
-                key = PointCache.key(source_sha, coder, setting)
-                record = cache.get(key, metrics[kind])
-                if record is None:
-                    fields, decoded = _point(kind, reference(), coder, setting, metrics[kind])
-                    record = {"file": str(path), "codec": coder.name, "setting": setting, **fields}
-                    cache.put(key, record)
-                    if media_at is None:
-                        media.write(point_name(coder.name, setting, coder.identity), decoded)
-                group.append({**record, "file": str(path)})
-                done += 1
-                if progress:
-                    progress(done, total, f"{path.name} {coder.name} {setting}")
-            keep = select_points(group, RATE_KEY[kind], media_at)
-            for r in (r for r in group if r["setting"] in keep):
-                name = point_name(coder.name, r["setting"], coder.identity)
-                if not media.has(name):
-                    if progress:
-                        progress(done, total, f"media {path.name} {coder.name} {r['setting']}")
-                    data = coder.encode(reference(), r["setting"])
-                    if len(data) != r["bytes"]:  # the media would not be what the metrics measured
-                        raise MediaError(f"{coder.name} {r['setting']} on {path}: coding again gave {len(data)} bytes, the cache has {r['bytes']} (delete {cache.path})")
-                    media.write(name, coder.decode(data))
-            records += group
-    return records, sources
+    results: dict[int, list[dict[str, Any]]] = {}
+    if workers > 1 and len(todo) > 1:
+        results = _run_parallel([tasks[i] for i in todo], todo, report, min(workers, len(todo)), threads)
+    for i, task in enumerate(tasks):
+        if i not in results:
+            results[i] = evaluate_file(task, report, {c.name: c for _, c in jobs})
+    return [r for i in range(len(tasks)) for r in results[i]], sources
 
 
 def get_codec_class(name: str) -> Any:
@@ -257,7 +303,7 @@ def get_codec_class(name: str) -> Any:
 
 
 def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metrics: dict[str, list[str]], means: list[dict[str, Any]],
-                 rates: list[float], settings: list[str], draws: int, seed: int, progress: Progress | None) -> dict[str, Any]:  # fmt: skip
+                 rates: list[float], settings: list[str], draws: int, seed: int, progress: Progress | None, device: str) -> dict[str, Any]:  # fmt: skip
     """Every codec that can recover, on every file of its kind, at the chosen settings: each channel x
     rate x draw loses packets (`loss.lost_packets`), and the damaged file is decoded with each of the
     codec's concealments. Returns the loss section of the report (records, means, the loss-free means)."""
@@ -274,6 +320,7 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
         total, done = len(paths) * len(chosen[coder.name]) * len(L.CHANNELS) * len(rates) * draws, 0
         for path in paths:
             ref, sha = load_reference(path, coder.media), hashlib.sha256(path.read_bytes()).hexdigest()
+            scorer = Scorer(coder.media, lambda: ref, metrics[coder.media], device)  # noqa: B023 (used in this iteration only)
             for setting in chosen[coder.name]:
                 data = coder.encode(ref, setting)
                 packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
@@ -294,7 +341,7 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
                                             decoded = api.decompress(damaged, recover=True, codec=codec)
                                         finally:
                                             codec.concealment = codec.concealments[0]
-                                        same = measure(coder.media, ref, data, decoded, metrics[coder.media])
+                                        same = scorer.scores([decoded])[0]
                                     record = {"file": str(path), "codec": coder.name, "setting": setting, "channel": channel, "loss": rate,
                                               "draw": draw, "seed": s, "lost": int(lost.sum()), "packets": packets, "concealment": how,
                                               **{m: same[m] for m in metrics[coder.media]}}  # fmt: skip
@@ -309,23 +356,229 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
             "metrics": list(dict.fromkeys(names)), "records": records, "means": L.means(records, list(dict.fromkeys(names))), "loss_free": free}  # fmt: skip
 
 
-def load_reference(path: Path, kind: str) -> M.Image | M.Audio:
-    """The media a coder gets; audio is decoded to memory once and reused for every point."""
+def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, workers: int, threads: int) -> dict[int, list[dict[str, Any]]]:
+    """`evaluate_file` of each task in a pool of processes; their points come back through a queue."""
+    import multiprocessing
+    import queue
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    # fork shares the loaded models; a process that may start CUDA needs fresh interpreters
+    context = multiprocessing.get_context("fork" if tasks[0].device == "cpu" else "spawn")
+    points: Any = context.Queue()
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=(points, threads, tasks[0].device))
+    results: dict[int, list[dict[str, Any]]] = {}
+    reported: set[str] = set()
+
+    def drain(timeout: float) -> None:
+        try:
+            while True:
+                key, record, new, label = points.get(timeout=timeout)
+                timeout = 0
+                if key not in reported:  # else its file's result came first
+                    reported.add(key)
+                    report(key, record, new, label)
+        except queue.Empty:
+            pass
+
+    finished = False
+    try:
+        futures = {pool.submit(_evaluate_in_worker, t): (i, t) for t, i in zip(tasks, index)}
+        while futures:
+            drain(0.2)
+            for f in [f for f in futures if f.done()]:
+                i, task = futures.pop(f)
+                points_of_file = f.result()  # a worker's error ends the run, as it would without workers
+                for key, record, new in points_of_file:  # those whose queue message is still on its way
+                    if key not in reported:
+                        reported.add(key)
+                        report(key, record, new, task.path.name)
+                results[i] = [r for _, r, _ in points_of_file]
+        finished = True
+    finally:
+        if not finished:  # an error or Ctrl-C: stop the workers now, not after their files
+            for p in set(multiprocessing.active_children()) - before:
+                p.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+_worker_points: Any = None  # the queue of a worker process
+_worker_coders: dict[str, Coder] = {}
+
+
+def _init_worker(points: Any, threads: int, device: str) -> None:
+    import signal
+
+    global _worker_points
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the pool
+    _worker_points = points
+    import torch
+
+    torch.set_num_threads(threads)
+    keep_freed_memory()
+    from . import api
+    from .metrics import use_device
+
+    api.use_device(device)
+    use_device(device)
+
+
+def _evaluate_in_worker(task: FileTask) -> list[tuple[str, dict[str, Any], bool]]:
+    points: list[tuple[str, dict[str, Any], bool]] = []
+
+    def report(key: str, record: dict[str, Any], new: bool, label: str) -> None:
+        points.append((key, record, new))
+        _worker_points.put((key, record, new, label))
+
+    for name, is_anchor in task.coders:  # built once per worker
+        if name not in _worker_coders:
+            _worker_coders[name] = anchor_coder(name) if is_anchor else learned_coder(name)
+    evaluate_file(task, report, _worker_coders)
+    return points
+
+
+def evaluate_file(task: FileTask, report: Report, coders: dict[str, Coder]) -> list[dict[str, Any]]:
+    """One file's records for every coder (by name in `coders`) and setting, in order; `report` after each point.
+
+    What depends only on the original is computed once (its pixels, ST-LPIPS features and MS-SSIM
+    statistics; decoded audio; a Gaussian sequence's cameras and renders), and decoded images are scored in batches on a GPU. Decoded media
+    are written once per point: at once for a new point when every point keeps them, else (with
+    `media_at`, which needs the rates first) by coding the chosen points again.
+    """
+    path, kind = task.path, task.kind
+    loaded: list[Any] = []
+
+    def reference() -> Any:
+        if not loaded:
+            loaded.append(load_reference(path, kind))
+        return loaded[0]
+
+    scorer = Scorer(kind, reference, list(task.metrics), task.device)
+    media = FileMedia.open(task.out, str(path), task.source_sha, kind, reference)
+    records: list[dict[str, Any]] = []
+    for coder in (coders[name] for name, _ in task.coders):
+        group: list[dict[str, Any]] = []
+        pending: list[tuple[str, dict[str, Any], Any]] = []  # new points waiting for their scores
+
+        def flush() -> None:
+            scores = scorer.scores([decoded for _, _, decoded in pending])
+            for (key, record, decoded), score in zip(pending, scores):
+                record.update(score)
+                report(key, record, True, f"{path.name} {coder.name} {record['setting']}")
+                if task.media_at is None:
+                    media.write(point_name(coder.name, record["setting"], coder.identity), decoded)
+            pending.clear()
+
+        for setting in coder.settings:
+            key = PointCache.key(task.source_sha, coder, setting)
+            record = task.cached.get(key)
+            if record is None:
+                fields, decoded = _point(kind, reference(), coder, setting)
+                record = {"file": str(path), "codec": coder.name, "setting": setting, **fields}
+                pending.append((key, record, decoded))
+                if len(pending) >= scorer.batch:
+                    flush()
+            else:
+                report(key, record, False, f"{path.name} {coder.name} {setting}")
+            group.append(record)
+        flush()
+        group = [{**r, "file": str(path)} for r in group]
+        keep = select_points(group, RATE_KEY[kind], list(task.media_at) if task.media_at is not None else None)
+        for r in (r for r in group if r["setting"] in keep):
+            name = point_name(coder.name, r["setting"], coder.identity)
+            if not media.has(name):
+                data = coder.encode(reference(), r["setting"])
+                if len(data) != r["bytes"]:  # the media would not be what the metrics measured
+                    raise MediaError(f"{coder.name} {r['setting']} on {path}: coding again gave {len(data)} bytes, the cache has {r['bytes']} (delete {task.out / 'cache.jsonl'})")
+                media.write(name, coder.decode(data))
+        records += group
+    return records
+
+
+class Scorer:
+    """The metrics of one file's decoded versions against its original, computed in batches."""
+
+    def __init__(self, kind: str, reference: Callable[[], Any], metrics: list[str], device: str) -> None:
+        self.kind, self.reference, self.metrics = kind, reference, metrics
+        self.batch = 1 if device == "cpu" else 8  # on a CPU, batches only add memory traffic
+        self.device = device
+        self._image: ImageReference | None = None
+        self._scene: SceneViews | None = None
+
+    def scores(self, decoded: list[Any]) -> list[dict[str, float]]:
+        if not decoded:
+            return []
+        if self.kind == "audio":
+            ref = self.reference()
+            x = ref.to_array()
+            return [{m: METRICS[m].fn(x, ref.sample_rate, d.to_array(), d.sample_rate) for m in self.metrics} for d in decoded]
+        if self.kind == "gaussians":
+            return [self._scene_scores(d) for d in decoded]
+        if self._image is None:
+            self._image = ImageReference(M.to_rgb8(self.reference())[0], self.device)
+        rgb = [M.to_rgb8(d)[0] for d in decoded]
+        batched = {"ms_ssim": self._image.ms_ssim, "st_lpips": self._image.st_lpips}
+        columns = {m: batched[m](rgb) if m in batched else [METRICS[m].fn(self._image.rgb, b) for b in rgb] for m in self.metrics}
+        return [{m: columns[m][i] for m in self.metrics} for i in range(len(rgb))]
+
+    def _scene_scores(self, decoded: M.Gaussians) -> dict[str, float]:
+        """A Gaussian sequence's metrics: renders of every frame from the quality cameras (on the CPU)."""
+        ref = self.reference()
+        if decoded.counts != ref.counts:
+            raise MediaError(f"decoded sequence has {len(decoded.counts)} frames of {decoded.counts[:3]}... Gaussians, the original {len(ref.counts)} of {ref.counts[:3]}...")
+        from .splatting import render_views
+
+        if self._scene is None:
+            self._scene = SceneViews.of(ref)
+        views = render_views(decoded, self._scene.cameras)
+        return {m: METRICS[m].fn(self._scene.views, views) for m in self.metrics}
+
+
+def keep_freed_memory() -> None:
+    """Let glibc keep freed memory for the next point instead of returning it to the kernel.
+
+    The metric networks allocate and free the same few hundred MB for every point; by default
+    glibc maps large blocks afresh each time and trims the heap, and each page is then faulted
+    in again (hundreds of thousands of page faults and most of a second of system time per
+    point). Large allocations up to glibc's maximum of 32 MB now come from the heap, and up
+    to 512 MB of free heap stays mapped.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return
+    libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
+    libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+
+
+def load_reference(path: Path, kind: str) -> M.Image | M.Audio | M.Gaussians:
+    """The media a coder gets; audio is decoded to memory once and reused for every point, a
+    Gaussian sequence is streamed from its files each time."""
     if kind == "image":
         return M.read_image(path)
+    if kind == "gaussians":
+        return M.read_gaussians(path)
     audio = M.read_audio(path)
     return M.Audio.from_array(audio.to_array(), audio.sample_rate)
 
 
-def _point(kind: str, ref: Any, coder: Coder, setting: str, metrics: list[str]) -> tuple[dict[str, Any], Any]:
-    """A point's record fields, and the decoded media."""
+def _point(kind: str, ref: Any, coder: Coder, setting: str) -> tuple[dict[str, Any], Any]:
+    """A point's size, rate and coding times, and the decoded media (scored later, in a batch)."""
     t0 = time.perf_counter()
     data = coder.encode(ref, setting)
     t1 = time.perf_counter()
     decoded = coder.decode(data)
+    if kind == "gaussians":  # frames decode as they are read: read them once for the time
+        for _ in decoded.frames():
+            pass
     t2 = time.perf_counter()
-    fields = {"bytes": len(data), **measure(kind, ref, data, decoded, metrics), "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}
-    return fields, decoded
+    rate = {RATE_KEY[kind]: M.real_rate(len(data), M.metadata(ref))[0]}
+    if kind == "gaussians":
+        rate["bits_per_gaussian"] = 8 * len(data) / sum(ref.counts)
+    return {"bytes": len(data), **rate, "encode_s": round(t1 - t0, 4), "decode_s": round(t2 - t1, 4)}, decoded
 
 
 # ---------------------------------------------------------------- aggregation and BD-rate
@@ -338,7 +591,7 @@ def build_report(records: list[dict[str, Any]], coders: list[Coder], metrics: di
         for setting in coder.settings:
             rows = [r for r in records if r["codec"] == coder.name and r["setting"] == setting]
             if rows:
-                keys = ["bytes", rate_key, *metrics[kind], "encode_s", "decode_s"]
+                keys = ["bytes", rate_key, *MORE_RATES.get(kind, []), *metrics[kind], "encode_s", "decode_s"]
                 mean = {k: _nanmean([r.get(k, math.nan) for r in rows]) for k in keys}
                 means.append({"codec": coder.name, "setting": setting, "media": kind, "files": len(rows), **mean})
     meta = {**_meta(datasets, coders), "sources": sources or {}}  # file -> sha256: finds its media
@@ -352,7 +605,7 @@ def bd_table(means: list[dict[str, Any]], coders: list[Coder]) -> list[dict[str,
     enters in dB, -10 log10(1 - MS-SSIM). Computed on the per-setting mean curves.
     """
     rows = []
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         learned = [c for c in coders if c.media == kind and not c.is_anchor]
         anchors = [c for c in coders if c.media == kind and c.is_anchor]
         pairs = [(c, a) for c in learned for a in anchors] or [(c, anchors[0]) for c in anchors[1:]]
@@ -369,7 +622,8 @@ def _curve(means: list[dict[str, Any]], name: str, rate_key: str, metric: str) -
     return [m[rate_key] for m in rows], quality
 
 
-AT_RATES = {"image": [0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0]}
+AT_RATES = {"image": [0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0], "audio": [0.75, 1.0, 1.5, 2.0, 3.0, 6.0, 8.0, 12.0],
+            "gaussians": [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]}
 
 
 def quality_at_rates(means: list[dict[str, Any]], codec: str, rate_key: str, metric: str, rates: list[float]) -> list[float | None]:
@@ -470,7 +724,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = []
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         metrics = [k for k in METRICS if METRICS[k].media == kind and any(_finite(m.get(k)) is not None for m in rows)]
         for metric in metrics:
@@ -486,7 +740,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
             ax.set_xticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 4, 8, 16, 32) if lo <= t <= hi])
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_xlabel("bits per pixel" if kind == "image" else "kbit/s")
+            ax.set_xlabel({"image": "bits per pixel", "audio": "kbit/s", "gaussians": "MB per frame"}[kind])
             ax.set_ylabel(METRICS[metric].label + (" (dB)" if metric == "ms_ssim" else ""))
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
@@ -501,30 +755,30 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
     meta = report["meta"]
     lines = ["# Evaluation report", "", f"{meta['date']} on {meta['machine']}  ", f"Datasets: {', '.join(meta['datasets'])}", ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         if not rows:
             continue
-        cols = [RATE_KEY[kind], *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
+        cols = [RATE_KEY[kind], *MORE_RATES.get(kind, []), *[k for k in METRICS if METRICS[k].media == kind and k in rows[0]]]
         lines += [f"## Means per rate point ({kind})", "", _md_table(["codec", "setting", "files", *cols], [[m["codec"], m["setting"], m["files"], *(m[c] for c in cols)] for m in rows]), ""]
     if report["bd_rate"]:
         lines += ["## BD-rate (%, negative = fewer bits than the anchor at equal quality)", ""]
         lines += ["Over the per-setting mean curves; MS-SSIM in dB. – : the curves share no quality range.", ""]
         lines += [_md_table(["codec", "anchor", "metric", "BD-rate %"], [[b["codec"], b["anchor"], b["metric"], b["percent"]] for b in report["bd_rate"]]), ""]
     lines += [f"![{p}]({p})" for p in plots] + [""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         if floors := lowest_rates(report, kind):
             rk = RATE_KEY[kind]
             lines += [f"## Lowest rate each codec reaches ({kind})", "", "Its setting of the lowest mean rate: quality at fixed rates below it is –.", ""]
             lines += [_md_table(["codec", "setting", f"mean {rk}", f"lowest file {rk}", f"highest file {rk}"], floors), ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         rows = [m for m in report["means"] if m["media"] == kind]
         coders = list(dict.fromkeys(m["codec"] for m in rows))
         for metric in [k for k in METRICS if rows and k in rows[0]]:
             head = [f"{r:g} {RATE_KEY[kind]}" for r in AT_RATES[kind]]
             body = [[c, *quality_at_rates(report["means"], c, RATE_KEY[kind], metric, AT_RATES[kind])] for c in coders]
             lines += [f"## {METRICS[metric].label} at fixed rates (interpolated in log rate)", "", _md_table(["codec", *head], body), ""]
-    for kind in ("image", "audio"):
+    for kind in KINDS:
         records = [r for r in report["records"] if meta["coders"][r["codec"]]["media"] == kind]
         if records:
             cols = [k for k in records[0] if k not in ("file", "codec", "setting")]

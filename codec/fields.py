@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import ContainerError
-from .media import MAX_AUDIO_CHANNELS, MAX_PIXELS
+from .media import MAX_AUDIO_CHANNELS, MAX_PIXELS, is_frame_name
 
 if TYPE_CHECKING:
     from .container import Header
@@ -77,12 +77,28 @@ class IntList:
         return f"a list of at most {self.max_len} integers in [{self.lo}, {self.hi}]"
 
 
+@dataclass(frozen=True)
+class FrameNames:
+    """Distinct frame file names (`media.is_frame_name`: `*.ply`, no path, not hidden): a decoder
+    writes files under these names, so a crafted header must not name `../x` or `/etc/x`."""
+
+    max_len: int
+
+    def ok(self, value: Any) -> bool:
+        return (type(value) is list and len(value) <= self.max_len and all(type(v) is str and is_frame_name(v) for v in value)
+                and len(set(value)) == len(value))
+
+    def __str__(self) -> str:
+        return f"a list of at most {self.max_len} distinct plain .ply file names"
+
+
 BOOL = OneOf((False, True))
+MAX_SEQUENCE = 1 << 20  # frames of a Gaussian sequence
 
 MEDIA_FIELDS: dict[str, dict[str, Field]] = {
     "image": {"width": Int(1, MAX_PIXELS), "height": Int(1, MAX_PIXELS), "channels": Int(1, 4), "bit_depth": OneOf((8, 16))},
     "audio": {"sample_rate": Int(1, 2**31 - 1), "channels": Int(1, MAX_AUDIO_CHANNELS), "frames": Int(1, MAX_FRAMES)},
-    "gaussians": {"frame_count": Int(1, 1 << 20)},
+    "gaussians": {"frame_count": Int(1, MAX_SEQUENCE), "names": FrameNames(MAX_SEQUENCE)},
 }
 
 
@@ -94,7 +110,7 @@ def _check(section: dict[str, Any], name: str, spec: Field, where: str) -> None:
 
 
 def check_media(media: dict[str, Any]) -> None:
-    """The core's media fields by kind, and the decoded size bound (`MAX_PIXELS`)."""
+    """The core's media fields by kind, the decoded size bound (`MAX_PIXELS`), one name per frame."""
     kind = media.get("kind")
     if not isinstance(kind, str) or kind not in MEDIA_FIELDS:
         raise ContainerError(f"header field media.kind = {kind!r} is not one of {', '.join(MEDIA_FIELDS)} (file is damaged)")
@@ -102,6 +118,8 @@ def check_media(media: dict[str, Any]) -> None:
         _check(media, name, spec, "media")
     if kind == "image" and media["width"] * media["height"] > MAX_PIXELS:
         raise ContainerError(f"header claims a {media['width']}x{media['height']} image, more than {MAX_PIXELS} pixels (file is damaged)")
+    if kind == "gaussians" and len(media["names"]) != media["frame_count"]:
+        raise ContainerError(f"header names {len(media['names'])} frames but claims {media['frame_count']} (file is damaged)")
 
 
 SECTIONS = ("extra", "media")

@@ -1,12 +1,17 @@
 """Path-level operations shared by the CLI and `batch`: compress or decompress one input.
 
 Outputs are atomic (temporary sibling, renamed on success), nothing is overwritten without
-`force` (and never a directory), and '-' means stdin/stdout; stdout gets only complete files.
+`force`, and '-' means stdin/stdout; stdout gets only complete files. A Gaussian sequence
+decodes to a directory of frames, written as a whole into a temporary directory and renamed;
+it holds a marker (`FRAMES_MARKER`) listing its frames. `force` replaces a file, or a frame
+directory that nmc wrote and nobody changed since (its marker and the files it lists, nothing
+else): never any other directory.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -48,6 +53,7 @@ class Summary:
 
 
 TEMP_NAME = re.compile(r"^\..+\.(\d+)\.nmctmp(\.[^.]*)?$")  # .NAME.PID.nmctmp.SUFFIX
+FRAMES_MARKER = ".nmc-frames"  # in each frame directory nmc writes: {"frames": [names]}
 _live_temps: set[Path] = set()  # this process's temporary outputs, for remove_live_temps()
 
 
@@ -63,10 +69,26 @@ def temp_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.nmctmp{target.suffix}")
 
 
+def nmc_frame_directory(path: Path) -> bool:
+    """A frame directory nmc wrote and nobody changed: a real directory holding its marker and
+    only plain files that the marker lists."""
+    if path.name in ("", ".", ".."):  # the working directory or a parent: never
+        return False
+    try:
+        listed = json.loads((path / FRAMES_MARKER).read_text())["frames"]
+        entries = list(path.iterdir())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return not path.is_symlink() and isinstance(listed, list) and all(
+        e.name == FRAMES_MARKER or (e.name in listed and e.is_file() and not e.is_symlink()) for e in entries)
+
+
 def check_target(target: Path, force: bool) -> None:
-    """Refuse before any work: a directory (even with `force`), an existing file without `force`."""
-    if target.is_dir():
-        raise MediaError(f"{target} is a directory (--force replaces files, never directories)")
+    """Refuse before any work: a directory that nmc did not write (even with `force`), an existing
+    output without `force`."""
+    if target.is_dir() and not nmc_frame_directory(target):
+        raise MediaError(f"{target} is a directory that nmc did not write, or that holds other files since "
+                         "(--force replaces files and nmc's frame directories, never other directories)")
     if (target.exists() or target.is_symlink()) and not force:
         raise MediaError(f"{target} already exists (use --force to overwrite)")
     if not target.parent.is_dir():
@@ -74,20 +96,47 @@ def check_target(target: Path, force: bool) -> None:
 
 
 def _publish(tmp: Path, target: Path, force: bool) -> None:
-    """Move the finished `tmp` to `target`: with `force` it may replace a file (never a directory),
-    without it the rename must not replace a file that appeared meanwhile (another writer)."""
-    if force:
+    """Move the finished `tmp` to `target`: with `force` it may replace a file or an nmc frame
+    directory, without it the rename must not replace anything that appeared meanwhile (another writer)."""
+    if tmp.is_dir():
+        (tmp / FRAMES_MARKER).write_text(json.dumps({"frames": sorted(p.name for p in tmp.iterdir())}) + "\n")
+    if force and (target.exists() or target.is_symlink()):
         check_target(target, force)
-        os.replace(tmp, target)  # fails (EISDIR) rather than replace a directory created since the check
+        if not (tmp.is_dir() or target.is_dir()):
+            os.replace(tmp, target)  # fails (EISDIR) rather than replace a directory created since the check
+            return
+        aside = target.with_name(f".{target.name}.{os.getpid()}.nmctmp.old")  # a rename cannot replace a full directory
+        os.rename(target, aside)
+        try:
+            _move_exclusive(tmp, target)
+        except BaseException:
+            os.rename(aside, target)
+            raise
+        _remove(aside)
+        return
+    _move_exclusive(tmp, target)
+
+
+def _move_exclusive(tmp: Path, target: Path) -> None:
+    """`tmp` becomes `target` unless something exists there (then MediaError, `tmp` is left)."""
+    appeared = MediaError(f"{target} appeared while nmc was writing it; not replaced (use --force to overwrite)")
+    if tmp.is_dir():
+        try:  # fails on a file or a non-empty directory there; an empty one is replaced (nothing is lost)
+            os.rename(tmp, target)
+        except OSError as err:
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                raise appeared from None
+            raise
         return
     try:
         os.link(tmp, target)  # atomic and exclusive: fails if the target exists
     except FileExistsError:
-        raise MediaError(f"{target} appeared while nmc was writing it; not replaced (use --force to overwrite)") from None
-    except OSError as err:  # no hard links (FAT, some network file systems) or a directory (a Gaussian sequence)
+        raise appeared from None
+    except OSError as err:  # no hard links (FAT, some network file systems)
         if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
-        check_target(target, force)
+        if target.exists() or target.is_symlink():
+            raise appeared from None
         os.rename(tmp, target)  # best effort: exclusive only up to the check above
 
 

@@ -17,6 +17,8 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterable, Iterator, TypeVar
 
+import numpy as np
+
 from .container import Header
 from .errors import CodecNotFoundError, ContainerError
 from .fields import HeaderFields
@@ -185,6 +187,14 @@ class NeuralCodec(Codec, Generic[N]):
         if "model" in self.__dict__:
             self.model.net.to(device)
         return self
+
+    def run(self, fn: str, *arrays: np.ndarray, **static: Any) -> tuple[np.ndarray, ...]:
+        """The codec's network function `net_<fn>(net, *tensors, **static)` on `arrays` (batch axis
+        first), on this codec's device, or batched with other files' calls where `nmc batch` shares
+        one network between its workers (`netcall`). Every network call of a codec goes through here."""
+        from . import netcall
+
+        return netcall.call(self, fn, arrays, static)
 
 
 @cache

@@ -5,8 +5,9 @@ Policies, stated once here:
   uint16; EXIF orientation is applied; palette images expand to RGB(A); CMYK/YCbCr/LAB to RGB.
 - Audio is float32 `(frames, channels)` at the file's own rate, read and written in blocks
   so that hours of audio never sit in memory at once.
-- A Gaussian scene is a list of frames; each frame maps the 3DGS vertex properties of a
-  `.ply` (x, y, z, f_dc_*, f_rest_*, opacity, scale_*, rot_*) to float32 arrays.
+- A Gaussian scene is a sequence of `.ply` frames (a directory, in name order, or one file),
+  streamed frame by frame; each frame is an `(N, C)` float32 matrix of the standard 3DGS vertex
+  properties (x, y, z, f_dc_*, f_rest_*, opacity, scale_*, rot_*) in `GaussianLayout` order.
 """
 
 from __future__ import annotations
@@ -84,13 +85,26 @@ class Audio:
         return np.concatenate(parts) if parts else np.zeros((0, self.channels), np.float32)
 
 
-GaussianFrame = dict[str, npt.NDArray[np.float32]]
+Matrix = npt.NDArray[np.float32]  # one 3DGS frame: (N, C) float32 in `GaussianLayout` column order
 
 
 @dataclass
 class Gaussians:
-    frames: list[GaussianFrame]
+    """A sequence of 3DGS frames of one layout, streamed like audio: `frames()` yields one `(N, C)`
+    matrix at a time (memory holds one frame whatever the length); `counts` are the Gaussians
+    per frame and `source` the path it was read from (None when decoded)."""
+
+    layout: GaussianLayout
     names: list[str]  # file name of each frame, to write the sequence back
+    counts: list[int]
+    frames: Callable[[], Iterator[Matrix]]
+    source: Path | None = None
+
+    @classmethod
+    def from_matrices(cls, layout: GaussianLayout, matrices: list[Matrix], names: list[str] | None = None) -> Gaussians:
+        """A sequence held in memory (tests, small scenes)."""
+        names = names or [f"frame_{t:04d}.ply" for t in range(len(matrices))]
+        return cls(layout, names, [len(m) for m in matrices], lambda: iter(matrices))
 
 
 def metadata(media: Image | Audio | Gaussians) -> dict[str, Any]:
@@ -99,7 +113,7 @@ def metadata(media: Image | Audio | Gaussians) -> dict[str, Any]:
         return {"kind": "image", "width": media.width, "height": media.height, "channels": media.channels, "bit_depth": media.bit_depth}
     if isinstance(media, Audio):
         return {"kind": "audio", "sample_rate": media.sample_rate, "channels": media.channels, "frames": media.frames}
-    return {"kind": "gaussians", "frame_count": len(media.frames), "names": media.names}
+    return {"kind": "gaussians", "frame_count": len(media.names), "names": media.names}
 
 
 def real_rate(nbytes: int, media: dict[str, Any]) -> tuple[float, str]:
@@ -116,7 +130,7 @@ def media_kind(path: str | Path) -> str:
     """'image', 'audio' or 'gaussians', from the suffix (or directory contents)."""
     p = Path(path)
     if p.is_dir():
-        if any(p.glob("*.ply")):
+        if any(is_frame_name(f.name) for f in p.iterdir()):
             return "gaussians"
         raise MediaError(f"{p}: directory holds no .ply frames")
     suffix = p.suffix.lower()
@@ -366,42 +380,159 @@ def write_audio(target: str | Path | IO[bytes], audio: Audio, suffix: str = ".wa
 
 # ---------------------------------------------------------------- Gaussian scenes
 
+REST_COUNTS = {0: 0, 1: 9, 2: 24, 3: 45}  # f_rest_* per SH degree (3 colours x ((d+1)^2 - 1))
+NORMALS = ("nx", "ny", "nz")
+GROUPS = ("pos", "dc", "rest", "opacity", "scale", "rot")  # attribute groups, in matrix-column order
+
+
+@dataclass(frozen=True)
+class GaussianLayout:
+    """Columns of a 3DGS frame matrix: position (x, y, z), colour DC (f_dc_0..2), the higher SH
+    coefficients (f_rest_*), opacity (logit), scale (log, 3) and rotation (quaternion w, x, y, z,
+    not normalised): the raw parameters a 3DGS `.ply` stores. Normals (nx, ny, nz), which 3DGS
+    writes as zeros, are accepted when they are zero and written back as zeros."""
+
+    sh_degree: int
+    normals: bool = True
+
+    @property
+    def names(self) -> list[str]:
+        """Property names in matrix-column order."""
+        rest = REST_COUNTS[self.sh_degree]
+        return (["x", "y", "z"] + [f"f_dc_{i}" for i in range(3)] + [f"f_rest_{i}" for i in range(rest)]
+                + ["opacity"] + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
+
+    @property
+    def channels(self) -> int:
+        return 14 + REST_COUNTS[self.sh_degree]
+
+    def slices(self) -> dict[str, slice]:
+        """Columns of each attribute group."""
+        widths = {"pos": 3, "dc": 3, "rest": REST_COUNTS[self.sh_degree], "opacity": 1, "scale": 3, "rot": 4}
+        out, start = {}, 0
+        for g in GROUPS:
+            out[g] = slice(start, start + widths[g])
+            start += widths[g]
+        return out
+
+    @classmethod
+    def of(cls, properties: Iterable[str], where: str = "frame") -> GaussianLayout:
+        """The layout of a frame's vertex properties; a MediaError names what does not fit 3DGS."""
+        keys = set(properties)
+        rest = sum(1 for k in keys if k.startswith("f_rest_"))
+        degree = {v: k for k, v in REST_COUNTS.items()}.get(rest)
+        if degree is None:
+            raise MediaError(f"{where}: not a 3DGS frame ({rest} f_rest_* properties is no SH degree: 0, 9, 24 or 45 expected)")
+        layout = cls(degree, all(n in keys for n in NORMALS))
+        expected = set(layout.names) | (set(NORMALS) if layout.normals else set())
+        missing, extra = sorted(expected - keys), sorted(keys - expected)
+        if missing or extra:
+            raise MediaError(f"{where}: not a 3DGS frame (missing {missing}, unexpected {extra})")
+        return layout
+
+    def to_matrix(self, frame: dict[str, np.ndarray], where: str = "frame") -> Matrix:
+        """`(N, C)` float32 of a frame with this layout; refuses other layouts, NaN and infinity."""
+        if (other := GaussianLayout.of(frame, where)) != self:
+            raise MediaError(f"{where}: attributes differ from the first frame ({other} vs {self})")
+        if self.normals and any(np.any(frame[n] != 0) for n in NORMALS):
+            raise MediaError(f"{where}: normals (nx, ny, nz) are not zero; 3DGS frames carry none")
+        m = np.stack([np.asarray(frame[n], np.float32) for n in self.names], axis=1)
+        if not np.isfinite(m).all():
+            bad = sorted({self.names[c] for c in np.nonzero(~np.isfinite(m).all(axis=0))[0]})
+            raise MediaError(f"{where}: NaN or infinite values in {bad}")
+        return m
+
+    def to_frame(self, m: Matrix) -> dict[str, npt.NDArray[np.float32]]:
+        """Property dict (the standard 3DGS `.ply` order, normals as zeros) of a matrix."""
+        cols = {n: np.ascontiguousarray(m[:, i], np.float32) for i, n in enumerate(self.names)}
+        if not self.normals:
+            return cols
+        zeros = np.zeros(m.shape[0], np.float32)
+        return {"x": cols["x"], "y": cols["y"], "z": cols["z"], **{n: zeros for n in NORMALS}, **{n: cols[n] for n in self.names[3:]}}
+
+
+def is_frame_name(name: str) -> bool:
+    """A frame file name nmc reads and writes: `*.ply`, a plain name (no path), not hidden."""
+    return (name.lower().endswith(".ply") and not name.startswith(".") and "/" not in name and "\\" not in name
+            and "\0" not in name and len(name.encode("utf-8", "replace")) <= 255)
+
 
 def read_gaussians(path: str | Path) -> Gaussians:
-    """One `.ply` (a single frame) or a directory of `.ply` frames in name order."""
+    """One `.ply` (a single frame) or a directory of `.ply` frames in name order, streamed.
+
+    Every header is checked first (a 3DGS layout, the same properties in every frame), so a
+    sequence that cannot be coded is refused before any work; NaN and infinite values are found
+    when each frame is read."""
     p = Path(path)
-    files = sorted(p.glob("*.ply")) if p.is_dir() else [p]
-    if not files:
-        raise MediaError(f"{p}: no .ply frames")
-    return Gaussians([_read_ply(f) for f in files], [f.name for f in files])
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if is_frame_name(f.name) and f.is_file())
+        if not files:
+            raise MediaError(f"{p}: directory holds no .ply frames")
+    elif is_frame_name(p.name) or not p.exists():
+        files = [p]
+    else:
+        raise MediaError(f"{p}: a frame must be a .ply file whose name does not start with '.'")
+    first, count = _ply_header(files[0])
+    layout, counts = GaussianLayout.of(first, str(files[0])), [count]
+    for f in files[1:]:
+        properties, count = _ply_header(f)
+        if set(properties) != set(first):
+            missing, extra = sorted(set(first) - set(properties)), sorted(set(properties) - set(first))
+            raise MediaError(f"{f}: attributes differ from {files[0].name} (missing {missing}, unexpected {extra})")
+        counts.append(count)
+    return Gaussians(layout, [f.name for f in files], counts, lambda: (_read_ply(f, layout) for f in files), p)
 
 
-def _read_ply(path: Path) -> GaussianFrame:
+def _ply_header(path: Path) -> tuple[list[str], int]:
+    """Vertex property names and count; plyfile maps binary data without reading it."""
+    vertex = _ply_vertex(path)
+    return list(vertex.dtype.names or ()), len(vertex)
+
+
+def _ply_vertex(path: Path) -> np.ndarray:
     from plyfile import PlyData, PlyParseError
 
     _open_input(path)
     try:
-        vertex = PlyData.read(str(path))["vertex"].data
-    except (PlyParseError, KeyError, ValueError, OSError, IndexError) as err:
+        return PlyData.read(str(path), mmap="r")["vertex"].data
+    except (PlyParseError, KeyError, ValueError, OSError, IndexError, TypeError) as err:
         raise MediaError(f"{path}: not a Gaussian-splatting .ply ({err})") from None
-    frame = {name: np.asarray(vertex[name], dtype=np.float32) for name in vertex.dtype.names}
-    missing = [k for k in ("x", "y", "z", "opacity") if k not in frame]
-    if missing:
-        raise MediaError(f"{path}: .ply lacks Gaussian properties {missing}")
-    return frame
+
+
+def _read_ply(path: Path, layout: GaussianLayout) -> Matrix:
+    vertex = _ply_vertex(path)
+    try:
+        return layout.to_matrix({name: vertex[name] for name in vertex.dtype.names or ()}, str(path))
+    except MediaError:
+        raise
+    except (ValueError, TypeError) as err:  # list properties, say, where numbers belong
+        raise MediaError(f"{path}: not a Gaussian-splatting .ply ({err})") from None
 
 
 def write_gaussians(path: str | Path, scene: Gaussians) -> None:
-    """A single frame to a `.ply` file, a sequence to a directory of `.ply` files."""
+    """A sequence to a directory of `.ply` files named as in `scene.names` (created if needed),
+    written one frame at a time; a single frame to a path ending in `.ply`."""
+    p = Path(path)
+    if p.suffix.lower() == ".ply":
+        if len(scene.names) != 1:
+            raise MediaError(f"{p}: a sequence of {len(scene.names)} frames is written to a directory, not a .ply file")
+        targets = [p]
+    else:
+        bad = [n for n in scene.names if not is_frame_name(n)]
+        if bad or len(set(scene.names)) != len(scene.names):
+            raise MediaError(f"frame names {bad or scene.names} are not distinct plain .ply file names")
+        p.mkdir(exist_ok=True)
+        targets = [p / n for n in scene.names]
+    for target, m in zip(targets, scene.frames(), strict=True):
+        write_ply(target, scene.layout, m)
+
+
+def write_ply(target: str | Path | IO[bytes], layout: GaussianLayout, m: Matrix) -> None:
+    """One frame as a binary little-endian 3DGS `.ply` (float32 properties in the standard order)."""
     from plyfile import PlyData, PlyElement
 
-    p = Path(path)
-    targets = [p] if len(scene.frames) == 1 and p.suffix == ".ply" else [p / n for n in scene.names]
-    if len(targets) > 1 or p.suffix != ".ply":
-        p.mkdir(parents=True, exist_ok=True)
-    for target, frame in zip(targets, scene.frames):
-        names = list(frame)
-        rec = np.empty(len(frame[names[0]]), dtype=[(n, "f4") for n in names])
-        for n in names:
-            rec[n] = frame[n]
-        PlyData([PlyElement.describe(rec, "vertex")]).write(str(target))
+    frame = layout.to_frame(m)
+    rec = np.empty(len(m), dtype=[(n, "<f4") for n in frame])
+    for n, column in frame.items():
+        rec[n] = column
+    PlyData([PlyElement.describe(rec, "vertex")]).write(target if not isinstance(target, Path) else str(target))

@@ -23,7 +23,7 @@ from .evaluate import AT_RATES, RATE_KEY
 from .metrics import METRICS
 from .report_media import OPUS_KBPS, PAGE_FILES, folder_of, point_name
 
-RATE_UNIT = {"bpp": "bpp", "kbps": "kbit/s"}
+RATE_UNIT = {"bpp": "bpp", "kbps": "kbit/s", "mb_per_frame": "MB/frame"}
 DEFAULT_BPP = 0.25  # the rate the image line-up starts at
 
 
@@ -324,6 +324,34 @@ def _json(data: Any) -> str:
     return json.dumps(data).replace("</", "<\\/")
 
 
-_KIND_TITLE = {"image": "Images", "audio": "Audio"}
-# One section per media kind; a new kind (Gaussian sequences: rendered frames) adds its renderer here.
-SECTIONS: dict[str, Callable[[list[FileView]], str]] = {"image": _image_section, "audio": _audio_section}
+# ---------------------------------------------------------------- Gaussian sequences
+
+
+def _gaussians_section(views: list[FileView]) -> str:
+    parts = [
+        '<section id="gaussians" class="kind"><h2>Gaussian sequences</h2>',
+        "<p class=\"help\">Each sequence's first frame rendered from its first quality camera, for every point whose media were kept. "
+        "The metrics compare renders of every frame from every quality camera with renders of the original frames.</p>",
+    ]
+    for i, view in enumerate(views):
+        e, info = html.escape, view.info
+        metrics = _metric_keys("gaussians", [x.record for x in view.entries])
+        about = f'{info["frames"]} frames · {info["gaussians"]} Gaussians · SH degree {info["sh_degree"]}' if info else "no media kept"
+        parts += [f'<details class="file gaussians" id="{e(view.anchor_id)}"{" open" if i == 0 else ""}>',
+                  f'<summary><h3>{e(Path(view.path).name)}</h3> <span class="dim">{about} · {len(view.entries) - 1} points</span></summary>']
+        rows = []
+        for x in view.entries:
+            image = view.asset(x, "view.webp")
+            picture = f'<img class="view" src="{e(image)}" alt="{e(x.label)}" loading="lazy">' if image else '<span class="dim">not kept</span>'
+            name = f"<b>{e(x.codec)}</b>" if x.record else "<b>original</b>"
+            rates = [_num(x.record.get(k)) if x.record else "–" for k in ("mb_per_frame", "bits_per_gaussian")]
+            rows.append([name, e(x.setting), *rates, *(_num(x.record.get(m)) for m in metrics), picture])
+        parts.append(_table(["codec", "setting", "MB/frame", "bits/Gaussian", *(METRICS[m].label for m in metrics), "first frame"], rows, "players"))
+        parts.append("</details>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+_KIND_TITLE = {"image": "Images", "audio": "Audio", "gaussians": "Gaussian sequences"}
+# One section per media kind.
+SECTIONS: dict[str, Callable[[list[FileView]], str]] = {"image": _image_section, "audio": _audio_section, "gaussians": _gaussians_section}

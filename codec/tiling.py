@@ -6,20 +6,18 @@ The image is replicate-padded at the bottom and right to a multiple of the netwo
 (pixels per index cell) and cut into square tiles in raster order. The encoder runs on a tile
 plus `margin` pixels of the padded image (`encoder_window`); the decoder synthesises a tile from
 the index cells of the whole image, the tile's plus `margin` cells around it (`cell_window`),
-and keeps the tile's pixels (`put_pixels`). Colour handling shared by the image codecs: R=G=B
+and keeps the tile's pixels (`put_pixels`). Colour handling for the image codecs that use this
+module (one older codec keeps its own copy in its folder): R=G=B
 sources (`is_gray`), 1- and 2-channel sources decoded as the mean of the three output planes,
 16-bit sources at 8-bit precision (x 257), alpha planes coded elsewhere (`new_canvas`, `put_alpha`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-if TYPE_CHECKING:
-    import torch
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1
 MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
@@ -71,18 +69,12 @@ def new_canvas(media: dict[str, Any], alpha: bool) -> np.ndarray:
     return out
 
 
-def put_pixels(out: np.ndarray, x: torch.Tensor, box: Box, origin: tuple[int, int], gray: bool = False) -> None:
-    """Write tile `box` of `out` `(H, W, C)` from `x` `[3, h, w]` in [0, 1], the decoded window whose
-    top-left pixel is `origin`: rounded to 8 bits, the mean of the planes for gray (C <= 2 or `gray`),
-    x 257 for uint16; the alpha plane is left alone."""
-    import torch
-
-    if out.shape[2] <= 2 or gray:  # the three output planes differ slightly: their mean is the gray
-        x = x.mean(0, keepdim=True)
-    pixels = x.mul(255).round_().to(torch.uint8).cpu().numpy()
+def put_pixels(out: np.ndarray, pixels: npt.NDArray[np.uint8], box: Box, origin: tuple[int, int]) -> None:
+    """Write tile `box` of `out` `(H, W, C)` from `pixels` `(3 or 1, h, w)` uint8, the decoded window
+    whose top-left pixel is `origin` (one plane: gray), x 257 for uint16; the alpha plane is left alone."""
     y0, y1, x0, x1 = box[0], min(box[1], out.shape[0]), box[2], min(box[3], out.shape[1])
     core = pixels[:, y0 - origin[0] : y1 - origin[0], x0 - origin[1] : x1 - origin[1]].transpose(1, 2, 0)
-    color = 1 if out.shape[2] <= 2 else 3
+    color = 1 if out.shape[2] <= 2 else 3  # a gray plane fills all three of a colour image
     out[y0:y1, x0:x1, :color] = core.astype(out.dtype) * (257 if out.dtype == np.uint16 else 1)
 
 

@@ -1,7 +1,8 @@
 """Fuzz campaign (not run in CI): damaged .nmc files through `nmc decompress` and `nmc info`.
 
 For each real codec one multi-packet file is made (speech: hificodec, 3 s of stereo in 1 s
-packets; photo: mcquic and vqgan, a 96x128 RGBA crop in 64-pixel tiles), then case i of N damages it one
+packets; photo: mcquic and vqgan, a 96x128 RGBA crop in 64-pixel tiles; Gaussian sequence: queen, the
+4-frame sample in groups of 2, i.e. 6 packets), then case i of N damages it one
 of four ways, in turn: truncation, byte flips, a CRC-valid payload change (bytes, words of a
 range-coded stream, streams or packets swapped) or a CRC-valid header change (a field set to an
 edge value of any JSON type, removed, or nudged). Each case runs both commands in-process as
@@ -16,8 +17,8 @@ on every case: it must decode or fail the same clean way (`recovered` counts its
 header is the only reason left to fail). Exit status 1 when any case is bad. Reproduce one case
 with `--case CODEC:I`.
 
-    python scripts/fuzz.py --cases 10000 --workers 2          # hificodec and mcquic, about an hour on 2 cores
-    python scripts/fuzz.py --cases 2000 --codecs vqgan        # needs the installed vqgan and recovery weights
+    python scripts/fuzz.py --cases 10000 --workers 2          # every codec, about an hour each on 2 cores
+    python scripts/fuzz.py --cases 2000 --codecs vqgan        # --recover too: needs the installed vqgan and recovery weights
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def base_file(codec: str) -> bytes:
         x = x[: 3 * rate]
         c = HiFiCodecCodec(get_codec(codec).weights_path, chunk_frames=50)
         api.compress_to_file(c, M.Audio.from_array(np.stack([x, 0.5 * x], axis=1), rate), buf, c.setting("2kbps"))
+    elif codec == "queen":
+        from nmc.models.queen.codec import QueenCodec
+        from nmc.models.queen.core import Settings
+
+        c = QueenCodec(group=2, core=Settings(fit_rows=3000, fit_steps=40, gate_steps=40))  # small effort: the format is the same
+        api.compress_to_file(c, M.read_gaussians(ROOT / "samples" / "gaussians_queen"), buf, c.setting("q2"))
     else:
         from nmc.models.mcquic.codec import McQuicCodec
         from nmc.models.vqgan.codec import VQGANCodec
@@ -117,6 +124,9 @@ def _nudged(rng: np.random.Generator, value: Any) -> Any:
         return not value
     if isinstance(value, int):
         return [value + 1, value - 1, 2 * value, value // 2, -value, value * 1000, value + 0.5, float(value), str(value)][int(rng.integers(9))]
+    if isinstance(value, list) and value and not all(isinstance(v, (int, float)) for v in value):  # frame names, say
+        i = int(rng.integers(len(value)))
+        return [value[:-1], value + value[-1:], value[:i] + [_nudged(rng, value[i])] + value[i + 1 :]][int(rng.integers(3))]
     if isinstance(value, list):
         return [value[:-1], value + value[-1:], [v + 1 for v in value], [float(v) for v in value]][int(rng.integers(4))] if value else [1]
     if isinstance(value, str):
@@ -178,7 +188,7 @@ def run_case(base: bytes, codec: str, seed: int, i: int, work: Path) -> dict[str
     kind, data = case_file(base, codec, seed, i)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
-    src, out = work / "x.nmc", work / ("out.wav" if codec == "hificodec" else "out.png")
+    src, out = work / "x.nmc", work / {"hificodec": "out.wav", "queen": "out"}.get(codec, "out.png")  # queen: a directory of frames
     src.write_bytes(data)
     from nmc.codec.registry import get_codec
 
@@ -197,7 +207,7 @@ def run_case(base: bytes, codec: str, seed: int, i: int, work: Path) -> dict[str
             result["problems"].append(("leftover", f"{argv[0]} left {left}", ""))
         if argv[0] == "decompress":
             result["recovered" if "--recover" in argv else "decoded"] = code == 0
-            out.unlink(missing_ok=True)
+            shutil.rmtree(out) if out.is_dir() else out.unlink(missing_ok=True)
     return result
 
 
@@ -290,7 +300,7 @@ def report(codec: str, results: list[dict[str, Any]], seconds: float) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10000, help="damaged files per codec")
-    parser.add_argument("--codecs", default="hificodec,mcquic")
+    parser.add_argument("--codecs", default="hificodec,mcquic,queen")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case (both commands) before it counts as a hang")
     parser.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,7 @@ from nmc.codec.media import Audio, Image
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 IMAGE_ANCHORS = ["jpeg", "webp", "avif", "jpeg2000", "jxl", "hevc", "vvc"]
 AUDIO_ANCHORS = ["opus", "codec2"]
+SCENE_ANCHORS = ["ply", "spz", "quant"]  # Gaussian sequences: tests/test_scene_eval.py
 
 
 def speechlike(seconds: float = 1.0, rate: int = 16000) -> Audio:
@@ -26,7 +27,7 @@ def speechlike(seconds: float = 1.0, rate: int = 16000) -> Audio:
 
 class TestRegistry:
     def test_all_anchors_known(self) -> None:
-        assert set(A.ANCHORS) == set(IMAGE_ANCHORS + AUDIO_ANCHORS)
+        assert set(A.ANCHORS) == set(IMAGE_ANCHORS + AUDIO_ANCHORS + SCENE_ANCHORS)
         for name in A.ANCHORS:
             anchor = A.get_anchor(name)
             assert anchor.settings() and anchor.version() != "unknown"

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import synthetic_image
 from test_cli import ROOT, SLOW_NMC, run
@@ -118,3 +119,35 @@ def test_ctrl_c_stops_the_workers_and_reports(tmp_path: Path) -> None:
     text = err.decode()
     assert "8 not run" in text and text.rstrip().endswith("nmc: error: interrupted") and "Traceback" not in text, text
     assert list(dst.iterdir()) == []
+
+
+def test_a_shared_network_writes_what_one_file_at_a_time_writes(tmp_path: Path) -> None:
+    """Workers that send their network calls to this process (`nmc batch` on a GPU, forced here on
+    the CPU) write the same bytes, and decode to the same media, as `api` coding in this process."""
+    import soundfile as sf
+
+    src, dst, back = tmp_path / "src", tmp_path / "dst", tmp_path / "back"
+    (src / "sub").mkdir(parents=True)
+    photo = M.read_image(ROOT / "samples" / "photo_aqua.png").pixels
+    for i in range(3):  # equal sizes: their calls can share a batch
+        M.write_image(src / f"p{i}.png", M.Image(np.ascontiguousarray(photo[60 * i : 60 * i + 64, 80 * i : 80 * i + 96])))
+    M.write_image(src / "sub" / "odd.png", M.Image(np.ascontiguousarray(photo[:50, :70])))
+    x, rate = sf.read(ROOT / "samples" / "speech_es.flac", dtype="float32")
+    sf.write(src / "sub" / "talk.wav", np.stack([x[: 2 * rate], x[rate : 3 * rate]], axis=1), rate)  # stereo: channels as rows
+    (src / "bad.wav").write_bytes(b"RIFF, but not audio")  # fails alone
+    stats: dict[str, int] = {}
+    results = list(B.run(B.plan(src, dst), workers=2, share_network=True, stats=stats))
+    assert sorted(r.status for r in results) == ["done"] * 5 + ["failed"] and stats["calls"] >= 5
+    for r in results:
+        if r.status == "done":
+            kind, media = api.load_media(r.job.src)
+            assert r.job.dst.read_bytes() == api.compress("auto", media), r.job.src
+    results = list(B.run(B.plan(dst, back), workers=2, share_network=True))
+    assert [r.status for r in results] == ["done"] * 5
+    for r in results:
+        here = api.decompress(r.job.src.read_bytes())
+        there = api.load_media(r.job.dst)[1]
+        if isinstance(here, M.Image):
+            assert np.array_equal(here.pixels, there.pixels)
+        else:
+            assert np.abs(here.to_array() - there.to_array()).max() <= 1 / 32768  # WAV holds 16-bit samples

@@ -117,9 +117,10 @@ class TestBadInput:
         assert_user_error(run(capsys, "compress", str(audio_file), "-c", "toy-image"), "codes image")
         assert_user_error(run(capsys, "compress", str(audio_file), "-c", "nosuch"), "unknown codec")
 
-    def test_no_codec_for_media(self, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+    def test_broken_ply(self, capsys, tmp_path: Path) -> None:  # noqa: ANN001
         (tmp_path / "s.ply").write_bytes(b"ply\n")
-        assert_user_error(run(capsys, "compress", str(tmp_path / "s.ply")), "no codec for gaussians")
+        assert_user_error(run(capsys, "compress", str(tmp_path / "s.ply")), "not a Gaussian-splatting .ply")
+        assert files_in(tmp_path) == {"s.ply"}
 
     def test_corrupt_and_truncated_files(self, capsys, image_file: Path) -> None:  # noqa: ANN001
         run(capsys, "compress", str(image_file), "-c", "toy-image")

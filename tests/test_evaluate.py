@@ -81,6 +81,23 @@ class TestRun:
         with pytest.raises(AssertionError, match="recomputed"):  # a new metric needs new points
             evaluate.run([dataset], [], ["jpeg"], out, {"image": ["psnr", "st_lpips"]})
 
+    def test_workers_give_the_same_report(self, dataset: Path, tmp_path: Path) -> None:
+        one = evaluate.run([dataset], ["toy-image"], ["jpeg"], tmp_path / "one", IMAGE_METRICS)
+        two = evaluate.run([dataset], ["toy-image"], ["jpeg"], tmp_path / "two", IMAGE_METRICS, workers=2)
+        timing = {"encode_s", "decode_s"}
+        assert [{k: v for k, v in r.items() if k not in timing} for r in two["records"]] == [{k: v for k, v in r.items() if k not in timing} for r in one["records"]]
+        lines = (tmp_path / "two" / "cache.jsonl").read_text().splitlines()
+        assert len(lines) == len(one["records"])  # each point cached once, by the main process
+        assert sorted(p.name for p in (tmp_path / "two" / "media").rglob("*")) == sorted(p.name for p in (tmp_path / "one" / "media").rglob("*"))
+
+    def test_a_worker_error_ends_the_run(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        def boom(*args: object) -> bytes:
+            raise ValueError("encoder broke")
+
+        monkeypatch.setattr(A.JPEG, "encode", boom)  # the forked workers inherit it
+        with pytest.raises(ValueError, match="encoder broke"):
+            evaluate.run([dataset], [], ["jpeg"], tmp_path / "r", IMAGE_METRICS, workers=2)
+
     def test_audio_with_learned_codec_and_anchor(self, speech_dir: Path, tmp_path: Path) -> None:
         metrics = {"audio": ["si_sdr", "mel_distance"]}
         report = evaluate.run([speech_dir], ["toy-audio"], ["opus"], tmp_path / "r", metrics)

@@ -6,7 +6,7 @@ import pytest
 
 from nmc.codec.container import Header
 from nmc.codec.errors import ContainerError
-from nmc.codec.fields import BOOL, HeaderFields, Int, header_field
+from nmc.codec.fields import BOOL, HeaderFields, Int, check_media, header_field
 
 
 @dataclass(frozen=True)
@@ -32,3 +32,16 @@ def test_fields_are_checked() -> None:
         Fields.read(_header({}))
     with pytest.raises(ContainerError, match="flag"):
         Fields.read(_header({"size": 3, "flag": 7}))
+
+
+@pytest.mark.parametrize("names", [["../up.ply"], ["/etc/x.ply"], ["a.ply", "a.ply"], [".nmc-frames"], ["x.txt"], ["a\\b.ply"], ["a\0.ply"], [3], "a.ply"])
+def test_frame_names_cannot_leave_the_output_directory(names: object) -> None:
+    media = {"kind": "gaussians", "frame_count": 1 if isinstance(names, str) else len(names), "names": names}
+    with pytest.raises(ContainerError, match="media.names"):
+        check_media(media)
+
+
+def test_one_name_per_frame() -> None:
+    check_media({"kind": "gaussians", "frame_count": 2, "names": ["a.ply", "b.ply"]})
+    with pytest.raises(ContainerError, match="names 2 frames but claims 3"):
+        check_media({"kind": "gaussians", "frame_count": 3, "names": ["a.ply", "b.ply"]})

@@ -1,4 +1,4 @@
-"""Atomic outputs: never a directory replaced, never a concurrent writer's file lost, no temporary files left."""
+"""Atomic outputs: never a directory replaced but nmc's own frame directories, never a concurrent writer's file lost, no temporary files left."""
 
 from __future__ import annotations
 
@@ -45,6 +45,74 @@ class TestNeverReplaceADirectory:
                 target.mkdir()
                 (target / "keep.txt").write_text("precious")
         assert (target / "keep.txt").read_text() == "precious" and files_in(tmp_path) == {"out.nmc"}
+
+
+def write_frames(target: Path, names: list[str], force: bool = False) -> None:
+    """What decoding a Gaussian sequence does: a directory of frames, written atomically."""
+    with F.atomic_output(target, force) as tmp:
+        tmp.mkdir()
+        for n in names:
+            (tmp / n).write_bytes(n.encode())
+
+
+class TestFrameDirectories:
+    """A sequence decodes to a directory; --force replaces only a frame directory nmc wrote, unchanged."""
+
+    def test_written_whole_with_a_marker(self, tmp_path: Path) -> None:
+        write_frames(tmp_path / "seq", ["a.ply", "b.ply"])
+        assert files_in(tmp_path / "seq") == {"a.ply", "b.ply", F.FRAMES_MARKER} and files_in(tmp_path) == {"seq"}
+        assert F.nmc_frame_directory(tmp_path / "seq")
+        with pytest.raises(MediaError, match="already exists"):
+            write_frames(tmp_path / "seq", ["c.ply"])
+
+    def test_force_replaces_an_unchanged_nmc_directory(self, tmp_path: Path) -> None:
+        write_frames(tmp_path / "seq", ["a.ply", "b.ply"])
+        write_frames(tmp_path / "seq", ["c.ply"], force=True)
+        assert files_in(tmp_path / "seq") == {"c.ply", F.FRAMES_MARKER} and files_in(tmp_path) == {"seq"}
+
+    @pytest.mark.parametrize("change", ["user file", "subdirectory", "no marker", "bad marker", "symlink"])
+    def test_force_never_replaces_another_directory(self, tmp_path: Path, change: str) -> None:
+        write_frames(tmp_path / "seq", ["a.ply"])
+        target = tmp_path / "seq"
+        if change == "user file":
+            (target / "notes.txt").write_text("precious")
+        elif change == "subdirectory":
+            (target / "sub").mkdir()
+        elif change == "no marker":
+            (target / F.FRAMES_MARKER).unlink()
+        elif change == "bad marker":
+            (target / F.FRAMES_MARKER).write_text("{")
+        else:
+            target = tmp_path / "link"
+            target.symlink_to(tmp_path / "seq")
+        before = files_in(tmp_path / "seq")
+        with pytest.raises(MediaError, match="is a directory that nmc did not write"):
+            write_frames(target, ["b.ply"], force=True)
+        assert files_in(tmp_path / "seq") == before and (tmp_path / "seq" / "a.ply").read_bytes() == b"a.ply"
+
+    def test_failure_keeps_the_old_output(self, tmp_path: Path) -> None:
+        write_frames(tmp_path / "seq", ["a.ply"])
+        with pytest.raises(RuntimeError):
+            with F.atomic_output(tmp_path / "seq", force=True) as tmp:
+                tmp.mkdir()
+                (tmp / "b.ply").write_bytes(b"half")
+                raise RuntimeError("damaged packet")
+        assert files_in(tmp_path / "seq") == {"a.ply", F.FRAMES_MARKER} and files_in(tmp_path) == {"seq"}
+
+    def test_a_directory_that_appears_while_writing_is_kept(self, tmp_path: Path) -> None:
+        with pytest.raises(MediaError, match="appeared while"):
+            with F.atomic_output(tmp_path / "seq") as tmp:
+                tmp.mkdir()
+                (tmp / "a.ply").write_bytes(b"mine")
+                (tmp_path / "seq").mkdir()
+                (tmp_path / "seq" / "keep.txt").write_text("theirs")
+        assert files_in(tmp_path / "seq") == {"keep.txt"} and files_in(tmp_path) == {"seq"}
+
+    def test_dot_is_never_replaced(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        write_frames(tmp_path / "seq", ["a.ply"])
+        monkeypatch.chdir(tmp_path / "seq")
+        with pytest.raises(MediaError, match="is a directory"):
+            write_frames(Path("."), ["b.ply"], force=True)
 
 
 class TestExclusiveRename:

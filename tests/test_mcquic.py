@@ -235,9 +235,9 @@ class TestTiling:
         data = encode(c, px, "q3")
         header, packets = open_stream(data)
         rgb = M.to_rgb8(M.Image(px))[0]
-        for i, box in enumerate(Q.tiles(100, 150, 64, Q.STRIDE)):
+        for i, box in enumerate(Q.tiles(100, 150, 64)):
             grids, alpha = c.read_packet(header, c.read_fields(header), packets[i], box)
-            expected = Q.tile_indices(c.model.net, rgb, box, 3, margin=32)
+            expected = Q.tile_indices(c.run, rgb, box, 3, margin=32)
             assert alpha is None and all(np.array_equal(a, b) for a, b in zip(grids, expected))
 
 

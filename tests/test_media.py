@@ -154,23 +154,134 @@ class TestAudio:
             M.read_audio(tmp_path / "x.wav")
 
 
+def _frames(n: int = 3, gaussians: int = 20, degree: int = 1, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(gaussians, M.GaussianLayout(degree).channels)).astype(np.float32) for _ in range(n)]
+
+
+def _write_ply(path: Path, columns: dict[str, np.ndarray], dtype: str = "f4") -> None:
+    from plyfile import PlyData, PlyElement
+
+    rec = np.empty(len(next(iter(columns.values()))), dtype=[(k, dtype) for k in columns])
+    for k, v in columns.items():
+        rec[k] = v
+    PlyData([PlyElement.describe(rec, "vertex")]).write(str(path))
+
+
 class TestGaussians:
+    LAYOUT = M.GaussianLayout(1)
+
     def test_ply_sequence_round_trip(self, tmp_path: Path) -> None:
-        rng = np.random.default_rng(0)
-        names = ["x", "y", "z", "f_dc_0", "opacity", "scale_0", "rot_0"]
-        frames = [{n: rng.normal(size=10).astype(np.float32) for n in names} for _ in range(2)]
-        M.write_gaussians(tmp_path / "seq", M.Gaussians(frames, ["000.ply", "001.ply"]))
+        frames = _frames()
+        M.write_gaussians(tmp_path / "seq", M.Gaussians.from_matrices(self.LAYOUT, frames, ["000.ply", "001.ply", "002.ply"]))
         assert M.media_kind(tmp_path / "seq") == "gaussians"
         back = M.read_gaussians(tmp_path / "seq")
-        assert back.names == ["000.ply", "001.ply"]
-        assert all(np.array_equal(a[n], b[n]) for a, b in zip(frames, back.frames) for n in names)
+        assert back.names == ["000.ply", "001.ply", "002.ply"] and back.counts == [20] * 3 and back.layout == self.LAYOUT
+        assert all(np.array_equal(a, b) for a, b in zip(frames, back.frames(), strict=True))
+        assert all(np.array_equal(a, b) for a, b in zip(frames, back.frames()))  # streams again
+
+    def test_frames_stream_one_at_a_time(self, tmp_path: Path) -> None:
+        """Reading opens each frame when it is reached: a frame damaged after opening fails there, not before."""
+        M.write_gaussians(tmp_path / "seq", M.Gaussians.from_matrices(self.LAYOUT, _frames(3)))
+        seq = M.read_gaussians(tmp_path / "seq")
+        frames = seq.frames()
+        first = next(frames)
+        bad = self.LAYOUT.to_frame(_frames(1)[0])
+        bad["x"][4] = np.nan
+        _write_ply(tmp_path / "seq" / "frame_0002.ply", bad)
+        assert np.array_equal(next(frames), _frames(3)[1]) and first.shape == (20, self.LAYOUT.channels)
+        with pytest.raises(MediaError, match=r"frame_0002.ply: NaN or infinite values in \['x'\]"):
+            next(frames)
+
+    def test_writer_streams(self, tmp_path: Path) -> None:
+        """Each frame is on disk before the next one is asked for."""
+        def frames():  # noqa: ANN202
+            for t, m in enumerate(_frames(3)):
+                assert len(list((tmp_path / "seq").glob("*.ply"))) == t
+                yield m
+
+        M.write_gaussians(tmp_path / "seq", M.Gaussians(self.LAYOUT, ["a.ply", "b.ply", "c.ply"], [20] * 3, frames))
+        assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == ["a.ply", "b.ply", "c.ply"]
+
+    def test_single_frame_file(self, tmp_path: Path) -> None:
+        M.write_gaussians(tmp_path / "one.ply", M.Gaussians.from_matrices(self.LAYOUT, _frames(1)))
+        back = M.read_gaussians(tmp_path / "one.ply")
+        assert back.names == ["one.ply"] and np.array_equal(next(back.frames()), _frames(1)[0])
+        with pytest.raises(MediaError, match="3 frames is written to a directory"):
+            M.write_gaussians(tmp_path / "three.ply", M.Gaussians.from_matrices(self.LAYOUT, _frames(3)))
+
+    @pytest.mark.parametrize("names", [["../evil.ply"], ["a.ply", "a.ply"], [".hidden.ply"], ["x.txt"]])
+    def test_writer_refuses_unsafe_names(self, tmp_path: Path, names: list[str]) -> None:
+        with pytest.raises(MediaError, match="plain .ply file names"):
+            M.write_gaussians(tmp_path / "seq", M.Gaussians.from_matrices(self.LAYOUT, _frames(len(names)), names))
+        assert not (tmp_path / "evil.ply").exists()
+
+    def test_hidden_and_other_files_are_not_frames(self, tmp_path: Path) -> None:
+        M.write_gaussians(tmp_path / "seq", M.Gaussians.from_matrices(self.LAYOUT, _frames(2)))
+        (tmp_path / "seq" / "._frame_0000.ply").write_bytes(b"resource fork")
+        (tmp_path / "seq" / "static.npy").write_bytes(b"x")
+        assert M.read_gaussians(tmp_path / "seq").names == ["frame_0000.ply", "frame_0001.ply"]
+
+    def test_empty_directory(self, tmp_path: Path) -> None:
+        (tmp_path / "empty").mkdir()
+        for call in (M.media_kind, M.read_gaussians):
+            with pytest.raises(MediaError, match="holds no .ply frames"):
+                call(tmp_path / "empty")
 
     def test_not_gaussians(self, tmp_path: Path) -> None:
-        from plyfile import PlyData, PlyElement
-
-        PlyData([PlyElement.describe(np.zeros(3, dtype=[("a", "f4")]), "vertex")]).write(str(tmp_path / "a.ply"))
-        with pytest.raises(MediaError, match="lacks"):
+        _write_ply(tmp_path / "a.ply", {"a": np.zeros(3)})
+        with pytest.raises(MediaError, match="not a 3DGS frame"):
             M.read_gaussians(tmp_path / "a.ply")
+        (tmp_path / "b.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nend_header\n\0")
+        with pytest.raises(MediaError, match="not a Gaussian-splatting .ply"):
+            M.read_gaussians(tmp_path / "b.ply")
+
+    def test_attribute_sets_differ_between_frames(self, tmp_path: Path) -> None:
+        """Refused from the headers, before any frame is read."""
+        M.write_gaussians(tmp_path / "seq", M.Gaussians.from_matrices(self.LAYOUT, _frames(2)))
+        M.write_gaussians(tmp_path / "seq" / "frame_0002.ply", M.Gaussians.from_matrices(M.GaussianLayout(0), [np.zeros((20, 14), np.float32)]))
+        with pytest.raises(MediaError, match=r"frame_0002.ply: attributes differ from frame_0000.ply \(missing \['f_rest_0'"):
+            M.read_gaussians(tmp_path / "seq")
+
+    def test_other_gaussian_counts_are_read(self, tmp_path: Path) -> None:
+        """Counts may change between frames (per-frame anchors code them); codecs that cannot, refuse."""
+        frames = [_frames(1, 20)[0], _frames(1, 7)[0]]
+        M.write_gaussians(tmp_path / "seq", M.Gaussians.from_matrices(self.LAYOUT, frames))
+        assert M.read_gaussians(tmp_path / "seq").counts == [20, 7]
+
+
+class TestGaussianLayout:
+    FRAME = _frames(1, degree=3)[0]
+
+    def test_round_trip(self) -> None:
+        layout = M.GaussianLayout(3)
+        frame = layout.to_frame(self.FRAME)
+        assert list(frame)[:6] == ["x", "y", "z", "nx", "ny", "nz"] and len(frame) == 62
+        assert np.array_equal(layout.to_matrix(frame), self.FRAME)
+
+    @pytest.mark.parametrize("change, message", [
+        (lambda f: f.pop("rot_3"), "missing"),
+        (lambda f: f.update(extra=f["x"]), "unexpected"),
+        (lambda f: f.pop("f_rest_44"), "SH degree"),
+        (lambda f: f["opacity"].__setitem__(0, np.nan), "NaN"),
+        (lambda f: f.update(nx=np.ones_like(f["x"])), "normals"),
+    ])  # fmt: skip
+    def test_refuses(self, change, message: str) -> None:  # type: ignore[no-untyped-def]
+        frame = {k: v.copy() for k, v in M.GaussianLayout(3).to_frame(self.FRAME).items()}
+        change(frame)
+        with pytest.raises(MediaError, match=message):
+            M.GaussianLayout(3).to_matrix(frame)
+
+    def test_other_degree_is_another_layout(self) -> None:
+        low = M.GaussianLayout(1).to_frame(np.zeros((3, M.GaussianLayout(1).channels), np.float32))
+        with pytest.raises(MediaError, match="differ"):
+            M.GaussianLayout(3).to_matrix(low)
+
+    def test_uchar_colours_are_not_3dgs(self, tmp_path: Path) -> None:
+        frame = M.GaussianLayout(0).to_frame(np.zeros((3, 14), np.float32))
+        _write_ply(tmp_path / "c.ply", {**frame, "red": np.zeros(3)})
+        with pytest.raises(MediaError, match=r"unexpected \['red'\]"):
+            M.read_gaussians(tmp_path / "c.ply")
 
 
 def test_media_kind() -> None:

@@ -62,6 +62,30 @@ class TestImageMetrics:
         assert Q.st_lpips(a, a) == pytest.approx(0.0, abs=1e-6)
         assert 0 < Q.st_lpips(a, noisy(a, 5)) < Q.st_lpips(a, noisy(a, 40))
 
+    def test_reference_matches_the_libraries(self) -> None:
+        """`ImageReference` (original's work done once, a batch of decoded images) gives the
+        numbers of pytorch_msssim and of stlpips_pytorch's own forward."""
+        import torch
+        from pytorch_msssim import ms_ssim
+        from nmc.codec.reference import ImageReference
+
+        a = photo(176, 200)
+        decoded = [noisy(a, 3), noisy(a, 25, seed=2), a]
+        ref = ImageReference(a)
+
+        def t(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]
+
+        with torch.no_grad():
+            want_ssim = [float(ms_ssim(t(a), t(d), data_range=255)) for d in decoded]
+            model = Q._st_lpips_model("alex")
+            want_lpips = [float(model(t(a) / 255, t(d) / 255, normalize=True).mean()) for d in decoded]
+        assert ref.ms_ssim(decoded) == pytest.approx(want_ssim, abs=1e-6)
+        assert ref.st_lpips(decoded) == pytest.approx(want_lpips, abs=1e-6)
+        assert ref.st_lpips(decoded[:1]) == pytest.approx(want_lpips[:1], abs=1e-6)  # features kept from the first call
+        with pytest.raises(ValueError, match="differs from the reference"):
+            ref.ms_ssim([a[:100]])
+
     def test_st_lpips_import_leaves_no_stubs(self) -> None:
         Q._st_lpips_model("alex")
         for name in Q._STLPIPS_UNUSED_IMPORTS:

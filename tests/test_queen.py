@@ -1,4 +1,4 @@
-"""queen data and rendering: the procedural scenes, the 3DGS layout, the CPU splatting renderer."""
+"""queen data: the procedural scenes (the layout is tested in test_media.py, the renderer in test_splatting.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from nmc.codec import media as M
-from nmc.codec.errors import MediaError
-from nmc.models.queen import render, scenes
-from nmc.models.queen.layout import Layout
+from nmc.codec.media import GaussianLayout
+from nmc.models.queen import scenes
 
 SAMPLE = Path(__file__).parent.parent / "samples" / "gaussians_queen"
 CFG = scenes.SceneConfig(gaussians=800, frames=4, seed=3)
@@ -30,7 +28,7 @@ class TestScenes:
         assert not np.array_equal(frames[0], other)
 
     def test_statistics_of_fitted_splats(self, frames: list[np.ndarray]) -> None:
-        m, sl = frames[0], Layout(3).slices()
+        m, sl = frames[0], GaussianLayout(3).slices()
         alpha = 1 / (1 + np.exp(-m[:, sl["opacity"].start]))
         assert 0.55 < np.mean(alpha > 0.9) < 0.9 and 0.1 < np.mean(alpha < 0.5) < 0.4  # bimodal opacity
         s = np.sort(np.exp(m[:, sl["scale"]]), axis=1)
@@ -56,96 +54,43 @@ class TestScenes:
         scenes.write_scene(cfg, tmp_path / "seq")
         seq = M.read_gaussians(tmp_path / "seq")
         assert seq.names == ["frame_0000.ply", "frame_0001.ply"]
-        layout = Layout.of(seq.frames[0])
-        assert layout == Layout(1, normals=True)
-        assert np.array_equal(layout.to_matrix(seq.frames[1]), list(scenes.generate(cfg))[1])
+        assert seq.layout == GaussianLayout(1, normals=True) and seq.counts == [50, 50]
+        assert np.array_equal(list(seq.frames())[1], list(scenes.generate(cfg))[1])
         assert np.load(tmp_path / "seq" / "static.npy").shape == (50,)
 
     def test_sample_is_the_generator_output(self) -> None:
         """samples/gaussians_queen was written by the generator (command in samples/ATTRIBUTION.md)."""
         seq = M.read_gaussians(SAMPLE)
-        cfg = scenes.SceneConfig(gaussians=256, frames=len(seq.frames), seed=0)
-        for frame, m in zip(seq.frames, scenes.generate(cfg)):
-            np.testing.assert_allclose(Layout(3).to_matrix(frame), m, rtol=0, atol=1e-5)
+        cfg = scenes.SceneConfig(gaussians=256, frames=len(seq.names), seed=0)
+        for frame, m in zip(seq.frames(), scenes.generate(cfg), strict=True):
+            np.testing.assert_allclose(frame, m, rtol=0, atol=1e-5)
 
 
-class TestLayout:
-    def test_round_trip(self, frames: list[np.ndarray]) -> None:
-        layout = Layout(3)
-        frame = layout.to_frame(frames[0])
-        assert list(frame)[:6] == ["x", "y", "z", "nx", "ny", "nz"] and len(frame) == 62
-        assert np.array_equal(layout.to_matrix(frame), frames[0])
-
-    @pytest.mark.parametrize("change, message", [
-        (lambda f: f.pop("rot_3"), "missing"),
-        (lambda f: f.update(extra=f["x"]), "unexpected"),
-        (lambda f: f.pop("f_rest_44"), "SH degree"),
-        (lambda f: f["opacity"].__setitem__(0, np.nan), "NaN"),
-        (lambda f: f.update(nx=np.ones_like(f["x"])), "normals"),
-    ])
-    def test_refuses(self, frames: list[np.ndarray], change, message: str) -> None:  # type: ignore[no-untyped-def]
-        frame = {k: v.copy() for k, v in Layout(3).to_frame(frames[0]).items()}
-        change(frame)
-        with pytest.raises(MediaError, match=message):
-            Layout(3).to_matrix(frame)
-
-    def test_other_degree_is_another_layout(self, frames: list[np.ndarray]) -> None:
-        low = Layout(1).to_frame(np.zeros((3, Layout(1).channels), np.float32))
-        with pytest.raises(MediaError, match="differ"):
-            Layout(3).to_matrix(low)
 
 
-class TestRender:
-    CAM = render.held_out_cameras((48, 36), 1)[0]
+class TestFit:
+    def test_packing_is_lossless(self) -> None:
+        from nmc.models.queen.fit import pack, unpack_frame
 
-    def test_identical_frames_give_infinite_psnr(self, frames: list[np.ndarray]) -> None:
-        a, b = render.render(frames[0], Layout(3), self.CAM), render.render(frames[0].copy(), Layout(3), self.CAM)
-        assert render.psnr(a, b) == float("inf")
-        assert 0.05 < float(a.mean()) < 1.0  # the scene is in view
-
-    def test_psnr_falls_smoothly_with_perturbation(self, frames: list[np.ndarray]) -> None:
         rng = np.random.default_rng(0)
-        noise = rng.normal(size=frames[0].shape).astype(np.float32)
-        ref = render.render(frames[0], Layout(3), self.CAM)
-        sizes = (1e-4, 2e-4, 4e-4, 8e-4)
-        p = [render.psnr(ref, render.render(frames[0] + s * noise, Layout(3), self.CAM)) for s in sizes]
-        assert 60 < p[0] < 100 and all(a > b for a, b in zip(p, p[1:]))  # every attribute: finite, monotone
-        colour = np.zeros_like(noise)
-        colour[:, 3:6] = noise[:, 3:6]  # the image is linear in the colours: 6.02 dB per doubling
-        p = [render.psnr(ref, render.render(frames[0] + s * colour, Layout(3), self.CAM)) for s in sizes]
-        assert all(a - b == pytest.approx(6.02, abs=0.1) for a, b in zip(p, p[1:]))
+        a = rng.normal(0, 1, (50, 59)).astype(np.float32)
+        b = (a + rng.normal(0, 1e-3, a.shape)).astype(np.float32)
+        b[0, 0], b[1, 1] = np.float32("-0.0"), np.float32(3e-41)  # sign and subnormal bits survive
+        back_a = unpack_frame(pack(a, None), None, a.shape)
+        back_b = unpack_frame(pack(b, a), back_a, b.shape)
+        assert back_a.tobytes() == a.tobytes() and back_b.tobytes() == b.tobytes()
 
-    def test_single_gaussian(self) -> None:
-        """A round opaque Gaussian straight ahead: its colour (SH degree 0) in the middle, black far away."""
-        layout = Layout(0, normals=False)
-        cam = render.Camera.look_at(np.array([0.0, -3.0, 0.0]), np.zeros(3), 33, 33)
-        g = np.zeros((1, layout.channels), np.float32)
-        g[0, 3:6] = (np.array([0.9, 0.5, 0.1]) - 0.5) / render.SH_C0
-        g[0, 6] = 10.0  # opacity ~ 1 -> clamped to 0.99
-        g[0, 7:10] = np.log(0.2)
-        g[0, 10] = 1.0  # identity rotation
-        img = render.render(g, layout, cam)
-        np.testing.assert_allclose(img[16, 16].numpy(), 0.99 * np.array([0.9, 0.5, 0.1]), atol=2e-3)
-        assert float(img[0, 0].abs().max()) < 1e-3
+    def test_tiny_fit_on_the_cpu(self, tmp_path: Path) -> None:
+        """The GPU script end to end at toy size: every step runs, the frames unpack to a .ply sequence."""
+        import json
 
-    def test_depth_order(self) -> None:
-        """Two opaque Gaussians on the view axis: the nearer one's colour wins, whatever the input order."""
-        layout = Layout(0, normals=False)
-        cam = render.Camera.look_at(np.array([0.0, -3.0, 0.0]), np.zeros(3), 17, 17)
-        g = np.zeros((2, layout.channels), np.float32)
-        g[:, 6], g[:, 7:10], g[:, 10] = 10.0, np.log(0.3), 1.0
-        g[0, 1], g[0, 3:6] = 1.0, (np.array([1.0, 0.0, 0.0]) - 0.5) / render.SH_C0  # red, farther
-        g[1, 1], g[1, 3:6] = -1.0, (np.array([0.0, 0.0, 1.0]) - 0.5) / render.SH_C0  # blue, nearer
-        for order in ([0, 1], [1, 0]):
-            px = render.render(g[order], layout, cam)[8, 8]
-            assert float(px[2]) > 0.95 and float(px[0]) < 0.05
+        from nmc.models.queen import fit
 
-    def test_sh_view_dependence(self) -> None:
-        """A degree-1 coefficient along y: brighter seen from one side than from the other."""
-        layout = Layout(1, normals=False)
-        g = torch.zeros(1, layout.channels)
-        g[0, 6 + 0] = 0.5  # red, first degree-1 basis function (-C1 * y)
-        sh = torch.cat([g[:, 3:6, None], g[:, 6:15].reshape(1, 3, 3)], 2)
-        left = render.eval_sh(1, sh, torch.tensor([[0.0, -1.0, 0.0]]))
-        right = render.eval_sh(1, sh, torch.tensor([[0.0, 1.0, 0.0]]))
-        assert float(left[0, 0]) == pytest.approx(render.SH_C1 * 0.5) and float(right[0, 0]) == pytest.approx(-render.SH_C1 * 0.5)
+        fit.run(tmp_path / "run", teacher=300, student=120, frames=2, cameras=2, size="16x12", steps0=30, steps=5, minutes=5, device="cpu")
+        log = json.loads((tmp_path / "run" / "fit.json").read_text())["log"]
+        assert [e["steps"] for e in log] == [30, 5]
+        fit.unpack(tmp_path / "run", tmp_path / "seq")
+        seq = M.read_gaussians(tmp_path / "seq")
+        assert seq.counts == [120, 120] and (tmp_path / "seq" / "cameras.json").exists()
+        f0, f1 = seq.frames()
+        assert np.isfinite(f0).all() and not np.array_equal(f0, f1)

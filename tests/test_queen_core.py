@@ -15,8 +15,9 @@ from hypothesis import given, settings, strategies as st
 
 from nmc.codec.entropy import Encoder
 from nmc.codec.errors import ContainerError, MediaError
-from nmc.models.queen import core, render, scenes, symbols as S
-from nmc.models.queen.layout import Layout
+from nmc.codec import splatting
+from nmc.codec.media import GaussianLayout
+from nmc.models.queen import core, scenes, symbols as S
 
 CFG = scenes.SceneConfig(gaussians=600, frames=5, seed=1)
 FAST = core.Settings(lam=1e-6, fit_rows=3000, fit_steps=60, gate_steps=60)
@@ -29,12 +30,12 @@ def frames() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def coded(frames: list[np.ndarray], one_torch_thread: None) -> tuple[core.EncodedGroup, core.GroupEncoder]:
-    enc = core.GroupEncoder(Layout(3), FAST)
+    enc = core.GroupEncoder(GaussianLayout(3), FAST)
     return enc.encode_group(frames), enc
 
 
 def decode(group: core.EncodedGroup) -> list[np.ndarray]:
-    return list(core.GroupDecoder(Layout(3)).decode_group(group.header, group.packets))
+    return list(core.GroupDecoder(GaussianLayout(3), CFG.gaussians).decode_group(group.header, group.packets))
 
 
 class TestSymbols:
@@ -69,8 +70,8 @@ class TestRoundTrip:
     def test_quality_and_rate(self, frames: list[np.ndarray], coded: tuple[core.EncodedGroup, core.GroupEncoder]) -> None:
         group, _ = coded
         out = decode(group)
-        cam = render.held_out_cameras((48, 36), 1)[0]
-        psnr = [render.psnr(render.render(f, Layout(3), cam), render.render(o, Layout(3), cam)) for f, o in zip(frames, out)]
+        cam = scenes.held_out_cameras((48, 36), 1)[0]
+        psnr = [splatting.psnr(splatting.render(f, GaussianLayout(3), cam), splatting.render(o, GaussianLayout(3), cam)) for f, o in zip(frames, out)]
         assert min(psnr) > 38
         delta_bits = 8 * np.mean([len(p) for p in group.packets[1:]]) / CFG.gaussians
         assert delta_bits < 60  # float32 .ply: 1984 bits per Gaussian
@@ -83,17 +84,17 @@ class TestRoundTrip:
         assert max(err) < 3 * err[0]  # residual frames cost no more error than the keyframe
 
     def test_next_group_continues_without_keyframe(self, frames: list[np.ndarray]) -> None:
-        enc, dec = core.GroupEncoder(Layout(3), FAST), core.GroupDecoder(Layout(3))
+        enc, dec = core.GroupEncoder(GaussianLayout(3), FAST), core.GroupDecoder(GaussianLayout(3), CFG.gaussians)
         first, second = enc.encode_group(frames[:3]), enc.encode_group(frames[3:])
         assert first.meta["keyframe"] and not second.meta["keyframe"]
         assert sum(map(len, second.packets)) < 0.5 * sum(map(len, first.packets))
         out = list(dec.decode_group(first.header, first.packets)) + list(dec.decode_group(second.header, second.packets))
         assert np.array_equal(out[-1], core.to_float(enc.state))  # type: ignore[arg-type]
         with pytest.raises(ContainerError, match="reference"):
-            list(core.GroupDecoder(Layout(3)).decode_group(second.header, second.packets))  # no keyframe before it
+            list(core.GroupDecoder(GaussianLayout(3), CFG.gaussians).decode_group(second.header, second.packets))  # no keyframe before it
 
     def test_settings_trade_rate_for_quality(self, frames: list[np.ndarray], coded: tuple[core.EncodedGroup, core.GroupEncoder]) -> None:
-        coarse = core.GroupEncoder(Layout(3), core.Settings(**{**FAST.__dict__, "lam": 1e-5})).encode_group(frames)
+        coarse = core.GroupEncoder(GaussianLayout(3), core.Settings(**{**FAST.__dict__, "lam": 1e-5})).encode_group(frames)
         size = lambda g: sum(map(len, g.packets))  # noqa: E731
         err = lambda g: float(np.mean([((o - f) ** 2).mean() for f, o in zip(frames, decode(g))]))  # noqa: E731
         assert size(coarse) < size(coded[0]) and err(coarse) > err(coded[0])
@@ -120,7 +121,7 @@ class TestGate:
 
 class TestErrors:
     def test_count_change_and_nan(self, frames: list[np.ndarray], coded: tuple[core.EncodedGroup, core.GroupEncoder]) -> None:
-        enc = core.GroupEncoder(Layout(3), FAST)
+        enc = core.GroupEncoder(GaussianLayout(3), FAST)
         enc.encode_group(frames[:1])
         with pytest.raises(MediaError, match="count changed from 600 to 599"):
             enc.encode_group([frames[1][:-1]])
@@ -142,9 +143,9 @@ import hashlib, json, sys, torch
 torch.set_num_threads(1)
 import numpy as np
 from nmc.models.queen import core
-from nmc.models.queen.layout import Layout
+from nmc.codec.media import GaussianLayout
 d = json.load(open(sys.argv[1]))
-dec = core.GroupDecoder(Layout(3))
+dec = core.GroupDecoder(GaussianLayout(3), 600)
 coders = dec.read_header(bytes.fromhex(d["header"]))
 tables = hashlib.sha256(b"".join(t.freqs().tobytes() for c in coders.values() for t in c.tables)).hexdigest()
 frames = list(dec.decode_group(bytes.fromhex(d["header"]), [bytes.fromhex(p) for p in d["packets"]]))
@@ -154,7 +155,7 @@ print(json.dumps({"tables": tables, "frames": hashlib.sha256(b"".join(f.tobytes(
 
 def test_tables_and_frames_are_identical_in_a_one_thread_process(coded: tuple[core.EncodedGroup, core.GroupEncoder], tmp_path: Path) -> None:
     group, _ = coded
-    coders = core.GroupDecoder(Layout(3)).read_header(group.header)
+    coders = core.GroupDecoder(GaussianLayout(3), CFG.gaussians).read_header(group.header)
     tables = hashlib.sha256(b"".join(t.freqs().tobytes() for c in coders.values() for t in c.tables)).hexdigest()
     frames = hashlib.sha256(b"".join(f.tobytes() for f in decode(group))).hexdigest()
     (tmp_path / "g.json").write_text(json.dumps({"header": group.header.hex(), "packets": [p.hex() for p in group.packets]}))

@@ -29,9 +29,11 @@ def test_auto_picks_highest_priority(monkeypatch: pytest.MonkeyPatch) -> None:
     assert registry.codec_for_media("image") == before
 
 
-def test_errors_name_what_is_missing() -> None:
+def test_errors_name_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CodecNotFoundError, match="unknown codec 'nope'"):
         registry.get_codec("nope")
+    registry.available()
+    monkeypatch.delitem(registry.CODECS, "queen")
     with pytest.raises(CodecNotFoundError, match="no codec for gaussians"):
         registry.codec_for_media("gaussians")
     with pytest.raises(CodecNotFoundError, match="no rate setting 'x'"):

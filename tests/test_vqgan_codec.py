@@ -208,9 +208,9 @@ class TestTiling:
         px = photo(144, 208)
         c = V.VQGANCodec(weights, tile=64)  # 128 px of encoder context around each tile
         rgb = M.to_rgb8(M.Image(px))[0]
-        whole = tile_indices(c.model.net, rgb, (0, 144, 0, 208), [64], 0)[0]
+        whole = tile_indices(c.run, rgb, (0, 144, 0, 208), [64], 0)[0]
         for box in [(0, 64, 0, 64), (64, 128, 128, 208), (128, 144, 64, 128)]:
-            part = tile_indices(c.model.net, rgb, box, [64], c.enc_margin)[0]
+            part = tile_indices(c.run, rgb, box, [64], c.enc_margin)[0]
             assert np.array_equal(part, whole[box[0] // 16 : box[1] // 16, box[2] // 16 : box[3] // 16])
 
 
@@ -238,7 +238,7 @@ class TestPackets:
     def test_each_packet_decodes_alone(self, codec: V.VQGANCodec) -> None:
         px = photo(100, 150)
         data = encode(codec, px, "s64")
-        grid = tile_indices(codec.model.net, M.to_rgb8(M.Image(px))[0], (0, 112, 0, 160), [64], codec.enc_margin)[0]
+        grid = tile_indices(codec.run, M.to_rgb8(M.Image(px))[0], (0, 112, 0, 160), [64], codec.enc_margin)[0]
         _, packets = open_stream(data)
         cells = P.packet_cells(grid.shape, codec.lattice)
         for j in reversed(range(len(packets))):  # any order: no state crosses packets

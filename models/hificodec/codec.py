@@ -35,7 +35,6 @@ from nmc.codec.fields import MAX_FRAMES, HeaderFields, Int, header_field
 from nmc.codec.interface import Encoded, Model, NeuralCodec, Setting
 from nmc.codec.media import MAX_AUDIO_CHANNELS
 from nmc.codec.registry import register_codec
-from nmc.codec.threads import one_thread
 from nmc.codec.windows import exact_length, sub_windows, windows
 
 from .index_coding import context_sizes, decode_indices, encode_indices
@@ -169,28 +168,31 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
     def encode_indices(self, model: Model[HiFiCodec], x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
         """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1]),
         computed `window_frames` at a time."""
-        import torch
-
-        net, parts = model.net, []
+        parts = []
         for sub, sa, sb in sub_windows(x, a * HOP, b * HOP, self.window_frames * HOP, ENC_CONTEXT * HOP):
-            with torch.inference_mode(), one_thread():  # the same bytes for any thread count
-                y = net.g_a(torch.from_numpy(np.ascontiguousarray(sub, np.float32))[None, None].to(self.device))
-                idx = net.quantizer.codes_to_indices(y[..., sa // HOP : sb // HOP], n_cb // GROUPS)
-            parts.append(idx[0].cpu().numpy().astype(np.int64))
+            (idx,) = self.run("encode", np.ascontiguousarray(sub, np.float32)[None, None], frames=(sa // HOP, sb // HOP), levels=n_cb // GROUPS)
+            parts.append(idx[0].astype(np.int64))
         indices = np.concatenate(parts, axis=1)
         indices[:, silent_frames(x, a, b)] = self.silence_indices(model)[:n_cb, None]
         return indices
 
     def silence_indices(self, model: Model[HiFiCodec]) -> npt.NDArray[np.int64]:
         """The indices (all codebooks) the encoder gives digital silence, away from any edge."""
-        import torch
-
         if self._silence is None or self._silence[0] is not model:
-            zeros = torch.zeros(1, 1, (2 * ENC_CONTEXT + 1) * HOP)
-            with torch.inference_mode(), one_thread():
-                idx = model.net.quantizer.codes_to_indices(model.net.g_a(zeros.to(self.device)), model.net.config.levels)
-            self._silence = (model, idx[0, :, ENC_CONTEXT].cpu().numpy().astype(np.int64))
+            zeros = np.zeros((1, 1, (2 * ENC_CONTEXT + 1) * HOP), np.float32)
+            (idx,) = self.run("encode", zeros, frames=(ENC_CONTEXT, ENC_CONTEXT + 1), levels=model.net.config.levels)
+            self._silence = (model, idx[0, :, 0].astype(np.int64))
         return self._silence[1]
+
+    @staticmethod
+    def net_encode(net: HiFiCodec, x: torch.Tensor, frames: tuple[int, int], levels: int) -> torch.Tensor:
+        """Indices `(B, GROUPS * levels, b - a)` of frames a..b of audio windows `(B, 1, T)`."""
+        return net.quantizer.codes_to_indices(net.g_a(x)[..., frames[0] : frames[1]], levels)
+
+    @staticmethod
+    def net_decode(net: HiFiCodec, indices: torch.Tensor, samples: tuple[int, int]) -> torch.Tensor:
+        """Samples a..b `(B, b - a)` of the audio of index windows `(B, n_codebooks, F)`."""
+        return net.decode(indices)[:, 0, samples[0] : samples[1]].float()
 
     def _encode_chunk(self, model: Model[HiFiCodec], window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
         meta, streams = [_META.pack(b - a)], []
@@ -221,7 +223,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         return out, gains
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Audio:
-        net, ch, coded = self.model.net, fields.coded_channels, fields.coded_frames
+        ch, coded = fields.coded_channels, fields.coded_frames
         gains: deque[list[float]] = deque()
 
         def indices() -> Iterator[np.ndarray]:
@@ -231,20 +233,13 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
                 yield idx
 
         def blocks() -> Iterator[np.ndarray]:
-            import torch
-
             left = coded
             dc = DCBlocker(ch, DC_WINDOW)  # the decoder's activations leave a DC offset
             for window, a, b in windows(indices(), fields.chunk_frames, DEC_CONTEXT):
-                gain = gains.popleft()
+                gain = np.asarray(gains.popleft(), np.float32)
                 for sub, sa, sb in sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):
-                    out = np.empty(((sb - sa) * HOP, ch), np.float32)
-                    for c in range(ch):
-                        with torch.inference_mode(), one_thread():  # the same samples for any thread count
-                            idx = torch.from_numpy(np.ascontiguousarray(sub[:, c].T))[None].to(self.device)
-                            x = net.decode(idx)[0, 0, sa * HOP : sb * HOP].float().cpu().numpy()
-                        out[:, c] = x * np.float32(gain[c])
-                    out = dc(out[:left])
+                    (x,) = self.run("decode", sub.transpose(1, 2, 0), samples=(sa * HOP, sb * HOP))  # channels as a batch
+                    out = dc(np.ascontiguousarray(x.T * gain)[:left])
                     yield out
                     left -= len(out)
             if left:

@@ -34,10 +34,9 @@ from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
-from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .index_coding import COARSE_M, FINE_M, context_sizes, decode_tile, encode_tile
-from .tiling import STRIDE, synthesise, tile_indices
+from .tiling import STRIDE, net_compress, net_decompress, synthesise, tile_indices, tiles
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +48,7 @@ CODEBOOK_SIZE = 256  # entries per codebook of the shipped model (nominal rates)
 TILE = 1024  # pixels per tile side (packet), a multiple of STRIDE
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
 DEC_MARGIN = 10  # coarse cells of neighbouring indices the decoder sees (g_c + g_s reach ~9)
+MAX_SIDE = 1 << 20  # pixels; a header claiming more is damaged (keeps the decoder's allocations sane)
 _META = struct.Struct("<HHH")
 
 IntArray = npt.NDArray[np.int64]
@@ -85,7 +85,7 @@ class Fields(HeaderFields):
         return (
             isinstance(setting, Quality) and self.stages == setting.stages and self.tile % STRIDE == 0
             and self.codebooks == [COARSE_M] + [FINE_M] * (self.stages - 1) and max(m["width"], m["height"]) <= MAX_SIDE
-            and (m["channels"] in (2, 4) or not self.alpha) and header.packets == len(tiles(m["height"], m["width"], self.tile, STRIDE))
+            and (m["channels"] in (2, 4) or not self.alpha) and header.packets == len(tiles(m["height"], m["width"], self.tile))
         )  # fmt: skip
 
 
@@ -110,8 +110,14 @@ class McQuicCodec(NeuralCodec["McQuic"]):
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, enc_margin: int = ENC_MARGIN, dec_margin: int = DEC_MARGIN) -> None:
         super().__init__(weights_path)
-        check_geometry(tile, enc_margin, dec_margin, STRIDE)
+        if tile % STRIDE or not STRIDE <= tile <= 0xFFFF:
+            raise ValueError(f"tile={tile} is not a multiple of {STRIDE} in [{STRIDE}, 65535]")
+        if enc_margin % STRIDE or enc_margin < 0 or not 0 <= dec_margin <= 64:
+            raise ValueError(f"enc_margin={enc_margin} (a multiple of {STRIDE}) or dec_margin={dec_margin} (0..64 cells) out of range")
         self.tile, self.enc_margin, self.dec_margin = tile, enc_margin, dec_margin
+
+    net_compress = staticmethod(net_compress)  # the network functions `run` calls (tiling.py)
+    net_decompress = staticmethod(net_decompress)
 
     def settings(self) -> list[Setting]:
         return SETTINGS
@@ -134,19 +140,19 @@ class McQuicCodec(NeuralCodec["McQuic"]):
             raise MediaError(f"mcquic: images up to {MAX_SIDE} pixels a side, got {image.width}x{image.height}")
         rgb, alpha = M.to_rgb8(image)
         model, stages = self.model, setting.stages
-        boxes = tiles(image.height, image.width, self.tile, STRIDE)
-        gray = is_gray(image.channels, rgb)
+        boxes = tiles(image.height, image.width, self.tile)
+        gray = image.channels >= 3 and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
         fields = Fields(stride=STRIDE, tile=self.tile, stages=stages, codebooks=[COARSE_M] + [FINE_M] * (stages - 1),
                         codebook_size=model.prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin, gray=gray)
 
         def packets() -> Iterator[bytes]:
-            for box in boxes:
-                grids = tile_indices(model.net, rgb, box, stages, self.enc_margin, self.device)
+            for y0, y1, x0, x1 in boxes:
+                grids = tile_indices(self.run, rgb, (y0, y1, x0, x1), stages, self.enc_margin)
                 enc = E.Encoder()
                 mask = encode_tile(enc, model.prior, grids)
                 streams = [_META.pack(*grids[0].shape, mask), enc.to_bytes()]
                 if alpha is not None:
-                    streams.append(encode_plane(alpha_of(alpha, box)))
+                    streams.append(encode_plane(alpha[y0 : min(y1, image.height), x0 : min(x1, image.width)]))
                 yield pack_streams(streams)
 
         return Encoded(fields, packets(), len(boxes))
@@ -166,11 +172,14 @@ class McQuicCodec(NeuralCodec["McQuic"]):
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
         m = header.media
         h, w, stages = m["height"], m["width"], fields.stages
-        boxes = tiles(h, w, fields.tile, STRIDE)
+        boxes = tiles(h, w, fields.tile)
         ch, cw = -(-h // STRIDE), -(-w // STRIDE)
         coarse = np.zeros((COARSE_M, ch, cw), np.uint8)
         fine = np.zeros((stages - 1, FINE_M, 2 * ch, 2 * cw), np.uint8)
-        out = new_canvas(m, fields.alpha)
+        out = np.empty((h, w, m["channels"]), np.uint16 if m["bit_depth"] == 16 else np.uint8)
+        scale = 257 if m["bit_depth"] == 16 else 1
+        if m["channels"] in (2, 4) and not fields.alpha:
+            out[..., -1] = 255 * scale
         for i, payload in enumerate(packets):  # as many as tiles: the header's count is checked
             y0, _, x0, _ = boxes[i]
             grids, a = self.read_packet(header, fields, payload, boxes[i])
@@ -180,7 +189,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
                 g = np.stack(grids[COARSE_M + FINE_M * s : COARSE_M + FINE_M * (s + 1)])
                 fine[s, :, 2 * cy : 2 * cy + g.shape[1], 2 * cx : 2 * cx + g.shape[2]] = g
             if a is not None:
-                put_alpha(out, a, boxes[i])
+                out[y0 : y0 + a.shape[0], x0 : x0 + a.shape[1], -1] = a.astype(out.dtype) * scale
         for box in boxes:
-            synthesise(self.model.net, out, coarse, fine, box, fields.dec_margin, self.device, fields.gray)
+            synthesise(self.run, out, coarse, fine, box, fields.dec_margin, fields.gray)
         return M.Image(out)

@@ -22,10 +22,9 @@ from nmc.codec import entropy as E
 from nmc.codec import media as M
 from nmc.codec.prior import PriorSet
 from nmc.codec.threads import torch_threads
-from nmc.codec.tiling import tiles
 from nmc.codec.weights import read_weights
 from nmc.models.mcquic.codec import ENC_MARGIN, SETTINGS, TILE, McQuicCodec, Quality
-from nmc.models.mcquic.tiling import STRIDE, tile_indices
+from nmc.models.mcquic.tiling import local, tile_indices, tiles
 from nmc.models.mcquic.index_coding import COARSE_M, FINE_M, context_sizes, contexts, encode_tile
 from nmc.models.mcquic.network import McQuic
 from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
@@ -35,10 +34,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
 def tile_packets(net: McQuic, files: list[Path]) -> list[Packet]:
     """Index grids of every tile of every file (coarse codebooks, then fine)."""
-    out = []
+    out, run = [], local(net)
     for path in files:
         rgb, _ = M.to_rgb8(M.read_image(path))
-        out += [tile_indices(net, rgb, box, net.args.qualities, ENC_MARGIN) for box in tiles(rgb.shape[0], rgb.shape[1], TILE, STRIDE)]
+        out += [tile_indices(run, rgb, box, net.args.qualities, ENC_MARGIN) for box in tiles(rgb.shape[0], rgb.shape[1], TILE)]
     return out
 
 

@@ -16,7 +16,7 @@ frames while encoding and one frame while decoding, whatever the sequence length
 
 The rate-distortion trade-off is one number, `Settings.lam`: render MSE per bit per Gaussian.
 Distortion is predicted from attribute errors with per-attribute render weights (WEIGHTS,
-measured with render.py on generated scenes) times each Gaussian's importance (opacity, footprint).
+measured with codec/splatting.py on generated scenes) times each Gaussian's importance (opacity, footprint).
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ import numpy.typing as npt
 
 from nmc.codec.entropy import Encoder
 from nmc.codec.errors import ContainerError, MediaError
+from nmc.codec.media import GaussianLayout, Matrix
 
 from . import gate, latent
 from .latent import LatentCoder
-from .layout import Layout, Matrix
 from .symbols import Reader, Table, Writer, decode_table, decode_wide, encode_table, encode_wide, pack, unpack
 
 GRID = 1e-4  # state grid and position step (raw parameter units)
 ATTRS = ("dc", "rest", "opacity", "scale", "rot")  # coded through latents; positions are gated
 # Render MSE of held-out views per squared error of one raw parameter of one Gaussian, per unit
 # of the Gaussian's importance (opacity, times its footprint exp(two largest log scales) for all
-# but the position); fitted with render.py on generated scenes of 4k and 20k Gaussians
+# but the position); fitted with codec/splatting.py on generated scenes of 4k and 20k Gaussians
 # (models/queen/CARD.md), where the constants agree within a factor of 2.
 WEIGHTS = {"pos": 4.8e-4, "dc": 4.6e-5, "rest": 4.6e-5, "opacity": 3.2e-6, "scale": 4.8e-5, "rot": 2.2e-4}
 KEY, DELTA = 0, 1  # packet kinds
@@ -61,6 +61,7 @@ class Settings:
     fit_steps: int = 300  # Adam steps per latent decoder and group
     gate_steps: int = 150  # Adam steps of the position gate per frame
     seed: int = 0
+    device: str = "cpu"  # where the decoders and the gate are fitted (the bytes may differ by device, never the decoding)
 
 
 @dataclass
@@ -82,7 +83,7 @@ def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> None:
         state[rows, cols] += coder.decode(z[rows])
 
 
-def render_weights(m: Matrix, layout: Layout) -> dict[str, F64]:
+def render_weights(m: Matrix, layout: GaussianLayout) -> dict[str, F64]:
     """Per Gaussian, the render-MSE weight of a squared error in each attribute group, times N
     (so that mean(weight * error^2) is the predicted render MSE and compares with lam * bits)."""
     sl = layout.slices()
@@ -93,7 +94,7 @@ def render_weights(m: Matrix, layout: Layout) -> dict[str, F64]:
     return {g: WEIGHTS[g] * len(m) * importance.get(g, a * footprint) for g in ("pos", *ATTRS)}
 
 
-def keyframe_steps(settings: Settings, layout: Layout, m: Matrix) -> I64:
+def keyframe_steps(settings: Settings, layout: GaussianLayout, m: Matrix) -> I64:
     """Quantization step of each channel in grid units: the high-rate optimum for `lam`,
     delta^2 = 6 lam / (weight ln 2), except positions, which stay on the 1e-4 grid as in the
     residual frames: a static Gaussian then differs from its keyframe by its re-fitting jitter
@@ -115,7 +116,7 @@ def position_bits(q: I64) -> F64:
 class GroupEncoder:
     """Codes a sequence group by group; holds the decoder's state between groups."""
 
-    def __init__(self, layout: Layout, settings: Settings = Settings()) -> None:
+    def __init__(self, layout: GaussianLayout, settings: Settings = Settings()) -> None:
         self.layout, self.settings = layout, settings
         self.state: I64 | None = None
         self.groups = 0
@@ -173,7 +174,7 @@ class GroupEncoder:
             rows = [t[idx, sl[a]].astype(np.float64) - r[idx, sl[a]] for r, t in zip(refs, targets)]
             res = np.concatenate(rows) if rows else np.zeros((0, sl[a].stop - sl[a].start))
             w = np.concatenate([wt[a] for wt in weights]) if weights else np.zeros(0)
-            coders[a] = latent.fit(res, w, s.lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k)
+            coders[a] = latent.fit(res, w, s.lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k, s.device)
         return coders
 
     def _keyframe(self, m: Matrix) -> bytes:
@@ -197,7 +198,7 @@ class GroupEncoder:
         r = m.astype(np.float64) - to_float(self.state)
         w = render_weights(m, self.layout)
         q = np.round(r[:, sl["pos"]] / GRID).astype(np.int64)
-        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed)
+        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed, s.device)
         side, enc = Writer(), Encoder()
         side.ints(DELTA, len(m))
         mask_table = Table.from_symbols(np.append(mask.astype(np.int64), [0, 1]))  # both symbols codable
@@ -216,10 +217,11 @@ class GroupEncoder:
 
 
 class GroupDecoder:
-    """Decodes groups in order; holds the state between groups (one frame of memory)."""
+    """Decodes groups in order; holds the state between groups (one frame of memory). Every frame
+    must hold `gaussians` Gaussians (from the container header): nothing larger is allocated."""
 
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
+    def __init__(self, layout: GaussianLayout, gaussians: int) -> None:
+        self.layout, self.gaussians = layout, gaussians
         self.state: I64 | None = None
 
     def read_header(self, header: bytes) -> dict[str, LatentCoder]:
@@ -247,8 +249,8 @@ class GroupDecoder:
         sl = self.layout.slices()
         side, dec = unpack(packet)
         kind, n = side.ints(2)
-        if not 0 <= n <= 1 << 28:
-            raise ContainerError(f"queen frame of {n} Gaussians")
+        if n != self.gaussians:
+            raise ContainerError(f"queen frame of {n} Gaussians, the header says {self.gaussians}")
         if kind == KEY:
             state = np.zeros((n, self.layout.channels), np.int64, order="F")
             for c in range(self.layout.channels):

@@ -26,7 +26,7 @@ def open_probability(log_alpha: torch.Tensor) -> torch.Tensor:
 
 
 def sample(log_alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    u = torch.rand(log_alpha.shape, generator=gen).clamp(1e-6, 1 - 1e-6)
+    u = torch.rand(log_alpha.shape, generator=gen, device=log_alpha.device).clamp(1e-6, 1 - 1e-6)
     s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / BETA)
     return (s * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
 
@@ -39,6 +39,7 @@ def fit_gate(
     lam: float,
     steps: int = 150,
     seed: int = 0,
+    device: str = "cpu",
 ) -> npt.NDArray[np.bool_]:
     """Which Gaussians get a position update.
 
@@ -48,12 +49,13 @@ def fit_gate(
         cost (ndarray): `(n,)` render-MSE weight of a squared position error of each Gaussian.
         bits_open (ndarray): `(n,)` bits an open gate costs (values, plus the mask's difference).
         lam (float): rate weight (render MSE per bit).
+        device (str): where the gate trains.
     """
     if len(residual) == 0:
         return np.zeros(0, bool)
-    gen = torch.Generator().manual_seed(seed)
-    r, q = torch.as_tensor(residual), torch.as_tensor(update)
-    w, bits = torch.as_tensor(cost), torch.as_tensor(bits_open)
+    gen = torch.Generator(device).manual_seed(seed)
+    r, q = torch.as_tensor(residual, device=device), torch.as_tensor(update, device=device)
+    w, bits = torch.as_tensor(cost, device=device), torch.as_tensor(bits_open, device=device)
     # The expected loss has a bump between "always shut" and "always open" (gates at fractions
     # pay the whole L0 price), so where training starts decides the basin: start from the log
     # ratio of what an update saves to what it costs (QUEEN, too, can start from update odds).
@@ -68,4 +70,4 @@ def fit_gate(
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return (log_alpha.detach() > 0).numpy()
+    return (log_alpha.detach() > 0).cpu().numpy()

@@ -107,14 +107,16 @@ def fit(
     grid: float,
     steps: int = 300,
     seed: int = 0,
+    device: str = "cpu",
 ) -> LatentCoder:
-    """Fit W and the priors on residual rows `(n, D)` with render weights `(n,)` (see the module doc)."""
+    """Fit W and the priors on residual rows `(n, D)` with render weights `(n,)` (see the module doc),
+    on `device` (a GPU fits faster; the exported integers are what the decoder uses, wherever they came from)."""
     n, width = residuals.shape
     latent_dim = min(latent_dim, width)
     if n == 0 or latent_dim == 0:
         return LatentCoder(np.zeros((0, width), np.int64), [])
-    r = torch.as_tensor(residuals, dtype=torch.float32)
-    w = torch.as_tensor(weight, dtype=torch.float32)
+    r = torch.as_tensor(residuals, dtype=torch.float32, device=device)
+    w = torch.as_tensor(weight, dtype=torch.float32, device=device)
     # start from the weighted principal directions with the high-rate optimal step per direction
     cov = (r * w[:, None]).T @ r / w.sum().clamp_min(1e-12)
     evals, evecs = torch.linalg.eigh(cov.double())
@@ -124,15 +126,15 @@ def fit(
     enc = torch.nn.Parameter(basis / step)
     dec = torch.nn.Parameter(basis.T * step)
     torch.manual_seed(seed)  # the prior's initial biases
-    prior = FactorizedPrior(latent_dim)
-    gen = torch.Generator().manual_seed(seed)
+    prior = FactorizedPrior(latent_dim).to(device)
+    gen = torch.Generator(device).manual_seed(seed)
     opt = torch.optim.Adam([enc, dec, *prior.parameters()], lr=LR)
     for k in range(steps):
-        i = torch.randint(0, n, (min(BATCH, n),), generator=gen)
+        i = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
         y = r[i] @ enc
         y_hat = y + (torch.round(y) - y).detach()  # straight-through rounding for the distortion
         dist = (w[i] * ((y_hat @ dec - r[i]) ** 2).sum(1)).mean()
-        noise = torch.rand(y.shape, generator=gen) - 0.5
+        noise = torch.rand(y.shape, generator=gen, device=device) - 0.5
         rate = prior.bits(y + noise).sum(1).mean()  # uniform noise for the rate
         opt.zero_grad()
         (dist + lam * rate).backward()
@@ -143,14 +145,14 @@ def fit(
         z = torch.round(r @ enc).clamp(-MAX_LATENT, MAX_LATENT)
     opt = torch.optim.Adam(prior.parameters(), lr=LR)
     for k in range(steps // 2):
-        i = torch.randint(0, n, (min(BATCH, n),), generator=gen)
+        i = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
         loss = prior.bits(z[i]).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         _cosine(opt, k, steps // 2)
-    z_np = z.numpy()
-    weight_int = np.round(dec.detach().double().numpy() / grid).astype(np.int64)
+    z_np, prior = z.cpu().numpy(), prior.cpu()
+    weight_int = np.round(dec.detach().double().cpu().numpy() / grid).astype(np.int64)
     weight_int = np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1)
     tables = []
     for j in range(latent_dim):  # the support covers what was seen, one more each side, and 0

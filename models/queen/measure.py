@@ -6,7 +6,7 @@
 Frames are read one group at a time (as the adapter will stream them), coded, decoded by a
 separate decoder, and compared: bits per Gaussian and MB per frame count every byte of the
 streams (group headers included, not the container's few bytes); PSNR is between renders of
-the decoded and the original frames from held-out cameras (render.py); when the folder holds
+the decoded and the original frames from held-out cameras (codec/splatting.py); when the folder holds
 `static.npy` (the generator's truth), the share of static Gaussians whose decoded position
 never changes after the keyframe is reported.
 """
@@ -21,16 +21,10 @@ import numpy as np
 import torch
 
 from nmc.codec import media as M
+from nmc.codec import splatting as render
 
-from . import render
 from .core import GroupDecoder, GroupEncoder, Settings
-from .layout import Layout
-
-
-def read_frame(path: Path, layout: Layout | None = None) -> tuple[np.ndarray, Layout]:
-    frame = M.read_gaussians(path).frames[0]
-    layout = layout or Layout.of(frame, str(path))
-    return layout.to_matrix(frame, str(path)), layout
+from .scenes import held_out_cameras
 
 
 def main(
@@ -45,23 +39,25 @@ def main(
     cameras: int = 4,
     psnr_every: int = 1,  # render every n-th frame
     threads: int = 1,
+    device: str = "cpu",  # where the encoder fits its decoders and gate (cuda on a GPU machine)
     json_out: str = "",  # also write the result here
 ) -> None:
     torch.set_num_threads(threads)
-    files = sorted(folder.glob("*.ply"))[: frames or None]
+    seq = M.read_gaussians(folder)
+    files = [folder / name for name in seq.names][: frames or None]
     static_path = folder / "static.npy"
     static = np.load(static_path) if static_path.exists() else None
-    first, layout = read_frame(files[0])
-    n = len(first)
-    settings = Settings(lam=lam, fit_steps=fit_steps, gate_steps=gate_steps, fit_rows=fit_rows)
-    enc, dec = GroupEncoder(layout, settings), GroupDecoder(layout)
+    layout, n = seq.layout, seq.counts[0]
+    settings = Settings(lam=lam, fit_steps=fit_steps, gate_steps=gate_steps, fit_rows=fit_rows, device=device)
+    enc, dec = GroupEncoder(layout, settings), GroupDecoder(layout, n)
     w, h = (int(v) for v in size.split("x"))
-    cams = render.held_out_cameras((w, h), cameras)
+    cams = held_out_cameras((w, h), cameras)
+    stream = seq.frames()
     total_bytes, enc_s, dec_s, delta_s, delta_n, psnrs = 0, 0.0, 0.0, 0.0, 0, []
     moved = np.zeros(n, bool)
     key_pos = None
     for g0 in range(0, len(files), group):
-        originals = [read_frame(f, layout)[0] for f in files[g0 : g0 + group]]
+        originals = [next(stream) for _ in files[g0 : g0 + group]]
         t0 = time.perf_counter()
         coded = enc.encode_group(originals)
         enc_s += time.perf_counter() - t0
@@ -89,7 +85,7 @@ def main(
         "psnr_mean": float(np.mean(psnrs)), "psnr_min": float(np.min(psnrs)),
         "static_without_update": None if static is None else float(1 - moved[static].mean()),
         "encode_s_per_frame": enc_s / t, "decode_frames_per_s": t / dec_s,
-        "decode_residual_frames_per_s": delta_n / delta_s if delta_n else None, "threads": threads,
+        "decode_residual_frames_per_s": delta_n / delta_s if delta_n else None, "threads": threads, "device": device,
     }
     result["ratio_to_ply"] = sum(f.stat().st_size for f in files) / total_bytes
     print(json.dumps(result, indent=1))

@@ -15,12 +15,14 @@ Gaussian exactly).
 
     python -m nmc.models.queen.scenes OUT_DIR --gaussians 100000 --frames 30 --seed 0
 
-writes OUT_DIR/frame_0000.ply ... (standard 3DGS vertex properties, normals as zeros) and
-OUT_DIR/static.npy (bool per Gaussian: True where the position never changes beyond jitter).
+writes OUT_DIR/frame_0000.ply ... (standard 3DGS vertex properties, normals as zeros),
+OUT_DIR/static.npy (bool per Gaussian: True where the position never changes beyond jitter) and
+OUT_DIR/cameras.json (the held-out cameras, in the 3DGS format, from which `nmc eval` renders).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from .layout import REST_COUNTS, Layout, Matrix
+from nmc.codec.media import REST_COUNTS, GaussianLayout, Gaussians, Matrix, write_gaussians
+from nmc.codec.splatting import Camera, orbit, write_cameras
 
 SH_C0 = 0.28209479177387814
 PARTS = ("ground", "dome", "body", "tail")
@@ -218,18 +221,25 @@ def generate(cfg: SceneConfig) -> Iterator[Matrix]:
         yield m
 
 
-def write_scene(cfg: SceneConfig, out: Path) -> list[Path]:
-    """Write the frames as `frame_NNNN.ply` plus `static.npy` to `out`; returns the frame paths."""
-    from nmc.codec.media import Gaussians, write_gaussians
+def held_out_cameras(size: tuple[int, int] = (96, 72), n: int = 4) -> list[Camera]:
+    """Cameras for quality: at other azimuths and a higher ring than the views of `fitting_cameras`."""
+    return orbit(n, 3.2, 1.2, size, phase=math.pi / 8)
 
+
+def fitting_cameras(size: tuple[int, int] = (96, 72), n: int = 8) -> list[Camera]:
+    """Cameras a fitting run (GPU, next phase) trains on: a ring at radius 3.5, height 0.8."""
+    return orbit(n, 3.5, 0.8, size)
+
+
+def write_scene(cfg: SceneConfig, out: Path) -> list[Path]:
+    """Write the frames as `frame_NNNN.ply` to `out`, with `static.npy` (the truth) and `cameras.json`
+    (the held-out cameras, which `nmc eval` renders); returns the frame paths."""
     out.mkdir(parents=True, exist_ok=True)
-    layout, paths = Layout(cfg.sh_degree), []
-    for t, m in enumerate(generate(cfg)):
-        name = f"frame_{t:04d}.ply"
-        write_gaussians(out / name, Gaussians([layout.to_frame(m)], [name]))
-        paths.append(out / name)
+    seq = Gaussians(GaussianLayout(cfg.sh_degree), [f"frame_{t:04d}.ply" for t in range(cfg.frames)], [cfg.gaussians] * cfg.frames, lambda: generate(cfg))
+    write_gaussians(out, seq)
     np.save(out / "static.npy", static_mask(build_base(cfg)))
-    return paths
+    write_cameras(out / "cameras.json", held_out_cameras())
+    return [out / n for n in seq.names]
 
 
 def main(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from nmc.codec.container import pack_streams, unpack_streams
 from nmc.codec.entropy import Decoder, Encoder
 from nmc.codec.errors import ContainerError
 from nmc.codec.prior import UNITS, tables_from_scores
@@ -148,18 +149,13 @@ class Reader:
 
 
 def pack(side: Writer, enc: Encoder) -> bytes:
-    """A packet: side information, then the range-coded words."""
-    head = side.to_bytes()
-    return struct.pack("<I", len(head)) + head + enc.to_bytes()
+    """A packet: two streams (`pack_streams`), the side information and the range-coded words."""
+    return pack_streams([side.to_bytes(), enc.to_bytes()])
 
 
 def unpack(packet: bytes) -> tuple[Reader, Decoder]:
-    if len(packet) < 4:
-        raise ContainerError("queen packet is truncated")
-    (n,) = struct.unpack_from("<I", packet)
-    if 4 + n > len(packet):
-        raise ContainerError("queen packet is truncated")
-    return Reader(packet[4 : 4 + n]), Decoder(packet[4 + n :])
+    side, words = unpack_streams(packet, 2)
+    return Reader(side), Decoder(words)
 
 
 # ---------------------------------------------------------------- coding

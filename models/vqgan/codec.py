@@ -41,7 +41,7 @@ from nmc.codec.weights import read_args
 from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
-from .tiling import STRIDE, synthesise, tile_indices
+from .tiling import STRIDE, net_decode, net_indices, synthesise, tile_indices
 
 if TYPE_CHECKING:
     import torch
@@ -121,6 +121,9 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         b'"media":{"bit_depth":8,"channels":3,"height":512,"kind":"image","width":768},"model_id":"vqgan-v1","packets":8,'
         b'"setting":"s64","weights":"'
     )
+
+    net_indices = staticmethod(net_indices)  # the network functions `run` calls (tiling.py)
+    net_decode = staticmethod(net_decode)
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
                  dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery", fill_steps: int = FILL_STEPS) -> None:  # fmt: skip
@@ -217,7 +220,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
         def packets() -> Iterator[bytes]:
             for box in boxes:
-                grid = tile_indices(model.net, rgb, box, [size], self.enc_margin, self.device)[0]
+                grid = tile_indices(self.run, rgb, box, [size], self.enc_margin)[0]
                 for cells in packet_cells(grid.shape, self.lattice):
                     yield encode_cells(model.prior, k, grid[cells])
                 if alpha is not None:
@@ -260,5 +263,5 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         elif lost[1]:
             self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
         for box in boxes:
-            synthesise(model.net, out, indices, box, size, fields.dec_margin, self.device, fields.gray)
+            synthesise(self.run, out, indices, box, size, fields.dec_margin, fields.gray)
         return M.Image(out)

@@ -37,7 +37,7 @@ from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_pa
 from nmc.models.vqgan.codec import ENC_MARGIN, PACKETS, TILE, VQGANCodec
 from nmc.models.vqgan.network import VQGAN, Ladder, export_tensors
 from nmc.models.vqgan.packets import contexts, encode_cells, interleave, packet_cells
-from nmc.models.vqgan.tiling import STRIDE, tile_indices
+from nmc.models.vqgan.tiling import STRIDE, local, tile_indices
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -76,18 +76,19 @@ def assemble(network: Path, ladder: Path | None, rungs: list[Path]) -> Weights:
     return Weights(export_tensors(out), out.model_args(), report={"network": base.report, "rungs": [str(p) for p in rungs]})
 
 
-def tile_packets(net: Ladder, files: list[Path], lattice: tuple[int, int]) -> list[Packet]:
-    """Per tile of every file, the sub-grid of each interleaved packet at every codebook size."""
-    out = []
+def tile_packets(net: Ladder, files: list[Path], lattice: tuple[int, int], device: str = "cpu") -> list[Packet]:
+    """Per tile of every file, the sub-grid of each interleaved packet at every codebook size (the
+    network on `device`: on a GPU a rare index may differ from the CPU's, which only the statistics see)."""
+    out, run = [], local(net, device)
     for path in files:
         rgb, _ = M.to_rgb8(M.read_image(path))
         for box in tiles(rgb.shape[0], rgb.shape[1], TILE, STRIDE):
-            grids = tile_indices(net, rgb, box, net.sizes, ENC_MARGIN)
+            grids = tile_indices(run, rgb, box, net.sizes, ENC_MARGIN)
             out += [[g[cells] for g in grids] for cells in packet_cells(grids[0].shape, lattice)]
     return out
 
 
-def index_source(net: Ladder, lattice: tuple[int, int]) -> IndexSource:
+def index_source(net: Ladder, lattice: tuple[int, int], device: str = "cpu") -> IndexSource:
     """The codec's indices, contexts and coding, for the prior-fitting driver: codebook k is size `net.sizes[k]`."""
 
     def code(prior: PriorSet, packet: Packet, ks: list[int]) -> bytes:
@@ -95,7 +96,7 @@ def index_source(net: Ladder, lattice: tuple[int, int]) -> IndexSource:
 
     return IndexSource(
         alphabets=net.sizes,
-        packets=lambda files: tile_packets(net, files, lattice),
+        packets=lambda files: tile_packets(net, files, lattice, device),
         contexts=lambda packet, k: contexts(packet[k], net.sizes[k]),
         sizes=lambda k: [net.sizes[k]] * 3,
         code=code,
@@ -132,7 +133,7 @@ def main(
     batch: int = 4096,
     seed: int = 0,
     threads: int = 1,  # torch threads (more threads stall on a loaded box)
-    device: str = "cpu",  # where the priors are fitted (the indices are always computed on the CPU)
+    device: str = "cpu",  # where the training photos' indices are computed and the priors fitted
     cache: Path = Path(""),  # .npz of the encoded indices: reused if it exists, else written
     assemble_only: bool = False,  # write base + rungs without priors (a new --network) and stop
     real_rates: bool = typer.Option(True, help="code the held-out photos at every setting (minutes on the CPU)"),
@@ -150,8 +151,8 @@ def main(
     export = assemble(network, ladder, rung)
     lattice = interleave(packets)
     with torch_threads(threads):
-        net = Ladder.from_state_dict(export.state, export.args)  # the fp16-rounded network the codec runs
-        src = index_source(net, lattice)
+        net = Ladder.from_state_dict(export.state, export.args).to(device)  # the fp16-rounded network the codec runs
+        src = index_source(net, lattice, device)
         train, test = cached_packets(cache if str(cache) not in ("", ".") else None, lambda: (src.packets(train_files), src.packets(test_files)))
         print(f"{len(train_files) + len(test_files)} photos from {data}: {len(train)} train / {len(test)} held-out packets, "
               f"codebooks {net.sizes} ({time.time() - t0:.0f} s)", flush=True)  # fmt: skip

@@ -1,4 +1,4 @@
-"""A small pure-PyTorch 3DGS renderer for the CPU: tests, quality measurement, small scenes.
+"""A small pure-PyTorch 3DGS renderer for the CPU: tests, quality of Gaussian codecs, small scenes.
 
 It follows the rasteriser of Kerbl et al. (3DGS, 2023): each Gaussian's 3D covariance
 R S S^T R^T is projected with the Jacobian of the perspective map (EWA splatting, Zwicker et
@@ -9,18 +9,26 @@ stopping once the transmittance would fall below 1e-4. The image is cut into til
 tile composites, densely, only the splats whose 3-sigma boxes touch it.
 
 Everything is deterministic for a given input and device. The same code runs on a GPU
-(`device="cuda"`) as a slow fallback; the fast GPU path (gsplat) is planned in models/queen/CARD.md.
+(`device="cuda"`) as a slow fallback; `composite_dense` is the differentiable form that fitting uses on a GPU.
+
+Quality views (`quality_cameras`) come from the sequence's `cameras.json` (the file 3DGS training
+writes: camera centre, camera-to-world rotation, focal lengths, image size) when there is one,
+else from a ring around the first frame's Gaussians.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from .layout import Layout, Matrix
+from .errors import MediaError
+from .media import GaussianLayout, Gaussians, Matrix
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -67,14 +75,46 @@ def orbit(n: int, radius: float, height: float, size: tuple[int, int], phase: fl
             for a in phase + 2 * math.pi * np.arange(n) / n]
 
 
-def held_out_cameras(size: tuple[int, int] = (96, 72), n: int = 4) -> list[Camera]:
-    """Cameras for quality: at other azimuths and a higher ring than the views of `fitting_cameras`."""
-    return orbit(n, 3.2, 1.2, size, phase=math.pi / 8)
+def ring_around(m: Matrix, n: int, width: int) -> list[Camera]:
+    """n cameras (4:3, 60 degrees wide) on a ring around z that see a frame's Gaussians: at twice
+    the distance within which 90 % of them lie from their median, a third of it above."""
+    pos = np.asarray(m[:, :3], np.float64)
+    center = np.median(pos, axis=0)
+    extent = max(float(np.quantile(np.linalg.norm(pos - center, axis=1), 0.9)), 1e-6)
+    return orbit(n, 2 * extent, center[2] + 0.7 * extent, (width, max(1, width * 3 // 4)), target=tuple(center))
 
 
-def fitting_cameras(size: tuple[int, int] = (96, 72), n: int = 8) -> list[Camera]:
-    """Cameras a fitting run (GPU, next phase) trains on: a ring at radius 3.5, height 0.8."""
-    return orbit(n, 3.5, 0.8, size)
+def write_cameras(path: Path, cameras: list[Camera]) -> None:
+    """A `cameras.json` in the 3DGS format (centre, camera-to-world rotation, focal lengths, size)."""
+    rows = [{"id": i, "img_name": f"view_{i:02d}", "width": c.width, "height": c.height, "position": c.center.tolist(),
+             "rotation": c.rotation.T.tolist(), "fx": c.fx, "fy": c.fy} for i, c in enumerate(cameras)]
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def read_cameras(path: Path, width: int) -> list[Camera]:
+    """The cameras of a 3DGS `cameras.json`, scaled to `width` pixels (the aspect ratio kept)."""
+    try:
+        cams = []
+        for row in json.loads(path.read_text()):
+            w, h, c2w = int(row["width"]), int(row["height"]), np.asarray(row["rotation"], np.float64).reshape(3, 3)
+            s = width / w
+            rot, center = c2w.T, np.asarray(row["position"], np.float64).reshape(3)
+            cams.append(Camera(rot, -rot @ center, float(row["fx"]) * s, float(row["fy"]) * s, width, max(1, round(h * s))))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise MediaError(f"{path}: not a 3DGS cameras.json ({err})") from None
+    if not cams or not all(np.isfinite(c.rotation).all() and np.isfinite(c.translation).all() and c.fx > 0 and c.fy > 0 for c in cams):
+        raise MediaError(f"{path}: no usable camera")
+    return cams
+
+
+def quality_cameras(source: Path | None, first: Matrix, n: int = 4, width: int = 96) -> list[Camera]:
+    """Up to n views (evenly picked) of the sequence's `cameras.json` beside its frames, else a ring around `first`."""
+    folder = source if source is None or source.is_dir() else source.parent
+    path = folder / "cameras.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return ring_around(first, n, width)
+    cams = read_cameras(path, width)
+    return [cams[i] for i in np.unique(np.linspace(0, len(cams) - 1, min(n, len(cams))).round().astype(int))]
 
 
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
@@ -119,7 +159,7 @@ class Splats:
     box: torch.Tensor  # (M, 4) x0, y0, x1, y1 in pixels (3 sigma)
 
 
-def project(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, device: str | torch.device = "cpu") -> Splats:
+def project(m: Matrix | torch.Tensor, layout: GaussianLayout, cam: Camera, device: str | torch.device = "cpu") -> Splats:
     """EWA projection of a frame's Gaussians into `cam`, culled and depth-sorted."""
     x = torch.as_tensor(m, dtype=torch.float32, device=device)
     sl = layout.slices()
@@ -192,7 +232,27 @@ def composite(s: Splats, width: int, height: int, background: tuple[float, float
     return image
 
 
-def render(m: Matrix | torch.Tensor, layout: Layout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+def composite_dense(s: Splats, width: int, height: int, background: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> torch.Tensor:
+    """Differentiable compositing of every splat at every pixel (no tiles, no 3-sigma cut, no early
+    stop): for fitting on a GPU, where memory holds a few (splats x pixels) floats per view."""
+    dev = s.mean.device
+    py, px = torch.meshgrid(torch.arange(height, device=dev) + 0.5, torch.arange(width, device=dev) + 0.5, indexing="ij")
+    pix = torch.stack([px.reshape(-1), py.reshape(-1)], 1)
+    d = pix[None, :, :] - s.mean[:, None, :]  # (M, P, 2)
+    power = -0.5 * (s.conic[:, 0:1] * d[..., 0] ** 2 + s.conic[:, 2:3] * d[..., 1] ** 2) - s.conic[:, 1:2] * d[..., 0] * d[..., 1]
+    alpha = (s.opacity[:, None] * torch.exp(power.clamp(max=0))).clamp(max=0.99)
+    alpha = alpha * (alpha >= 1 / 255)
+    trans = torch.cumprod(torch.cat([torch.ones(1, len(pix), device=dev), 1 - alpha]), 0)  # transmittance before each splat, and after all
+    color = (trans[:-1] * alpha).T @ s.color + trans[-1][:, None] * torch.tensor(background, device=dev)
+    return color.reshape(height, width, 3)
+
+
+def render_views(seq: Gaussians, cameras: list[Camera], device: str | torch.device = "cpu") -> list[npt.NDArray[np.float32]]:
+    """Every camera's view of every frame (frame-major), frames streamed: the inputs of the render metrics."""
+    return [render(m, seq.layout, cam, device=device).cpu().numpy() for m in seq.frames() for cam in cameras]
+
+
+def render(m: Matrix | torch.Tensor, layout: GaussianLayout, cam: Camera, background: tuple[float, float, float] = (0.0, 0.0, 0.0),
            device: str | torch.device = "cpu") -> torch.Tensor:
     """The `(H, W, 3)` float image (linear, not clamped to 1) of a frame matrix seen from `cam`."""
     with torch.no_grad():

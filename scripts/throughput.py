@@ -1,0 +1,101 @@
+"""Throughput of `nmc batch` (the library's `batch.run`) for scripts/device_crossdevice.sh and the CPU rows.
+
+Each run codes a directory of copies (links) of the dev photos or clips and prints one JSON line:
+files, wall seconds, files/s and media/s (megapixels or seconds of audio) over the whole run and
+once started (first to last finished file: the workers' start-up left out), and the mean rows per
+call of the shared network. Runs are skipped, not cut, when fewer than `--min-left` seconds of the
+`--budget` remain, so the call that runs this always returns.
+
+    python -P scripts/throughput.py DATA OUT.jsonl --device cuda --budget 240 \
+        --runs img-enc:16,img-dec:16,img-enc:4,img-enc:16:rows32,img-enc:16:cpu,...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from nmc.codec import batch as B
+from nmc.codec import netcall
+
+KINDS = {"img": "images", "speech": "speech"}
+ROWS = netcall.GPU_ROWS  # the rows of every GPU call in nmc batch (other counts: speed only)
+
+
+def copies(data: Path, kind: str, n: int, root: Path) -> Path:
+    """`root/<kind>`: n links to every file of `data/<kind>`."""
+    out = root / kind
+    if not out.exists():
+        out.mkdir(parents=True)
+        for k in range(n):
+            for f in sorted((data / kind).iterdir()):
+                (out / f"c{k:03d}_{f.name}").symlink_to(f.resolve())
+    return out
+
+
+def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int) -> dict[str, object]:
+    shutil.rmtree(dst, ignore_errors=True)
+    netcall.GPU_ROWS = rows  # the server runs in this process; rows other than 16 may change a few indices
+    jobs, stats = B.plan(src, dst), {"calls": 0, "batches": 0}
+    t0, stamps, amount, failed = time.perf_counter(), [], 0.0, []
+    for r in B.run(jobs, workers=workers, device=device, batch_size=rows, stats=stats):
+        stamps.append(time.perf_counter())
+        if r.status != "done" or r.summary is None:
+            failed.append(f"{r.job.src.name}: {r.error}")
+            continue
+        s = r.summary
+        amount += 8 * s.bytes / s.rate / (1e6 if s.unit == "bpp" else 1e3)  # megapixels or seconds of audio
+    wall = time.perf_counter() - t0
+    started = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
+    unit = "MP/s" if "img" in label else "x realtime"
+    return {
+        "run": label, "workers": workers, "device": device, "rows": rows, "files": len(stamps), "failed": len(failed), "errors": failed[:3],
+        "wall_s": round(wall, 2), "files_per_s": round(len(stamps) / wall, 2), "speed": round(amount / wall, 1),
+        "files_per_s_started": round((len(stamps) - 1) / started, 2), "speed_started": round(amount * (len(stamps) - 1) / len(stamps) / started, 1),
+        "unit": unit, "mean_rows_per_call": round(stats["calls"] / stats["batches"], 2) if stats["batches"] else None,
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data", type=Path, help="a folder with images/ and speech/")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--img-copies", type=int, default=32, help="copies of each photo (8 dev photos: 256)")
+    ap.add_argument("--speech-copies", type=int, default=64, help="copies of each clip (18 dev clips, 61 s: 1152 files, 65 min)")
+    ap.add_argument("--budget", type=float, default=240, help="seconds for all runs")
+    ap.add_argument("--min-left", type=float, default=25, help="start no run with less time left")
+    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], comma-separated")
+    ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
+    args = ap.parse_args()
+    start = time.perf_counter()
+    encoded: dict[str, Path] = {}  # kind -> the .nmc tree of its last encode run, for the decode runs
+    for spec in args.runs.split(","):
+        kind_dir, workers, *opts = spec.split(":")
+        kind, direction = kind_dir.split("-")
+        device = "cpu" if "cpu" in opts else args.device
+        rows = next((int(o[4:]) for o in opts if o.startswith("rows")), ROWS if device != "cpu" else 1)
+        label = f"{kind_dir}-{'cpu' if device == 'cpu' else 'gpu'}-w{workers}" + (f"-rows{rows}" if device != "cpu" else "")
+        left = args.budget - (time.perf_counter() - start)
+        if left < args.min_left:
+            row: dict[str, object] = {"run": label, "skipped": f"{left:.0f} s of the budget left"}
+        else:
+            src = copies(args.data, KINDS[kind], args.img_copies if kind == "img" else args.speech_copies, args.tmp / "src") if direction == "enc" else encoded.get(kind)
+            if src is None:
+                row = {"run": label, "skipped": "no encode run before it"}
+            else:
+                dst = args.tmp / f"{kind_dir}-{len(encoded)}-{spec.replace(':', '_')}"
+                row = run(label, src, dst, int(workers), device, rows)
+                if direction == "enc" and rows in (ROWS, 1) and not row["failed"]:
+                    encoded[kind] = dst
+        row["at_s"] = round(time.perf_counter() - start, 1)
+        with open(args.out, "a") as fo:
+            fo.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Batched network calls (`codec/netcall.py`): rows of a batch are coded as they are alone, the
+server answers each caller with its rows and gives an error only to the call that fails, and a
+codec whose calls go to a server writes the same bytes. The shipped weights are used."""
+
+from __future__ import annotations
+
+from multiprocessing import Pipe
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from nmc.codec import api, netcall
+from nmc.codec import media as M
+from nmc.codec.registry import get_codec
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def crops(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
+    photo = np.asarray(Image.open(SAMPLES / "photo_aqua.png").convert("RGB"))
+    return [np.ascontiguousarray(photo[40 * i : 40 * i + h, 50 * i : 50 * i + w]) for i in range(n)]
+
+
+def speech(seconds: float, start: float = 0.0) -> np.ndarray:
+    x, rate = sf.read(SAMPLES / "speech_es.flac", dtype="float32")
+    return np.ascontiguousarray(x[int(start * rate) : int((start + seconds) * rate)])
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+def rows_alone(codec: str, fn: str, arrays: tuple[np.ndarray, ...], static: dict) -> None:  # type: ignore[type-arg]
+    c = get_codec(codec)
+    batched = netcall.run_here(c, fn, arrays, static)  # type: ignore[arg-type]
+    for i in range(len(arrays[0])):
+        alone = netcall.run_here(c, fn, tuple(a[i : i + 1] for a in arrays), static)  # type: ignore[arg-type]
+        assert all(np.array_equal(b[i : i + 1], a) for b, a in zip(batched, alone)), f"{codec} {fn} row {i}"
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The real codecs' networks on each device (small inputs: oneDNN and cuDNN then pick kernels by batch size)."""
+    api.use_device(request.param)
+    yield request.param
+    api.use_device("cpu")
+
+
+@pytest.mark.usefixtures("device")
+class TestRowsAreCodedAlone:
+    def test_mcquic(self) -> None:
+        windows = np.stack(crops(3))
+        rows_alone("mcquic", "compress", (windows,), {"stages": 4})
+        coarse, *fine = netcall.run_here(get_codec("mcquic"), "compress", (windows,), {"stages": 4})  # type: ignore[arg-type]
+        rows_alone("mcquic", "decompress", (coarse.astype(np.uint8), *(f.astype(np.uint8) for f in fine)), {"shape": (64, 96), "gray": False})
+
+    def test_hificodec(self) -> None:
+        x = np.stack([speech(1.0, s) for s in (0.5, 2.0, 4.0)])[:, None]
+        rows_alone("hificodec", "encode", (x,), {"frames": (3, 47), "levels": 2})
+        (idx,) = netcall.run_here(get_codec("hificodec"), "encode", (x,), {"frames": (0, 50), "levels": 4})  # type: ignore[arg-type]
+        rows_alone("hificodec", "decode", (idx,), {"samples": (320, 15680)})
+
+
+class TestServer:
+    def test_each_caller_gets_its_rows_and_a_bad_call_fails_alone(self) -> None:
+        server = netcall.Server("cpu", max_rows=8)
+        try:
+            c = get_codec("hificodec")
+            (good,) = netcall.run_here(c, "encode", (speech(0.5)[None, None],), {"frames": (0, 25), "levels": 1})  # type: ignore[arg-type]
+            calls = [good, good[:, :, ::-1].copy(), np.full_like(good, 5000)]  # the last: indices outside the codebook
+            pipes = [Pipe() for _ in calls]
+            server._run([(ours, ("hificodec", "decode", (("samples", (0, 8000)),), (idx,))) for (ours, _), idx in zip(pipes, calls)])
+            replies = [theirs.recv() for _, theirs in pipes]
+            for idx, (ok, out) in zip(calls[:2], replies):
+                assert ok and np.array_equal(out[0], netcall.run_here(c, "decode", (idx,), {"samples": (0, 8000)})[0])  # type: ignore[arg-type]
+            ok, message = replies[2]
+            assert not ok and "outside" in message
+        finally:
+            server.close()
+
+    def test_a_codec_behind_a_server_writes_the_same_bytes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        photo, clip = M.Image(crops(1)[0]), M.Audio.from_array(speech(1.5, 1.0), 16000)
+        here = [api.compress("mcquic", photo, "q3"), api.compress("hificodec", clip, "2kbps")]
+        server = netcall.Server("cpu", max_rows=8)
+        try:
+            monkeypatch.setattr(netcall, "_client", None)
+            netcall.connect(server.address, server.authkey)
+            there = [api.compress("mcquic", photo, "q3"), api.compress("hificodec", clip, "2kbps")]
+            decoded = [api.decompress(d) for d in there]
+        finally:
+            netcall._client.close()  # type: ignore[union-attr]
+            monkeypatch.setattr(netcall, "_client", None)
+            server.close()
+        assert here == there and server.calls >= 3
+        assert np.array_equal(decoded[0].pixels, api.decompress(here[0]).pixels)
+        assert np.array_equal(decoded[1].to_array(), api.decompress(here[1]).to_array())
