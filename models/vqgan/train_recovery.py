@@ -211,7 +211,7 @@ def main(
     while not stop:
         gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
         k = int(torch.randint(len(sizes), (), generator=gen))
-        x, origin = batch_of(train[sizes[k]], batch, max_side, min_side, gen)
+        x, origin = batch_of(train[sizes[k]], batch, args.max_side, min(min_side, args.max_side), gen)  # args: the checkpoint's on resume
         m = masks(x.shape[0], x.shape[1], x.shape[2], mask_min, mask_max, gen).to(device)
         for g in opt.param_groups:
             g["lr"] = sched(step, warm_from)
