@@ -74,7 +74,7 @@ class Header:
                 raise ValueError("header does not end where its length says")
             values = json.loads(text.decode())
             header = cls(**values) if codec is None else cls(codec=codec, **values)
-        except (zlib.error, ValueError, TypeError) as err:
+        except (zlib.error, ValueError, TypeError, KeyError) as err:  # KeyError: a duplicate "codec" key, as CPython reports it at times
             raise ContainerError(f"invalid header: {err}") from None
         header.check_types()
         return header

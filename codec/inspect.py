@@ -15,6 +15,9 @@ from .media import real_rate
 from .registry import available, get_codec
 
 
+MAX_LISTED = 1 << 20  # headers announcing more packets are read strictly (a damaged count must not list 2^31 lost packets)
+
+
 def describe(path: Path) -> dict[str, Any]:
     """Header fields, per-packet sizes and CRCs (all verified), and the real rate."""
     if not path.is_file():
@@ -25,7 +28,8 @@ def describe(path: Path) -> dict[str, Any]:
         header = read_header(fo, header_dictionary)
         check_media(header.media)  # the rate below divides by media fields
         header_bytes = fo.tell()
-        packets = list(read_packets(fo, header.packets, tolerant=header.packets is not None))  # damaged ones listed below
+        tolerant = header.packets is not None and header.packets <= MAX_LISTED  # damaged ones listed below
+        packets = list(read_packets(fo, header.packets, tolerant=tolerant))
     size = path.stat().st_size
     rate, unit = real_rate(size, header.media)
     return {
