@@ -10,7 +10,7 @@ Two channels lose packets of a coded file (seeded; the seeds go into the report)
 
 A lost packet is written with a wrong CRC (its bytes kept), which the decoder under `--recover` treats
 as lost. Each codec that `can_recover` decodes every damaged file once per concealment it offers
-(`Codec.concealments`; the first is its own, e.g. vqgan's recovery transformer, the rest baselines).
+(`Codec.concealments`; the first is its own, e.g. a learned recovery model, the rest baselines).
 """
 
 from __future__ import annotations
