@@ -10,6 +10,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pytest
+from PIL import Image
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -124,3 +125,13 @@ def audio_file(tmp_path: Path) -> Path:
     t = np.arange(12000) / 8000
     sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
     return path
+
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+def photo(h: int = 96, w: int = 128, y: int = 200, x: int = 300) -> np.ndarray:
+    """A crop of the sample photo `(h, w, 3)` uint8 (tiled when larger than the photo)."""
+    px = np.asarray(Image.open(SAMPLES / "photo_aqua.png").convert("RGB"))
+    reps = (-(-(y + h) // px.shape[0]), -(-(x + w) // px.shape[1]), 1)
+    return np.ascontiguousarray(np.tile(px, reps)[y : y + h, x : x + w])

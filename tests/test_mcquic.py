@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CRAFTED_VALUES, damaged, open_stream, refused_or_decoded, set_field, with_header, with_payloads
+from conftest import CRAFTED_VALUES, damaged, open_stream, photo, refused_or_decoded, set_field, with_header, with_payloads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nmc.codec import api, registry
@@ -72,13 +72,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="session")
 def codec(weights: Path) -> Q.McQuicCodec:
     return Q.McQuicCodec(weights)
-
-
-def photo(h: int = 96, w: int = 128, y: int = 200, x: int = 300) -> np.ndarray:
-    """A crop of the sample photo `(h, w, 3)` uint8 (tiled when larger than the photo)."""
-    px = np.asarray(Image.open(SAMPLES / "photo_aqua.png").convert("RGB"))
-    reps = (-(-(y + h) // px.shape[0]), -(-(x + w) // px.shape[1]), 1)
-    return np.ascontiguousarray(np.tile(px, reps)[y : y + h, x : x + w])
 
 
 def encode(codec: Q.McQuicCodec, pixels: np.ndarray, setting: str = "q2") -> bytes:

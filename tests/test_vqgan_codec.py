@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import typer
-from conftest import CRAFTED_VALUES, damaged, open_stream, refused_or_decoded, set_field, with_header, with_payloads
+from conftest import CRAFTED_VALUES, damaged, open_stream, photo, refused_or_decoded, set_field, with_header, with_payloads
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nmc.codec import api, registry
@@ -80,13 +80,6 @@ def installed(weights: Path) -> Iterator[None]:
     yield
     V.VQGANCodec.weights_path = before
     registry.get_codec.cache_clear()
-
-
-def photo(h: int = 96, w: int = 128, y: int = 200, x: int = 300) -> np.ndarray:
-    """A crop of the sample photo `(h, w, 3)` uint8 (tiled when larger than the photo)."""
-    px = np.asarray(Image.open(SAMPLES / "photo_aqua.png").convert("RGB"))
-    reps = (-(-(y + h) // px.shape[0]), -(-(x + w) // px.shape[1]), 1)
-    return np.ascontiguousarray(np.tile(px, reps)[y : y + h, x : x + w])
 
 
 def encode(codec: V.VQGANCodec, pixels: np.ndarray, setting: str = "s64") -> bytes:
