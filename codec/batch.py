@@ -15,6 +15,7 @@ memory does not grow with the directory. `batch_ray.run` runs the same jobs on R
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import os
 import signal
 from collections import deque
@@ -144,11 +145,12 @@ class _Workers:
 
     def __init__(self, n: int, server: Server | None = None) -> None:
         self.others = set(multiprocessing.active_children())
-        if server is None:
-            self.pool = ProcessPoolExecutor(n, initializer=_init_worker)
-        else:  # fresh interpreters: a forked child of a process that has started CUDA cannot use torch safely
-            context = multiprocessing.get_context("spawn")
-            self.pool = ProcessPoolExecutor(n, context, initializer=_init_worker, initargs=((server.address, server.authkey),))
+        # Fresh interpreters where this process has started CUDA (a GPU server, or an earlier GPU run in
+        # the same program): a forked child of such a process cannot use torch safely.
+        cuda = "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
+        context = multiprocessing.get_context("spawn" if server is not None or cuda else None)
+        initargs = ((server.address, server.authkey),) if server is not None else ()
+        self.pool = ProcessPoolExecutor(n, context, initializer=_init_worker, initargs=initargs)
 
     def stop(self) -> None:
         workers = [p for p in multiprocessing.active_children() if p not in self.others]

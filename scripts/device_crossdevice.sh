@@ -23,7 +23,7 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$SECONDS
 at() { echo "== $1 at $((SECONDS - T0)) s"; }
-if [ "${INSTALL:-1}" = 1 ] && [ ! -d /tmp/site/constriction ]; then
+if [ "${INSTALL:-1}" = 1 ] && [ ! -f /tmp/site/soundfile.py ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 fi
 # nmc is not pip-installed there: the repo folders become the nmc.* packages, and a dist-info folder
