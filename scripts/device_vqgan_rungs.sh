@@ -10,6 +10,7 @@
 #              use on the training photos (deterministic: the same base gives the same ladder)
 #   STEPS      cosine horizon of each fine-tune (train.py --total-steps; default 3000)
 #   RUNG_ARGS  more train.py options for every rung (e.g. --tune-decoder, --batch 8)
+#   BASELINE=1 first evaluate every rung untuned (its k-means codebook) on the held-out photos the fine-tunes report on
 #   FIT=1      then fit the index priors there too (fit_prior.py, FIT_ARGS; indices on FIT_THREADS CPU
 #              threads): $OUT/vqgan.safetensors is then the installable weights file (a 4th file)
 # Rung i trains on GPU i mod NGPU, all at once, one process each: codebook + 1x1 convs from the base,
@@ -55,6 +56,15 @@ if [ -z "${LADDER:-}" ]; then
       --device $DEVICE > "$LOGS/ladder.log" 2>&1 || { cat "$LOGS/ladder.log"; exit 1; }
 fi
 cat "$LOGS"/ladder.log 2>/dev/null
+
+if [ -n "${BASELINE:-}" ]; then  # each rung's k-means codebook as it is, on the same held-out photos (~0.5 min)
+  for s in $RUNGS; do
+    $PY models/vqgan/train.py --data "$DATA" --ckpt-dir "$LOGS/untuned-r$s" --init "$BASE" --ladder $LADDER --rung $s --max-steps 0 \
+        --log-file "$LOGS/r${s}_untuned.log" $TINY > /dev/null 2>&1 &
+  done
+  wait
+  for s in $RUNGS; do grep -h "eval held-out" "$LOGS/r${s}_untuned.log" | sed "s/^/r$s untuned: /" | tee -a "$OUT/rungs.log"; done
+fi
 
 i=0 pids=()
 for s in $RUNGS; do

@@ -39,6 +39,7 @@ class IndexSource:
     sizes: Callable[[int], list[int]]  # alphabet of each context of codebook k
     code: Callable[[PriorSet, Packet, list[int]], bytes]  # codebooks `ks` of a packet, coded as the codec does
     settings: dict[str, list[int]]  # setting name -> the codebooks it codes
+    codes: Callable[[int], np.ndarray] | None = None  # codebook k's code vectors `[K, d]`: its tables are fitted as functions of them
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,51 @@ class FitConfig:
     lr: float = 3e-3
     seed: int = 0
     device: str = "cpu"
+    hidden: int = 128  # with code vectors: width of the MLPs that map a code to its table rows
+    resid_decay: float = 1.0  # with code vectors: weight of the mean square of the free per-index part of the tables
+
+
+class _Tables(torch.nn.Module):
+    """The float tables of one context: `embed` `(n + 1, dim)` and `proj` `(dim, K)`.
+
+    Free tables, or, given the code vectors of the codebook, tables that are functions of the codes
+    (`mlp(code)`) plus a small free part: with thousands of codes and ~200 k training indices each
+    index is seen a few dozen times, and a free row per index over-fits, while similar codes (neighbours
+    on the unit sphere) share statistics through the MLP. A 4096-code rung of vqgan: 8 % -> 20 % saving
+    on held-out photos (models/vqgan/CARD.md). The export quantizes the resulting tables as usual, so the
+    coded format and the integer decoder do not change."""
+
+    def __init__(self, embed: torch.Tensor, proj: torch.Tensor, fit: FitConfig, codes: torch.Tensor | None):
+        super().__init__()
+        self.codes = codes  # (K, d) or None
+        n, alphabet = embed.shape[0] - 1, proj.shape[1]
+        if codes is None or n != alphabet:  # a context of another alphabet (another codebook, a position): free rows
+            self.embed = torch.nn.Parameter(embed)
+            self.e_mlp = None
+        else:  # the context is an index of this codebook (or "not available": a zero code with a flag)
+            self.e_res = torch.nn.Parameter(torch.zeros(n + 1, fit.dim))
+            self.e_mlp = torch.nn.Sequential(torch.nn.Linear(codes.shape[1] + 1, fit.hidden), torch.nn.GELU(), torch.nn.Linear(fit.hidden, fit.dim))
+        if codes is None:
+            self.proj = torch.nn.Parameter(proj)
+            self.p_mlp = None
+        else:
+            self.p_res = torch.nn.Parameter(torch.zeros(fit.dim, alphabet))
+            self.p_mlp = torch.nn.Sequential(torch.nn.Linear(codes.shape[1], fit.hidden), torch.nn.GELU(), torch.nn.Linear(fit.hidden, fit.dim))
+
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.e_mlp is None:
+            embed = self.embed
+        else:
+            assert self.codes is not None
+            c = self.codes
+            feats = torch.cat([torch.cat([c, c.new_zeros(1, c.shape[1])]), torch.cat([c.new_zeros(len(c), 1), c.new_ones(1, 1)])], 1)
+            embed = self.e_mlp(feats) + self.e_res
+        proj = self.proj if self.p_mlp is None else self.p_mlp(self.codes).T + self.p_res
+        return embed, proj
+
+    def residual_penalty(self) -> torch.Tensor:
+        parts = [r for r in (getattr(self, "e_res", None), getattr(self, "p_res", None)) if r is not None]
+        return sum(((r**2).mean() for r in parts), torch.zeros(()))
 
 
 def split_files(root: Path, exts: tuple[str, ...], held_out: float, seed: int, budget: Callable[[Path], float] | None = None,
@@ -85,27 +131,38 @@ def cached_packets(cache: Path | None, make: Callable[[], tuple[list[Packet], li
     return train, test
 
 
-def fit_context_prior(symbols: np.ndarray, contexts: np.ndarray, alphabet: int, sizes: list[int], fit: FitConfig, seed: int) -> ContextPrior:
-    """Train the float model by maximum likelihood (Adam, cosine decay), then quantize it."""
+def fit_context_prior(symbols: np.ndarray, contexts: np.ndarray, alphabet: int, sizes: list[int], fit: FitConfig, seed: int,
+                      codes: np.ndarray | None = None) -> ContextPrior:
+    """Train the float model by maximum likelihood (Adam, cosine decay), then quantize it. With `codes`
+    (the codebook's code vectors `[alphabet, d]`) the tables are functions of the codes (`_Tables`)."""
     gen = torch.Generator().manual_seed(seed)
     y = torch.as_tensor(np.asarray(symbols), dtype=torch.long).ravel().to(fit.device)
     x = torch.as_tensor(np.asarray(contexts), dtype=torch.long).reshape(len(y), len(sizes)).to(fit.device)
-    embed = [torch.nn.Parameter((torch.randn(n + 1, fit.dim, generator=gen) * 0.1).to(fit.device)) for n in sizes]
-    proj = [torch.nn.Parameter((torch.randn(fit.dim, alphabet, generator=gen) * 0.1).to(fit.device)) for _ in sizes]
+    c = None if codes is None else torch.as_tensor(np.asarray(codes), dtype=torch.float32).to(fit.device)
+    embed = [torch.randn(n + 1, fit.dim, generator=gen) * 0.1 for n in sizes]  # free tables' start (drawn in this order since the first fits)
+    proj = [torch.randn(fit.dim, alphabet, generator=gen) * 0.1 for _ in sizes]
+    with torch.random.fork_rng(devices=[]):  # the MLPs' initialisation, seeded, leaving the caller's generator alone
+        torch.manual_seed(seed)
+        parts = torch.nn.ModuleList(_Tables(e, p, fit, c) for e, p in zip(embed, proj)).to(fit.device)
     counts = torch.bincount(y, minlength=alphabet).double() + 0.5
     bias = torch.nn.Parameter((counts / counts.sum()).log().float())
-    opt = torch.optim.Adam([bias, *embed, *proj], lr=fit.lr)
+    opt = torch.optim.Adam([bias, *parts.parameters()], lr=fit.lr)
     for step in range(fit.steps):
         i = torch.randint(0, len(y), (min(fit.batch, len(y)),), generator=gen).to(fit.device)
-        logits = bias + sum(e[x[i, c]] @ p for c, (e, p) in enumerate(zip(embed, proj)))
+        tables = [t.tables() for t in parts]
+        logits = bias + sum(e[x[i, k]] @ p for k, (e, p) in enumerate(tables))
         loss = torch.nn.functional.cross_entropy(logits, y[i])
+        if c is not None:
+            loss = loss + fit.resid_decay * sum(t.residual_penalty().to(loss.device) for t in parts)
         opt.zero_grad()
         loss.backward()
         opt.step()
         for g in opt.param_groups:
             g["lr"] = fit.lr * 0.5 * (1 + np.cos(np.pi * (step + 1) / fit.steps))
-    as_np = [t.detach().double().cpu().numpy() for t in (bias, *embed, *proj)]
-    return ContextPrior.quantize(as_np[0], as_np[1 : 1 + len(sizes)], as_np[1 + len(sizes) :])
+    with torch.no_grad():
+        tables = [t.tables() for t in parts]
+    as_np = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
+    return ContextPrior.quantize(as_np(bias), [as_np(e) for e, _ in tables], [as_np(p) for _, p in tables])
 
 
 def examples(src: IndexSource, packets: list[Packet], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +179,7 @@ def fit_priors(src: IndexSource, train: list[Packet], test: list[Packet], fit: F
     rows: list[dict[str, Any]] = []
     for k, K in enumerate(src.alphabets):
         y, ctx = examples(src, train, k)
-        prior = fit_context_prior(y, ctx, K, src.sizes(k), fit, fit.seed + k)
+        prior = fit_context_prior(y, ctx, K, src.sizes(k), fit, fit.seed + k, None if src.codes is None else src.codes(k))
         uni = E.freqs_from_counts(np.bincount(y, minlength=K) + 0.5)
         yt, ct = examples(src, test, k)
         ctx_bits, uni_bits = ideal_bits(prior, yt, ct) / len(yt), E.cross_entropy_bits(yt, uni) / len(yt)
