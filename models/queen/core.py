@@ -4,7 +4,7 @@
            │
            ├─ keyframe (first group): every channel quantized, entropy-coded ──────► packet 0
            └─ each next frame, against the previous *decoded* frame (closed loop):
-                positions: hard-concrete gate ─► mask + residuals in 1e-4 steps
+                positions: hard-concrete gate (re-fitting noise left alone) ─► mask + residuals in 1e-4 steps
                 dc, rest, opacity, scale, rot: integer latents z, update z @ W ──► packet t
 
 The decoder's state is an int64 matrix in units of GRID = 1e-4 of the raw 3DGS parameters;
@@ -169,13 +169,13 @@ class GroupEncoder:
         per_frame = min(n, max(1, s.fit_rows // max(1, len(targets))))
         idx = np.sort(rng.choice(n, per_frame, replace=False)) if n else np.zeros(0, np.int64)
         weights = [render_weights(t[idx], self.layout) for t in targets]
-        coders = {}
+        blocks = []
         for k, a in enumerate(ATTRS):
             rows = [t[idx, sl[a]].astype(np.float64) - r[idx, sl[a]] for r, t in zip(refs, targets)]
             res = np.concatenate(rows) if rows else np.zeros((0, sl[a].stop - sl[a].start))
             w = np.concatenate([wt[a] for wt in weights]) if weights else np.zeros(0)
-            coders[a] = latent.fit(res, w, s.lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k, s.device)
-        return coders
+            blocks.append((res, w, s.latent_dims[k]))
+        return dict(zip(ATTRS, latent.fit_group(blocks, s.lam, GRID, s.fit_steps, s.seed, s.device)))
 
     def _keyframe(self, m: Matrix) -> bytes:
         side, enc = Writer(), Encoder()
@@ -198,7 +198,8 @@ class GroupEncoder:
         r = m.astype(np.float64) - to_float(self.state)
         w = render_weights(m, self.layout)
         q = np.round(r[:, sl["pos"]] / GRID).astype(np.int64)
-        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed, s.device)
+        floor = gate.noise_floor(r[:, sl["pos"]])
+        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed, s.device, floor)
         side, enc = Writer(), Encoder()
         side.ints(DELTA, len(m))
         mask_table = Table.from_symbols(np.append(mask.astype(np.int64), [0, 1]))  # both symbols codable

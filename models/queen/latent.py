@@ -66,12 +66,14 @@ class LatentCoder:
         z = np.clip(np.round(r @ np.linalg.pinv(w_q)), lo, hi).astype(np.int64)
         err = r - z @ w_q
         bits = [t.symbol_bits() for t in self.tables]
+        norms = (w_q**2).sum(1)
         for _ in range(sweeps):
             for j in range(self.latent_dim):
                 zj = z[:, j]
                 cands = np.stack([zj, zj - np.sign(zj), np.zeros_like(zj)], 1)  # keep, one step to 0, 0
                 delta = (cands - zj[:, None]).astype(np.float64)
-                e2 = ((err[:, None, :] - delta[:, :, None] * w_q[j]) ** 2).sum(2)
+                # |err - d w|^2 - |err|^2 = d^2 |w|^2 - 2 d (err . w): no (n, 3, D) temporary
+                e2 = delta * (delta * norms[j] - 2 * (err @ w_q[j])[:, None])
                 cost = weight[:, None] * e2 + lam * bits[j][cands - lo[j]]
                 best = cands[np.arange(n), cost.argmin(1)]
                 err -= (best - zj)[:, None] * w_q[j]
@@ -94,9 +96,28 @@ class LatentCoder:
         return cls(weight, tables)
 
 
-def _cosine(opt: torch.optim.Optimizer, step: int, steps: int) -> None:
-    for g in opt.param_groups:
-        g["lr"] = LR * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
+class _Adam:
+    """Adam with a cosine learning rate over `steps`, on foreach kernels (torch.optim's first use
+    imports torch._dynamo, ~3 s of an encoder's start, and steps with more checks than these fits need)."""
+
+    def __init__(self, params: list[torch.Tensor], steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params, self.steps, self.betas, self.eps, self.k = params, steps, betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, loss: torch.Tensor) -> None:
+        grads = torch.autograd.grad(loss, self.params)
+        b1, b2 = self.betas
+        lr = LR * 0.5 * (1 + np.cos(np.pi * self.k / self.steps))
+        self.k += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(self.m, grads, 1 - b1)
+            torch._foreach_mul_(self.v, b2)
+            torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
+            denom = torch._foreach_sqrt(self.v)
+            torch._foreach_div_(denom, float(np.sqrt(1 - b2**self.k)))
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_addcdiv_(self.params, self.m, denom, -lr / (1 - b1**self.k))
 
 
 def fit(
@@ -109,54 +130,76 @@ def fit(
     seed: int = 0,
     device: str = "cpu",
 ) -> LatentCoder:
-    """Fit W and the priors on residual rows `(n, D)` with render weights `(n,)` (see the module doc),
-    on `device` (a GPU fits faster; the exported integers are what the decoder uses, wherever they came from)."""
-    n, width = residuals.shape
-    latent_dim = min(latent_dim, width)
-    if n == 0 or latent_dim == 0:
-        return LatentCoder(np.zeros((0, width), np.int64), [])
-    r = torch.as_tensor(residuals, dtype=torch.float32, device=device)
-    w = torch.as_tensor(weight, dtype=torch.float32, device=device)
-    # start from the weighted principal directions with the high-rate optimal step per direction
-    cov = (r * w[:, None]).T @ r / w.sum().clamp_min(1e-12)
-    evals, evecs = torch.linalg.eigh(cov.double())
-    basis = evecs[:, -latent_dim:].flip(1).float()  # (D, L)
-    step = float(np.sqrt(6 * lam / max(float(w.mean()), 1e-12) / np.log(2)))
-    step = max(step, 2 * grid)
-    enc = torch.nn.Parameter(basis / step)
-    dec = torch.nn.Parameter(basis.T * step)
+    """One latent decoder (`fit_group` of one block)."""
+    return fit_group([(residuals, weight, latent_dim)], lam, grid, steps, seed, device)[0]
+
+
+def fit_group(
+    blocks: list[tuple[F64, F64, int]],
+    lam: float,
+    grid: float,
+    steps: int = 300,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[LatentCoder]:
+    """Fit W and the priors of several attribute groups at once, each on its residual rows `(n, D)`
+    with render weights `(n,)` and its latent count (see the module doc), on `device` (a GPU fits
+    faster; the exported integers are what the decoder uses, wherever they came from).
+
+    The blocks share nothing but the loop: one batch of rows (the same n rows in every block: the
+    same Gaussians and frames), one factorized prior whose channels are all blocks' latents (its
+    channels are independent densities), one Adam (per element, so each block's parameters move
+    as in a fit of its own). That is one step of small kernels for all blocks instead of one each."""
+    n = len(blocks[0][0])
+    if any(len(r) != n or len(w) != n for r, w, _ in blocks):
+        raise ValueError("every block needs the same rows")
+    dims = [min(d, r.shape[1]) if n else 0 for r, _, d in blocks]
+    live = [k for k, d in enumerate(dims) if d > 0]
+    coders = [LatentCoder(np.zeros((0, r.shape[1]), np.int64), []) for r, _, _ in blocks]
+    if not live:
+        return coders
+    rs = [torch.as_tensor(blocks[k][0], dtype=torch.float32, device=device) for k in live]
+    ws = [torch.as_tensor(blocks[k][1], dtype=torch.float32, device=device) for k in live]
+    encs, decs = [], []
+    for r, w, d in zip(rs, ws, [dims[k] for k in live]):
+        # start from the weighted principal directions with the high-rate optimal step per direction
+        cov = (r * w[:, None]).T @ r / w.sum().clamp_min(1e-12)
+        _, evecs = torch.linalg.eigh(cov.double())
+        basis = evecs[:, -d:].flip(1).float()  # (D, L)
+        step = max(float(np.sqrt(6 * lam / max(float(w.mean()), 1e-12) / np.log(2))), 2 * grid)
+        encs.append((basis / step).requires_grad_(True))
+        decs.append((basis.T * step).contiguous().requires_grad_(True))
     torch.manual_seed(seed)  # the prior's initial biases
-    prior = FactorizedPrior(latent_dim).to(device)
+    prior = FactorizedPrior(sum(dims)).to(device)
     gen = torch.Generator(device).manual_seed(seed)
-    opt = torch.optim.Adam([enc, dec, *prior.parameters()], lr=LR)
-    for k in range(steps):
-        i = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
-        y = r[i] @ enc
-        y_hat = y + (torch.round(y) - y).detach()  # straight-through rounding for the distortion
-        dist = (w[i] * ((y_hat @ dec - r[i]) ** 2).sum(1)).mean()
+    batch = min(BATCH, n)
+    opt = _Adam([*encs, *decs, *prior.parameters()], steps)
+    for _ in range(steps):
+        i = torch.randint(0, n, (batch,), generator=gen, device=device)
+        ys, dist = [], torch.zeros((), device=device)
+        for r, w, enc, dec in zip(rs, ws, encs, decs):
+            y = r[i] @ enc
+            y_hat = y + (torch.round(y) - y).detach()  # straight-through rounding for the distortion
+            dist = dist + (w[i] * ((y_hat @ dec - r[i]) ** 2).sum(1)).mean()
+            ys.append(y)
+        y = torch.cat(ys, 1)
         noise = torch.rand(y.shape, generator=gen, device=device) - 0.5
         rate = prior.bits(y + noise).sum(1).mean()  # uniform noise for the rate
-        opt.zero_grad()
-        (dist + lam * rate).backward()
-        opt.step()
-        _cosine(opt, k, steps)
+        opt.step(dist + lam * rate)
     # the tables model the integer latents themselves: refit the prior to them by maximum likelihood
     with torch.no_grad():
-        z = torch.round(r @ enc).clamp(-MAX_LATENT, MAX_LATENT)
-    opt = torch.optim.Adam(prior.parameters(), lr=LR)
-    for k in range(steps // 2):
-        i = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
-        loss = prior.bits(z[i]).sum(1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        _cosine(opt, k, steps // 2)
+        z = torch.cat([torch.round(r @ enc) for r, enc in zip(rs, encs)], 1).clamp(-MAX_LATENT, MAX_LATENT)
+    opt = _Adam(list(prior.parameters()), steps // 2)
+    for _ in range(steps // 2):
+        i = torch.randint(0, n, (batch,), generator=gen, device=device)
+        opt.step(prior.bits(z[i]).sum(1).mean())
     z_np, prior = z.cpu().numpy(), prior.cpu()
-    weight_int = np.round(dec.detach().double().cpu().numpy() / grid).astype(np.int64)
-    weight_int = np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1)
-    tables = []
-    for j in range(latent_dim):  # the support covers what was seen, one more each side, and 0
-        lo = int(max(min(z_np[:, j].min() - 1, 0), -MAX_LATENT))
-        hi = int(min(max(z_np[:, j].max() + 1, 0), MAX_LATENT))
-        tables.append(prior.table(j, lo, hi))
-    return LatentCoder(weight_int, tables)
+    lo_all = np.maximum(np.minimum(z_np.min(0) - 1, 0), -MAX_LATENT).astype(int)  # the support covers what
+    hi_all = np.minimum(np.maximum(z_np.max(0) + 1, 0), MAX_LATENT).astype(int)  # was seen, one more each side, and 0
+    tables = [prior.table(j, int(lo_all[j]), int(hi_all[j])) for j in range(z_np.shape[1])]
+    first = 0
+    for k, dec in zip(live, decs):
+        weight_int = np.round(dec.detach().double().cpu().numpy() / grid).astype(np.int64)
+        coders[k] = LatentCoder(np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1), tables[first : first + dims[k]])
+        first += dims[k]
+    return coders
