@@ -73,14 +73,16 @@ class EncodedGroup:
 
 def to_float(state: I64) -> Matrix:
     """The decoded frame of an integer state (exactly rounded: the same bytes everywhere)."""
-    return (state.astype(np.float64) * GRID).astype(np.float32)
+    return np.multiply(state, GRID, dtype=np.float64).astype(np.float32)
 
 
-def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> None:
-    """Apply the update of latents z to the state's columns; rows of zeros change nothing (skipped)."""
+def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> I64:
+    """Apply the update of latents z to the state's columns; rows of zeros change nothing (skipped).
+    Returns the rows it changed."""
     rows = np.flatnonzero(z.any(axis=1))
     if rows.size:
         state[rows, cols] += coder.decode(z[rows])
+    return rows
 
 
 def render_weights(m: Matrix, layout: GaussianLayout) -> dict[str, F64]:
@@ -195,7 +197,8 @@ class GroupEncoder:
         """A frame against the current state; updates the state exactly as the decoder will."""
         s, sl = self.settings, self.layout.slices()
         assert self.state is not None
-        r = m.astype(np.float64) - to_float(self.state)
+        r = np.multiply(self.state, -GRID, dtype=np.float64)  # the decoded frame within float32 rounding
+        r += m
         w = render_weights(m, self.layout)
         q = np.round(r[:, sl["pos"]] / GRID).astype(np.int64)
         floor = gate.noise_floor(r[:, sl["pos"]])
@@ -210,7 +213,7 @@ class GroupEncoder:
             encode_wide(side, enc, moved[:, c])
         self.state[mask, sl["pos"]] += moved
         for a in ATTRS:
-            z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID)
+            z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID, device=s.device)
             for j, t in enumerate(coders[a].tables):
                 encode_table(enc, z[:, j], t)
             add(self.state, sl[a], coders[a], z)
@@ -224,6 +227,7 @@ class GroupDecoder:
     def __init__(self, layout: GaussianLayout, gaussians: int) -> None:
         self.layout, self.gaussians = layout, gaussians
         self.state: I64 | None = None
+        self.frame: Matrix | None = None  # to_float(state), refreshed where the state changes
 
     def read_header(self, header: bytes) -> dict[str, LatentCoder]:
         d = zlib.decompressobj()
@@ -243,8 +247,8 @@ class GroupDecoder:
         coders = self.read_header(header)
         for p in packets:
             self._decode(p, coders)
-            assert self.state is not None
-            yield to_float(self.state)
+            assert self.frame is not None
+            yield self.frame.copy()
 
     def _decode(self, packet: bytes, coders: dict[str, LatentCoder]) -> None:
         sl = self.layout.slices()
@@ -259,14 +263,21 @@ class GroupDecoder:
                 if not 1 <= step <= 1 << 30:
                     raise ContainerError(f"queen keyframe step {step}")
                 state[:, c] = (decode_wide(side, dec, n) + offset) * step
-            self.state = state
+            self.state, self.frame = state, np.ascontiguousarray(to_float(state))
             return
         if kind != DELTA or self.state is None or len(self.state) != n:
             raise ContainerError(f"queen frame of kind {kind} for {n} Gaussians does not follow its reference")
         mask = decode_table(dec, side.table(max_size=2), n).astype(bool)
         moved = np.stack([decode_wide(side, dec, int(mask.sum())) for _ in range(3)], 1)
         self.state[mask, sl["pos"]] += moved
+        self._refresh(np.flatnonzero(mask), sl["pos"])
         for a in ATTRS:
             coder = coders[a]
             z = np.stack([decode_table(dec, t, n) for t in coder.tables], 1) if coder.tables else np.zeros((n, 0), np.int64)
-            add(self.state, sl[a], coder, z)
+            self._refresh(add(self.state, sl[a], coder, z), sl[a])
+
+    def _refresh(self, rows: I64, cols: slice) -> None:
+        """The float frame where the state changed (the same function per element: the same bytes)."""
+        assert self.state is not None and self.frame is not None
+        if rows.size:
+            self.frame[rows, cols] = to_float(self.state[rows, cols])

@@ -21,6 +21,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from .adam import Adam
+
 BETA, GAMMA, ZETA = 0.3, -0.1, 1.1  # temperature of QUEEN's N3DV config; the paper's stretch interval
 # The noise floor: squared displacements below FLOOR_CHI2 times the noise variance per coordinate
 # (chi-square, 3 degrees of freedom: exceeded by pure noise once in 1000 frames), the variance
@@ -87,13 +89,10 @@ def fit_gate(
     # ratio of what an update saves to what it costs (QUEEN, too, can start from update odds).
     start = torch.log(gain.clamp_min(1e-30) / (lam * bits).clamp_min(1e-30)).clamp(-6, 6)
     log_alpha = start.clone().requires_grad_(True)
-    opt = torch.optim.Adam([log_alpha], lr=0.2)
+    opt = Adam([log_alpha], lr=0.2)
     for _ in range(steps):
         g = sample(log_alpha, gen)
         dist = w * (((g[:, None] * q - r) ** 2).sum(1) - floor).clamp_min(0)
-        loss = (dist + lam * open_probability(log_alpha) * bits).sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        opt.step((dist + lam * open_probability(log_alpha) * bits).sum())
     mask[rows] = (log_alpha.detach() > 0).cpu().numpy()
     return mask

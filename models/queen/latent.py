@@ -25,6 +25,7 @@ import torch
 
 from nmc.codec.errors import ContainerError
 
+from .adam import Adam
 from .factorized import FactorizedPrior
 from .symbols import Reader, Table, Writer
 
@@ -54,31 +55,37 @@ class LatentCoder:
             return np.zeros((len(z), self.weight.shape[1]), np.int64)
         return (z.astype(np.float64) @ self.weight.astype(np.float64)).astype(np.int64)
 
-    def choose(self, r: F64, weight: F64, lam: float, grid: float, sweeps: int = 2) -> I64:
+    def choose(self, r: F64, weight: F64, lam: float, grid: float, sweeps: int = 2, device: str = "cpu") -> I64:
         """Integer latents `(n, L)` for residuals `r` `(n, D)` (raw units); `weight` `(n,)` is the
-        render weight of a squared error of each Gaussian, `lam` the rate weight."""
+        render weight of a squared error of each Gaussian, `lam` the rate weight. Runs in float64
+        on `device` (the encoder's choice: any device gives latents the decoder reads the same way)."""
         n = len(r)
         if self.latent_dim == 0:
             return np.zeros((n, 0), np.int64)
-        w_q = self.weight.astype(np.float64) * grid
-        lo = np.array([t.lo for t in self.tables])
-        hi = np.array([t.hi for t in self.tables])
-        z = np.clip(np.round(r @ np.linalg.pinv(w_q)), lo, hi).astype(np.int64)
-        err = r - z @ w_q
-        bits = [t.symbol_bits() for t in self.tables]
-        norms = (w_q**2).sum(1)
+        w_np = self.weight.astype(np.float64) * grid
+        f64 = dict(dtype=torch.float64, device=device)
+        w_q, rr = torch.as_tensor(w_np, **f64), torch.as_tensor(r, **f64)
+        lo = torch.tensor([t.lo for t in self.tables], **f64)
+        hi = torch.tensor([t.hi for t in self.tables], **f64)
+        z_all = torch.clamp(torch.round(rr @ torch.as_tensor(np.linalg.pinv(w_np), **f64)), lo, hi)
+        # a row of zeros has only zeros to choose from: refine the others
+        rows = torch.nonzero(z_all.any(1))[:, 0]
+        z, err = z_all[rows], rr[rows] - z_all[rows] @ w_q
+        bits = [torch.as_tensor(t.symbol_bits(), **f64) for t in self.tables]
+        norms, wt = (w_q**2).sum(1), torch.as_tensor(weight, **f64)[rows]
         for _ in range(sweeps):
             for j in range(self.latent_dim):
                 zj = z[:, j]
-                cands = np.stack([zj, zj - np.sign(zj), np.zeros_like(zj)], 1)  # keep, one step to 0, 0
-                delta = (cands - zj[:, None]).astype(np.float64)
+                cands = torch.stack([zj, zj - torch.sign(zj), torch.zeros_like(zj)], 1)  # keep, one step to 0, 0
+                delta = cands - zj[:, None]
                 # |err - d w|^2 - |err|^2 = d^2 |w|^2 - 2 d (err . w): no (n, 3, D) temporary
                 e2 = delta * (delta * norms[j] - 2 * (err @ w_q[j])[:, None])
-                cost = weight[:, None] * e2 + lam * bits[j][cands - lo[j]]
-                best = cands[np.arange(n), cost.argmin(1)]
+                cost = wt[:, None] * e2 + lam * bits[j][(cands - lo[j]).long()]
+                best = cands.gather(1, cost.argmin(1, keepdim=True))[:, 0]
                 err -= (best - zj)[:, None] * w_q[j]
                 z[:, j] = best
-        return z
+        z_all[rows] = z
+        return z_all.long().cpu().numpy()
 
     def write(self, side: Writer) -> None:
         side.array(self.weight)
@@ -94,30 +101,6 @@ class LatentCoder:
         if any(t.lo < -MAX_LATENT or t.hi > MAX_LATENT for t in tables):
             raise ContainerError("queen latent table outside the latent range")
         return cls(weight, tables)
-
-
-class _Adam:
-    """Adam with a cosine learning rate over `steps`, on foreach kernels (torch.optim's first use
-    imports torch._dynamo, ~3 s of an encoder's start, and steps with more checks than these fits need)."""
-
-    def __init__(self, params: list[torch.Tensor], steps: int, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params, self.steps, self.betas, self.eps, self.k = params, steps, betas, eps, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    def step(self, loss: torch.Tensor) -> None:
-        grads = torch.autograd.grad(loss, self.params)
-        b1, b2 = self.betas
-        lr = LR * 0.5 * (1 + np.cos(np.pi * self.k / self.steps))
-        self.k += 1
-        with torch.no_grad():
-            torch._foreach_lerp_(self.m, grads, 1 - b1)
-            torch._foreach_mul_(self.v, b2)
-            torch._foreach_addcmul_(self.v, grads, grads, 1 - b2)
-            denom = torch._foreach_sqrt(self.v)
-            torch._foreach_div_(denom, float(np.sqrt(1 - b2**self.k)))
-            torch._foreach_add_(denom, self.eps)
-            torch._foreach_addcdiv_(self.params, self.m, denom, -lr / (1 - b1**self.k))
 
 
 def fit(
@@ -173,7 +156,7 @@ def fit_group(
     prior = FactorizedPrior(sum(dims)).to(device)
     gen = torch.Generator(device).manual_seed(seed)
     batch = min(BATCH, n)
-    opt = _Adam([*encs, *decs, *prior.parameters()], steps)
+    opt = Adam([*encs, *decs, *prior.parameters()], LR, cosine_steps=steps)
     for _ in range(steps):
         i = torch.randint(0, n, (batch,), generator=gen, device=device)
         ys, dist = [], torch.zeros((), device=device)
@@ -186,17 +169,17 @@ def fit_group(
         noise = torch.rand(y.shape, generator=gen, device=device) - 0.5
         rate = prior.bits(y + noise).sum(1).mean()  # uniform noise for the rate
         opt.step(dist + lam * rate)
-    # the tables model the integer latents themselves: refit the prior to them by maximum likelihood
+    # The tables model the integer latents themselves: their counts on the fitting rows (the
+    # maximum-likelihood table; half a count on every symbol of the support, which covers what
+    # was seen, one more each side, and 0). The noise-trained density would put 0.5 bit on an
+    # all-zero latent where it costs 0.02.
     with torch.no_grad():
         z = torch.cat([torch.round(r @ enc) for r, enc in zip(rs, encs)], 1).clamp(-MAX_LATENT, MAX_LATENT)
-    opt = _Adam(list(prior.parameters()), steps // 2)
-    for _ in range(steps // 2):
-        i = torch.randint(0, n, (batch,), generator=gen, device=device)
-        opt.step(prior.bits(z[i]).sum(1).mean())
-    z_np, prior = z.cpu().numpy(), prior.cpu()
-    lo_all = np.maximum(np.minimum(z_np.min(0) - 1, 0), -MAX_LATENT).astype(int)  # the support covers what
-    hi_all = np.minimum(np.maximum(z_np.max(0) + 1, 0), MAX_LATENT).astype(int)  # was seen, one more each side, and 0
-    tables = [prior.table(j, int(lo_all[j]), int(hi_all[j])) for j in range(z_np.shape[1])]
+    z_np = z.cpu().numpy().astype(np.int64)
+    tables = []
+    for j in range(z_np.shape[1]):
+        lo, hi = max(min(int(z_np[:, j].min()) - 1, 0), -MAX_LATENT), min(max(int(z_np[:, j].max()) + 1, 0), MAX_LATENT)
+        tables.append(Table.from_pmf(np.bincount(z_np[:, j] - lo, minlength=hi - lo + 1) + 0.5, lo))
     first = 0
     for k, dec in zip(live, decs):
         weight_int = np.round(dec.detach().double().cpu().numpy() / grid).astype(np.int64)
