@@ -130,9 +130,10 @@ def fit_group(
     faster; the exported integers are what the decoder uses, wherever they came from).
 
     The blocks share nothing but the loop: one batch of rows (the same n rows in every block: the
-    same Gaussians and frames), one factorized prior whose channels are all blocks' latents (its
-    channels are independent densities), one Adam (per element, so each block's parameters move
-    as in a fit of its own). That is one step of small kernels for all blocks instead of one each."""
+    same Gaussians and frames), block-diagonal matrices, one factorized prior whose channels are
+    all blocks' latents (independent densities), one Adam (per element, so each block's parameters
+    move as in a fit of its own). One step is then a few kernels for all blocks, not a few per
+    block: on a GPU, where these small steps are launch-bound, that is most of the fit's time."""
     n = len(blocks[0][0])
     if any(len(r) != n or len(w) != n for r, w, _ in blocks):
         raise ValueError("every block needs the same rows")
@@ -141,31 +142,36 @@ def fit_group(
     coders = [LatentCoder(np.zeros((0, r.shape[1]), np.int64), []) for r, _, _ in blocks]
     if not live:
         return coders
-    rs = [torch.as_tensor(blocks[k][0], dtype=torch.float32, device=device) for k in live]
-    ws = [torch.as_tensor(blocks[k][1], dtype=torch.float32, device=device) for k in live]
-    encs, decs = [], []
-    for r, w, d in zip(rs, ws, [dims[k] for k in live]):
+    # All blocks as one: residual columns side by side, a block-diagonal encoder and decoder (the
+    # masks keep the blocks apart: their gradients are zero off the blocks, so Adam leaves those
+    # entries at 0), each column weighted by its block's render weight.
+    widths, lat = [blocks[k][0].shape[1] for k in live], [dims[k] for k in live]
+    r = torch.as_tensor(np.concatenate([blocks[k][0] for k in live], 1), dtype=torch.float32, device=device)
+    col_w = torch.as_tensor(np.repeat(np.stack([blocks[k][1] for k in live], 1), widths, axis=1), dtype=torch.float32, device=device)
+    enc0 = torch.zeros(sum(widths), sum(lat), dtype=torch.float64, device=device)
+    dec0, mask = enc0.T.clone(), torch.zeros_like(enc0, dtype=torch.float32)
+    col, row = np.cumsum([0, *widths]), np.cumsum([0, *lat])
+    for k, d in enumerate(lat):
+        rk, wk = r[:, col[k] : col[k + 1]].double(), col_w[:, col[k]].double()
         # start from the weighted principal directions with the high-rate optimal step per direction
-        cov = (r * w[:, None]).T @ r / w.sum().clamp_min(1e-12)
-        _, evecs = torch.linalg.eigh(cov.double())
-        basis = evecs[:, -d:].flip(1).float()  # (D, L)
-        step = max(float(np.sqrt(6 * lam / max(float(w.mean()), 1e-12) / np.log(2))), 2 * grid)
-        encs.append((basis / step).requires_grad_(True))
-        decs.append((basis.T * step).contiguous().requires_grad_(True))
+        _, evecs = torch.linalg.eigh((rk * wk[:, None]).T @ rk / wk.sum().clamp_min(1e-12))
+        basis = evecs[:, -d:].flip(1)  # (D, L)
+        step = max(float(np.sqrt(6 * lam / max(float(wk.mean()), 1e-12) / np.log(2))), 2 * grid)
+        enc0[col[k] : col[k + 1], row[k] : row[k + 1]] = basis / step
+        dec0[row[k] : row[k + 1], col[k] : col[k + 1]] = basis.T * step
+        mask[col[k] : col[k + 1], row[k] : row[k + 1]] = 1
+    enc, dec = enc0.float().requires_grad_(True), dec0.float().requires_grad_(True)
     torch.manual_seed(seed)  # the prior's initial biases
-    prior = FactorizedPrior(sum(dims)).to(device)
+    prior = FactorizedPrior(sum(lat)).to(device)
     gen = torch.Generator(device).manual_seed(seed)
     batch = min(BATCH, n)
-    opt = Adam([*encs, *decs, *prior.parameters()], LR, cosine_steps=steps)
+    opt = Adam([enc, dec, *prior.parameters()], LR, cosine_steps=steps)
     for _ in range(steps):
         i = torch.randint(0, n, (batch,), generator=gen, device=device)
-        ys, dist = [], torch.zeros((), device=device)
-        for r, w, enc, dec in zip(rs, ws, encs, decs):
-            y = r[i] @ enc
-            y_hat = y + (torch.round(y) - y).detach()  # straight-through rounding for the distortion
-            dist = dist + (w[i] * ((y_hat @ dec - r[i]) ** 2).sum(1)).mean()
-            ys.append(y)
-        y = torch.cat(ys, 1)
+        ri = r[i]
+        y = ri @ (enc * mask)
+        y_hat = y + (torch.round(y) - y).detach()  # straight-through rounding for the distortion
+        dist = (col_w[i] * (y_hat @ (dec * mask.T) - ri) ** 2).sum(1).mean()
         noise = torch.rand(y.shape, generator=gen, device=device) - 0.5
         rate = prior.bits(y + noise).sum(1).mean()  # uniform noise for the rate
         opt.step(dist + lam * rate)
@@ -174,15 +180,14 @@ def fit_group(
     # was seen, one more each side, and 0). The noise-trained density would put 0.5 bit on an
     # all-zero latent where it costs 0.02.
     with torch.no_grad():
-        z = torch.cat([torch.round(r @ enc) for r, enc in zip(rs, encs)], 1).clamp(-MAX_LATENT, MAX_LATENT)
+        z = torch.round(r @ (enc * mask)).clamp(-MAX_LATENT, MAX_LATENT)
     z_np = z.cpu().numpy().astype(np.int64)
     tables = []
     for j in range(z_np.shape[1]):
         lo, hi = max(min(int(z_np[:, j].min()) - 1, 0), -MAX_LATENT), min(max(int(z_np[:, j].max()) + 1, 0), MAX_LATENT)
         tables.append(Table.from_pmf(np.bincount(z_np[:, j] - lo, minlength=hi - lo + 1) + 0.5, lo))
-    first = 0
-    for k, dec in zip(live, decs):
-        weight_int = np.round(dec.detach().double().cpu().numpy() / grid).astype(np.int64)
-        coders[k] = LatentCoder(np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1), tables[first : first + dims[k]])
-        first += dims[k]
+    dec_np = (dec * mask.T).detach().double().cpu().numpy()
+    for j, k in enumerate(live):
+        weight_int = np.round(dec_np[row[j] : row[j + 1], col[j] : col[j + 1]] / grid).astype(np.int64)
+        coders[k] = LatentCoder(np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1), tables[row[j] : row[j + 1]])
     return coders
