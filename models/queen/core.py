@@ -257,13 +257,15 @@ class GroupDecoder:
         if n != self.gaussians:
             raise ContainerError(f"queen frame of {n} Gaussians, the header says {self.gaussians}")
         if kind == KEY:
-            state = np.zeros((n, self.layout.channels), np.int64, order="F")
+            state = np.empty((n, self.layout.channels), np.int64, order="F")
+            frame = np.empty((n, self.layout.channels), np.float32)
             for c in range(self.layout.channels):
                 step, offset = side.ints(2)
                 if not 1 <= step <= 1 << 30:
                     raise ContainerError(f"queen keyframe step {step}")
-                state[:, c] = (decode_wide(side, dec, n) + offset) * step
-            self.state, self.frame = state, np.ascontiguousarray(to_float(state))
+                state[:, c] = v = (decode_wide(side, dec, n) + offset) * step
+                frame[:, c] = v * GRID  # to_float, column by column while it is in cache
+            self.state, self.frame = state, frame
             return
         if kind != DELTA or self.state is None or len(self.state) != n:
             raise ContainerError(f"queen frame of kind {kind} for {n} Gaussians does not follow its reference")
