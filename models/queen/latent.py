@@ -62,17 +62,18 @@ class LatentCoder:
         n = len(r)
         if self.latent_dim == 0:
             return np.zeros((n, 0), np.int64)
+        def f64(a: npt.ArrayLike) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a, np.float64), device=device)
+
         w_np = self.weight.astype(np.float64) * grid
-        f64 = dict(dtype=torch.float64, device=device)
-        w_q, rr = torch.as_tensor(w_np, **f64), torch.as_tensor(r, **f64)
-        lo = torch.tensor([t.lo for t in self.tables], **f64)
-        hi = torch.tensor([t.hi for t in self.tables], **f64)
-        z_all = torch.clamp(torch.round(rr @ torch.as_tensor(np.linalg.pinv(w_np), **f64)), lo, hi)
+        w_q, rr = f64(w_np), f64(r)
+        lo, hi = f64([t.lo for t in self.tables]), f64([t.hi for t in self.tables])
+        z_all = torch.clamp(torch.round(rr @ f64(np.linalg.pinv(w_np))), lo, hi)
         # a row of zeros has only zeros to choose from: refine the others
         rows = torch.nonzero(z_all.any(1))[:, 0]
         z, err = z_all[rows], rr[rows] - z_all[rows] @ w_q
-        bits = [torch.as_tensor(t.symbol_bits(), **f64) for t in self.tables]
-        norms, wt = (w_q**2).sum(1), torch.as_tensor(weight, **f64)[rows]
+        bits = [f64(t.symbol_bits()) for t in self.tables]
+        norms, wt = (w_q**2).sum(1), f64(weight)[rows]
         for _ in range(sweeps):
             for j in range(self.latent_dim):
                 zj = z[:, j]
