@@ -1,30 +1,45 @@
 #!/usr/bin/env bash
-# One device call for queen (issue 11): fit a Gaussian sequence on the GPU, then time the coding
-# core at 100k Gaussians on that machine.
-#   usage (repo root, carry .whl):  MINUTES=3.5 bash scripts/device_queen.sh   (about 7 of the 8 minutes)
-# Back in $OUT (8 files at most): fit/fitted_NN.xz (the fitted frames, packed losslessly) and fit/fit.json
-# (models/queen/fit.py; unpack here with `python -m nmc.models.queen.fit unpack OUT/fit DEST`),
-# measure100k_cuda.json and measure100k_cpu.json (models/queen/measure.py on a generated 100k-Gaussian,
-# 6-frame sequence: encode with the fits on the GPU, then on the CPU cores; decode on the CPU) and queen.log.
+# One device call for queen (issue 11): optionally fit a Gaussian sequence on the GPU, then time the
+# coding core at 100k Gaussians on that machine.
+#   usage (repo root, carry .whl):  bash scripts/device_queen.sh                 (speed only, ~4 minutes)
+#                                   FIT=1 MINUTES=3 bash scripts/device_queen.sh  (+ the fitted sequence)
+# Back in $OUT (8 files at most): queen.log; with FIT=1 fit/fitted_NN.xz and fit/fit.json (models/queen/fit.py;
+# unpack here with `python -m nmc.models.queen.fit unpack OUT/fit DEST`); one measure_<device>_<lam>_g<group>.json
+# per entry of MEASURES (models/queen/measure.py on a generated 100k-Gaussian sequence of FRAMES frames:
+# encode with the fits, gate and RDOQ on the device, decode on the CPU; rate, PSNR, static share, seconds).
+# A dry run on a CPU machine: PY=.venv/bin/python INSTALL=0 THREADS=1 GAUSSIANS=2000 FRAMES=4 \
+#   MEASURES="cpu:1e-6:2:4" OUT=/tmp/dry bash scripts/device_queen.sh
 set -uo pipefail
-MINUTES=${MINUTES:-3.5}
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT/fit"
+FIT=${FIT:-0} MINUTES=${MINUTES:-3} OUT=${OUT:-/tmp/out} PY=${PY:-python3}
+GAUSSIANS=${GAUSSIANS:-100000} FRAMES=${FRAMES:-12}
+# device:lam:group:frames -- this morning's point (q1, 6 frames in one group), then the default q2 in
+# groups of 10 over 12 frames (a keyframe, 11 residual frames, two decoder fits), on the GPU and on the CPU cores
+MEASURES=${MEASURES:-"cuda:3e-6:6:6 cuda:1e-6:10:12 cpu:1e-6:10:12"}
+mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 LOG="$OUT/queen.log"
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1
+if [ "${INSTALL:-1}" = 1 ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1
+fi
 # nmc is not pip-installed there: expose the repo folders as the nmc.* packages.
 mkdir -p /tmp/nmcpkg/nmc && cp nmc/__init__.py /tmp/nmcpkg/nmc/
 for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
 export PYTHONPATH=/tmp/site:/tmp/nmcpkg
-{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc; } >> "$LOG" 2>&1
-python3 -P -m nmc.models.queen.fit run "$OUT/fit" --minutes "$MINUTES" ${FIT_ARGS:-} >> "$LOG" 2>&1
-rc=$?
-python3 -P -m nmc.models.queen.scenes /tmp/g100k --gaussians 100000 --frames 6 >> "$LOG" 2>&1
-for dev in cuda cpu; do  # the encoder fits its decoders and gate on the GPU, then on the CPU cores alone
-  timeout 100 python3 -P -m nmc.models.queen.measure /tmp/g100k --group 6 --lam 3e-6 --psnr-every 5 --threads "$(nproc)" \
-      --device $dev --json-out "$OUT/measure100k_$dev.json" >> "$LOG" 2>&1 || echo "measure $dev exit $?" >> "$LOG"
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc; git log -1 --format='%h %s' 2>/dev/null; } >> "$LOG" 2>&1
+rc=0
+if [ "$FIT" = 1 ]; then
+  mkdir -p "$OUT/fit"
+  $PY -P -m nmc.models.queen.fit run "$OUT/fit" --minutes "$MINUTES" ${FIT_ARGS:-} >> "$LOG" 2>&1
+  rc=$?
+fi
+SCENE=/tmp/g${GAUSSIANS}
+$PY -P -m nmc.models.queen.scenes "$SCENE" --gaussians "$GAUSSIANS" --frames "$FRAMES" >> "$LOG" 2>&1
+for m in $MEASURES; do  # each at most MEASURE_TIMEOUT (110 s): the call ends inside 8 minutes
+  IFS=: read -r dev lam group frames <<< "$m"
+  echo "== measure $m" >> "$LOG"
+  timeout "${MEASURE_TIMEOUT:-110}" $PY -P -m nmc.models.queen.measure "$SCENE" --group "$group" --frames "$frames" --lam "$lam" --psnr-every 5 \
+      --threads "${THREADS:-$(nproc)}" --device "$dev" --json-out "$OUT/measure_${dev}_${lam}_g${group}.json" >> "$LOG" 2>&1 || echo "measure $m exit $?" >> "$LOG"
 done
-tail -n 40 "$LOG"
-ls -la "$OUT" "$OUT/fit"
+tail -n 60 "$LOG"
+ls -la "$OUT"
 exit $rc

@@ -94,3 +94,16 @@ class TestFit:
         assert seq.counts == [120, 120] and (tmp_path / "seq" / "cameras.json").exists()
         f0, f1 = seq.frames()
         assert np.isfinite(f0).all() and not np.array_equal(f0, f1)
+
+
+def test_measure_reports_rate_quality_gate_and_times(tmp_path: Path, one_torch_thread: None) -> None:
+    """measure.py on the sample (what a device call runs at 100k): every figure present and plausible."""
+    import json
+
+    from nmc.models.queen import measure
+
+    measure.main(SAMPLE, lam=1e-6, group=2, fit_steps=20, gate_steps=20, size="32x24", cameras=1, json_out=str(tmp_path / "m.json"))
+    r = json.loads((tmp_path / "m.json").read_text())
+    assert r["frames"] == 4 and r["gaussians"] == 256 and 10 < r["bits_per_gaussian"] < r["ply_mb_per_frame"] * 8e6 / 256
+    assert r["psnr_min"] > 30 and r["static_without_update"] >= 0.95
+    assert 0 < r["encode_fit_s"] < 4 * r["encode_s_per_frame"] and r["decode_keyframe_s"] > 0 and r["decode_residual_frames_per_s"] > 0

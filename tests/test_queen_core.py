@@ -118,6 +118,58 @@ class TestGate:
         mask = fit_gate(r, q, np.ones(200), np.full(200, 20.0), lam=1e-6)
         assert mask[:100].all() and not mask[100:].any()
 
+    def test_noise_floor_leaves_jitter_where_coding_it_would_pay(self) -> None:
+        """With a weight that makes coding the jitter pay (a 100k scene at 1e-6 did, on 47 % of
+        its static Gaussians), the floor still leaves the noise alone and updates what moves."""
+        from nmc.models.queen.gate import fit_gate, noise_floor
+
+        rng = np.random.default_rng(0)
+        r = rng.normal(0, 3e-4, (1000, 3))  # two frames' jitter of 2e-4 each
+        r[:300] += rng.normal(0, 5e-3, (300, 3))  # 30 % moving
+        q = np.round(r / core.GRID) * core.GRID
+        bits = core.position_bits(np.round(r / core.GRID).astype(np.int64))
+        w = np.full(1000, 1e3)
+        assert fit_gate(r, q, w, bits, lam=1e-6)[300:].mean() > 0.9  # without the floor: the jitter is coded
+        floor = noise_floor(r)
+        assert 14 * 9e-8 < floor < 24 * 9e-8  # 16.27 noise variances (9e-8 per coordinate), a little more with the movers
+        mask = fit_gate(r, q, w, bits, lam=1e-6, floor=floor)
+        assert mask[300:].mean() < 0.005 and mask[:300].mean() > 0.95
+        assert noise_floor(np.zeros((50, 3))) == 0 and not fit_gate(np.zeros((50, 3)), np.zeros((50, 3)), w[:50], bits[:50], 1e-6).any()
+
+
+class TestLatent:
+    def test_rdoq_matches_the_direct_cost(self) -> None:
+        """`choose` expands |err - d w|^2; a direct evaluation of every candidate picks the same latents."""
+        from nmc.models.queen import latent
+
+        rng = np.random.default_rng(1)
+        r = rng.normal(0, 2e-3, (3000, 45))
+        coder = latent.fit(r, np.full(3000, 30.0), 1e-6, 4, core.GRID, steps=30)
+        z = coder.choose(r, np.full(3000, 30.0), 1e-6, core.GRID)
+        w_q = coder.weight.astype(np.float64) * core.GRID
+        ref = np.clip(np.round(r @ np.linalg.pinv(w_q)), [t.lo for t in coder.tables], [t.hi for t in coder.tables]).astype(np.int64)
+        for _ in range(2):
+            for j, t in enumerate(coder.tables):
+                cands = np.stack([ref[:, j], ref[:, j] - np.sign(ref[:, j]), 0 * ref[:, j]], 1)
+                cost = []
+                for c in range(3):
+                    trial = ref.copy()
+                    trial[:, j] = cands[:, c]
+                    cost.append(30.0 * ((r - trial @ w_q) ** 2).sum(1) + 1e-6 * t.symbol_bits()[cands[:, c] - t.lo])
+                ref[:, j] = cands[np.arange(3000), np.argmin(cost, 0)]
+        assert (z != ref).any(axis=1).mean() < 1e-3  # the same choice but for float ties
+        assert np.abs(z).sum() > 1000  # and not a trivial one
+
+    def test_fit_group_blocks(self) -> None:
+        from nmc.models.queen import latent
+
+        rng = np.random.default_rng(2)
+        a, b = rng.normal(0, 1e-3, (500, 3)), rng.normal(0, 1e-3, (500, 1))
+        coders = latent.fit_group([(a, np.ones(500), 2), (b, np.ones(500), 0), (b, np.ones(500), 3)], 1e-7, core.GRID, steps=20)
+        assert [c.weight.shape for c in coders] == [(2, 3), (0, 1), (1, 1)] and [len(c.tables) for c in coders] == [2, 0, 1]
+        with pytest.raises(ValueError, match="same rows"):
+            latent.fit_group([(a, np.ones(500), 2), (b[:400], np.ones(400), 1)], 1e-7, core.GRID)
+
 
 class TestErrors:
     def test_count_change_and_nan(self, frames: list[np.ndarray], coded: tuple[core.EncodedGroup, core.GroupEncoder]) -> None:

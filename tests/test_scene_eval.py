@@ -125,14 +125,14 @@ class TestRun:
         assert ply["bytes"] == files + 6 + 16 and ply["mb_per_frame"] == pytest.approx(ply["bytes"] / 2e6)
         assert ply["bits_per_gaussian"] == pytest.approx(8 * ply["bytes"] / 600) and ply["view_psnr"] == float("inf")
         q = {r["setting"]: r for r in report["records"] if r["codec"] == "queen"}
-        assert list(q) == ["q1", "q2", "q3", "q4"] and 20 < q["q1"]["view_psnr"] < q["q4"]["view_psnr"]
+        assert list(q) == ["q1", "q2", "q3", "q4", "q5", "q6"] and 20 < q["q1"]["view_psnr"] < q["q4"]["view_psnr"]
         assert q["q1"]["bits_per_gaussian"] < q["q4"]["bits_per_gaussian"] < ply["bits_per_gaussian"] / 5
         assert {(b["codec"], b["anchor"], b["metric"]) for b in report["bd_rate"]} == {("queen", a, "view_psnr") for a in ("ply", "quant")}
         saved = json.loads((out / "report.json").read_text())
         assert next(r for r in saved["records"] if r["codec"] == "ply")["view_psnr"] is None  # infinite PSNR is null in JSON
         assert {"rd_view_psnr.png", "rd_view_ssim.png", "report.html"} <= {p.name for p in out.iterdir()}
         media = next((out / "media").iterdir())
-        assert (media / "original.view.webp").exists() and len(list(media.glob("queen.q*.view.webp"))) == 4
+        assert (media / "original.view.webp").exists() and len(list(media.glob("queen.q*.view.webp"))) == 6
         page = (out / "report.html").read_text()
         assert "Gaussian sequences" in page and "MB/frame" in page and "queen.q1." in page
         assert "| queen | q1 | 1 |" in (out / "report.md").read_text()

@@ -4,7 +4,7 @@
            │
            ├─ keyframe (first group): every channel quantized, entropy-coded ──────► packet 0
            └─ each next frame, against the previous *decoded* frame (closed loop):
-                positions: hard-concrete gate ─► mask + residuals in 1e-4 steps
+                positions: hard-concrete gate (re-fitting noise left alone) ─► mask + residuals in 1e-4 steps
                 dc, rest, opacity, scale, rot: integer latents z, update z @ W ──► packet t
 
 The decoder's state is an int64 matrix in units of GRID = 1e-4 of the raw 3DGS parameters;
@@ -73,14 +73,16 @@ class EncodedGroup:
 
 def to_float(state: I64) -> Matrix:
     """The decoded frame of an integer state (exactly rounded: the same bytes everywhere)."""
-    return (state.astype(np.float64) * GRID).astype(np.float32)
+    return np.multiply(state, GRID, dtype=np.float64).astype(np.float32)
 
 
-def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> None:
-    """Apply the update of latents z to the state's columns; rows of zeros change nothing (skipped)."""
+def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> I64:
+    """Apply the update of latents z to the state's columns; rows of zeros change nothing (skipped).
+    Returns the rows it changed."""
     rows = np.flatnonzero(z.any(axis=1))
     if rows.size:
         state[rows, cols] += coder.decode(z[rows])
+    return rows
 
 
 def render_weights(m: Matrix, layout: GaussianLayout) -> dict[str, F64]:
@@ -169,13 +171,13 @@ class GroupEncoder:
         per_frame = min(n, max(1, s.fit_rows // max(1, len(targets))))
         idx = np.sort(rng.choice(n, per_frame, replace=False)) if n else np.zeros(0, np.int64)
         weights = [render_weights(t[idx], self.layout) for t in targets]
-        coders = {}
+        blocks = []
         for k, a in enumerate(ATTRS):
             rows = [t[idx, sl[a]].astype(np.float64) - r[idx, sl[a]] for r, t in zip(refs, targets)]
             res = np.concatenate(rows) if rows else np.zeros((0, sl[a].stop - sl[a].start))
             w = np.concatenate([wt[a] for wt in weights]) if weights else np.zeros(0)
-            coders[a] = latent.fit(res, w, s.lam, s.latent_dims[k], GRID, s.fit_steps, s.seed + k, s.device)
-        return coders
+            blocks.append((res, w, s.latent_dims[k]))
+        return dict(zip(ATTRS, latent.fit_group(blocks, s.lam, GRID, s.fit_steps, s.seed, s.device)))
 
     def _keyframe(self, m: Matrix) -> bytes:
         side, enc = Writer(), Encoder()
@@ -195,10 +197,12 @@ class GroupEncoder:
         """A frame against the current state; updates the state exactly as the decoder will."""
         s, sl = self.settings, self.layout.slices()
         assert self.state is not None
-        r = m.astype(np.float64) - to_float(self.state)
+        r = np.multiply(self.state, -GRID, dtype=np.float64)  # the decoded frame within float32 rounding
+        r += m
         w = render_weights(m, self.layout)
         q = np.round(r[:, sl["pos"]] / GRID).astype(np.int64)
-        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed, s.device)
+        floor = gate.noise_floor(r[:, sl["pos"]])
+        mask = gate.fit_gate(r[:, sl["pos"]], q.astype(np.float64) * GRID, w["pos"], position_bits(q), s.lam, s.gate_steps, s.seed, s.device, floor)
         side, enc = Writer(), Encoder()
         side.ints(DELTA, len(m))
         mask_table = Table.from_symbols(np.append(mask.astype(np.int64), [0, 1]))  # both symbols codable
@@ -209,7 +213,7 @@ class GroupEncoder:
             encode_wide(side, enc, moved[:, c])
         self.state[mask, sl["pos"]] += moved
         for a in ATTRS:
-            z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID)
+            z = coders[a].choose(r[:, sl[a]], w[a], s.lam, GRID, device=s.device)
             for j, t in enumerate(coders[a].tables):
                 encode_table(enc, z[:, j], t)
             add(self.state, sl[a], coders[a], z)
@@ -223,6 +227,7 @@ class GroupDecoder:
     def __init__(self, layout: GaussianLayout, gaussians: int) -> None:
         self.layout, self.gaussians = layout, gaussians
         self.state: I64 | None = None
+        self.frame: Matrix | None = None  # to_float(state), refreshed where the state changes
 
     def read_header(self, header: bytes) -> dict[str, LatentCoder]:
         d = zlib.decompressobj()
@@ -242,8 +247,8 @@ class GroupDecoder:
         coders = self.read_header(header)
         for p in packets:
             self._decode(p, coders)
-            assert self.state is not None
-            yield to_float(self.state)
+            assert self.frame is not None
+            yield self.frame.copy()
 
     def _decode(self, packet: bytes, coders: dict[str, LatentCoder]) -> None:
         sl = self.layout.slices()
@@ -252,20 +257,29 @@ class GroupDecoder:
         if n != self.gaussians:
             raise ContainerError(f"queen frame of {n} Gaussians, the header says {self.gaussians}")
         if kind == KEY:
-            state = np.zeros((n, self.layout.channels), np.int64, order="F")
+            state = np.empty((n, self.layout.channels), np.int64, order="F")
+            frame = np.empty((n, self.layout.channels), np.float32)
             for c in range(self.layout.channels):
                 step, offset = side.ints(2)
                 if not 1 <= step <= 1 << 30:
                     raise ContainerError(f"queen keyframe step {step}")
-                state[:, c] = (decode_wide(side, dec, n) + offset) * step
-            self.state = state
+                state[:, c] = v = (decode_wide(side, dec, n) + offset) * step
+                frame[:, c] = v * GRID  # to_float, column by column while it is in cache
+            self.state, self.frame = state, frame
             return
         if kind != DELTA or self.state is None or len(self.state) != n:
             raise ContainerError(f"queen frame of kind {kind} for {n} Gaussians does not follow its reference")
         mask = decode_table(dec, side.table(max_size=2), n).astype(bool)
         moved = np.stack([decode_wide(side, dec, int(mask.sum())) for _ in range(3)], 1)
         self.state[mask, sl["pos"]] += moved
+        self._refresh(np.flatnonzero(mask), sl["pos"])
         for a in ATTRS:
             coder = coders[a]
             z = np.stack([decode_table(dec, t, n) for t in coder.tables], 1) if coder.tables else np.zeros((n, 0), np.int64)
-            add(self.state, sl[a], coder, z)
+            self._refresh(add(self.state, sl[a], coder, z), sl[a])
+
+    def _refresh(self, rows: I64, cols: slice) -> None:
+        """The float frame where the state changed (the same function per element: the same bytes)."""
+        assert self.state is not None and self.frame is not None
+        if rows.size:
+            self.frame[rows, cols] = to_float(self.state[rows, cols])

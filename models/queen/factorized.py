@@ -4,8 +4,8 @@ hyperprior", appendix 6.1): one univariate density per latent channel.
 The cumulative is sigmoid(f(x)) with f a small monotone network (softplus-positive matrices,
 tanh-gated nonlinearities), so the probability of an integer bin is a difference of two
 sigmoids; during fitting, latents get uniform noise and the rate term is -log2 of that mass.
-After fitting, `table(c, lo, hi)` turns the density at the integers into a `symbols.Table`:
-integers are all that reaches the stream (see symbols.py), so the decoder never runs this.
+It only shapes the latents while the decoders are fitted: the tables sent are the counts of
+the integer latents (`latent.fit_group`), so the decoder never runs this.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .symbols import Table
 
 
 class FactorizedPrior(nn.Module):
@@ -45,19 +43,10 @@ class FactorizedPrior(nn.Module):
     def likelihood(self, y: torch.Tensor) -> torch.Tensor:
         """Probability mass of the unit bins around `y` `(n, C)`."""
         x = y.T
-        lower, upper = self.logits_cdf(x - 0.5), self.logits_cdf(x + 0.5)
+        lower, upper = self.logits_cdf(torch.cat([x - 0.5, x + 0.5], 1)).chunk(2, 1)  # one pass of the network
         sign = -torch.sign(lower + upper).detach()  # evaluate in the tail that keeps precision
         return (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs().T.clamp_min(1e-9)
 
     def bits(self, y: torch.Tensor) -> torch.Tensor:
         """-log2 of the mass, `(n, C)`."""
         return -torch.log2(self.likelihood(y))
-
-    def table(self, channel: int, lo: int, hi: int) -> Table:
-        """The integer table of one channel over `lo .. hi`."""
-        with torch.no_grad():
-            x = torch.arange(lo, hi + 1, dtype=torch.float32)
-            y = torch.zeros(len(x), len(self.biases[0]))
-            y[:, channel] = x
-            pmf = self.likelihood(y)[:, channel].double().numpy()
-        return Table.from_pmf(pmf, lo)

@@ -25,6 +25,7 @@ import torch
 
 from nmc.codec.errors import ContainerError
 
+from .adam import Adam
 from .factorized import FactorizedPrior
 from .symbols import Reader, Table, Writer
 
@@ -54,29 +55,38 @@ class LatentCoder:
             return np.zeros((len(z), self.weight.shape[1]), np.int64)
         return (z.astype(np.float64) @ self.weight.astype(np.float64)).astype(np.int64)
 
-    def choose(self, r: F64, weight: F64, lam: float, grid: float, sweeps: int = 2) -> I64:
+    def choose(self, r: F64, weight: F64, lam: float, grid: float, sweeps: int = 2, device: str = "cpu") -> I64:
         """Integer latents `(n, L)` for residuals `r` `(n, D)` (raw units); `weight` `(n,)` is the
-        render weight of a squared error of each Gaussian, `lam` the rate weight."""
+        render weight of a squared error of each Gaussian, `lam` the rate weight. Runs in float64
+        on `device` (the encoder's choice: any device gives latents the decoder reads the same way)."""
         n = len(r)
         if self.latent_dim == 0:
             return np.zeros((n, 0), np.int64)
-        w_q = self.weight.astype(np.float64) * grid
-        lo = np.array([t.lo for t in self.tables])
-        hi = np.array([t.hi for t in self.tables])
-        z = np.clip(np.round(r @ np.linalg.pinv(w_q)), lo, hi).astype(np.int64)
-        err = r - z @ w_q
-        bits = [t.symbol_bits() for t in self.tables]
+        def f64(a: npt.ArrayLike) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(a, np.float64), device=device)
+
+        w_np = self.weight.astype(np.float64) * grid
+        w_q, rr = f64(w_np), f64(r)
+        lo, hi = f64([t.lo for t in self.tables]), f64([t.hi for t in self.tables])
+        z_all = torch.clamp(torch.round(rr @ f64(np.linalg.pinv(w_np))), lo, hi)
+        # a row of zeros has only zeros to choose from: refine the others
+        rows = torch.nonzero(z_all.any(1))[:, 0]
+        z, err = z_all[rows], rr[rows] - z_all[rows] @ w_q
+        bits = [f64(t.symbol_bits()) for t in self.tables]
+        norms, wt = (w_q**2).sum(1), f64(weight)[rows]
         for _ in range(sweeps):
             for j in range(self.latent_dim):
                 zj = z[:, j]
-                cands = np.stack([zj, zj - np.sign(zj), np.zeros_like(zj)], 1)  # keep, one step to 0, 0
-                delta = (cands - zj[:, None]).astype(np.float64)
-                e2 = ((err[:, None, :] - delta[:, :, None] * w_q[j]) ** 2).sum(2)
-                cost = weight[:, None] * e2 + lam * bits[j][cands - lo[j]]
-                best = cands[np.arange(n), cost.argmin(1)]
+                cands = torch.stack([zj, zj - torch.sign(zj), torch.zeros_like(zj)], 1)  # keep, one step to 0, 0
+                delta = cands - zj[:, None]
+                # |err - d w|^2 - |err|^2 = d^2 |w|^2 - 2 d (err . w): no (n, 3, D) temporary
+                e2 = delta * (delta * norms[j] - 2 * (err @ w_q[j])[:, None])
+                cost = wt[:, None] * e2 + lam * bits[j][(cands - lo[j]).long()]
+                best = cands.gather(1, cost.argmin(1, keepdim=True))[:, 0]
                 err -= (best - zj)[:, None] * w_q[j]
                 z[:, j] = best
-        return z
+        z_all[rows] = z
+        return z_all.long().cpu().numpy()
 
     def write(self, side: Writer) -> None:
         side.array(self.weight)
@@ -94,11 +104,6 @@ class LatentCoder:
         return cls(weight, tables)
 
 
-def _cosine(opt: torch.optim.Optimizer, step: int, steps: int) -> None:
-    for g in opt.param_groups:
-        g["lr"] = LR * 0.5 * (1 + np.cos(np.pi * (step + 1) / steps))
-
-
 def fit(
     residuals: F64,
     weight: F64,
@@ -109,54 +114,81 @@ def fit(
     seed: int = 0,
     device: str = "cpu",
 ) -> LatentCoder:
-    """Fit W and the priors on residual rows `(n, D)` with render weights `(n,)` (see the module doc),
-    on `device` (a GPU fits faster; the exported integers are what the decoder uses, wherever they came from)."""
-    n, width = residuals.shape
-    latent_dim = min(latent_dim, width)
-    if n == 0 or latent_dim == 0:
-        return LatentCoder(np.zeros((0, width), np.int64), [])
-    r = torch.as_tensor(residuals, dtype=torch.float32, device=device)
-    w = torch.as_tensor(weight, dtype=torch.float32, device=device)
-    # start from the weighted principal directions with the high-rate optimal step per direction
-    cov = (r * w[:, None]).T @ r / w.sum().clamp_min(1e-12)
-    evals, evecs = torch.linalg.eigh(cov.double())
-    basis = evecs[:, -latent_dim:].flip(1).float()  # (D, L)
-    step = float(np.sqrt(6 * lam / max(float(w.mean()), 1e-12) / np.log(2)))
-    step = max(step, 2 * grid)
-    enc = torch.nn.Parameter(basis / step)
-    dec = torch.nn.Parameter(basis.T * step)
+    """One latent decoder (`fit_group` of one block)."""
+    return fit_group([(residuals, weight, latent_dim)], lam, grid, steps, seed, device)[0]
+
+
+def fit_group(
+    blocks: list[tuple[F64, F64, int]],
+    lam: float,
+    grid: float,
+    steps: int = 300,
+    seed: int = 0,
+    device: str = "cpu",
+) -> list[LatentCoder]:
+    """Fit W and the priors of several attribute groups at once, each on its residual rows `(n, D)`
+    with render weights `(n,)` and its latent count (see the module doc), on `device` (a GPU fits
+    faster; the exported integers are what the decoder uses, wherever they came from).
+
+    The blocks share nothing but the loop: one batch of rows (the same n rows in every block: the
+    same Gaussians and frames), block-diagonal matrices, one factorized prior whose channels are
+    all blocks' latents (independent densities), one Adam (per element, so each block's parameters
+    move as in a fit of its own). One step is then a few kernels for all blocks, not a few per
+    block: on a GPU, where these small steps are launch-bound, that is most of the fit's time."""
+    n = len(blocks[0][0])
+    if any(len(r) != n or len(w) != n for r, w, _ in blocks):
+        raise ValueError("every block needs the same rows")
+    dims = [min(d, r.shape[1]) if n else 0 for r, _, d in blocks]
+    live = [k for k, d in enumerate(dims) if d > 0]
+    coders = [LatentCoder(np.zeros((0, r.shape[1]), np.int64), []) for r, _, _ in blocks]
+    if not live:
+        return coders
+    # All blocks as one: residual columns side by side, a block-diagonal encoder and decoder (the
+    # masks keep the blocks apart: their gradients are zero off the blocks, so Adam leaves those
+    # entries at 0), each column weighted by its block's render weight.
+    widths, lat = [blocks[k][0].shape[1] for k in live], [dims[k] for k in live]
+    r = torch.as_tensor(np.concatenate([blocks[k][0] for k in live], 1), dtype=torch.float32, device=device)
+    col_w = torch.as_tensor(np.repeat(np.stack([blocks[k][1] for k in live], 1), widths, axis=1), dtype=torch.float32, device=device)
+    enc0 = torch.zeros(sum(widths), sum(lat), dtype=torch.float64, device=device)
+    dec0, mask = enc0.T.clone(), torch.zeros_like(enc0, dtype=torch.float32)
+    col, row = np.cumsum([0, *widths]), np.cumsum([0, *lat])
+    for k, d in enumerate(lat):
+        rk, wk = r[:, col[k] : col[k + 1]].double(), col_w[:, col[k]].double()
+        # start from the weighted principal directions with the high-rate optimal step per direction
+        _, evecs = torch.linalg.eigh((rk * wk[:, None]).T @ rk / wk.sum().clamp_min(1e-12))
+        basis = evecs[:, -d:].flip(1)  # (D, L)
+        step = max(float(np.sqrt(6 * lam / max(float(wk.mean()), 1e-12) / np.log(2))), 2 * grid)
+        enc0[col[k] : col[k + 1], row[k] : row[k + 1]] = basis / step
+        dec0[row[k] : row[k + 1], col[k] : col[k + 1]] = basis.T * step
+        mask[col[k] : col[k + 1], row[k] : row[k + 1]] = 1
+    enc, dec = enc0.float().requires_grad_(True), dec0.float().requires_grad_(True)
     torch.manual_seed(seed)  # the prior's initial biases
-    prior = FactorizedPrior(latent_dim).to(device)
+    prior = FactorizedPrior(sum(lat)).to(device)
     gen = torch.Generator(device).manual_seed(seed)
-    opt = torch.optim.Adam([enc, dec, *prior.parameters()], lr=LR)
-    for k in range(steps):
-        i = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
-        y = r[i] @ enc
+    batch = min(BATCH, n)
+    opt = Adam([enc, dec, *prior.parameters()], LR, cosine_steps=steps)
+    for _ in range(steps):
+        i = torch.randint(0, n, (batch,), generator=gen, device=device)
+        ri = r[i]
+        y = ri @ (enc * mask)
         y_hat = y + (torch.round(y) - y).detach()  # straight-through rounding for the distortion
-        dist = (w[i] * ((y_hat @ dec - r[i]) ** 2).sum(1)).mean()
+        dist = (col_w[i] * (y_hat @ (dec * mask.T) - ri) ** 2).sum(1).mean()
         noise = torch.rand(y.shape, generator=gen, device=device) - 0.5
         rate = prior.bits(y + noise).sum(1).mean()  # uniform noise for the rate
-        opt.zero_grad()
-        (dist + lam * rate).backward()
-        opt.step()
-        _cosine(opt, k, steps)
-    # the tables model the integer latents themselves: refit the prior to them by maximum likelihood
+        opt.step(dist + lam * rate)
+    # The tables model the integer latents themselves: their counts on the fitting rows (the
+    # maximum-likelihood table; half a count on every symbol of the support, which covers what
+    # was seen, one more each side, and 0). The noise-trained density would put 0.5 bit on an
+    # all-zero latent where it costs 0.02.
     with torch.no_grad():
-        z = torch.round(r @ enc).clamp(-MAX_LATENT, MAX_LATENT)
-    opt = torch.optim.Adam(prior.parameters(), lr=LR)
-    for k in range(steps // 2):
-        i = torch.randint(0, n, (min(BATCH, n),), generator=gen, device=device)
-        loss = prior.bits(z[i]).sum(1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        _cosine(opt, k, steps // 2)
-    z_np, prior = z.cpu().numpy(), prior.cpu()
-    weight_int = np.round(dec.detach().double().cpu().numpy() / grid).astype(np.int64)
-    weight_int = np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1)
+        z = torch.round(r @ (enc * mask)).clamp(-MAX_LATENT, MAX_LATENT)
+    z_np = z.cpu().numpy().astype(np.int64)
     tables = []
-    for j in range(latent_dim):  # the support covers what was seen, one more each side, and 0
-        lo = int(max(min(z_np[:, j].min() - 1, 0), -MAX_LATENT))
-        hi = int(min(max(z_np[:, j].max() + 1, 0), MAX_LATENT))
-        tables.append(prior.table(j, lo, hi))
-    return LatentCoder(weight_int, tables)
+    for j in range(z_np.shape[1]):
+        lo, hi = max(min(int(z_np[:, j].min()) - 1, 0), -MAX_LATENT), min(max(int(z_np[:, j].max()) + 1, 0), MAX_LATENT)
+        tables.append(Table.from_pmf(np.bincount(z_np[:, j] - lo, minlength=hi - lo + 1) + 0.5, lo))
+    dec_np = (dec * mask.T).detach().double().cpu().numpy()
+    for j, k in enumerate(live):
+        weight_int = np.round(dec_np[row[j] : row[j + 1], col[j] : col[j + 1]] / grid).astype(np.int64)
+        coders[k] = LatentCoder(np.clip(weight_int, -MAX_WEIGHT + 1, MAX_WEIGHT - 1), tables[row[j] : row[j + 1]])
+    return coders

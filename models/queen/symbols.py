@@ -190,16 +190,21 @@ def to_classes(v: npt.ArrayLike) -> tuple[I64, I64, I64]:
     return cls, np.where(small, 0, nraw), np.where(small, 0, u & ((1 << nraw) - 1))
 
 
+MAX_CLASSES = 4 * 64  # class tables hold at most this many symbols (raw bits up to 62)
+_CLS = np.arange(MAX_CLASSES, dtype=np.int64)
+_NRAW = np.where(_CLS < (1 << MANT), 0, (_CLS - (1 << MANT)) >> MANT)  # raw bit count of each class
+_TOP = np.where(_CLS < (1 << MANT), _CLS, (1 << MANT) + ((_CLS - (1 << MANT)) & ((1 << MANT) - 1)))  # its leading bits
+
+
 def class_bits(cls: I64) -> I64:
-    """Raw bit count of each class."""
-    return np.where(cls < (1 << MANT), 0, (cls - (1 << MANT)) >> MANT)
+    """Raw bit count of each class (`0 <= cls < MAX_CLASSES`)."""
+    return _NRAW[cls]
 
 
 def from_classes(cls: I64, raw: I64) -> I64:
-    nraw = class_bits(cls)
-    top = (1 << MANT) + ((cls - (1 << MANT)) & ((1 << MANT) - 1))
-    u = np.where(cls < (1 << MANT), cls, (top << nraw) | raw)
-    return np.where(u & 1, -(u + 1) // 2, u // 2)
+    """Signed integers from classes and raw bits (table lookups: the keyframe decodes millions)."""
+    u = (_TOP[cls] << _NRAW[cls]) | raw
+    return (u >> 1) ^ -(u & 1)  # zigzag back: 0, 1, 2, 3 -> 0, -1, 1, -2
 
 
 def _raw_pieces(nraw: I64) -> list[tuple[int, I64, I64]]:
@@ -225,9 +230,9 @@ def encode_wide(side: Writer, enc: Encoder, values: npt.ArrayLike) -> None:
 
 
 def decode_wide(side: Reader, dec: Decoder, count: int) -> I64:
-    t = side.table(max_size=4 * 64)
+    t = side.table(max_size=MAX_CLASSES)
     cls = decode_table(dec, t, count)
-    if cls.size and (cls.min() < 0 or class_bits(cls).max() > 60):
+    if cls.size and (cls.min() < 0 or cls.max() >= MAX_CLASSES or class_bits(cls).max() > 60):
         raise ContainerError("queen integer class out of range (damaged data)")
     nraw = class_bits(cls)
     raw = np.zeros(count, np.int64)
