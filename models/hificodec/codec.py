@@ -53,6 +53,7 @@ CODEBOOK_SIZE = 1024  # entries per codebook of the shipped model (nominal rates
 CHUNK_FRAMES = 1500  # codec frames per packet (30 s): the coder's ~2 bytes per stream stay < 0.1 %
 WINDOW_FRAMES = 500  # codec frames per network call (10 s): bounds memory whatever the packet size
 ENC_CONTEXT = 10  # frames of audio on each side of a chunk; g_a's receptive field is 8
+BUCKET = 25  # the encoder's last window of a signal is padded with silence to a multiple of this (0.5 s)
 DEC_CONTEXT = 12  # frames of indices on each side of a chunk; g_s's receptive field is 11
 SILENCE_DBFS = -57.0  # a frame this quiet (RMS), with SILENCE_HANGOVER quiet frames on each side, is
 SILENCE_HANGOVER = 2  # coded as digital silence: its indices repeat and cost little (the encoder's choice)
@@ -167,11 +168,20 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
 
     def encode_indices(self, model: Model[HiFiCodec], x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
         """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1]),
-        computed `window_frames` at a time."""
+        computed `window_frames` at a time.
+
+        A window that ends where `x` ends gets at least `ENC_CONTEXT` frames of silence after it, up
+        to a multiple of `BUCKET` frames: the signal is silent after its end whatever the window, and
+        windows of clips of similar lengths have one shape, so `nmc batch` can batch them on a GPU.
+        """
         parts = []
         for sub, sa, sb in sub_windows(x, a * HOP, b * HOP, self.window_frames * HOP, ENC_CONTEXT * HOP):
-            (idx,) = self.run("encode", np.ascontiguousarray(sub, np.float32)[None, None], frames=(sa // HOP, sb // HOP), levels=n_cb // GROUPS)
-            parts.append(idx[0].astype(np.int64))
+            n = len(sub) // HOP
+            tail = (ENC_CONTEXT + -(n + ENC_CONTEXT) % BUCKET) * HOP if sb + ENC_CONTEXT * HOP > len(sub) else 0
+            row = np.zeros((1, 1, len(sub) + tail), np.float32)
+            row[0, 0, : len(sub)] = sub
+            (idx,) = self.run("encode", row, levels=n_cb // GROUPS)
+            parts.append(idx[0, :, sa // HOP : sb // HOP].astype(np.int64))
         indices = np.concatenate(parts, axis=1)
         indices[:, silent_frames(x, a, b)] = self.silence_indices(model)[:n_cb, None]
         return indices
@@ -180,14 +190,14 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         """The indices (all codebooks) the encoder gives digital silence, away from any edge."""
         if self._silence is None or self._silence[0] is not model:
             zeros = np.zeros((1, 1, (2 * ENC_CONTEXT + 1) * HOP), np.float32)
-            (idx,) = self.run("encode", zeros, frames=(ENC_CONTEXT, ENC_CONTEXT + 1), levels=model.net.config.levels)
-            self._silence = (model, idx[0, :, 0].astype(np.int64))
+            (idx,) = self.run("encode", zeros, levels=model.net.config.levels)
+            self._silence = (model, idx[0, :, ENC_CONTEXT].astype(np.int64))
         return self._silence[1]
 
     @staticmethod
-    def net_encode(net: HiFiCodec, x: torch.Tensor, frames: tuple[int, int], levels: int) -> torch.Tensor:
-        """Indices `(B, GROUPS * levels, b - a)` of frames a..b of audio windows `(B, 1, T)`."""
-        return net.quantizer.codes_to_indices(net.g_a(x)[..., frames[0] : frames[1]], levels)
+    def net_encode(net: HiFiCodec, x: torch.Tensor, levels: int) -> torch.Tensor:
+        """Indices `(B, GROUPS * levels, T / HOP)` of audio windows `(B, 1, T)`."""
+        return net.quantizer.codes_to_indices(net.g_a(x), levels)
 
     @staticmethod
     def net_decode(net: HiFiCodec, indices: torch.Tensor, samples: tuple[int, int]) -> torch.Tensor:
