@@ -2,8 +2,9 @@
 
 Each run codes a directory of copies (links) of the dev photos or clips and prints one JSON line:
 files, wall seconds, files/s and media/s (megapixels or seconds of audio) over the whole run and
-once started (first to last finished file: the workers' start-up left out), and the mean rows per
-call of the shared network. Runs are skipped, not cut, when fewer than `--min-left` seconds of the
+once started (first to last finished file: the workers' start-up left out), the mean rows per
+call of the shared network, and the whole process's seconds (each run is a fresh process, as an
+`nmc batch` command is). Runs are skipped, not cut, when fewer than `--min-left` seconds of the
 `--budget` remain, so the call that runs this always returns.
 
     python -P scripts/throughput.py DATA OUT.jsonl --device cuda --budget 240 \
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,7 +73,12 @@ def main() -> None:
     ap.add_argument("--min-left", type=float, default=25, help="start no run with less time left")
     ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], comma-separated")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
+    ap.add_argument("--one", nargs=6, metavar=("LABEL", "SRC", "DST", "WORKERS", "DEVICE", "ROWS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:  # one run in this fresh process, as one `nmc batch` command would be
+        label, src, dst, workers, device, rows = args.one
+        print(json.dumps(run(label, Path(src), Path(dst), int(workers), device, int(rows))))
+        return
     start = time.perf_counter()
     encoded: dict[str, Path] = {}  # kind -> the .nmc tree of its last encode run, for the decode runs
     for spec in args.runs.split(","):
@@ -87,9 +95,18 @@ def main() -> None:
             if src is None:
                 row = {"run": label, "skipped": "no encode run before it"}
             else:
+                # Each run in a fresh process (workers are forked from a process without CUDA, as in
+                # `nmc batch`); process_s is its whole wall time, importing torch included.
                 dst = args.tmp / f"{kind_dir}-{len(encoded)}-{spec.replace(':', '_')}"
-                row = run(label, src, dst, int(workers), device, rows)
-                if direction == "enc" and rows in (ROWS, 1) and not row["failed"]:
+                t0, cmd = time.perf_counter(), [sys.executable, "-P", __file__, str(args.data), str(args.out), "--one", label, str(src), str(dst), workers, device, str(rows)]
+                try:
+                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, left), check=False)
+                    lines = done.stdout.strip().splitlines()
+                    row = json.loads(lines[-1]) if done.returncode == 0 and lines else {"run": label, "failed_run": done.stderr[-600:]}
+                except subprocess.TimeoutExpired:
+                    row = {"run": label, "failed_run": f"cut after {left:.0f} s (the budget)"}
+                row["process_s"] = round(time.perf_counter() - t0, 2)
+                if direction == "enc" and rows in (ROWS, 1) and not row.get("failed", 1):
                     encoded[kind] = dst
         row["at_s"] = round(time.perf_counter() - start, 1)
         with open(args.out, "a") as fo:
