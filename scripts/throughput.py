@@ -39,12 +39,12 @@ def copies(data: Path, kind: str, n: int, root: Path) -> Path:
     return out
 
 
-def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int) -> dict[str, object]:
+def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int, share: bool | None = None) -> dict[str, object]:
     shutil.rmtree(dst, ignore_errors=True)
     netcall.GPU_ROWS = rows  # the server runs in this process; rows other than 16 may change a few indices
     jobs, stats = B.plan(src, dst), {"calls": 0, "batches": 0}
     t0, stamps, amount, failed = time.perf_counter(), [], 0.0, []
-    for r in B.run(jobs, workers=workers, device=device, batch_size=rows, stats=stats):
+    for r in B.run(jobs, workers=workers, device=device, batch_size=rows, share_network=share, stats=stats):
         stamps.append(time.perf_counter())
         if r.status != "done" or r.summary is None:
             failed.append(f"{r.job.src.name}: {r.error}")
@@ -73,11 +73,12 @@ def main() -> None:
     ap.add_argument("--min-left", type=float, default=25, help="start no run with less time left")
     ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], comma-separated")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
+    ap.add_argument("--share", action="store_true", help="share one network on the CPU too (a dry run of the GPU path)")
     ap.add_argument("--one", nargs=6, metavar=("LABEL", "SRC", "DST", "WORKERS", "DEVICE", "ROWS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:  # one run in this fresh process, as one `nmc batch` command would be
         label, src, dst, workers, device, rows = args.one
-        print(json.dumps(run(label, Path(src), Path(dst), int(workers), device, int(rows))))
+        print(json.dumps(run(label, Path(src), Path(dst), int(workers), device, int(rows), True if args.share else None)))
         return
     start = time.perf_counter()
     encoded: dict[str, Path] = {}  # kind -> the .nmc tree of its last encode run, for the decode runs
@@ -98,7 +99,7 @@ def main() -> None:
                 # Each run in a fresh process (workers are forked from a process without CUDA, as in
                 # `nmc batch`); process_s is its whole wall time, importing torch included.
                 dst = args.tmp / f"{kind_dir}-{len(encoded)}-{spec.replace(':', '_')}"
-                t0, cmd = time.perf_counter(), [sys.executable, "-P", __file__, str(args.data), str(args.out), "--one", label, str(src), str(dst), workers, device, str(rows)]
+                t0, cmd = time.perf_counter(), [sys.executable, "-P", __file__, str(args.data), str(args.out), "--one", label, str(src), str(dst), workers, device, str(rows)] + ["--share"] * args.share
                 try:
                     done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, left), check=False)
                     lines = done.stdout.strip().splitlines()
