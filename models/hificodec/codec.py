@@ -10,7 +10,8 @@ own. One packet holds one chunk of `chunk_frames` codec frames (hop 320, 30 s) o
 The networks run on windows of `WINDOW_FRAMES` (10 s) with `ENC_CONTEXT` frames of audio on
 both sides (encoder) or `DEC_CONTEXT` frames of the neighbouring indices (decoder, one packet
 of lookahead), both more than the networks' receptive fields, so chunked coding equals
-whole-signal coding and memory stays bounded. Byte layout: docs/FORMAT.md.
+whole-signal coding and memory stays bounded; after the end of the signal the encoder sees
+silence (`BUCKET`). Byte layout: docs/FORMAT.md.
 """
 
 from __future__ import annotations
