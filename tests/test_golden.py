@@ -4,7 +4,8 @@ indices and the same samples or pixels.
 `tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic v2
 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same packets): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
-(rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2. Format 2 also pins each codec's
+(rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop at s64.
+Format 2 also pins each codec's
 preset header dictionary (a changed dictionary cannot inflate these headers).
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the
 decoded hash pins the networks (on this kind of CPU: other vector units may round differently).
@@ -33,6 +34,10 @@ HASHES = {  # codec -> sha256 of the decoded indices (int64, little endian) and 
     ),
 }
 GOLDEN = {f"{codec}_format{v}.nmc": hashes for codec, hashes in HASHES.items() for v in (1, 2)}
+GOLDEN["vqgan_format2.nmc"] = (  # rows 100-291, columns 200-455 of samples/photo_aqua.png at s64 (main, 2026-12-02)
+    "b5b0af105be286357711e1e888f29e97214fe2840cfd2a33e1b9e8a7ed0e24f4",  # 192 indices, packet by packet
+    "d70366f618065b84dff0d6c1574ebcecb3e4a4db16fc013f4ec99ab742a4f8b7",  # uint8 (192, 256, 3)
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,6 +47,14 @@ def indices(data: bytes) -> np.ndarray:
     opened = api.open_file(io.BytesIO(data))
     codec, header, fields = opened.codec, opened.header, opened.fields
     parts = []
+    if header.codec == "vqgan":
+        from nmc.models.vqgan.packets import decode_cells, packet_cells
+
+        size = codec.setting(header.setting).codebook_size  # type: ignore[attr-defined]
+        k, (h, w) = codec.model.net.sizes.index(size), (header.media["height"] // 16, header.media["width"] // 16)  # type: ignore[attr-defined]
+        grid = np.zeros((h, w), np.int64)  # one tile
+        return np.concatenate([decode_cells(p, codec.model.prior, k, grid[c].shape).ravel()  # type: ignore[attr-defined]
+                               for p, c in zip(opened.packets, packet_cells((h, w), fields.lattice))]).astype("<i8")
     for i, payload in enumerate(opened.packets):
         if header.codec == "hificodec":
             parts.append(codec.read_packet(fields, i, payload)[0].ravel())  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from nmc.codec.registry import get_codec
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"codec": "nmc/codec", "cli": "nmc/cli", "models": "nmc/models"}
-NOT_TRAINED = {"vqgan"}  # registered codecs whose weights come with their first training run (issue 9)
+NOT_TRAINED: set[str] = set()  # registered codecs whose weights come with their first training run
 
 
 @pytest.fixture(scope="module")

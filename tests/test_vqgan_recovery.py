@@ -39,8 +39,15 @@ def recovery_file(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     torch.manual_seed(0)
     model = R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY))
     path = tmp_path_factory.mktemp("rec") / "recovery.safetensors"
-    R.save_recovery(path, model, network_of(weights), {"what": "random, untrained"})
+    R.save_recovery(path, model, network_of(weights), {"what": "random, untrained"}, hashes_of(weights))
     return path
+
+
+def hashes_of(path: Path) -> dict[int, str]:
+    from nmc.models.vqgan.network import Ladder
+
+    w = read_weights(path)
+    return R.codebook_hashes(Ladder.from_state_dict(w.state, w.args))
 
 
 @pytest.fixture(scope="module")
@@ -108,19 +115,34 @@ class TestFill:
 
 class TestRecoveryFile:
     def test_round_trip_fp16(self, recovery_file: Path, weights: Path) -> None:  # noqa: F811
-        model, network = R.load_recovery(recovery_file)
-        assert network == network_of(weights) and model.args.sizes == (16, 64, 256)
+        model, network, codebooks = R.load_recovery(recovery_file)
+        assert network == network_of(weights) and model.args.sizes == (16, 64, 256) and codebooks == hashes_of(weights)
         assert model.tokens.weight.dtype == torch.float32 and not model.training
 
     def test_missing_bad_or_foreign_file_is_one_clear_error(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         data = lose(encode(V.VQGANCodec(weights), photo()), {1})
         (tmp_path / "junk.safetensors").write_bytes(b"junk")
         foreign = tmp_path / "foreign.safetensors"
-        R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0123456789abcdef", {})
+        R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0123456789abcdef", {}, hashes_of(weights))
         for path, fragment in ((tmp_path / "none.safetensors", "recovery model not found"), (tmp_path / "junk.safetensors", "not a vqgan recovery file"),
                                (foreign, "recovery model for network 0123456789abcdef")):  # fmt: skip
             with pytest.raises(CodecNotFoundError, match=fragment):
                 api.decompress(data, recover=True, codec=V.VQGANCodec(weights, recovery_path=path))
+
+
+    def test_a_codebook_the_model_was_not_trained_on_falls_back_to_the_nearest_cell(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """The model knows indices only in its training maps' numbering: another ladder's s64 (same base
+        network) would be filled with nonsense, so that codebook gets the nearest-cell copy, and says so."""
+        other = {**hashes_of(weights), 64: "0123456789abcdef"}
+        path = tmp_path / "other_ladder.safetensors"
+        R.save_recovery(path, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), network_of(weights), {}, other)
+        codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+        data = lose(encode(codec, photo(), "s64"), {1})
+        opened = api.open_file(io.BytesIO(data), recover=True, codec=codec)
+        out = api.decode(opened).pixels
+        nearest = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="nearest")).pixels
+        assert out.tobytes() == nearest.tobytes() and "by nearest (the recovery model was not trained on the s64 codebook)" in str(opened.recovery_line())
+        assert codec.recovery[1] == {16: 0, 256: 2}
 
 
 class TestRecover:

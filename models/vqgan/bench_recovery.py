@@ -27,7 +27,8 @@ from nmc.codec.api import header_dictionary
 from nmc.codec.loss import with_lost
 from nmc.codec.weights import read_weights
 from nmc.models.vqgan.codec import VQGANCodec
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, fill, network_hash, save_recovery
+from nmc.models.vqgan.network import Ladder
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, network_hash, save_recovery
 
 
 def main(
@@ -54,7 +55,8 @@ def main(
         torch.manual_seed(0)
         model = IndexTransformer(RecoveryArgs(sizes, dim, layers, heads, embed, max_side))
         recovery = tmp / "random.safetensors"
-        save_recovery(recovery, model, network_hash({k: v for k, v in w.state.items() if not k.startswith("rungs.")}), {"random": True})
+        save_recovery(recovery, model, network_hash({k: v for k, v in w.state.items() if not k.startswith("rungs.")}), {"random": True},
+                      codebook_hashes(Ladder.from_state_dict(w.state, w.args)))
     codec = VQGANCodec(weights, recovery_path=recovery, fill_steps=steps)
     px = np.asarray(Image.open(image).convert("RGB"))
     buf = io.BytesIO()
@@ -66,7 +68,10 @@ def main(
     damaged = with_lost(data, mask, header_dictionary)
     api.decompress(damaged, recover=True, codec=codec)
     recovered = codec.recovered
-    k = codec.model.net.sizes.index(codec.setting(setting).codebook_size)  # type: ignore[attr-defined]
+    size = codec.setting(setting).codebook_size  # type: ignore[attr-defined]
+    if size not in codec.recovery[1]:
+        raise typer.BadParameter(f"the recovery model was not trained on the s{size} codebook of {weights}")
+    k = codec.recovery[1][size]  # the model's rung of that codebook
     times: dict[str, list[float]] = {"decode with recovery": [], "loss-free decode": [], "fill alone": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -85,11 +90,11 @@ def main(
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            fill(codec.recovery, grid, masked, k, steps)
+            fill(codec.recovery[0], grid, masked, k, steps)
         times["fill alone"].append(time.perf_counter() - t0)
-    params = sum(p.numel() for p in codec.recovery.parameters()) / 1e6
+    params = sum(p.numel() for p in codec.recovery[0].parameters()) / 1e6
     print(f"{image.name} {px.shape[1]}x{px.shape[0]} ({cells[1]}x{cells[0]} cells), {setting}, {int(mask.sum())} of {n} packets lost "
-          f"({recovered}), {steps} rounds; recovery model {params:.2f} M parameters {codec.recovery.args}; {threads} thread(s), best of {repeats}:")  # fmt: skip
+          f"({recovered}), {steps} rounds; recovery model {params:.2f} M parameters {codec.recovery[0].args}; {threads} thread(s), best of {repeats}:")  # fmt: skip
     for name, ts in times.items():
         print(f"  {name}: {min(ts):.3f} s")
 

@@ -137,25 +137,28 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         self.concealment, self.fill_steps = concealment, fill_steps
 
     @cached_property
-    def recovery(self) -> IndexTransformer:
-        """The recovery transformer, checked against the network of the installed weights (loaded on first lost packet)."""
+    def recovery(self) -> tuple[IndexTransformer, dict[int, int]]:
+        """The recovery transformer, checked against the network of the installed weights (loaded on first
+        lost packet), and the codebooks it can fill: size -> its rung in the model, for each codebook whose
+        codes are the ones it was trained on (the others fall back to the nearest received cell)."""
         from nmc.codec.weights import read_weights
 
-        from .recovery import load_recovery, network_hash
+        from .recovery import codes_hash, load_recovery, network_hash
 
         path = self.recovery_path
         if path is None or not Path(path).is_file():
             raise CodecNotFoundError(f"{self.name}: recovery model not found at {path} (it cannot predict lost packets)")
         try:
-            model, network = load_recovery(Path(path))
+            model, network, codebooks = load_recovery(Path(path))
         except ValueError as err:
             raise CodecNotFoundError(str(err)) from None
         assert self.weights_path is not None  # `self.model` loaded it
         ours = network_hash({k: v for k, v in read_weights(Path(self.weights_path)).state.items() if not k.startswith("rungs.")})
-        if network != ours or list(model.args.sizes) != self.model.net.sizes:
-            raise CodecNotFoundError(f"{path}: recovery model for network {network} with codebooks {list(model.args.sizes)}; "
-                                     f"the installed vqgan network is {ours} with {self.model.net.sizes}")  # fmt: skip
-        return model
+        if network != ours:
+            raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
+        net = self.model.net
+        covered = {s: model.args.sizes.index(s) for s in net.sizes if s in codebooks and codebooks[s] == codes_hash(net.parts(s)[0].unit_codes())}
+        return model, covered
 
     def concealment_identity(self) -> str:
         from nmc.codec.interface import file_sha256
@@ -169,12 +172,20 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
         from .recovery import fill, fill_frequent, fill_nearest
 
-        if self.concealment == "nearest":
-            return fill_nearest(indices, masked)
+        size = self.model.net.sizes[k]
         if self.concealment == "frequent":
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
+        if self.concealment == "nearest" or size not in self.recovery[1]:
+            return fill_nearest(indices, masked)
         with one_thread():
-            return fill(self.recovery, indices, masked, k, self.fill_steps)
+            return fill(self.recovery[0], indices, masked, self.recovery[1][size], self.fill_steps)
+
+    def concealment_used(self, k: int) -> str:
+        """What `conceal` fills codebook k's lost cells with: the recovery model only knows the codebooks it was trained on."""
+        size = self.model.net.sizes[k]
+        if self.concealment == "recovery" and size not in self.recovery[1]:
+            return f"nearest (the recovery model was not trained on the s{size} codebook)"
+        return self.concealment
 
     @cached_property
     def _settings(self) -> list[Setting]:
@@ -259,7 +270,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
         if masked.any():
             indices = self.conceal(indices, masked, k)
-            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment}
+            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment_used(k)}
         elif lost[1]:
             self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
         for box in boxes:

@@ -2,6 +2,7 @@
 
     python models/vqgan/index_maps.py --network models/vqgan/weights/vqgan.safetensors --out .data/vqgan_maps.safetensors
     python models/vqgan/index_maps.py --network vqgan.safetensors --ladder ladder.safetensors --out ...   # base + k-means labels
+    python models/vqgan/index_maps.py --network W --ladder L --relabel OLD_MAPS --out ...  # another ladder, no encoding
 
 The encoder runs once per photo variant (scales x h-flips x pixel shifts; each shift of 8 pixels gives
 another index map of the same photo); its features are quantized with every codebook of the weights
@@ -86,8 +87,14 @@ def main(
     flips: bool = True,  # h-flipped copies too
     shifts: str = "0,8",  # pixels cropped off the top and left (a shift of half a cell: other indices)
     device: str = "cpu",
+    relabel: Path | None = None,  # an index-map file of the same base network: keep its base maps, take every rung from --ladder
 ) -> None:
     t0 = time.time()
+    if relabel is not None:
+        if ladder is None:
+            raise typer.BadParameter("--relabel needs --ladder (the rungs' labels of the base indices)")
+        relabel_maps(relabel, network, ladder, out)
+        return
     net, labels, codebooks, base_hash = load_network(network, ladder)
     net.to(device)
     sizes = sorted({*net.sizes, *labels})
@@ -120,6 +127,33 @@ def main(
     cells = int(tensors["shapes"].prod(1).sum())  # per size
     print(f"{out}: {len(shapes)} maps of {len(paths)} photos, {cells} cells per size, sizes {sizes}, "
           f"{out.stat().st_size / 2**20:.1f} MiB, {time.time() - t0:.0f} s")  # fmt: skip
+
+
+def relabel_maps(src: Path, network: Path, ladder: Path, out: Path) -> None:
+    """`src`'s base-index maps with every rung of `ladder` as labels (no encoding: seconds). The rungs of a
+    new ladder of the same base network then get training maps at once; a rung the network quantizes
+    itself (fine-tuned) is still the ladder's label map here, as in `main`'s label-only rungs."""
+    net, _, codebooks, base_hash = load_network(network, None)
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        if meta.get("format") != FORMAT:
+            raise typer.BadParameter(f"--relabel {src}: not an index-map file")
+        if meta["network"] != base_hash:
+            raise typer.BadParameter(f"--relabel {src}: maps of network {meta['network']}, not {network}'s {base_hash}")
+        base = max(json.loads(meta["sizes"]))
+        tensors = {k: f.get_tensor(k) for k in ("shapes", "photo", f"maps.{base}")}
+    with safe_open(str(ladder), framework="pt") as f:
+        rungs = sorted(int(k.split(".")[1]) for k in f.keys() if k.endswith(".labels"))  # noqa: SIM118
+        for s in rungs:
+            tensors[f"labels.{s}"] = f.get_tensor(f"rung.{s}.labels").long()
+            codes = codebooks[s] if s in codebooks else F.normalize(f.get_tensor(f"rung.{s}.codebook").float(), dim=1)
+            tensors[f"codebook.{s}"] = codes.float().contiguous()
+    tensors[f"codebook.{base}"] = codebooks[base].float().contiguous()
+    variants = json.loads(meta.get("variants", "{}")) | {"ladder": str(ladder), "relabelled_from": str(src)}
+    meta.update(sizes=json.dumps([*rungs, base]), variants=json.dumps(variants))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out), metadata=meta)
+    print(f"{out}: the base maps of {src} with the rungs {rungs} of {ladder}, {out.stat().st_size / 2**20:.1f} MiB")
 
 
 def read_maps(path: Path) -> tuple[dict[int, list[torch.Tensor]], list[int], dict[str, str], dict[int, torch.Tensor]]:

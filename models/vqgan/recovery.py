@@ -24,12 +24,16 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .network import Ladder
 
 FORMAT = "nmc-vqgan-recovery-1"
 MARGIN = 4  # cells of context around a window's core
@@ -122,17 +126,33 @@ def network_hash(state: dict[str, Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict) -> None:
-    """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for, how."""
+def codes_hash(codes: Tensor) -> str:
+    """First 64 bits of the SHA-256 of a codebook's unit codes `[S, d]`, rounded to 1e-4 (the same hash
+    whether the codes were normalised on a GPU or a CPU). An index means a code only with its codebook:
+    a recovery model trained on one ladder's numbering is useless, even harmful, on another's."""
+    q = np.round(codes.detach().cpu().double().numpy() * 1e4).astype("<i4")
+    return hashlib.sha256(q.tobytes()).hexdigest()[:16]
+
+
+def codebook_hashes(net: Ladder) -> dict[int, str]:
+    """`codes_hash` of every codebook of a vqgan network (what a recovery model made for it records)."""
+    return {s: codes_hash(net.parts(s)[0].unit_codes()) for s in net.sizes}
+
+
+def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str]) -> None:
+    """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for (its base
+    network's hash and `codes_hash` of each codebook of the training maps), how."""
     from safetensors.torch import save_file
 
-    meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report)}
+    meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report),
+            "codebooks": json.dumps({str(s): h for s, h in codebooks.items()})}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(model.state(), str(path), metadata=meta)
 
 
-def load_recovery(path: Path) -> tuple[IndexTransformer, str]:
-    """The model (fp32, eval mode) and the network hash it was trained for; ValueError if the file is not one."""
+def load_recovery(path: Path) -> tuple[IndexTransformer, str, dict[int, str]]:
+    """The model (fp32, eval mode), the network hash and the codebooks' hashes it was trained for (none
+    in files made before they were recorded); ValueError if the file is not one."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -144,9 +164,10 @@ def load_recovery(path: Path) -> tuple[IndexTransformer, str]:
         args = json.loads(meta["model_args"])
         model = IndexTransformer(RecoveryArgs(**{**args, "sizes": tuple(args["sizes"])}))
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
-    except (SafetensorError, OSError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        codebooks = {int(s): str(h) for s, h in json.loads(meta.get("codebooks", "{}")).items()}
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         raise ValueError(f"{path}: not a vqgan recovery file ({err})") from None
-    return model.eval(), str(meta["network"])
+    return model.eval(), str(meta["network"]), codebooks
 
 
 # ---------------------------------------------------------------- filling masked cells

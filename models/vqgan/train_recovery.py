@@ -35,7 +35,7 @@ from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import read_maps
 from nmc.models.vqgan.packets import packet_cells
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, fill, fill_nearest, save_recovery
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codes_hash, fill, fill_nearest, save_recovery
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
 LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets of a tile: (rows, columns)
@@ -254,7 +254,8 @@ def main(
                 say(f"eval held-out s{size}: {n} lost cells, fill accuracy {acc_:.4f} (nearest neighbour {nn_acc:.4f}), one-shot {bits:.3f} bits per lost cell")
             say(f"eval took {time.time() - t0:.1f} s")
         if export:
-            save_recovery(export, net, meta["network"], {"step": step, "maps": [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)})
+            save_recovery(export, net, meta["network"], {"step": step, "maps": [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
+                          {s: codes_hash(codebooks[s]) for s in sizes if s in codebooks})  # fmt: skip
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
     log.close()
     rt.close()
