@@ -24,18 +24,28 @@ from pathlib import Path
 from nmc.codec import batch as B
 from nmc.codec import netcall
 
-KINDS = {"img": "images", "speech": "speech"}
+KINDS = {"img": "images", "speech": "speech", "speechvar": "speech"}  # speechvar: copies of distinct lengths
 ROWS = netcall.GPU_ROWS  # the rows of every GPU call in nmc batch (other counts: speed only)
 
 
-def copies(data: Path, kind: str, n: int, root: Path) -> Path:
-    """`root/<kind>`: n links to every file of `data/<kind>`."""
-    out = root / kind
+def copies(data: Path, kind: str, n: int, root: Path, distinct: bool = False) -> Path:
+    """`root/<kind>`: n links to every file of `data/<kind>`; `distinct`: n copies of every clip
+    cut to n different lengths (k codec frames of 20 ms shorter, k < n, at most half the clip), as
+    a real directory of clips has, where no two calls need share a shape."""
+    out = root / (kind + "var" if distinct else kind)
     if not out.exists():
         out.mkdir(parents=True)
-        for k in range(n):
-            for f in sorted((data / kind).iterdir()):
-                (out / f"c{k:03d}_{f.name}").symlink_to(f.resolve())
+        for f in sorted((data / kind).iterdir()):
+            if distinct:
+                import soundfile as sf
+
+                x, rate = sf.read(f, dtype="float32", always_2d=True)
+                step = rate // 50
+                for k in range(n):
+                    sf.write(out / f"c{k:03d}_{f.stem}.flac", x[: len(x) - min(k * step, len(x) // 2)], rate)
+            else:
+                for k in range(n):
+                    (out / f"c{k:03d}_{f.name}").symlink_to(f.resolve())
     return out
 
 
@@ -53,7 +63,7 @@ def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int, 
         amount += 8 * s.bytes / s.rate / (1e6 if s.unit == "bpp" else 1e3)  # megapixels or seconds of audio
     wall = time.perf_counter() - t0
     started = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
-    unit = "MP/s" if "img" in label else "x realtime"
+    unit = "MP/s" if label.startswith("img") else "x realtime"
     return {
         "run": label, "workers": workers, "device": device, "rows": rows, "files": len(stamps), "failed": len(failed), "errors": failed[:3],
         "wall_s": round(wall, 2), "files_per_s": round(len(stamps) / wall, 2), "speed": round(amount / wall, 1),
@@ -71,7 +81,7 @@ def main() -> None:
     ap.add_argument("--speech-copies", type=int, default=64, help="copies of each clip (18 dev clips, 61 s: 1152 files, 65 min)")
     ap.add_argument("--budget", type=float, default=240, help="seconds for all runs")
     ap.add_argument("--min-left", type=float, default=25, help="start no run with less time left")
-    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], comma-separated")
+    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], KIND img, speech or speechvar, comma-separated")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
     ap.add_argument("--share", action="store_true", help="share one network on the CPU too (a dry run of the GPU path)")
     ap.add_argument("--one", nargs=6, metavar=("LABEL", "SRC", "DST", "WORKERS", "DEVICE", "ROWS"), help=argparse.SUPPRESS)
@@ -92,7 +102,8 @@ def main() -> None:
         if left < args.min_left:
             row: dict[str, object] = {"run": label, "skipped": f"{left:.0f} s of the budget left"}
         else:
-            src = copies(args.data, KINDS[kind], args.img_copies if kind == "img" else args.speech_copies, args.tmp / "src") if direction == "enc" else encoded.get(kind)
+            n = args.img_copies if kind == "img" else args.speech_copies
+            src = copies(args.data, KINDS[kind], n, args.tmp / "src", kind == "speechvar") if direction == "enc" else encoded.get(kind)
             if src is None:
                 row = {"run": label, "skipped": "no encode run before it"}
             else:
