@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # One device call on one H200 (issue 13, after call 3 of 2026-12-02), at most 8 minutes: `nmc batch` throughput
-# with forked workers, size-ordered jobs and hificodec's bucketed encoder windows; whether a row's numbers
-# depend on its batch on this GPU; the cross-device check again (hificodec's encoder changed).
+# with forked workers, size-ordered jobs and hificodec's bucketed windows; whether a row's numbers depend on
+# its batch on this GPU; the cross-device check again (hificodec's encoder and decoder changed at the end of a clip).
 # Results in $OUT (6 files):
 #   env.txt            GPU, torch, CPU count
 #   pytest.txt         the CUDA halves of tests/test_device.py and tests/test_netcall.py
 #   crossdevice.json   scripts/crossdevice.py: GPU <-> CPU quality deltas, max differences, batched = one at a time
 #   rows.jsonl         scripts/gpu_rows.py: per network function, rows equal to the 16-row batch's at batch
 #                      sizes 1-32, and seconds per call (what a padded lone call costs)
-#   throughput.jsonl   scripts/throughput.py: each run a fresh process; 512 photos / 1152 clips on 16 workers
-#                      (GPU, then CPU), files/s whole run and started, rows per GPU call, process seconds
+#   throughput.jsonl   scripts/throughput.py: each run a fresh process; 512 photos / 1152 clips (speech: 64 copies
+#                      of each dev clip, speechvar: 64 copies cut to 64 lengths, as a real directory) on 16
+#                      workers (GPU, then CPU), files/s whole run and started, rows per GPU call, process seconds
 #   log.txt            everything printed
 # Carry [".whl", ".data/gpu_dev"] (from scripts/stage_crossdevice.sh; 5 MiB beside the tree).
 # A dry run on a CPU machine (the shared network forced on the CPU):
@@ -43,7 +44,7 @@ at rows
 
 # 4. nmc batch throughput in the time left (the call ends by TOTAL s); runs stop starting when the budget is spent.
 if [ "$SMALL" = 1 ]; then COPIES="--img-copies 1 --speech-copies 1 --share" W=2; else COPIES="--img-copies 64 --speech-copies 64" W=16; fi
-RUNS="speech-enc:$W,speech-dec:$W,img-enc:$W,img-dec:$W,speech-enc:$W:cpu,img-dec:$W:cpu,speech-enc:$W:rows32,img-enc:8"
+RUNS="speech-enc:$W,speech-dec:$W,speechvar-enc:$W,speechvar-dec:$W,img-enc:$W,img-dec:$W,speech-enc:$W:cpu,img-dec:$W:cpu,speech-dec:$W:rows32,img-enc:8"
 BUDGET=$((TOTAL - (SECONDS - T0) - 30))
 rm -rf /tmp/nmc_throughput
 timeout $((BUDGET + 25)) $PY -P scripts/throughput.py .data/gpu_dev "$OUT/throughput.jsonl" --device "$DEV" --budget "$BUDGET" $COPIES --runs "$RUNS"
