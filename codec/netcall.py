@@ -129,6 +129,13 @@ class Server:
         conn.close()
 
     def _serve(self) -> None:
+        if self.device != "cpu":  # start CUDA while the workers read their first files
+            try:
+                import torch
+
+                torch.zeros(1, device=self.device)
+            except Exception:  # noqa: BLE001 - the first call reports it
+                pass
         while not self._stop.is_set():
             with self._lock:
                 conns = list(self._conns)
