@@ -289,7 +289,7 @@ def write_image(target: str | Path | IO[bytes], image: Image) -> None:
     png = not isinstance(target, (str, Path)) or Path(target).suffix.lower() == ".png"
     try:
         # zlib level 1: a 768x512 photo in 0.04 s instead of 0.19 s at Pillow's default 6, 19 % larger
-        # (a third of the CPU time of an mcquic decode went there, and `nmc batch` decodes many)
+        # (a third of the CPU time of a learned photo decode went there, and `nmc batch` decodes many)
         im.save(target, format=None if isinstance(target, (str, Path)) else "PNG", **({"compress_level": 1} if png else {}))
     except (ValueError, KeyError, OSError) as err:
         if isinstance(err, OSError) and err.errno is not None:

@@ -66,6 +66,27 @@ class TestRowsAreCodedAlone:
         rows_alone("hificodec", "decode", (idx,), {})
 
 
+def test_clips_of_similar_lengths_give_calls_of_one_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hificodec pads a clip's last window with silence to a multiple of 0.5 s (encoder and decoder),
+    so that `nmc batch` can batch clips of similar lengths: 1.0 s and 1.2 s share one bucket, 1.4 s not."""
+    shapes: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+    run_here = netcall.run_here
+
+    def spy(codec, fn, arrays, static):  # type: ignore[no-untyped-def]
+        shapes.append((fn, tuple(a.shape for a in arrays)))
+        return run_here(codec, fn, arrays, static)
+
+    def calls(seconds: float) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
+        shapes.clear()
+        api.decompress(api.compress("hificodec", M.Audio.from_array(speech(seconds, 0.3), 16000), "2kbps"))
+        return list(shapes)
+
+    get_codec("hificodec").silence_indices(get_codec("hificodec").model)  # type: ignore[attr-defined]  # (cached: not in the calls)
+    monkeypatch.setattr(netcall, "run_here", spy)
+    short, longer, other = calls(1.0), calls(1.2), calls(1.4)
+    assert short == longer and [fn for fn, _ in short] == ["encode", "decode"] and short != other
+
+
 class TestServer:
     def test_each_caller_gets_its_rows_and_a_bad_call_fails_alone(self) -> None:
         server = netcall.Server("cpu", max_rows=8)
