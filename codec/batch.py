@@ -132,11 +132,33 @@ def _init_worker(server: tuple[str, bytes] | None = None) -> None:
         connect(*server)
 
 
-def _size(job: Job) -> int:
+def _shape(job: Job) -> tuple[int, ...]:
+    """What decides the shape of a job's network calls, from its header: (1, height, width) of a
+    photo, (0, frames at 50 Hz) of a clip, else (-1, bytes). Sorting by it puts files of one size
+    in flight together."""
     try:
-        return job.src.stat().st_size if job.src.is_file() else 0
-    except OSError:
-        return 0
+        if job.decode:
+            from .api import open_file
+
+            with open(job.src, "rb") as fo:
+                m = open_file(fo).header.media
+            if m.get("kind") == "image":
+                return 1, int(m["height"]), int(m["width"])
+            if m.get("kind") == "audio":
+                return 0, int(m["frames"]) * 50 // int(m["sample_rate"])
+        elif job.src.suffix.lower() in M.IMAGE_SUFFIXES:
+            from PIL import Image
+
+            with Image.open(job.src) as im:  # reads the header only
+                return 1, im.height, im.width
+        elif job.src.suffix.lower() in M.AUDIO_SUFFIXES:
+            import soundfile as sf
+
+            info = sf.info(str(job.src))
+            return 0, info.frames * 50 // info.samplerate
+        return -1, job.src.stat().st_size if job.src.is_file() else 0
+    except Exception:  # noqa: BLE001 - an unreadable file fails when it runs, not here
+        return -1, 0
 
 
 def _result(f: Future[Result], job: Job) -> Result:
@@ -217,7 +239,7 @@ def run(
     server = Server(device, batch_size, start=False) if (device != "cpu" if share_network is None else share_network) else None
     # With a shared network, files of one size are in flight together, so their calls have one
     # shape and share batches (calls of other shapes run one after another); largest first.
-    todo = deque(sorted(jobs, key=_size, reverse=True) if server is not None else jobs)
+    todo = deque(sorted(jobs, key=_shape, reverse=True) if server is not None else jobs)
     inflight: dict[Future[Result], Job] = {}
     pool: _Workers | None = None
     try:
