@@ -10,7 +10,7 @@
 #                      sizes 1-32, and seconds per call (what a padded lone call costs)
 #   throughput.jsonl   scripts/throughput.py: each run a fresh process; 512 photos / 1152 clips (speech: 64 copies
 #                      of each dev clip, speechvar: 64 copies cut to 64 lengths, as a real directory) on 16
-#                      workers (GPU, then CPU), files/s whole run and started, rows per GPU call, process seconds
+#                      and 32 workers (GPU, then CPU), files/s whole run and started, rows per GPU call, process s
 #   log.txt            everything printed
 # Carry [".whl", ".data/gpu_dev"] (from scripts/stage_crossdevice.sh; 5 MiB beside the tree).
 # A dry run on a CPU machine (the shared network forced on the CPU):
@@ -43,8 +43,9 @@ timeout 60 $PY -P scripts/gpu_rows.py .data/gpu_dev "$OUT/rows.jsonl" --device "
 at rows
 
 # 4. nmc batch throughput in the time left (the call ends by TOTAL s); runs stop starting when the budget is spent.
-if [ "$SMALL" = 1 ]; then COPIES="--img-copies 1 --speech-copies 1 --share" W=2; else COPIES="--img-copies 64 --speech-copies 64" W=16; fi
-RUNS="speech-enc:$W,speech-dec:$W,speechvar-enc:$W,speechvar-dec:$W,img-enc:$W,img-dec:$W,speech-enc:$W:cpu,img-dec:$W:cpu,speech-dec:$W:rows32,img-enc:8"
+if [ "$SMALL" = 1 ]; then COPIES="--img-copies 1 --speech-copies 1 --share" W=2 W2=3; else COPIES="--img-copies 64 --speech-copies 64" W=16 W2=32; fi
+# Workers wait for the GPU part of each file's time, so twice as many workers as cores may keep both busy (W2).
+RUNS="speech-enc:$W,speech-dec:$W,speechvar-enc:$W,speechvar-dec:$W,img-enc:$W,img-dec:$W,img-enc:$W2,img-dec:$W2,speechvar-dec:$W2,speech-enc:$W:cpu,img-dec:$W:cpu,speech-dec:$W:rows32"
 BUDGET=$((TOTAL - (SECONDS - T0) - 30))
 rm -rf /tmp/nmc_throughput
 timeout $((BUDGET + 25)) $PY -P scripts/throughput.py .data/gpu_dev "$OUT/throughput.jsonl" --device "$DEV" --budget "$BUDGET" $COPIES --runs "$RUNS"
