@@ -286,8 +286,11 @@ def write_image(target: str | Path | IO[bytes], image: Image) -> None:
         im = PILImage.fromarray(px[:, :, 0].astype("<u2")) if px.shape[2] == 1 else PILImage.fromarray((px >> 8).astype(np.uint8))
     else:
         im = PILImage.fromarray(px[:, :, 0] if px.shape[2] == 1 else px)
+    png = not isinstance(target, (str, Path)) or Path(target).suffix.lower() == ".png"
     try:
-        im.save(target, format=None if isinstance(target, (str, Path)) else "PNG")
+        # zlib level 1: a 768x512 photo in 0.04 s instead of 0.19 s at Pillow's default 6, 19 % larger
+        # (a third of the CPU time of a learned photo decode went there, and `nmc batch` decodes many)
+        im.save(target, format=None if isinstance(target, (str, Path)) else "PNG", **({"compress_level": 1} if png else {}))
     except (ValueError, KeyError, OSError) as err:
         if isinstance(err, OSError) and err.errno is not None:
             raise  # a real I/O error (disk full, permissions): reported as such

@@ -89,7 +89,7 @@ class Server:
     """Runs the networks of the installed codecs on `device` for the workers that `connect`, in
     batches of up to `max_rows` rows. Its thread stops with `close`."""
 
-    def __init__(self, device: str, max_rows: int = GPU_ROWS) -> None:
+    def __init__(self, device: str, max_rows: int = GPU_ROWS, start: bool = True) -> None:
         self.device, self.max_rows = device, max(1, max_rows)
         self.authkey = secrets.token_bytes(16)
         self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
@@ -100,8 +100,18 @@ class Server:
         self._ready: set[str] = set()  # codecs moved to the device
         self.calls = self.batches = 0  # served calls and network runs: calls / batches is the mean batch
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._accept, self._serve)]
-        for t in self._threads:
-            t.start()
+        if start:
+            self.start()
+
+    @property
+    def started(self) -> bool:
+        return self._threads[1].ident is not None
+
+    def start(self) -> None:
+        """Start serving (`nmc batch` forks its workers first: a forked child gets no running thread)."""
+        if not self.started:
+            for t in self._threads:
+                t.start()
 
     def _accept(self) -> None:
         while not self._stop.is_set():
@@ -119,6 +129,13 @@ class Server:
         conn.close()
 
     def _serve(self) -> None:
+        if self.device != "cpu":  # start CUDA while the workers read their first files
+            try:
+                import torch
+
+                torch.zeros(1, device=self.device)
+            except Exception:  # noqa: BLE001 - the first call reports it
+                pass
         while not self._stop.is_set():
             with self._lock:
                 conns = list(self._conns)
@@ -179,6 +196,7 @@ class Server:
             self._drop(conn)
 
     def close(self) -> None:
+        self.start()  # (the threads' loops end at once)
         self._stop.set()
         try:
             Client(self.address, authkey=self.authkey).close()  # wakes the accepting thread

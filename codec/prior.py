@@ -122,8 +122,8 @@ class ContextPrior:
 
 def tables_from_scores(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """Frequency tables from integer scores: the best symbol gets 2**16, each score unit below it 1/UNITS bit less."""
-    rel = np.clip(scores - scores.max(axis=-1, keepdims=True) + RANGE, 0, RANGE)
-    return EXP2[rel]
+    rel = scores - scores.max(axis=-1, keepdims=True) + RANGE  # <= RANGE already
+    return EXP2[np.maximum(rel, 0, out=rel)]
 
 
 @dataclass

@@ -23,18 +23,7 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 T0=$SECONDS
 at() { echo "== $1 at $((SECONDS - T0)) s"; }
-if [ "${INSTALL:-1}" = 1 ] && [ ! -f /tmp/site/soundfile.py ]; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-fi
-# nmc is not pip-installed there: the repo folders become the nmc.* packages, and a dist-info folder
-# declares the codecs' entry points (the registry finds codecs through them).
-mkdir -p /tmp/nmcpkg/nmc /tmp/nmcpkg/nmc-0.1.0.dist-info && cp nmc/__init__.py /tmp/nmcpkg/nmc/
-for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
-printf 'Metadata-Version: 2.1\nName: nmc\nVersion: 0.1.0\n' > /tmp/nmcpkg/nmc-0.1.0.dist-info/METADATA
-$PY -c 'import tomllib; eps = tomllib.load(open("pyproject.toml", "rb"))["project"]["entry-points"]["nmc.codecs"]
-print("[nmc.codecs]"); [print(f"{k} = {v}") for k, v in eps.items()]' > /tmp/nmcpkg/nmc-0.1.0.dist-info/entry_points.txt
-export PYTHONPATH=/tmp/site:/tmp/nmcpkg:$PWD/.data/gpu_stlpips PYTHONUNBUFFERED=1
-NMC="$PY -P -m nmc.cli.main"
+source scripts/device_setup.sh
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
   $PY -P -c 'import torch, nmc.codec.registry as r; print(torch.__version__, torch.version.cuda, list(r.available()))'; } | tee "$OUT/env.txt"
 at installed

@@ -2,8 +2,9 @@
 
 Each run codes a directory of copies (links) of the dev photos or clips and prints one JSON line:
 files, wall seconds, files/s and media/s (megapixels or seconds of audio) over the whole run and
-once started (first to last finished file: the workers' start-up left out), and the mean rows per
-call of the shared network. Runs are skipped, not cut, when fewer than `--min-left` seconds of the
+once started (first to last finished file: the workers' start-up left out), the mean rows per
+call of the shared network, and the whole process's seconds (each run is a fresh process, as an
+`nmc batch` command is). Runs are skipped, not cut, when fewer than `--min-left` seconds of the
 `--budget` remain, so the call that runs this always returns.
 
     python -P scripts/throughput.py DATA OUT.jsonl --device cuda --budget 240 \
@@ -15,33 +16,45 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from nmc.codec import batch as B
 from nmc.codec import netcall
 
-KINDS = {"img": "images", "speech": "speech"}
+KINDS = {"img": "images", "speech": "speech", "speechvar": "speech"}  # speechvar: copies of distinct lengths
 ROWS = netcall.GPU_ROWS  # the rows of every GPU call in nmc batch (other counts: speed only)
 
 
-def copies(data: Path, kind: str, n: int, root: Path) -> Path:
-    """`root/<kind>`: n links to every file of `data/<kind>`."""
-    out = root / kind
+def copies(data: Path, kind: str, n: int, root: Path, distinct: bool = False) -> Path:
+    """`root/<kind>`: n links to every file of `data/<kind>`; `distinct`: n copies of every clip
+    cut to n different lengths (k codec frames of 20 ms shorter, k < n, at most half the clip), as
+    a real directory of clips has, where no two calls need share a shape."""
+    out = root / (kind + "var" if distinct else kind)
     if not out.exists():
         out.mkdir(parents=True)
-        for k in range(n):
-            for f in sorted((data / kind).iterdir()):
-                (out / f"c{k:03d}_{f.name}").symlink_to(f.resolve())
+        for f in sorted((data / kind).iterdir()):
+            if distinct:
+                import soundfile as sf
+
+                x, rate = sf.read(f, dtype="float32", always_2d=True)
+                step = rate // 50
+                for k in range(n):
+                    sf.write(out / f"c{k:03d}_{f.stem}.flac", x[: len(x) - min(k * step, len(x) // 2)], rate)
+            else:
+                for k in range(n):
+                    (out / f"c{k:03d}_{f.name}").symlink_to(f.resolve())
     return out
 
 
-def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int) -> dict[str, object]:
+def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int, share: bool | None = None) -> dict[str, object]:
     shutil.rmtree(dst, ignore_errors=True)
     netcall.GPU_ROWS = rows  # the server runs in this process; rows other than 16 may change a few indices
     jobs, stats = B.plan(src, dst), {"calls": 0, "batches": 0}
     t0, stamps, amount, failed = time.perf_counter(), [], 0.0, []
-    for r in B.run(jobs, workers=workers, device=device, batch_size=rows, stats=stats):
+    for r in B.run(jobs, workers=workers, device=device, batch_size=rows, share_network=share, stats=stats):
         stamps.append(time.perf_counter())
         if r.status != "done" or r.summary is None:
             failed.append(f"{r.job.src.name}: {r.error}")
@@ -50,7 +63,7 @@ def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int) 
         amount += 8 * s.bytes / s.rate / (1e6 if s.unit == "bpp" else 1e3)  # megapixels or seconds of audio
     wall = time.perf_counter() - t0
     started = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
-    unit = "MP/s" if "img" in label else "x realtime"
+    unit = "MP/s" if label.startswith("img") else "x realtime"
     return {
         "run": label, "workers": workers, "device": device, "rows": rows, "files": len(stamps), "failed": len(failed), "errors": failed[:3],
         "wall_s": round(wall, 2), "files_per_s": round(len(stamps) / wall, 2), "speed": round(amount / wall, 1),
@@ -68,9 +81,15 @@ def main() -> None:
     ap.add_argument("--speech-copies", type=int, default=64, help="copies of each clip (18 dev clips, 61 s: 1152 files, 65 min)")
     ap.add_argument("--budget", type=float, default=240, help="seconds for all runs")
     ap.add_argument("--min-left", type=float, default=25, help="start no run with less time left")
-    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], comma-separated")
+    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], KIND img, speech or speechvar, comma-separated")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
+    ap.add_argument("--share", action="store_true", help="share one network on the CPU too (a dry run of the GPU path)")
+    ap.add_argument("--one", nargs=6, metavar=("LABEL", "SRC", "DST", "WORKERS", "DEVICE", "ROWS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:  # one run in this fresh process, as one `nmc batch` command would be
+        label, src, dst, workers, device, rows = args.one
+        print(json.dumps(run(label, Path(src), Path(dst), int(workers), device, int(rows), True if args.share else None)))
+        return
     start = time.perf_counter()
     encoded: dict[str, Path] = {}  # kind -> the .nmc tree of its last encode run, for the decode runs
     for spec in args.runs.split(","):
@@ -83,13 +102,23 @@ def main() -> None:
         if left < args.min_left:
             row: dict[str, object] = {"run": label, "skipped": f"{left:.0f} s of the budget left"}
         else:
-            src = copies(args.data, KINDS[kind], args.img_copies if kind == "img" else args.speech_copies, args.tmp / "src") if direction == "enc" else encoded.get(kind)
+            n = args.img_copies if kind == "img" else args.speech_copies
+            src = copies(args.data, KINDS[kind], n, args.tmp / "src", kind == "speechvar") if direction == "enc" else encoded.get(kind)
             if src is None:
                 row = {"run": label, "skipped": "no encode run before it"}
             else:
+                # Each run in a fresh process (workers are forked from a process without CUDA, as in
+                # `nmc batch`); process_s is its whole wall time, importing torch included.
                 dst = args.tmp / f"{kind_dir}-{len(encoded)}-{spec.replace(':', '_')}"
-                row = run(label, src, dst, int(workers), device, rows)
-                if direction == "enc" and rows in (ROWS, 1) and not row["failed"]:
+                t0, cmd = time.perf_counter(), [sys.executable, "-P", __file__, str(args.data), str(args.out), "--one", label, str(src), str(dst), workers, device, str(rows)] + ["--share"] * args.share
+                try:
+                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, left), check=False)
+                    lines = done.stdout.strip().splitlines()
+                    row = json.loads(lines[-1]) if done.returncode == 0 and lines else {"run": label, "failed_run": done.stderr[-600:]}
+                except subprocess.TimeoutExpired:
+                    row = {"run": label, "failed_run": f"cut after {left:.0f} s (the budget)"}
+                row["process_s"] = round(time.perf_counter() - t0, 2)
+                if direction == "enc" and rows in (ROWS, 1) and not row.get("failed", 1):
                     encoded[kind] = dst
         row["at_s"] = round(time.perf_counter() - start, 1)
         with open(args.out, "a") as fo:

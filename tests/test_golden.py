@@ -26,7 +26,7 @@ DATA = Path(__file__).parent / "data"
 HASHES = {  # codec -> sha256 of the decoded indices (int64, little endian) and of the decoded media
     "hificodec": (
         "6fefa2d5857fab2ae8eaa7146755e862bcd6e37c27142fa1d3e4468c90728e99",  # (100 frames, 1 channel, 4 codebooks)
-        "fb561ec29c29be5dda6b332bd165ad43bd355f80bb07bea599c574cc846c36c0",  # float32 (32000, 1), DC blocker of 0.1 s (main 11c5c34)
+        "72bc29e992ebf4440aba1199e2c643ecda4c511cf39d841540e6fb9cf5341918",  # float32 (32000, 1), DC blocker of 0.1 s, silence indices after the end (scale2)
     ),
     "mcquic": (
         "b5c147af26923f58cfb0a0b4f2f563f7dfb98400e17585c4bfbada3e600254b7",  # 180 indices, codebook by codebook

@@ -10,7 +10,8 @@ own. One packet holds one chunk of `chunk_frames` codec frames (hop 320, 30 s) o
 The networks run on windows of `WINDOW_FRAMES` (10 s) with `ENC_CONTEXT` frames of audio on
 both sides (encoder) or `DEC_CONTEXT` frames of the neighbouring indices (decoder, one packet
 of lookahead), both more than the networks' receptive fields, so chunked coding equals
-whole-signal coding and memory stays bounded. Byte layout: docs/FORMAT.md.
+whole-signal coding and memory stays bounded; after the end of the signal the encoder sees
+silence and the decoder the indices of silence (`BUCKET`). Byte layout: docs/FORMAT.md.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ CODEBOOK_SIZE = 1024  # entries per codebook of the shipped model (nominal rates
 CHUNK_FRAMES = 1500  # codec frames per packet (30 s): the coder's ~2 bytes per stream stay < 0.1 %
 WINDOW_FRAMES = 500  # codec frames per network call (10 s): bounds memory whatever the packet size
 ENC_CONTEXT = 10  # frames of audio on each side of a chunk; g_a's receptive field is 8
+BUCKET = 25  # the networks' last window of a signal is padded with silence to a multiple of this (0.5 s)
 DEC_CONTEXT = 12  # frames of indices on each side of a chunk; g_s's receptive field is 11
 SILENCE_DBFS = -57.0  # a frame this quiet (RMS), with SILENCE_HANGOVER quiet frames on each side, is
 SILENCE_HANGOVER = 2  # coded as digital silence: its indices repeat and cost little (the encoder's choice)
@@ -167,11 +169,20 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
 
     def encode_indices(self, model: Model[HiFiCodec], x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
         """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1]),
-        computed `window_frames` at a time."""
+        computed `window_frames` at a time.
+
+        A window that ends where `x` ends gets at least `ENC_CONTEXT` frames of silence after it, up
+        to a multiple of `BUCKET` frames: the signal is silent after its end whatever the window, and
+        windows of clips of similar lengths have one shape, so `nmc batch` can batch them on a GPU.
+        """
         parts = []
         for sub, sa, sb in sub_windows(x, a * HOP, b * HOP, self.window_frames * HOP, ENC_CONTEXT * HOP):
-            (idx,) = self.run("encode", np.ascontiguousarray(sub, np.float32)[None, None], frames=(sa // HOP, sb // HOP), levels=n_cb // GROUPS)
-            parts.append(idx[0].astype(np.int64))
+            n = len(sub) // HOP
+            tail = (ENC_CONTEXT + -(n + ENC_CONTEXT) % BUCKET) * HOP if sb + ENC_CONTEXT * HOP > len(sub) else 0
+            row = np.zeros((1, 1, len(sub) + tail), np.float32)
+            row[0, 0, : len(sub)] = sub
+            (idx,) = self.run("encode", row, levels=n_cb // GROUPS)
+            parts.append(idx[0, :, sa // HOP : sb // HOP].astype(np.int64))
         indices = np.concatenate(parts, axis=1)
         indices[:, silent_frames(x, a, b)] = self.silence_indices(model)[:n_cb, None]
         return indices
@@ -180,19 +191,31 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         """The indices (all codebooks) the encoder gives digital silence, away from any edge."""
         if self._silence is None or self._silence[0] is not model:
             zeros = np.zeros((1, 1, (2 * ENC_CONTEXT + 1) * HOP), np.float32)
-            (idx,) = self.run("encode", zeros, frames=(ENC_CONTEXT, ENC_CONTEXT + 1), levels=model.net.config.levels)
-            self._silence = (model, idx[0, :, 0].astype(np.int64))
+            (idx,) = self.run("encode", zeros, levels=model.net.config.levels)
+            self._silence = (model, idx[0, :, ENC_CONTEXT].astype(np.int64))
         return self._silence[1]
 
     @staticmethod
-    def net_encode(net: HiFiCodec, x: torch.Tensor, frames: tuple[int, int], levels: int) -> torch.Tensor:
-        """Indices `(B, GROUPS * levels, b - a)` of frames a..b of audio windows `(B, 1, T)`."""
-        return net.quantizer.codes_to_indices(net.g_a(x)[..., frames[0] : frames[1]], levels)
+    def net_encode(net: HiFiCodec, x: torch.Tensor, levels: int) -> torch.Tensor:
+        """Indices `(B, GROUPS * levels, T / HOP)` of audio windows `(B, 1, T)`."""
+        return net.quantizer.codes_to_indices(net.g_a(x), levels)
+
+    def decoder_rows(self, window: npt.NDArray[np.int64], b: int) -> npt.NDArray[np.int64]:
+        """The decoder's input `(channels, n_codebooks, F)` for index window `(frames, channels,
+        n_codebooks)` whose frames up to `b` are decoded. As the encoder, the decoder sees silence
+        after the end of the signal (the indices of digital silence, at least `DEC_CONTEXT` frames,
+        up to a multiple of `BUCKET`), so that clips of similar lengths give calls of one shape."""
+        rows = window.transpose(1, 2, 0)
+        if b + DEC_CONTEXT <= len(window):
+            return rows
+        tail = DEC_CONTEXT + -(len(window) + DEC_CONTEXT) % BUCKET
+        silence = self.silence_indices(self.model)[: rows.shape[1], None]
+        return np.concatenate([rows, np.broadcast_to(silence, (*rows.shape[:2], tail))], axis=2)
 
     @staticmethod
-    def net_decode(net: HiFiCodec, indices: torch.Tensor, samples: tuple[int, int]) -> torch.Tensor:
-        """Samples a..b `(B, b - a)` of the audio of index windows `(B, n_codebooks, F)`."""
-        return net.decode(indices)[:, 0, samples[0] : samples[1]].float()
+    def net_decode(net: HiFiCodec, indices: torch.Tensor) -> torch.Tensor:
+        """Samples `(B, F * HOP)` of index windows `(B, n_codebooks, F)`."""
+        return net.decode(indices)[:, 0].float()
 
     def _encode_chunk(self, model: Model[HiFiCodec], window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
         meta, streams = [_META.pack(b - a)], []
@@ -238,8 +261,8 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
             for window, a, b in windows(indices(), fields.chunk_frames, DEC_CONTEXT):
                 gain = np.asarray(gains.popleft(), np.float32)
                 for sub, sa, sb in sub_windows(window, a, b, self.window_frames, DEC_CONTEXT):
-                    (x,) = self.run("decode", sub.transpose(1, 2, 0), samples=(sa * HOP, sb * HOP))  # channels as a batch
-                    out = dc(np.ascontiguousarray(x.T * gain)[:left])
+                    (x,) = self.run("decode", self.decoder_rows(sub, sb))  # channels as a batch
+                    out = dc(np.ascontiguousarray(x[:, sa * HOP : sb * HOP].T * gain)[:left])
                     yield out
                     left -= len(out)
             if left:
