@@ -67,6 +67,8 @@ class _Tables(torch.nn.Module):
     def __init__(self, embed: torch.Tensor, proj: torch.Tensor, fit: FitConfig, codes: torch.Tensor | None):
         super().__init__()
         self.codes = codes  # (K, d) or None
+        self.e_mlp: torch.nn.Module | None
+        self.p_mlp: torch.nn.Module | None
         n, alphabet = embed.shape[0] - 1, proj.shape[1]
         if codes is None or n != alphabet:  # a context of another alphabet (another codebook, a position): free rows
             self.embed = torch.nn.Parameter(embed)
@@ -143,10 +145,10 @@ def fit_context_prior(symbols: np.ndarray, contexts: np.ndarray, alphabet: int, 
     proj = [torch.randn(fit.dim, alphabet, generator=gen) * 0.1 for _ in sizes]
     with torch.random.fork_rng(devices=[]):  # the MLPs' initialisation, seeded, leaving the caller's generator alone
         torch.manual_seed(seed)
-        parts = torch.nn.ModuleList(_Tables(e, p, fit, c) for e, p in zip(embed, proj)).to(fit.device)
+        parts = [_Tables(e, p, fit, c).to(fit.device) for e, p in zip(embed, proj)]
     counts = torch.bincount(y, minlength=alphabet).double() + 0.5
     bias = torch.nn.Parameter((counts / counts.sum()).log().float())
-    opt = torch.optim.Adam([bias, *parts.parameters()], lr=fit.lr)
+    opt = torch.optim.Adam([bias, *(q for t in parts for q in t.parameters())], lr=fit.lr)
     for step in range(fit.steps):
         i = torch.randint(0, len(y), (min(fit.batch, len(y)),), generator=gen).to(fit.device)
         tables = [t.tables() for t in parts]
