@@ -124,7 +124,11 @@ class TestRecoveryFile:
         (tmp_path / "junk.safetensors").write_bytes(b"junk")
         foreign = tmp_path / "foreign.safetensors"
         R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0123456789abcdef", {}, hashes_of(weights))
-        for path, fragment in ((tmp_path / "none.safetensors", "recovery model not found"), (tmp_path / "junk.safetensors", "not a vqgan recovery file"),
+        missing = V.VQGANCodec(weights, recovery_path=tmp_path / "none.safetensors")  # not installed: the nearest-cell copy, said so
+        opened = api.open_file(io.BytesIO(data), recover=True, codec=missing)
+        api.decode(opened)
+        assert f"by nearest (no recovery model installed at {tmp_path / 'none.safetensors'})" in str(opened.recovery_line())
+        for path, fragment in ((tmp_path / "junk.safetensors", "not a vqgan recovery file"),
                                (foreign, "recovery model for network 0123456789abcdef")):  # fmt: skip
             with pytest.raises(CodecNotFoundError, match=fragment):
                 api.decompress(data, recover=True, codec=V.VQGANCodec(weights, recovery_path=path))

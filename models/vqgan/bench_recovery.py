@@ -71,7 +71,8 @@ def main(
     size = codec.setting(setting).codebook_size  # type: ignore[attr-defined]
     if size not in codec.recovery[1]:
         raise typer.BadParameter(f"the recovery model was not trained on the s{size} codebook of {weights}")
-    k = codec.recovery[1][size]  # the model's rung of that codebook
+    k, rec = codec.recovery[1][size], codec.recovery[0]  # the model's rung of that codebook
+    assert rec is not None
     times: dict[str, list[float]] = {"decode with recovery": [], "loss-free decode": [], "fill alone": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -90,11 +91,11 @@ def main(
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            fill(codec.recovery[0], grid, masked, k, steps)
+            fill(rec, grid, masked, k, steps)
         times["fill alone"].append(time.perf_counter() - t0)
-    params = sum(p.numel() for p in codec.recovery[0].parameters()) / 1e6
+    params = sum(p.numel() for p in rec.parameters()) / 1e6
     print(f"{image.name} {px.shape[1]}x{px.shape[0]} ({cells[1]}x{cells[0]} cells), {setting}, {int(mask.sum())} of {n} packets lost "
-          f"({recovered}), {steps} rounds; recovery model {params:.2f} M parameters {codec.recovery[0].args}; {threads} thread(s), best of {repeats}:")  # fmt: skip
+          f"({recovered}), {steps} rounds; recovery model {params:.2f} M parameters {rec.args}; {threads} thread(s), best of {repeats}:")  # fmt: skip
     for name, ts in times.items():
         print(f"  {name}: {min(ts):.3f} s")
 

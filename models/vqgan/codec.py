@@ -137,17 +137,18 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         self.concealment, self.fill_steps = concealment, fill_steps
 
     @cached_property
-    def recovery(self) -> tuple[IndexTransformer, dict[int, int]]:
+    def recovery(self) -> tuple[IndexTransformer | None, dict[int, int]]:
         """The recovery transformer, checked against the network of the installed weights (loaded on first
         lost packet), and the codebooks it can fill: size -> its rung in the model, for each codebook whose
-        codes are the ones it was trained on (the others fall back to the nearest received cell)."""
+        codes are the ones it was trained on (the others fall back to the nearest received cell). No model
+        file: (None, {}), every codebook falls back; a file that is not a model for this network: an error."""
         from nmc.codec.weights import read_weights
 
         from .recovery import codes_hash, load_recovery, network_hash
 
         path = self.recovery_path
-        if path is None or not Path(path).is_file():
-            raise CodecNotFoundError(f"{self.name}: recovery model not found at {path} (it cannot predict lost packets)")
+        if path is None or not Path(path).exists():
+            return None, {}
         try:
             model, network, codebooks = load_recovery(Path(path))
         except ValueError as err:
@@ -177,12 +178,16 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
         if self.concealment == "nearest" or size not in self.recovery[1]:
             return fill_nearest(indices, masked)
+        model = self.recovery[0]
+        assert model is not None  # it covers `size`
         with one_thread():
-            return fill(self.recovery[0], indices, masked, self.recovery[1][size], self.fill_steps)
+            return fill(model, indices, masked, self.recovery[1][size], self.fill_steps)
 
     def concealment_used(self, k: int) -> str:
         """What `conceal` fills codebook k's lost cells with: the recovery model only knows the codebooks it was trained on."""
         size = self.model.net.sizes[k]
+        if self.concealment == "recovery" and self.recovery[0] is None:
+            return f"nearest (no recovery model installed at {self.recovery_path})"
         if self.concealment == "recovery" and size not in self.recovery[1]:
             return f"nearest (the recovery model was not trained on the s{size} codebook)"
         return self.concealment
