@@ -139,7 +139,7 @@ def main(
     cache: Path = Path(""),  # .npz of the encoded indices: reused if it exists, else written
     assemble_only: bool = False,  # write base + rungs without priors (a new --network) and stop
     real_rates: bool = typer.Option(True, help="code the held-out photos at every setting (minutes on the CPU)"),
-    code_tables: bool = typer.Option(True, help="fit each prior's tables as functions of the unit codes (generalises for large codebooks)"),
+    code_tables: bool = True,  # fit each prior's tables as functions of the unit codes (generalises for large codebooks)
 ) -> None:
     t0 = time.time()
     torch.manual_seed(seed)
