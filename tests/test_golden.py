@@ -4,9 +4,9 @@ indices and the same samples or pixels.
 `tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic v2
 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same packets): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
-(rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop at s64.
-Format 2 also pins each codec's
-preset header dictionary (a changed dictionary cannot inflate these headers).
+(rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
+at s64. Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
+these headers).
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the
 decoded hash pins the networks (on this kind of CPU: other vector units may round differently).
 """

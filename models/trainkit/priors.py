@@ -69,6 +69,8 @@ class _Tables(torch.nn.Module):
         self.codes = codes  # (K, d) or None
         self.e_mlp: torch.nn.Module | None
         self.p_mlp: torch.nn.Module | None
+        self.e_res: torch.nn.Parameter | None = None  # the free parts next to the MLPs
+        self.p_res: torch.nn.Parameter | None = None
         n, alphabet = embed.shape[0] - 1, proj.shape[1]
         if codes is None or n != alphabet:  # a context of another alphabet (another codebook, a position): free rows
             self.embed = torch.nn.Parameter(embed)
@@ -95,8 +97,7 @@ class _Tables(torch.nn.Module):
         return embed, proj
 
     def residual_penalty(self) -> torch.Tensor:
-        parts = [r for r in (getattr(self, "e_res", None), getattr(self, "p_res", None)) if r is not None]
-        return sum(((r**2).mean() for r in parts), torch.zeros(()))
+        return sum(((r**2).mean() for r in (self.e_res, self.p_res) if r is not None), torch.zeros(()))
 
 
 def split_files(root: Path, exts: tuple[str, ...], held_out: float, seed: int, budget: Callable[[Path], float] | None = None,

@@ -144,7 +144,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         file: (None, {}), every codebook falls back; a file that is not a model for this network: an error."""
         from nmc.codec.weights import read_weights
 
-        from .recovery import codes_hash, load_recovery, network_hash
+        from .recovery import codebook_hashes, load_recovery, network_hash
 
         path = self.recovery_path
         if path is None or not Path(path).exists():
@@ -157,8 +157,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         ours = network_hash({k: v for k, v in read_weights(Path(self.weights_path)).state.items() if not k.startswith("rungs.")})
         if network != ours:
             raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
-        net = self.model.net
-        covered = {s: model.args.sizes.index(s) for s in net.sizes if s in codebooks and codebooks[s] == codes_hash(net.parts(s)[0].unit_codes())}
+        covered = {s: model.args.sizes.index(s) for s, h in codebook_hashes(self.model.net).items() if codebooks.get(s) == h}
         return model, covered
 
     def concealment_identity(self) -> str:

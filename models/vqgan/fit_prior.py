@@ -102,7 +102,7 @@ def index_source(net: Ladder, lattice: tuple[int, int], device: str = "cpu", cod
         sizes=lambda k: [net.sizes[k]] * 3,
         code=code,
         settings={f"s{s}": [k] for k, s in enumerate(net.sizes)},
-        codes=(lambda k: net.parts(net.sizes[k])[0].unit_codes().detach().cpu().numpy()) if code_tables else None,
+        codes=(lambda k: net.unit_codes(net.sizes[k]).cpu().numpy()) if code_tables else None,
     )
 
 

@@ -51,7 +51,7 @@ def load_network(network: Path, ladder: Path | None) -> tuple[Ladder, dict[int, 
     else:  # a base export (train.py --export): no rungs
         net = Ladder.from_state_dict(w.state, {**w.args, "rungs": [], "rung_decoders": []})
     labels: dict[int, torch.Tensor] = {}
-    codebooks = {s: net.parts(s)[0].unit_codes().detach() for s in net.sizes}
+    codebooks = {s: net.unit_codes(s) for s in net.sizes}
     if ladder is not None:
         with safe_open(str(ladder), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118

@@ -323,6 +323,10 @@ class Ladder(VQGAN):
         rung = cast(Rung, self.rungs[str(size)])
         return rung.vq, rung.g_s or self.g_s
 
+    def unit_codes(self, size: int) -> Tensor:
+        """The codebook of `size` codes on the unit sphere `[size, d]`, detached (what priors and recovery key on)."""
+        return self.parts(size)[0].unit_codes().detach()
+
     @torch.no_grad()
     def features(self, x: Tensor) -> Tensor:
         """Image `[B, 3, H, W]` in [0, 1], any size -> encoder features `[B, C, ceil(H/16), ceil(W/16)]` (every rung's input)."""

@@ -136,7 +136,7 @@ def codes_hash(codes: Tensor) -> str:
 
 def codebook_hashes(net: Ladder) -> dict[int, str]:
     """`codes_hash` of every codebook of a vqgan network (what a recovery model made for it records)."""
-    return {s: codes_hash(net.parts(s)[0].unit_codes()) for s in net.sizes}
+    return {s: codes_hash(net.unit_codes(s)) for s in net.sizes}
 
 
 def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str]) -> None:
