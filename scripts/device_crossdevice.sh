@@ -19,14 +19,7 @@
 # A dry run on a CPU machine: DEV=cpu PY=.venv/bin/python INSTALL=0 OUT=/tmp/dry SMALL=1 bash scripts/device_crossdevice.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out} DEV=${DEV:-cuda} PY=${PY:-python3} SMALL=${SMALL:-0} TOTAL=${TOTAL:-450}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-T0=$SECONDS
-at() { echo "== $1 at $((SECONDS - T0)) s"; }
-source scripts/device_setup.sh
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
-  $PY -P -c 'import torch, nmc.codec.registry as r; print(torch.__version__, torch.version.cuda, list(r.available()))'; } | tee "$OUT/env.txt"
-at installed
+source scripts/device_setup.sh  # log, timer, install, env.txt
 
 # 1. Cross-device quality, and batched = one at a time on the GPU (the dev files, batched on 8 workers).
 # crossdevice.json is rewritten after each file (photos and clips alternate), so a time limit keeps what is done.

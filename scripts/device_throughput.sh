@@ -17,14 +17,7 @@
 #   DEV=cpu PY=.venv/bin/python INSTALL=0 OUT=/tmp/dry SMALL=1 bash scripts/device_throughput.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/out} DEV=${DEV:-cuda} PY=${PY:-python3} SMALL=${SMALL:-0} TOTAL=${TOTAL:-450}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/log.txt") 2>&1
-T0=$SECONDS
-at() { echo "== $1 at $((SECONDS - T0)) s"; }
-source scripts/device_setup.sh
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc
-  $PY -P -c 'import torch, nmc.codec.registry as r; print(torch.__version__, torch.version.cuda, list(r.available()))'; } | tee "$OUT/env.txt"
-at installed
+source scripts/device_setup.sh  # log, timer, install, env.txt
 
 # 1. The tests' CUDA halves (skipped on the CPU machines).
 timeout 40 $PY -P -m pytest -q -p no:cacheprovider -k cuda tests/test_device.py tests/test_netcall.py > "$OUT/pytest.txt" 2>&1
