@@ -14,7 +14,7 @@ MAPS=${MAPS:-.data/gpu_recovery/vqgan_maps.safetensors}
 NGPU=$(nvidia-smi -L | wc -l)
 mkdir -p "$OUT" .ckpt
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl_vq}"/*.whl || exit 1
+if [ "${INSTALL:-1}" = 1 ]; then python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl_vq}"/*.whl || exit 1; fi
 mkdir -p /tmp/nmcpkg/nmc && cp nmc/__init__.py /tmp/nmcpkg/nmc/
 for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
 export PYTHONPATH=/tmp/site:/tmp/nmcpkg

@@ -16,7 +16,7 @@ NGPU=$(nvidia-smi -L | wc -l)
 mkdir -p "$OUT" .ckpt
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 # WHL: the wheel folder carried (default .whl; a vqgan-only call needs just constriction, e.g. .whl_vq)
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1
+if [ "${INSTALL:-1}" = 1 ]; then python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1; fi
 # nmc is not pip-installed there: expose the repo folders as the nmc.* packages.
 mkdir -p /tmp/nmcpkg/nmc && cp nmc/__init__.py /tmp/nmcpkg/nmc/
 for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done

@@ -33,7 +33,7 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if command -v nvidia-smi > /dev/null; then
   NGPU=$(nvidia-smi -L | wc -l) DEVICE=cuda
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1
+  [ "${INSTALL:-1}" = 1 ] && { $PY -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1; }
   mkdir -p /tmp/nmcpkg/nmc && cp nmc/__init__.py /tmp/nmcpkg/nmc/  # nmc is not installed there: the repo's folders as nmc.*
   for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
   export PYTHONPATH=/tmp/site:/tmp/nmcpkg:$PWD/.data/gpu_stlpips
