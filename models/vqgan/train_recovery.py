@@ -42,9 +42,11 @@ LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets o
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def masks(b: int, h: int, w: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
-    """`[b, h, w]` bool: per crop a share in [lo, hi] masked, as lost packets of a lattice (half) or single cells."""
-    ratio = lo + (hi - lo) * torch.rand(b, 1, 1, generator=gen)
+def masks(b: int, h: int, w: int, lo: float, hi: float, gen: torch.Generator, focus: float = 0.0, focus_hi: float = 0.5) -> torch.Tensor:
+    """`[b, h, w]` bool: per crop a share masked, as lost packets of a lattice (half) or single cells; the share
+    is uniform in [lo, focus_hi] for a `focus` share of the crops (the losses decoding meets), else in [lo, hi]."""
+    top = torch.where(torch.rand(b, 1, 1, generator=gen) < focus, min(focus_hi, hi), hi)
+    ratio = lo + (top - lo) * torch.rand(b, 1, 1, generator=gen)
     cells = torch.rand(b, h, w, generator=gen) < ratio
     a, c = LATTICES[int(torch.randint(len(LATTICES), (), generator=gen))]
     y, x = torch.arange(h)[:, None], torch.arange(w)[None]
@@ -65,9 +67,7 @@ def batch_of(maps: list[torch.Tensor], n: int, max_side: int, min_side: int, gen
     h, w = min(h, *(maps[i].shape[0] for i in ids)), min(w, *(maps[i].shape[1] for i in ids))
     crops = []
     for i in ids:
-        m = maps[i]
-        if torch.rand((), generator=gen) < 0.5:
-            m = m.flip(1)
+        m = maps[i]  # no flips here: a flipped index map is not the flipped photo's map (the maps hold those)
         top, left = (int(torch.randint(d - s + 1, (), generator=gen)) for d, s in zip(m.shape, (h, w)))
         crops.append(m[top : top + h, left : left + w])
     origin = (int(torch.randint(max_side - h + 1, (), generator=gen)), int(torch.randint(max_side - w + 1, (), generator=gen)))
@@ -121,6 +121,7 @@ def main(
     code_scale: float = 0.5,  # a fresh model's token embeddings: this times the unit codes (first code_dim dims)
     mask_min: float = 0.05,  # share of masked cells per crop: uniform in [mask_min, mask_max]
     mask_max: float = 0.99,
+    mask_focus: float = 0.7,  # share of crops whose masked share is drawn from [mask_min, 0.5] instead
     holdout: int = 6,  # photos (evenly spaced) whose maps are kept for the final evaluation
     lr: float = 5e-4,  # peak AdamW learning rate
     min_lr_frac: float = 0.05,
@@ -212,7 +213,7 @@ def main(
         gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
         k = int(torch.randint(len(sizes), (), generator=gen))
         x, origin = batch_of(train[sizes[k]], batch, args.max_side, min(min_side, args.max_side), gen)  # args: the checkpoint's on resume
-        m = masks(x.shape[0], x.shape[1], x.shape[2], mask_min, mask_max, gen).to(device)
+        m = masks(x.shape[0], x.shape[1], x.shape[2], mask_min, mask_max, gen, mask_focus).to(device)
         for g in opt.param_groups:
             g["lr"] = sched(step, warm_from)
         with rt.autocast():
