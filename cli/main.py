@@ -148,7 +148,7 @@ def batch(
     jobs = B.plan(src, dst)
     results: list[B.Result] = []
     stop: KeyboardInterrupt | None = None
-    network: dict[str, int] = {}
+    network: dict[str, float] = {}  # the shared network's calls, batches and times (B.run)
     start = time.perf_counter()
     if executor == "ray":
         from nmc.codec import batch_ray

@@ -18,6 +18,7 @@ import multiprocessing
 import sys
 import os
 import signal
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -132,33 +133,55 @@ def _init_worker(server: tuple[str, bytes] | None = None) -> None:
         connect(*server)
 
 
-def _shape(job: Job) -> tuple[int, ...]:
-    """What decides the shape of a job's network calls, from its header: (1, height, width) of a
-    photo, (0, frames at 50 Hz) of a clip, else (-1, bytes). Sorting by it puts files of one size
-    in flight together."""
+def _probe(job: Job, codec: str) -> tuple[str | None, tuple[int, ...]]:
+    """The codec that will code `job` (None: unknown) and what decides the shape of its network
+    calls, from its header: (1, height, width) of a photo, (0, frames at 50 Hz) of a clip, else
+    (-1, bytes). Sorting by the shape puts files of one size in flight together."""
+    name = None
     try:
         if job.decode:
             from .api import open_file
 
             with open(job.src, "rb") as fo:
-                m = open_file(fo).header.media
+                header = open_file(fo).header
+            name, m = header.codec, header.media
             if m.get("kind") == "image":
-                return 1, int(m["height"]), int(m["width"])
+                return name, (1, int(m["height"]), int(m["width"]))
             if m.get("kind") == "audio":
-                return 0, int(m["frames"]) * 50 // int(m["sample_rate"])
-        elif job.src.suffix.lower() in M.IMAGE_SUFFIXES:
+                return name, (0, int(m["frames"]) * 50 // int(m["sample_rate"]))
+            return name, (-1, job.src.stat().st_size)
+        from .registry import codec_for_media
+
+        kind = M.media_kind(job.src)
+        name = codec_for_media(kind) if codec == "auto" else codec
+        if kind == "image":
             from PIL import Image
 
             with Image.open(job.src) as im:  # reads the header only
-                return 1, im.height, im.width
-        elif job.src.suffix.lower() in M.AUDIO_SUFFIXES:
+                return name, (1, im.height, im.width)
+        if kind == "audio":
             import soundfile as sf
 
             info = sf.info(str(job.src))
-            return 0, info.frames * 50 // info.samplerate
-        return -1, job.src.stat().st_size if job.src.is_file() else 0
+            return name, (0, info.frames * 50 // info.samplerate)
+        return name, (-1, job.src.stat().st_size if job.src.is_file() else 0)
     except Exception:  # noqa: BLE001 - an unreadable file fails when it runs, not here
-        return -1, 0
+        return name, (-1, 0)
+
+
+def _load(names: tuple[str, ...]) -> None:
+    """Load the networks and priors of codecs `names` in this process, so that forked workers have
+    them (and the shared network only moves them to its device); an error is left to the jobs."""
+    from .interface import NeuralCodec
+    from .registry import get_codec
+
+    for name in names:
+        try:
+            codec = get_codec(name)
+            if isinstance(codec, NeuralCodec):
+                codec.model  # noqa: B018
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _result(f: Future[Result], job: Job) -> Result:
@@ -209,7 +232,7 @@ def run(
     device: str = "cpu",
     batch_size: int = 16,
     share_network: bool | None = None,
-    stats: dict[str, int] | None = None,
+    stats: dict[str, float] | None = None,
 ) -> Generator[Result, None, None]:
     """Run jobs, yielding results as they finish (in completion order).
 
@@ -223,10 +246,14 @@ def run(
         batch_size (int): most rows (photos, tiles, audio windows) per call of a shared network.
         share_network (bool): workers send their network calls to this process, which batches
             them (default: when the device is a GPU and there are several workers).
-        stats (dict): filled with the shared network's `calls` and `batches` when it ends.
+        stats (dict): filled with the shared network's `calls`, `batches` and `busy_s` (seconds
+            running batches) when it ends, and the seconds after this call when it started
+            (`started_s`), had CUDA and the networks ready (`warm_s`) and got its first call
+            (`first_call_s`).
     """
     from .api import use_device
 
+    start = time.perf_counter()
     dirs = {j.dst.parent for j in jobs}
     if resume:
         remove_stale_temps(dirs)
@@ -236,17 +263,23 @@ def run(
         for job in jobs:
             yield run_job(job, *args)
         return
-    server = Server(device, batch_size, start=False) if (device != "cpu" if share_network is None else share_network) else None
-    # With a shared network, files of one size are in flight together, so their calls have one
-    # shape and share batches (calls of other shapes run one after another); largest first.
-    todo = deque(sorted(jobs, key=_shape, reverse=True) if server is not None else jobs)
+    todo = deque(jobs)
+    server = None
+    if device != "cpu" if share_network is None else share_network:
+        # Files of one size are in flight together, so their calls have one shape and share
+        # batches (calls of other shapes run one after another); largest first. The codecs' models
+        # are loaded before the workers fork (they inherit them), and the server moves them to
+        # its device as soon as it starts, while the workers read their first files.
+        probes = {job: _probe(job, codec) for job in jobs}
+        todo = deque(sorted(jobs, key=lambda job: probes[job][1], reverse=True))
+        names = tuple(sorted({c for c, _ in probes.values() if c}))
+        _load(names)
+        server = Server(device, batch_size, start=False, codecs=names)
     inflight: dict[Future[Result], Job] = {}
     pool: _Workers | None = None
     try:
         while todo or inflight:
             pool = pool or _Workers(workers, server)
-            if server is not None:
-                server.start()  # after the first fork: a child gets no copy of a running thread
             try:
                 while todo and len(inflight) < workers:
                     inflight[pool.pool.submit(run_job, todo[0], *args)] = todo[0]
@@ -256,6 +289,8 @@ def run(
                     pool.stop()
                     pool = None
                     continue
+            if server is not None:
+                server.start()  # after the first fork (a child gets no copy of a running thread) and the first jobs
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
             results = [_result(f, inflight.pop(f)) for f in done]
             if any(r.error == WORKER_DIED for r in results):
@@ -272,4 +307,5 @@ def run(
         if server is not None:
             server.close()
             if stats is not None:
-                stats.update(calls=server.calls, batches=server.batches)
+                stats.update(calls=server.calls, batches=server.batches, busy_s=round(server.busy, 3))
+                stats.update({f"{k}_s": round(t - start, 3) for k, t in server.times.items()})

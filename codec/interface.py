@@ -138,6 +138,11 @@ class NeuralCodec(Codec, Generic[N]):
     `nmc --help` and `nmc models` stay fast. The codec supplies `build_net` and the context
     alphabets its priors must have (`prior_contexts`, and `prior_alphabets` when codebooks differ in size)."""
 
+    # Rows of every GPU call of `net_<fn>` (`netcall.run_on`; default `netcall.GPU_ROWS`): a call
+    # costs about what its rows cost, and one file's call is padded to them. Fixed per function,
+    # so a row never depends on how many files shared its call.
+    gpu_rows: ClassVar[dict[str, int]] = {}
+
     def __init__(self, weights_path: Path | None = None) -> None:
         if weights_path is not None:
             self.weights_path = Path(weights_path)

@@ -9,12 +9,15 @@ device (the GPU), and sends each worker its rows; while it runs, the next calls 
 batches fill by themselves when the workers keep the GPU busy. A row's numbers do not depend on
 the batch it came in (`run_on`), so batched coding writes the same bytes as coding one file at a
 time on the same device: tests check it on the CPU, scripts/device_crossdevice.sh on a GPU.
+The server starts CUDA and loads the networks it will run as soon as it starts, while the
+workers read their first files.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+import time
 from multiprocessing.connection import Client, Connection, Listener, wait
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,7 +26,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .interface import NeuralCodec
 
-GPU_ROWS = 16  # rows of every network call on a GPU (the batch of `nmc batch`; one file's call is padded)
+GPU_ROWS = 16  # rows of a network call on a GPU (one file's call is padded), unless the codec says (`gpu_rows`)
 Runner = Callable[..., tuple[np.ndarray, ...]]  # run(fn, *arrays, **static), as `NeuralCodec.run`
 Request = tuple[str, str, tuple[tuple[str, Any], ...], tuple[np.ndarray, ...]]  # codec, fn, static, arrays
 _client: Connection | None = None  # set in the workers of a shared network
@@ -45,18 +48,26 @@ def call(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], stati
 
 def run_here(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> tuple[np.ndarray, ...]:
     """`net_<fn>` of `codec` on the codec's device."""
-    return run_on(codec.model.net, codec.device, getattr(codec, f"net_{fn}"), arrays, static)
+    return run_on(codec.model.net, codec.device, getattr(codec, f"net_{fn}"), arrays, static, rows_per_call(codec, fn))
 
 
-def run_on(net: Any, device: str, fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> tuple[np.ndarray, ...]:
+def rows_per_call(codec: NeuralCodec[Any], fn: str) -> int:
+    """The rows of every GPU call of `net_<fn>`: the codec's choice (`gpu_rows`), else `GPU_ROWS`."""
+    return codec.gpu_rows.get(fn, GPU_ROWS)
+
+
+def run_on(
+    net: Any, device: str, fn: Callable[..., Any], arrays: tuple[np.ndarray, ...], static: dict[str, Any], rows: int | None = None
+) -> tuple[np.ndarray, ...]:
     """`fn(net, *tensors, **static)` on `device`, on one thread (`one_thread`: the same numbers anywhere).
 
     A row's numbers must not depend on the batch it came in: oneDNN and cuDNN choose kernels by
     the batch size, and kernels round differently. So on the CPU each row runs alone (batching
-    gains little there), and on a GPU every call runs on exactly `GPU_ROWS` rows, zero rows added.
+    gains little there), and on a GPU every call runs on exactly `rows` rows (default `GPU_ROWS`),
+    zero rows added.
     """
     n = len(arrays[0])
-    size = 1 if device == "cpu" else GPU_ROWS
+    size = 1 if device == "cpu" else rows or GPU_ROWS
     if n != size:
         pad = -n % size
         padded = [np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) if pad else a for a in arrays]
@@ -87,10 +98,11 @@ def connect(address: str, authkey: bytes) -> None:
 
 class Server:
     """Runs the networks of the installed codecs on `device` for the workers that `connect`, in
-    batches of up to `max_rows` rows. Its thread stops with `close`."""
+    batches of up to `max_rows` rows; `codecs`: those to load onto the device at the start (the
+    others load at their first call). Its thread stops with `close`."""
 
-    def __init__(self, device: str, max_rows: int = GPU_ROWS, start: bool = True) -> None:
-        self.device, self.max_rows = device, max(1, max_rows)
+    def __init__(self, device: str, max_rows: int = GPU_ROWS, start: bool = True, codecs: tuple[str, ...] = ()) -> None:
+        self.device, self.max_rows, self.codecs = device, max(1, max_rows), codecs
         self.authkey = secrets.token_bytes(16)
         self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
         self.address: str = self._listener.address  # a path for AF_UNIX
@@ -99,6 +111,8 @@ class Server:
         self._stop = threading.Event()
         self._ready: set[str] = set()  # codecs moved to the device
         self.calls = self.batches = 0  # served calls and network runs: calls / batches is the mean batch
+        self.busy = 0.0  # seconds spent running batches
+        self.times: dict[str, float] = {}  # time.perf_counter() when it "started", was "warm", got its "first_call"
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._accept, self._serve)]
         if start:
             self.start()
@@ -128,14 +142,33 @@ class Server:
                 self._conns.remove(conn)
         conn.close()
 
-    def _serve(self) -> None:
-        if self.device != "cpu":  # start CUDA while the workers read their first files
-            try:
-                import torch
+    def _warm_up(self) -> None:
+        """Start CUDA, load the libraries of its first convolutions and products, and load the
+        networks of `codecs` onto the device, while the workers read their first files (an error
+        here is left to the first call to report)."""
+        import torch
 
-                torch.zeros(1, device=self.device)
-            except Exception:  # noqa: BLE001 - the first call reports it
-                pass
+        from .interface import NeuralCodec
+        from .registry import get_codec
+        from .threads import one_thread
+
+        try:
+            if self.device != "cpu":
+                with torch.inference_mode(), one_thread():
+                    x = torch.zeros(1, 1, 8, 8, device=self.device)
+                    torch.nn.functional.conv2d(x, x[..., :3, :3])
+                    torch.nn.functional.conv1d(x[0], x[0, ..., :3])
+                    torch.bmm(x[0], x[0]).cpu()
+            for name in self.codecs:
+                if not self._stop.is_set() and isinstance(get_codec(name), NeuralCodec):
+                    self._codec(name).model  # noqa: B018  (loads it onto the device)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _serve(self) -> None:
+        self.times["started"] = time.perf_counter()
+        self._warm_up()
+        self.times["warm"] = time.perf_counter()
         while not self._stop.is_set():
             with self._lock:
                 conns = list(self._conns)
@@ -149,6 +182,8 @@ class Server:
                     requests.append((conn, conn.recv()))
                 except (EOFError, OSError):  # the worker died or was stopped
                     self._drop(conn)
+            if requests:
+                self.times.setdefault("first_call", time.perf_counter())
             groups: dict[Any, list[tuple[Connection, Request]]] = {}
             for conn, (name, fn, static, arrays) in requests:
                 key = (name, fn, static, tuple((a.shape[1:], a.dtype.str) for a in arrays))
@@ -173,9 +208,11 @@ class Server:
 
     def _run(self, batch: list[tuple[Connection, Request]]) -> None:
         name, fn, static, _ = batch[0][1]
+        start = time.perf_counter()
         try:
             arrays = tuple(np.concatenate(parts) for parts in zip(*(r[3] for _, r in batch)))
             out = run_here(self._codec(name), fn, arrays, dict(static))
+            self.busy += time.perf_counter() - start
         except Exception as err:  # noqa: BLE001 - the caller's error (a damaged file's indices, say)
             if len(batch) > 1:  # only the call that fails alone gets the error
                 for one in batch:
@@ -196,14 +233,15 @@ class Server:
             self._drop(conn)
 
     def close(self) -> None:
-        self.start()  # (the threads' loops end at once)
         self._stop.set()
-        try:
-            Client(self.address, authkey=self.authkey).close()  # wakes the accepting thread
-        except OSError:
-            pass
-        self._threads[1].join()
+        if self.started:
+            try:
+                Client(self.address, authkey=self.authkey).close()  # wakes the accepting thread
+            except OSError:
+                pass
+            self._threads[1].join()
         self._listener.close()
-        self._threads[0].join(1)
+        if self.started:
+            self._threads[0].join(1)
         for conn in list(self._conns):
             conn.close()

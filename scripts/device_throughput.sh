@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# One device call on one H200 (issue 13, after call 3 of 2026-12-02), at most 8 minutes: `nmc batch` throughput
-# with forked workers, size-ordered jobs and hificodec's bucketed windows; whether a row's numbers depend on
-# its batch on this GPU; the cross-device check again (hificodec's encoder and decoder changed at the end of a clip).
+# One device call on one H200 (issue 13, after call 4 of 2026-12-02), at most 8 minutes: `nmc batch` throughput
+# with mcquic's 4-row GPU calls (16 before), the server loading CUDA and the networks while the workers start,
+# and where the start-up goes; the cross-device check and batched = one at a time again (mcquic's calls changed).
 # Results in $OUT (6 files):
 #   env.txt            GPU, torch, CPU count
 #   pytest.txt         the CUDA halves of tests/test_device.py and tests/test_netcall.py
 #   crossdevice.json   scripts/crossdevice.py: GPU <-> CPU quality deltas, max differences, batched = one at a time
-#   rows.jsonl         scripts/gpu_rows.py: per network function, rows equal to the 16-row batch's at batch
-#                      sizes 1-32, and seconds per call (what a padded lone call costs)
+#   rows.jsonl         scripts/gpu_rows.py: per network function, rows equal to those of a call of the function's
+#                      rows (mcquic 4, hificodec 16) at batch sizes 1-16, and seconds per call
 #   throughput.jsonl   scripts/throughput.py: each run a fresh process; 512 photos / 1152 clips (speech: 64 copies
-#                      of each dev clip, speechvar: 64 copies cut to 64 lengths, as a real directory) on 16
-#                      and 32 workers (GPU, then CPU), files/s whole run and started, rows per GPU call, process s
+#                      of each dev clip, speechvar: 64 copies cut to 64 lengths, as a real directory; x4: 4 times
+#                      as many) on 16 workers (12 for one run), files/s whole run and started, rows per GPU call,
+#                      time to the first file, server start / warm / first call, server busy s, CPU s, process s;
+#                      rowsN: every call N rows (rows16: as in call 4, the A/B of mcquic's 4 rows)
 #   log.txt            everything printed
 # Carry [".whl", ".data/gpu_dev"] (from scripts/stage_crossdevice.sh; 5 MiB beside the tree).
 # A dry run on a CPU machine (the shared network forced on the CPU):
@@ -31,14 +33,16 @@ timeout 90 $PY -P scripts/crossdevice.py .data/gpu_dev "$OUT/crossdevice.json" -
 at crossdevice
 
 # 3. A row's numbers against its batch size, and the cost of a call.
-if [ "$SMALL" = 1 ]; then SIZES=1,2; else SIZES=1,2,4,8,16,32; fi
+if [ "$SMALL" = 1 ]; then SIZES=1,2; else SIZES=1,2,4,8,16; fi
 timeout 60 $PY -P scripts/gpu_rows.py .data/gpu_dev "$OUT/rows.jsonl" --device "$DEV" --sizes $SIZES
 at rows
 
-# 4. nmc batch throughput in the time left (the call ends by TOTAL s); runs stop starting when the budget is spent.
-if [ "$SMALL" = 1 ]; then COPIES="--img-copies 1 --speech-copies 1 --share" W=2 W2=3; else COPIES="--img-copies 64 --speech-copies 64" W=16 W2=32; fi
-# Workers wait for the GPU part of each file's time, so twice as many workers as cores may keep both busy (W2).
-RUNS="speech-enc:$W,speech-dec:$W,speechvar-enc:$W,speechvar-dec:$W,img-enc:$W,img-dec:$W,img-enc:$W2,img-dec:$W2,speechvar-dec:$W2,speech-enc:$W:cpu,img-dec:$W:cpu,speech-dec:$W:rows32"
+# 4. nmc batch throughput in the time left (the call ends by TOTAL s); runs stop starting when the budget is spent,
+# so the runs come in the order they matter: call 4's six, the A/B of mcquic's rows, hificodec's decoder on 8-row
+# calls (6.8 ms against 10.3 for 16 in call 4), fewer workers than cores, then a directory 4 times larger (how
+# much of the whole-run rate is start-up).
+if [ "$SMALL" = 1 ]; then COPIES="--img-copies 1 --speech-copies 1 --share" W=2 W3=1; else COPIES="--img-copies 64 --speech-copies 64" W=16 W3=12; fi
+RUNS="speech-enc:$W,speech-dec:$W,speechvar-enc:$W,speechvar-dec:$W,img-enc:$W,img-dec:$W,img-enc:$W:rows16,img-dec:$W:rows16,speech-dec:$W:rows8,img-dec:$W3,speech-enc:$W:x4,speech-dec:$W:x4"
 BUDGET=$((TOTAL - (SECONDS - T0) - 30))
 rm -rf /tmp/nmc_throughput
 timeout $((BUDGET + 25)) $PY -P scripts/throughput.py .data/gpu_dev "$OUT/throughput.jsonl" --device "$DEV" --budget "$BUDGET" $COPIES --runs "$RUNS"

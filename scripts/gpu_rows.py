@@ -1,12 +1,13 @@
 """Does a row's result depend on the batch it runs in, on this device, and what does a call cost?
 
-`nmc batch` pads every GPU call to `netcall.GPU_ROWS` rows so that a row never depends on its batch
-(oneDNN and cuDNN choose kernels by batch size; on the CPU a 64x96 crop differed in ULPs between
-batch 1 and 3). The padding costs a full batch for a lone call. This probe runs each network
-function of the shipped codecs on batches of 1, 2, 4, 8, 16 and 32 real rows (`--sizes`) (the dev photos and
-1-s windows of the dev clips) and reports, per batch size, how many rows equal the same rows of
-the 16-row batch bit for bit, the largest difference, and the median seconds per call (3 runs
-after a warm-up), as JSON lines.
+`nmc batch` pads every GPU call of a network function to its rows (`netcall.rows_per_call`: the
+codec's `gpu_rows`, else `netcall.GPU_ROWS`) so that a row never depends on its batch (oneDNN and
+cuDNN choose kernels by batch size; on the CPU a 64x96 crop differed in ULPs between batch 1 and
+3). The padding costs a full call for a lone file. This probe runs each network function of the
+shipped codecs on batches of 1, 2, 4, 8, 16 and 32 real rows (`--sizes`) (the dev photos and 2-s
+windows of the dev clips) and reports, per batch size, how many rows equal the same rows of a
+call of the function's rows bit for bit, the largest difference, and the median seconds per call
+(3 runs after a warm-up), as JSON lines.
 
     python -P scripts/gpu_rows.py DATA OUT.jsonl --device cuda
 """
@@ -54,7 +55,8 @@ def clip_rows(folder: Path, n: int, seconds: float = 2.0) -> np.ndarray:
 def probe(name: str, fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any], device: str, sizes: list[int]) -> dict[str, Any]:
     codec = get_codec(name)
     net, call = codec.model.net, getattr(codec, f"net_{fn}")  # type: ignore[attr-defined]
-    k = 16 if 16 in sizes else max(sizes)  # the reference batch
+    rows = netcall.rows_per_call(codec, fn)  # type: ignore[arg-type]
+    k = rows if rows in sizes else max(sizes)  # the reference batch: a call of `nmc batch`
     ref = netcall._run(net, device, call, tuple(a[:k] for a in arrays), static)
     out: dict[str, Any] = {"codec": name, "fn": fn, "row_shapes": [list(a.shape[1:]) for a in arrays], "device": device, "sizes": {}}
     for n in sizes:

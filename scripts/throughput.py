@@ -1,20 +1,26 @@
-"""Throughput of `nmc batch` (the library's `batch.run`) for scripts/device_crossdevice.sh and the CPU rows.
+"""Throughput of `nmc batch` (the library's `batch.run`) for scripts/device_throughput.sh and the CPU rows.
 
 Each run codes a directory of copies (links) of the dev photos or clips and prints one JSON line:
 files, wall seconds, files/s and media/s (megapixels or seconds of audio) over the whole run and
 once started (first to last finished file: the workers' start-up left out), the mean rows per
-call of the shared network, and the whole process's seconds (each run is a fresh process, as an
-`nmc batch` command is). Runs are skipped, not cut, when fewer than `--min-left` seconds of the
-`--budget` remain, so the call that runs this always returns.
+call of the shared network, where the start-up went (seconds after the run's start: the first
+file done, `server_s`: the server thread started, had CUDA and the networks ready, got its first
+call), the seconds the server spent running batches, the CPU seconds of the run (this process
+and its workers) and the whole process's seconds (each run is a fresh process, as an `nmc batch`
+command is). Runs are skipped, not cut, when fewer than `--min-left` seconds of the `--budget`
+remain, so the call that runs this always returns.
 
     python -P scripts/throughput.py DATA OUT.jsonl --device cuda --budget 240 \
-        --runs img-enc:16,img-dec:16,img-enc:4,img-enc:16:rows32,img-enc:16:cpu,...
+        --runs img-enc:16,img-dec:16,img-enc:4,img-enc:16:rows16,img-enc:16:cpu,...
+
+`rowsN`: every GPU call has N rows (the codecs' own `gpu_rows` off), to compare with their sizes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import subprocess
 import sys
@@ -23,9 +29,9 @@ from pathlib import Path
 
 from nmc.codec import batch as B
 from nmc.codec import netcall
+from nmc.codec.registry import available
 
 KINDS = {"img": "images", "speech": "speech", "speechvar": "speech"}  # speechvar: copies of distinct lengths
-ROWS = netcall.GPU_ROWS  # the rows of every GPU call in nmc batch (other counts: speed only)
 
 
 def copies(data: Path, kind: str, n: int, root: Path, distinct: bool = False) -> Path:
@@ -49,12 +55,15 @@ def copies(data: Path, kind: str, n: int, root: Path, distinct: bool = False) ->
     return out
 
 
-def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int, share: bool | None = None) -> dict[str, object]:
+def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int | None, share: bool | None = None) -> dict[str, object]:
     shutil.rmtree(dst, ignore_errors=True)
-    netcall.GPU_ROWS = rows  # the server runs in this process; rows other than 16 may change a few indices
-    jobs, stats = B.plan(src, dst), {"calls": 0, "batches": 0}
+    if rows is not None:  # every GPU call `rows` rows, the codecs' own sizes off (the server runs in this process)
+        netcall.GPU_ROWS = rows
+        for cls in available().values():
+            cls.gpu_rows = {}  # type: ignore[attr-defined]
+    jobs, stats = B.plan(src, dst), {"calls": 0.0, "batches": 0.0}
     t0, stamps, amount, failed = time.perf_counter(), [], 0.0, []
-    for r in B.run(jobs, workers=workers, device=device, batch_size=rows, share_network=share, stats=stats):
+    for r in B.run(jobs, workers=workers, device=device, batch_size=max(rows or 0, netcall.GPU_ROWS), share_network=share, stats=stats):
         stamps.append(time.perf_counter())
         if r.status != "done" or r.summary is None:
             failed.append(f"{r.job.src.name}: {r.error}")
@@ -64,11 +73,15 @@ def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int, 
     wall = time.perf_counter() - t0
     started = stamps[-1] - stamps[0] if len(stamps) > 1 else float("nan")
     unit = "MP/s" if label.startswith("img") else "x realtime"
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]  # the workers are reaped by now
+    server = {k[:-2]: round(stats[k], 2) for k in ("started_s", "warm_s", "first_call_s") if k in stats}  # seconds after the start
     return {
-        "run": label, "workers": workers, "device": device, "rows": rows, "files": len(stamps), "failed": len(failed), "errors": failed[:3],
+        "run": label, "workers": workers, "device": device, "rows": rows or ("codec" if device != "cpu" else 1), "files": len(stamps), "failed": len(failed), "errors": failed[:3],
         "wall_s": round(wall, 2), "files_per_s": round(len(stamps) / wall, 2), "speed": round(amount / wall, 1),
         "files_per_s_started": round((len(stamps) - 1) / started, 2), "speed_started": round(amount * (len(stamps) - 1) / len(stamps) / started, 1),
         "unit": unit, "mean_rows_per_call": round(stats["calls"] / stats["batches"], 2) if stats["batches"] else None,
+        "first_file_s": round(stamps[0] - t0, 2) if stamps else None, "cpu_s": round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
+        "server_s": server, "server_busy_s": round(stats["busy_s"], 2) if "busy_s" in stats else None,
     }  # fmt: skip
 
 
@@ -81,29 +94,31 @@ def main() -> None:
     ap.add_argument("--speech-copies", type=int, default=64, help="copies of each clip (18 dev clips, 61 s: 1152 files, 65 min)")
     ap.add_argument("--budget", type=float, default=240, help="seconds for all runs")
     ap.add_argument("--min-left", type=float, default=25, help="start no run with less time left")
-    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN], KIND img, speech or speechvar, comma-separated")
+    ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN][:xK], KIND img, speech or speechvar (xK: K times the copies), comma-separated")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
     ap.add_argument("--share", action="store_true", help="share one network on the CPU too (a dry run of the GPU path)")
     ap.add_argument("--one", nargs=6, metavar=("LABEL", "SRC", "DST", "WORKERS", "DEVICE", "ROWS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:  # one run in this fresh process, as one `nmc batch` command would be
         label, src, dst, workers, device, rows = args.one
-        print(json.dumps(run(label, Path(src), Path(dst), int(workers), device, int(rows), True if args.share else None)))
+        print(json.dumps(run(label, Path(src), Path(dst), int(workers), device, int(rows) if rows != "codec" else None, True if args.share else None)))
         return
     start = time.perf_counter()
-    encoded: dict[str, Path] = {}  # kind -> the .nmc tree of its last encode run, for the decode runs
+    encoded: dict[str, Path] = {}  # kind (and xK) -> the .nmc tree of its last encode run, for the decode runs
     for spec in args.runs.split(","):
         kind_dir, workers, *opts = spec.split(":")
         kind, direction = kind_dir.split("-")
         device = "cpu" if "cpu" in opts else args.device
-        rows = next((int(o[4:]) for o in opts if o.startswith("rows")), ROWS if device != "cpu" else 1)
-        label = f"{kind_dir}-{'cpu' if device == 'cpu' else 'gpu'}-w{workers}" + (f"-rows{rows}" if device != "cpu" else "")
+        rows = next((o[4:] for o in opts if o.startswith("rows")), "codec")
+        times = next((int(o[1:]) for o in opts if o.startswith("x")), 1)
+        label = f"{kind_dir}-{'cpu' if device == 'cpu' else 'gpu'}-w{workers}" + (f"-rows{rows}" if rows != "codec" else "") + (f"-x{times}" if times > 1 else "")
+        key = kind + (f"x{times}" if times > 1 else "")
         left = args.budget - (time.perf_counter() - start)
         if left < args.min_left:
             row: dict[str, object] = {"run": label, "skipped": f"{left:.0f} s of the budget left"}
         else:
-            n = args.img_copies if kind == "img" else args.speech_copies
-            src = copies(args.data, KINDS[kind], n, args.tmp / "src", kind == "speechvar") if direction == "enc" else encoded.get(kind)
+            n = times * (args.img_copies if kind == "img" else args.speech_copies)
+            src = copies(args.data, KINDS[kind], n, args.tmp / f"src{n}", kind == "speechvar") if direction == "enc" else encoded.get(key)
             if src is None:
                 row = {"run": label, "skipped": "no encode run before it"}
             else:
@@ -118,8 +133,8 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     row = {"run": label, "failed_run": f"cut after {left:.0f} s (the budget)"}
                 row["process_s"] = round(time.perf_counter() - t0, 2)
-                if direction == "enc" and rows in (ROWS, 1) and not row.get("failed", 1):
-                    encoded[kind] = dst
+                if direction == "enc" and rows == "codec" and not row.get("failed", 1):
+                    encoded[key] = dst
         row["at_s"] = round(time.perf_counter() - start, 1)
         with open(args.out, "a") as fo:
             fo.write(json.dumps(row) + "\n")

@@ -135,9 +135,10 @@ def test_a_shared_network_writes_what_one_file_at_a_time_writes(tmp_path: Path) 
     x, rate = sf.read(ROOT / "samples" / "speech_es.flac", dtype="float32")
     sf.write(src / "sub" / "talk.wav", np.stack([x[: 2 * rate], x[rate : 3 * rate]], axis=1), rate)  # stereo: channels as rows
     (src / "bad.wav").write_bytes(b"RIFF, but not audio")  # fails alone
-    stats: dict[str, int] = {}
+    stats: dict[str, float] = {}
     results = list(B.run(B.plan(src, dst), workers=2, share_network=True, stats=stats))
     assert sorted(r.status for r in results) == ["done"] * 5 + ["failed"] and stats["calls"] >= 5
+    assert 0 <= stats["started_s"] <= stats["warm_s"] <= stats["first_call_s"] and stats["busy_s"] > 0
     for r in results:
         if r.status == "done":
             kind, media = api.load_media(r.job.src)

@@ -4,6 +4,7 @@ codec whose calls go to a server writes the same bytes. The shipped weights are 
 
 from __future__ import annotations
 
+import time
 from multiprocessing import Pipe
 from pathlib import Path
 from typing import Iterator
@@ -87,7 +88,41 @@ def test_clips_of_similar_lengths_give_calls_of_one_shape(monkeypatch: pytest.Mo
     assert short == longer and [fn for fn, _ in short] == ["encode", "decode"] and short != other
 
 
+def test_a_gpu_call_has_the_rows_of_its_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU every call of a network function has its rows (the codec's `gpu_rows`, else
+    `GPU_ROWS`), zero rows added, whatever the number of rows that came; on the CPU one row."""
+    calls: list[np.ndarray] = []
+
+    def fake_run(net, device, fn, arrays, static):  # type: ignore[no-untyped-def]
+        calls.append(arrays[0])
+        return (arrays[0] * 2,)
+
+    monkeypatch.setattr(netcall, "_run", fake_run)
+    x = np.arange(1, 7, dtype=np.float32)[:, None]
+    (out,) = netcall.run_on(None, "cuda", None, (x,), {}, rows=4)
+    assert [len(c) for c in calls] == [4, 4] and not calls[1][2:].any() and np.array_equal(out, 2 * x)
+    calls.clear()
+    netcall.run_on(None, "cpu", None, (x,), {}, rows=4)
+    assert [len(c) for c in calls] == [1] * 6
+    mcquic, hifi = get_codec("mcquic"), get_codec("hificodec")
+    assert netcall.rows_per_call(mcquic, "compress") == netcall.rows_per_call(mcquic, "decompress") == 4  # type: ignore[arg-type]
+    assert netcall.rows_per_call(hifi, "encode") == netcall.rows_per_call(hifi, "decode") == netcall.GPU_ROWS  # type: ignore[arg-type]
+
+
 class TestServer:
+    def test_it_warms_up_when_started_and_closes_unstarted_at_once(self) -> None:
+        server = netcall.Server("cpu", codecs=("hificodec",))
+        try:
+            deadline = time.monotonic() + 60
+            while "warm" not in server.times and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.times["started"] <= server.times["warm"] and "model" in vars(get_codec("hificodec"))
+        finally:
+            server.close()
+        idle = netcall.Server("cpu", start=False, codecs=("mcquic",))
+        idle.close()
+        assert not idle.started and not idle.times
+
     def test_each_caller_gets_its_rows_and_a_bad_call_fails_alone(self) -> None:
         server = netcall.Server("cpu", max_rows=8)
         try:

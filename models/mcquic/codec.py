@@ -118,6 +118,9 @@ class McQuicCodec(NeuralCodec["McQuic"]):
 
     net_compress = staticmethod(net_compress)  # the network functions `run` calls (tiling.py)
     net_decompress = staticmethod(net_decompress)
+    # On an H200 a call of 4 photos (768x512) takes 7 ms, of 16 24-30 ms, and `nmc batch` gathers
+    # 2-5 per call (docs/BENCHMARKS.md, "One H200"): 16-row calls spent most of the GPU on padding.
+    gpu_rows = {"compress": 4, "decompress": 4}
 
     def settings(self) -> list[Setting]:
         return SETTINGS
