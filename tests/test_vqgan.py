@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+import typer
 from nmc.models.vqgan import ladder as L
 from nmc.codec.weights import Weights, read_weights, write_weights
-from nmc.models.vqgan.network import VQGAN, PatchDiscriminator, Upsample, VQGANArgs, export_tensors
-from nmc.models.vqgan.train import TINY
+from nmc.models.vqgan.codec import WEIGHTS
+from nmc.models.vqgan.fit_prior import assemble
+from nmc.models.vqgan.network import VQGAN, Ladder, PatchDiscriminator, Upsample, VQGANArgs, export_tensors
+from nmc.models.vqgan.train import TINY, load_init
 from safetensors import safe_open
 
 
@@ -144,3 +148,37 @@ class TestLadder:
             assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())  # noqa: SIM118
             assert a.get_tensor("rung.16.codebook").shape == (16, TINY.code_dim)
             assert a.get_tensor("rung.4.labels").shape == (TINY.codebook_size,)
+
+    def test_from_weights_gives_back_the_ladder_of_an_assembled_file(self, tiny: VQGAN, tmp_path: Path) -> None:
+        """An assembled file made from a k-means ladder gives back that ladder: the same codebooks, the same labels."""
+        save(tiny, tmp_path / "net.safetensors")
+        L.main(network=tmp_path / "net.safetensors", out=tmp_path / "kmeans.safetensors", rungs="4,8,16", data=None, seed=0)
+        write_weights(tmp_path / "w.safetensors", assemble(tmp_path / "net.safetensors", tmp_path / "kmeans.safetensors", []))
+        L.main(from_weights=tmp_path / "w.safetensors", out=tmp_path / "back.safetensors")
+        with safe_open(str(tmp_path / "kmeans.safetensors"), "pt") as a, safe_open(str(tmp_path / "back.safetensors"), "pt") as b:
+            assert set(a.keys()) == set(b.keys()) and b.metadata()["rungs"] == "[4, 8, 16]"
+            assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())  # noqa: SIM118
+        net, _, _, what = load_init(tmp_path / "w.safetensors", {"channels": 8, "layers": 2})  # train.py --init: the base network
+        assert what.startswith("base network") and net.args == tiny.args and torch.equal(net.vq.codebook, tiny.vq.codebook)
+        with pytest.raises(typer.BadParameter, match="no ladder rungs"):
+            L.main(from_weights=tmp_path / "net.safetensors", out=tmp_path / "x.safetensors")
+        w = read_weights(tmp_path / "w.safetensors")
+        w.state["rungs.8.vq.in_proj.bias"] = w.state["rungs.8.vq.in_proj.bias"] + 1  # a fine-tuned rung: not a ladder rung
+        write_weights(tmp_path / "tuned.safetensors", w)
+        with pytest.raises(typer.BadParameter, match="rung 8 was fine-tuned"):
+            L.main(from_weights=tmp_path / "tuned.safetensors", out=tmp_path / "x.safetensors")
+
+    def test_from_the_installed_weights(self, tmp_path: Path) -> None:
+        """The installed rungs as a ladder file: codes numbered as installed (their priors and recovery maps
+        fit), each base code labelled with its nearest rung code (the codec's cosine lookup, here in float64)."""
+        L.main(from_weights=WEIGHTS, out=tmp_path / "ladder.safetensors")
+        w = read_weights(WEIGHTS)
+        net = Ladder.from_state_dict(w.state, w.args)
+        base = net.unit_codes(net.vq.size).double()
+        with safe_open(str(tmp_path / "ladder.safetensors"), "pt") as f:
+            assert json.loads(f.metadata()["rungs"]) == net.sizes[:-1] == [16, 32, 64, 128, 256, 512, 1024, 2048]
+            for s in net.sizes[:-1]:
+                codebook, labels = f.get_tensor(f"rung.{s}.codebook"), f.get_tensor(f"rung.{s}.labels")
+                assert torch.equal(F.normalize(codebook, dim=-1), net.unit_codes(s))  # what train.py --rung S swaps in
+                assert labels.dtype == torch.long and labels.shape == (net.vq.size,)
+                assert torch.equal(labels, (base @ net.unit_codes(s).double().t()).argmax(dim=1))

@@ -35,7 +35,7 @@ from nmc.codec.tiling import tiles
 from nmc.codec.weights import Weights, read_weights, write_weights
 from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
 from nmc.models.vqgan.codec import ENC_MARGIN, PACKETS, TILE, VQGANCodec
-from nmc.models.vqgan.network import VQGAN, Ladder, export_tensors
+from nmc.models.vqgan.network import VQGAN, Ladder, base_of, export_tensors
 from nmc.models.vqgan.packets import contexts, encode_cells, interleave, packet_cells
 from nmc.models.vqgan.tiling import STRIDE, local, tile_indices
 
@@ -52,8 +52,7 @@ def assemble(network: Path, ladder: Path | None, rungs: list[Path]) -> Weights:
         whole = Ladder.from_state_dict(base.state, base.args)
         for s in whole.sizes[:-1]:
             parts[s] = {k[len(f"rungs.{s}.") :]: v for k, v in whole.state_dict().items() if k.startswith(f"rungs.{s}.")}
-        base.state = {k: v for k, v in base.state.items() if not k.startswith("rungs.")}
-        base.args = {k: v for k, v in base.args.items() if k not in ("rungs", "rung_decoders")}
+        base.state, base.args = base_of(base.state, base.args)
     net = VQGAN.from_state_dict(base.state, base.args)
     if ladder is not None:
         for key, t in load_file(str(ladder)).items():

@@ -2,6 +2,7 @@
 
     python models/vqgan/ladder.py --network vqgan.safetensors --out ladder.safetensors            # rungs 16..512
     python models/vqgan/ladder.py --network vqgan.safetensors --out ladder.safetensors --data .data/images
+    python models/vqgan/ladder.py --from-weights models/vqgan/weights/vqgan.safetensors --out ladder.safetensors
 
 Each rung clusters the base codebook's unit codes into S clusters with spherical k-means (cosine
 similarity, the quantizer's own lookup) and keeps the unit centroids: a base index maps to its
@@ -11,9 +12,15 @@ then pull on no centroid), so the centroids follow the data rather than the code
 Deterministic: k-means++ seeding and Lloyd iterations in float64 on the CPU from a seeded generator.
 train.py `--rung S --ladder FILE` then fine-tunes each rung.
 
+`--from-weights` writes the ladder already in an assembled weights file (fit_prior.py's, the installed
+one) instead: each rung's codebook as stored, numbered as there, so that the priors, recovery maps and
+fine-tunes made for those rungs still fit (a new k-means would renumber the codes). Its labels are
+what the codec's lookup gives each base code among the rung's codes. Rungs that were fine-tuned
+(their own 1x1 convolutions or decoder) are refused: a ladder holds codebooks only.
+
 The file (safetensors): `rung.S.codebook` `[S, d]` fp32 and `rung.S.labels` `[K]` int64 (base index
 -> cluster) for every rung, `base.counts` `[K]` with `--data`; metadata: format, the network file's
-sha256, rungs, seed.
+sha256, rungs, seed (or `from_weights`).
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from safetensors.torch import save_file
 
 from nmc.models.trainkit.images import load_images
 from nmc.codec.weights import read_weights
-from nmc.models.vqgan.network import VQGAN
+from nmc.models.vqgan.network import VQGAN, Ladder, base_of
 
 FORMAT = "nmc-vqgan-ladder-v1"
 
@@ -89,17 +96,10 @@ def code_counts(net: VQGAN, data: Path, device: str = "cpu") -> torch.Tensor:
     return counts
 
 
-def main(
-    network: Path = typer.Option(..., help="exported base network (train.py --export)"),
-    out: Path = typer.Option(..., help="ladder file to write"),
-    rungs: str = "16,32,64,128,256,512",  # codebook sizes, comma-separated
-    data: Path | None = None,  # weight the codes by their use on these photos (never the dev set)
-    seed: int = 0,
-    device: str = "cpu",  # where the base network counts the codes (cuda on the GPU machine)
-) -> None:
-    sizes = sorted({int(s) for s in rungs.split(",")})
+def k_means_ladder(network: Path, sizes: list[int], data: Path | None, seed: int, device: str) -> dict[str, torch.Tensor]:
+    """The ladder file's tensors: k-means of `network`'s base codebook into each of `sizes` (weighted by use on `data`)."""
     start = read_weights(network)
-    net = VQGAN.from_state_dict(start.state, start.args)
+    net = VQGAN.from_state_dict(*base_of(start.state, start.args))
     codes = net.vq.unit_codes().detach().cpu()
     weights = code_counts(net, data, device) if data is not None else None
     tensors: dict[str, torch.Tensor] = {} if weights is None else {"base.counts": weights}
@@ -114,8 +114,50 @@ def main(
         fit = float((w * (codes * centroids[labels]).sum(1)).sum() / w.sum())
         print(f"rung {s}: {len(labels.unique())} clusters in use, weighted mean cosine to the centroid {fit:.4f}, "
               f"{math.log2(s) / 256:.4f} bpp uniform")  # fmt: skip
-    meta = {"format": FORMAT, "network_sha256": hashlib.sha256(network.read_bytes()).hexdigest(), "rungs": json.dumps(sizes),
-            "seed": str(seed), "weighted": str(data is not None)}  # fmt: skip
+    return tensors
+
+
+def ladder_of(path: Path) -> dict[str, torch.Tensor]:
+    """The ladder file's tensors for the rungs of the assembled weights file `path`: codebooks as stored,
+    labels as the codec's lookup maps each base code to the rung's codes."""
+    w = read_weights(path)
+    if not w.args.get("rungs"):
+        raise typer.BadParameter(f"--from-weights {path}: no ladder rungs in it (a base export: give it as --network)")
+    net = Ladder.from_state_dict(w.state, w.args)
+    codes = net.vq.unit_codes().detach()
+    base = net.vq.state_dict()
+    tensors = {}
+    for s in net.sizes[:-1]:
+        vq, g_s = net.parts(s)
+        if g_s is not net.g_s or any(not torch.equal(v, base[k]) for k, v in vq.state_dict().items() if k != "codebook"):
+            raise typer.BadParameter(f"--from-weights {path}: rung {s} was fine-tuned (its 1x1 convolutions or decoder are not the base's); "
+                                     "a ladder holds codebooks only")  # fmt: skip
+        labels = vq.codes_to_indices(codes.t()[None, :, :, None]).flatten()  # the K base codes as a latent `[1, d, K, 1]`
+        tensors[f"rung.{s}.codebook"], tensors[f"rung.{s}.labels"] = w.state[f"rungs.{s}.vq.codebook"].float().contiguous(), labels
+        fit = float((codes * vq.unit_codes().detach()[labels]).sum(1).mean())
+        print(f"rung {s}: {len(labels.unique())} codes in use, mean cosine of a base code to its rung code {fit:.4f}")
+    return tensors
+
+
+def main(
+    network: Path | None = None,  # exported base network (train.py --export; of an assembled file, its base)
+    out: Path = typer.Option(..., help="ladder file to write"),
+    rungs: str = "16,32,64,128,256,512",  # codebook sizes, comma-separated
+    data: Path | None = None,  # weight the codes by their use on these photos (never the dev set)
+    seed: int = 0,
+    device: str = "cpu",  # where the base network counts the codes (cuda on the GPU machine)
+    from_weights: Path | None = None,  # instead of --network: the rungs of this assembled weights file, numbered as there
+) -> None:
+    if (network is None) == (from_weights is None):
+        raise typer.BadParameter("give --network (a new k-means ladder) or --from-weights (the ladder of a weights file)")
+    if from_weights is not None:
+        source, tensors, meta = from_weights, ladder_of(from_weights), {"from_weights": str(from_weights)}
+        sizes = sorted(int(k.split(".")[1]) for k in tensors if k.endswith(".codebook"))
+    else:
+        assert network is not None
+        sizes = sorted({int(s) for s in rungs.split(",")})
+        source, tensors, meta = network, k_means_ladder(network, sizes, data, seed, device), {"seed": str(seed), "weighted": str(data is not None)}
+    meta |= {"format": FORMAT, "network_sha256": hashlib.sha256(source.read_bytes()).hexdigest(), "rungs": json.dumps(sizes)}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata=meta)
     print(f"wrote {out}")

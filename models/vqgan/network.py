@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ChannelNorm", "FactorizedVQ", "ForwardResult", "Ladder", "PatchDiscriminator", "Rung", "VQGAN", "VQGANArgs", "VQResult",
-    "args_from_dict", "export_tensors",
+    "args_from_dict", "base_of", "export_tensors",
 ]
 
 
@@ -362,6 +362,13 @@ class Ladder(VQGAN):
 def args_from_dict(d: dict) -> VQGANArgs:
     """`VQGANArgs` from its JSON form (lists back to tuples)."""
     return VQGANArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
+
+
+def base_of(state_dict: dict[str, Tensor], model_args: dict) -> tuple[dict[str, Tensor], dict]:
+    """The base network's tensors and `model_args` in a weights file: a base export's as they are, an
+    assembled file's (`Ladder`: the codec's, the installed one) without its rungs."""
+    return ({k: v for k, v in state_dict.items() if not k.startswith("rungs.")},
+            {k: v for k, v in model_args.items() if k not in ("rungs", "rung_decoders")})  # fmt: skip
 
 
 def export_tensors(net: VQGAN) -> dict[str, Tensor]:

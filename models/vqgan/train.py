@@ -1,9 +1,9 @@
 """Train the vqgan network: L1 + ST-LPIPS + patch-GAN (after a warm-up) + commitment, on random photo crops.
 
 One file, top to bottom, in the manner of nanoGPT's train.py. The base run trains everything; a rung
-run (`--rung S`) starts from a base checkpoint or export, swaps in the k-means codebook of S entries
-that models/vqgan/ladder.py wrote, and fine-tunes only the codebook and the two 1x1 convolutions
-around it (Mao et al. 2024), with `--tune-decoder` the decoder too:
+run (`--rung S`) starts from a base checkpoint, export or assembled weights file (the installed one),
+swaps in the ladder codebook of S entries that models/vqgan/ladder.py wrote, and fine-tunes only the
+codebook and the two 1x1 convolutions around it (Mao et al. 2024), with `--tune-decoder` the decoder too:
 
     python models/vqgan/train.py --tiny --max-steps 20 --ckpt-dir .ckpt/vqgan-tiny        # CPU smoke test
     torchrun --standalone --nproc_per_node=$NGPU models/vqgan/train.py --minutes 8.5 --ckpt-dir .ckpt/vqgan \\
@@ -42,7 +42,7 @@ from nmc.models.trainkit.images import load_images, random_crops
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.codec.weights import Weights, read_weights, write_weights
-from nmc.models.vqgan.network import VQGAN, PatchDiscriminator, VQGANArgs, args_from_dict, export_tensors
+from nmc.models.vqgan.network import VQGAN, PatchDiscriminator, VQGANArgs, args_from_dict, base_of, export_tensors
 
 TINY = VQGANArgs(enc_channels=(8, 8, 16, 16), enc_blocks=(0, 1, 0, 1), dec_channels=(8, 16, 16, 16), dec_blocks=(0, 1, 0, 1),
                  codebook_size=64, code_dim=4)  # fmt: skip
@@ -82,7 +82,8 @@ def evaluate(trained: VQGAN, images: list[torch.Tensor], lpips: nn.Module, devic
 
 
 def load_init(path: Path, disc_args: dict) -> tuple[VQGAN, PatchDiscriminator, dict, str]:
-    """Start from a checkpoint directory (generator and discriminator) or an exported network (generator).
+    """Start from a checkpoint directory (generator and discriminator) or a weights file (generator): a
+    base export, or an assembled file such as the installed one (its base network; the rungs come from --ladder).
 
     Returns the generator, the discriminator, its arguments and a line for the log."""
     loaded = ckpt_io.load(path) if path.is_dir() else None
@@ -94,10 +95,11 @@ def load_init(path: Path, disc_args: dict) -> tuple[VQGAN, PatchDiscriminator, d
         return net, disc, meta["disc_args"], f"generator and discriminator of {path} (step {meta['step']})"
     try:
         start = read_weights(path)
-        net = VQGAN.from_state_dict(start.state, start.args).train()
+        net = VQGAN.from_state_dict(*base_of(start.state, start.args)).train()
     except (ValueError, TypeError, RuntimeError) as e:
         raise typer.BadParameter(f"--init {path}: {e}") from None
-    return net, PatchDiscriminator(**disc_args), disc_args, f"generator of {path}; fresh discriminator"
+    what = "base network" if "rungs" in start.args else "generator"
+    return net, PatchDiscriminator(**disc_args), disc_args, f"{what} of {path}; fresh discriminator"
 
 
 def ladder_codebook(path: Path, rung: int) -> torch.Tensor:
@@ -116,7 +118,7 @@ def main(
     ckpt_dir: Path = Path(".ckpt/vqgan"),  # resumes from here if it holds ckpt.json
     log_file: Path | None = None,  # default CKPT_DIR/train.log (not `--log`: torchrun takes it)
     export: Path | None = None,  # fp16 safetensors of the inference network, written at the end
-    init: Path | None = None,  # without a checkpoint: a checkpoint dir (G + D) or an exported network (G)
+    init: Path | None = None,  # without a checkpoint: a checkpoint dir (G + D), an export or an assembled weights file (G)
     ladder: Path | None = None,  # with --rung: the ladder file of ladder.py
     rung: int = 0,  # > 0: fine-tune the rung of this many codes (codebook + 1x1 convs); needs --init, --ladder
     tune_decoder: bool = False,  # rung runs: fine-tune g_s too
@@ -182,7 +184,7 @@ def main(
         if rung:
             assert ladder is not None
             net.swap_codebook(ladder_codebook(ladder, rung))
-            say(f"codebook swapped for the {rung}-entry k-means rung of {ladder}")
+            say(f"codebook swapped for the {rung}-entry ladder rung of {ladder}")
     else:
         net, disc, trainable = VQGAN(TINY if tiny else VQGANArgs()), PatchDiscriminator(**disc_args), "all"
     for m in (net, disc):
