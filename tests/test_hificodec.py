@@ -357,6 +357,17 @@ class TestFitPrior:
         y, ctx = P.examples(F.index_source(codec.model.net, "cpu"), idx, 3)
         assert y.shape == (150,) and ctx.shape == (150, 4) and (ctx[:, 0] == 1024).sum() == len(idx)
 
+    def test_fitted_indices_have_the_codecs_silence(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
+        """The prior learns what the encoder writes: near-silent frames as the indices of digital silence."""
+        from nmc.models.hificodec import fit_prior as F
+
+        x = np.concatenate([speech(1.0)[:, 0], np.zeros(16000, np.float32), speech(1.0)[:, 0]])
+        sf.write(tmp_path / "s.wav", x, 16000)
+        (packet,) = F.packet_indices(codec.model.net, [tmp_path / "s.wav"])
+        quiet = H.silent_frames(x, 0, len(packet[0]))
+        assert 30 < quiet.sum() < 60
+        assert (np.stack(packet)[:, quiet] == codec.silence_indices(codec.model)[:, None]).all()
+
     def test_export_fit_prior_and_code(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
         """A network-only export -> fit_prior.py (the driver) -> a weights file the codec codes with."""
         from dataclasses import asdict

@@ -26,7 +26,7 @@ from nmc.codec import entropy as E
 from nmc.codec.prior import PriorSet
 from nmc.codec.threads import torch_threads
 from nmc.codec.weights import read_weights
-from nmc.models.hificodec.codec import CHUNK_FRAMES, GROUPS, SAMPLE_RATE, SETTINGS, HiFiCodecCodec, Rate
+from nmc.models.hificodec.codec import CHUNK_FRAMES, ENC_CONTEXT, GROUPS, HOP, SAMPLE_RATE, SETTINGS, HiFiCodecCodec, Rate, silent_frames
 from nmc.models.hificodec.index_coding import context_sizes, contexts, encode_indices
 from nmc.models.hificodec.network import HiFiCodec
 from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
@@ -42,13 +42,17 @@ def read_mono(path: Path) -> np.ndarray:
 
 
 def packet_indices(net: HiFiCodec, files: list[Path], device: str = "cpu") -> list[Packet]:
-    """Indices of every packet of every file: per codebook `(T <= CHUNK_FRAMES,)`, all levels."""
+    """Indices of every packet of every file: per codebook `(T <= CHUNK_FRAMES,)`, all levels, near-silent
+    frames replaced by the indices of digital silence as the codec's encoder does (`silent_frames`)."""
     out = []
     with torch.inference_mode():
+        zeros = torch.zeros(1, 1, (2 * ENC_CONTEXT + 1) * HOP, device=device)  # as HiFiCodecCodec.silence_indices
+        silence = net.encode(zeros, net.config.levels)[0, :, ENC_CONTEXT].cpu().numpy()
         for path in files:
             x = read_mono(path)
             x = x / max(1.0, float(np.abs(x).max(initial=0.0)))  # the codec's gain policy
             idx = net.encode(torch.from_numpy(x)[None, None].to(device), net.config.levels)[0].cpu().numpy()
+            idx[:, silent_frames(x, 0, idx.shape[1])] = silence[:, None]
             out += [list(idx[:, i : i + CHUNK_FRAMES].astype(np.int64)) for i in range(0, idx.shape[1], CHUNK_FRAMES)]
     return out
 
