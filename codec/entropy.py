@@ -111,6 +111,11 @@ class Encoder:
             sl = slice(i, i + _ROWS_PER_CALL)
             self.encode(np.asarray(symbols).ravel()[sl], tables[table_index[sl]])
 
+    def encode_uniform(self, symbols: IntArray, bits: int) -> None:
+        """Code symbols in [0, 2**bits) under a flat table: the same words as `encode` with
+        `np.ones(2**bits)` (a power of two splits the coder's range exactly either way), decoded faster."""
+        self._coder.encode(_check_symbols(symbols, 1 << bits), constriction.stream.model.Uniform(1 << bits))
+
     def to_bytes(self) -> bytes:
         return self._coder.get_compressed().astype("<u4").tobytes()
 
@@ -135,6 +140,10 @@ class Decoder:
         family = constriction.stream.model.Categorical(perfect=False)
         parts = [self._coder.decode(family, probs[i : i + _ROWS_PER_CALL]) for i in range(0, probs.shape[0], _ROWS_PER_CALL)]
         return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+
+    def decode_uniform(self, bits: int, count: int) -> npt.NDArray[np.int32]:
+        """`count` symbols of `Encoder.encode_uniform` (or of `encode` with `np.ones(2**bits)`)."""
+        return np.asarray(self._coder.decode(constriction.stream.model.Uniform(1 << bits), count), dtype=np.int32)
 
     def decode_indexed(self, table_index: IntArray, tables: IntArray) -> npt.NDArray[np.int32]:
         table_index = np.asarray(table_index).ravel()

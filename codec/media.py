@@ -445,13 +445,16 @@ class GaussianLayout:
             raise MediaError(f"{where}: NaN or infinite values in {bad}")
         return m
 
+    @property
+    def ply_names(self) -> list[str]:
+        """Vertex property names of a `.ply` frame, in the standard 3DGS order (normals after x, y, z)."""
+        return [*self.names[:3], *NORMALS, *self.names[3:]] if self.normals else self.names
+
     def to_frame(self, m: Matrix) -> dict[str, npt.NDArray[np.float32]]:
         """Property dict (the standard 3DGS `.ply` order, normals as zeros) of a matrix."""
         cols = {n: np.ascontiguousarray(m[:, i], np.float32) for i, n in enumerate(self.names)}
-        if not self.normals:
-            return cols
         zeros = np.zeros(m.shape[0], np.float32)
-        return {"x": cols["x"], "y": cols["y"], "z": cols["z"], **{n: zeros for n in NORMALS}, **{n: cols[n] for n in self.names[3:]}}
+        return {n: cols.get(n, zeros) for n in self.ply_names}
 
 
 def is_frame_name(name: str) -> bool:
@@ -534,8 +537,8 @@ def write_ply(target: str | Path | IO[bytes], layout: GaussianLayout, m: Matrix)
     """One frame as a binary little-endian 3DGS `.ply` (float32 properties in the standard order)."""
     from plyfile import PlyData, PlyElement
 
-    frame = layout.to_frame(m)
-    rec = np.empty(len(m), dtype=[(n, "<f4") for n in frame])
-    for n, column in frame.items():
-        rec[n] = column
+    rec = np.zeros(len(m), dtype=[(n, "<f4") for n in layout.ply_names])
+    table = rec.view("<f4").reshape(len(m), -1)  # the fields as columns: two block copies, not one per property
+    table[:, :3] = m[:, :3]
+    table[:, 3 + 3 * layout.normals :] = m[:, 3:]  # the normals, if any, stay zero
     PlyData([PlyElement.describe(rec, "vertex")]).write(target if not isinstance(target, Path) else str(target))

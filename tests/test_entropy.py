@@ -65,6 +65,17 @@ class TestCoding:
         assert np.array_equal(dec.decode_indexed(idx, scales), latents)
         assert np.array_equal(dec.decode(np.array([1, 1, 1, 1]), 2), [3, 1])
 
+    @pytest.mark.parametrize("bits", range(1, 9))
+    def test_uniform_is_a_flat_table(self, bits: int) -> None:
+        """`encode_uniform` writes the words of `encode` with a flat table (queen's raw bits, in
+        files written before it existed), and either decoder reads the other's stream."""
+        symbols = np.random.default_rng(bits).integers(0, 1 << bits, 20000)
+        flat, fast = E.Encoder(), E.Encoder()
+        flat.encode(symbols, np.ones(1 << bits, np.int64))
+        fast.encode_uniform(symbols, bits)
+        assert flat.to_bytes() == fast.to_bytes()
+        assert np.array_equal(E.Decoder(flat.to_bytes()).decode_uniform(bits, symbols.size), symbols)
+
     def test_golden_words(self) -> None:
         """The coder's output for a fixed input is pinned: a coder change cannot slip through."""
         enc = E.Encoder()

@@ -35,7 +35,7 @@ from nmc.codec.media import GaussianLayout, Matrix
 
 from . import gate, latent
 from .latent import LatentCoder
-from .symbols import Reader, Table, Writer, decode_table, decode_wide, encode_table, encode_wide, pack, unpack
+from .symbols import Reader, Table, Writer, decode_symbols, decode_table, decode_wide, encode_table, encode_wide, pack, unpack
 
 GRID = 1e-4  # state grid and position step (raw parameter units)
 ATTRS = ("dc", "rest", "opacity", "scale", "rot")  # coded through latents; positions are gated
@@ -72,8 +72,9 @@ class EncodedGroup:
 
 
 def to_float(state: I64) -> Matrix:
-    """The decoded frame of an integer state (exactly rounded: the same bytes everywhere)."""
-    return np.multiply(state, GRID, dtype=np.float64).astype(np.float32)
+    """The decoded frame of an integer state (exactly rounded: the same bytes everywhere), C-ordered:
+    float64 products rounded to float32 on the way out, without a float64 copy of the whole state."""
+    return np.multiply(state, GRID, out=np.empty(state.shape, np.float32), dtype=np.float64, casting="same_kind")
 
 
 def add(state: I64, cols: slice, coder: LatentCoder, z: I64) -> I64:
@@ -257,26 +258,35 @@ class GroupDecoder:
         if n != self.gaussians:
             raise ContainerError(f"queen frame of {n} Gaussians, the header says {self.gaussians}")
         if kind == KEY:
-            state = np.empty((n, self.layout.channels), np.int64, order="F")
-            frame = np.empty((n, self.layout.channels), np.float32)
+            state = np.empty((n, self.layout.channels), np.int64, order="F")  # columns contiguous
             for c in range(self.layout.channels):
                 step, offset = side.ints(2)
                 if not 1 <= step <= 1 << 30:
                     raise ContainerError(f"queen keyframe step {step}")
-                state[:, c] = v = (decode_wide(side, dec, n) + offset) * step
-                frame[:, c] = v * GRID  # to_float, column by column while it is in cache
-            self.state, self.frame = state, frame
+                v = decode_wide(side, dec, n, out=state[:, c])
+                v += offset
+                v *= step
+            self.state, self.frame = state, to_float(state)
             return
         if kind != DELTA or self.state is None or len(self.state) != n:
             raise ContainerError(f"queen frame of kind {kind} for {n} Gaussians does not follow its reference")
-        mask = decode_table(dec, side.table(max_size=2), n).astype(bool)
-        moved = np.stack([decode_wide(side, dec, int(mask.sum())) for _ in range(3)], 1)
-        self.state[mask, sl["pos"]] += moved
-        self._refresh(np.flatnonzero(mask), sl["pos"])
+        rows = np.flatnonzero(decode_table(dec, side.table(max_size=2), n))  # the gate's mask
+        pos = sl["pos"]
+        for c in range(pos.start, pos.stop):
+            self.state[rows, c] += decode_wide(side, dec, rows.size)
+        self._refresh(rows, pos)
         for a in ATTRS:
             coder = coders[a]
-            z = np.stack([decode_table(dec, t, n) for t in coder.tables], 1) if coder.tables else np.zeros((n, 0), np.int64)
-            self._refresh(add(self.state, sl[a], coder, z), sl[a])
+            if not coder.tables:
+                continue
+            z = [decode_symbols(dec, t, n) for t in coder.tables]  # offsets from each table's lo
+            changed = z[0] != -coder.tables[0].lo
+            for zj, t in zip(z[1:], coder.tables[1:]):
+                changed |= zj != -t.lo
+            rows = np.flatnonzero(changed)  # rows of zeros change nothing: skipped
+            if rows.size:
+                self.state[rows, sl[a]] += coder.decode(np.stack([zj[rows] + t.lo for zj, t in zip(z, coder.tables)], 1))
+                self._refresh(rows, sl[a])
 
     def _refresh(self, rows: I64, cols: slice) -> None:
         """The float frame where the state changed (the same function per element: the same bytes)."""

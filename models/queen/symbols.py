@@ -169,13 +169,18 @@ def encode_table(enc: Encoder, symbols: npt.ArrayLike, t: Table) -> None:
         enc.encode(s - t.lo, t.freqs())
 
 
-def decode_table(dec: Decoder, t: Table, count: int) -> I64:
+def decode_symbols(dec: Decoder, t: Table, count: int) -> npt.NDArray[np.int32]:
+    """`count` symbols of table `t` as offsets from `t.lo` (0 .. size - 1)."""
     if count == 0:
-        return np.zeros(0, np.int64)
-    s = dec.decode(t.freqs(), count).astype(np.int64)
-    if s.max() >= t.size:  # the dummy entry of a one-symbol table: only a damaged stream lands there
+        return np.zeros(0, np.int32)
+    s = dec.decode(t.freqs(), count)
+    if t.size == 1 and s.any():  # the dummy entry of a one-symbol table: only a damaged stream lands there
         raise ContainerError("queen stream decodes outside its table (damaged data)")
-    return s + t.lo
+    return s
+
+
+def decode_table(dec: Decoder, t: Table, count: int) -> I64:
+    return np.add(decode_symbols(dec, t, count), t.lo, dtype=np.int64)
 
 
 def to_classes(v: npt.ArrayLike) -> tuple[I64, I64, I64]:
@@ -194,28 +199,31 @@ MAX_CLASSES = 4 * 64  # class tables hold at most this many symbols (raw bits up
 _CLS = np.arange(MAX_CLASSES, dtype=np.int64)
 _NRAW = np.where(_CLS < (1 << MANT), 0, (_CLS - (1 << MANT)) >> MANT)  # raw bit count of each class
 _TOP = np.where(_CLS < (1 << MANT), _CLS, (1 << MANT) + ((_CLS - (1 << MANT)) & ((1 << MANT) - 1)))  # its leading bits
+_BASE = _TOP << _NRAW  # zigzag code of each class with its raw bits at zero
+RAW_CLASS = int(np.argmax(_NRAW > 0))  # the first class with raw bits
 
 
-def class_bits(cls: I64) -> I64:
-    """Raw bit count of each class (`0 <= cls < MAX_CLASSES`)."""
-    return _NRAW[cls]
+def _unzigzag(u: I64) -> I64:
+    """0, 1, 2, 3, ... -> 0, -1, 1, -2, ... in place (the keyframe decodes millions)."""
+    sign = np.bitwise_and(u, 1)
+    np.negative(sign, out=sign)
+    u >>= 1
+    u ^= sign
+    return u
 
 
-def from_classes(cls: I64, raw: I64) -> I64:
-    """Signed integers from classes and raw bits (table lookups: the keyframe decodes millions)."""
-    u = (_TOP[cls] << _NRAW[cls]) | raw
-    return (u >> 1) ^ -(u & 1)  # zigzag back: 0, 1, 2, 3 -> 0, -1, 1, -2
-
-
-def _raw_pieces(nraw: I64) -> list[tuple[int, I64, I64]]:
-    """`(width, value index, shift)` groups of the raw-bit pieces, in coding order."""
-    out = []
-    for c in range(int(nraw.max(initial=0) + RAW_CHUNK - 1) // RAW_CHUNK):
-        width = np.clip(nraw - c * RAW_CHUNK, 0, RAW_CHUNK)
-        for k in range(1, RAW_CHUNK + 1):
-            idx = np.nonzero(width == k)[0]
-            if idx.size:
-                out.append((k, idx, np.full(idx.size, c * RAW_CHUNK, np.int64)))
+def _raw_pieces(live: I64, nraw: I64) -> list[tuple[int, I64, int]]:
+    """`(width, value index, shift)` groups of the raw-bit pieces of the values `live` (ascending),
+    which carry `nraw` > 0 raw bits each, in coding order: chunk by chunk of RAW_CHUNK bits, within
+    a chunk by width 1 .. RAW_CHUNK, each group in index order."""
+    out, shift = [], 0
+    while live.size:
+        width = np.minimum(nraw - shift, RAW_CHUNK).astype(np.uint8)
+        order = live[np.argsort(width, kind="stable")]  # a radix sort: by width, each width in index order
+        ends = np.cumsum(np.bincount(width, minlength=RAW_CHUNK + 1))
+        out += [(k, order[ends[k - 1] : ends[k]], shift) for k in range(1, RAW_CHUNK + 1) if ends[k] > ends[k - 1]]
+        more = nraw > shift + RAW_CHUNK
+        live, nraw, shift = live[more], nraw[more], shift + RAW_CHUNK
     return out
 
 
@@ -225,20 +233,23 @@ def encode_wide(side: Writer, enc: Encoder, values: npt.ArrayLike) -> None:
     t = Table.from_symbols(cls)
     side.table(t)
     encode_table(enc, cls, t)
-    for k, idx, shift in _raw_pieces(nraw):
-        enc.encode((raw[idx] >> shift) & ((1 << k) - 1), np.ones(1 << k, np.int64))
+    live = np.flatnonzero(nraw)
+    for k, idx, shift in _raw_pieces(live, nraw[live]):
+        enc.encode_uniform((raw[idx] >> shift) & ((1 << k) - 1), k)
 
 
-def decode_wide(side: Reader, dec: Decoder, count: int) -> I64:
+def decode_wide(side: Reader, dec: Decoder, count: int, out: I64 | None = None) -> I64:
+    """The integers of `encode_wide`, written into `out` if given (`(count,)` int64, contiguous)."""
     t = side.table(max_size=MAX_CLASSES)
-    cls = decode_table(dec, t, count)
-    if cls.size and (cls.min() < 0 or cls.max() >= MAX_CLASSES or class_bits(cls).max() > 60):
+    if t.lo < 0 or t.hi >= MAX_CLASSES or _NRAW[t.hi] > 60:  # classes grow with their raw bits
         raise ContainerError("queen integer class out of range (damaged data)")
-    nraw = class_bits(cls)
-    raw = np.zeros(count, np.int64)
-    for k, idx, shift in _raw_pieces(nraw):
-        raw[idx] |= dec.decode(np.ones(1 << k, np.int64), idx.size).astype(np.int64) << shift
-    return from_classes(cls, raw)
+    s = decode_symbols(dec, t, count)
+    u = np.take(_BASE[t.lo : t.hi + 1], s, out=out, mode="clip")  # s < size: "clip" writes out unbuffered
+    if _NRAW[t.hi]:
+        live = np.flatnonzero(s >= RAW_CLASS - t.lo)
+        for k, idx, shift in _raw_pieces(live, _NRAW[t.lo + s[live]]):
+            u[idx] |= np.left_shift(dec.decode_uniform(k, idx.size), shift, dtype=np.int64)
+    return _unzigzag(u)
 
 
 def wide_bits(values: npt.ArrayLike) -> float:
