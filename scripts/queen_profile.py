@@ -45,8 +45,10 @@ def main(folder: Path, frames: int = 6, lam: float = 1e-6, decodes: int = 3) -> 
 
     for owner, name, key in [(core.GroupEncoder, "_fit", "fits"), (core.GroupEncoder, "_keyframe", "keyframe"),
                              (core.GroupEncoder, "_delta", "residual_frames"), (core.gate, "fit_gate", "gate"),
-                             (latent.LatentCoder, "choose", "rdoq"), (entropy.Decoder, "decode", "range_coder")]:
-        timed(owner, name, key)
+                             (latent.LatentCoder, "choose", "rdoq"), (entropy.Decoder, "decode", "range_coder"),
+                             (entropy.Decoder, "decode_uniform", "range_coder")]:
+        if hasattr(owner, name):  # (decode_uniform is newer than some trees this script is run against)
+            timed(owner, name, key)
     seq = M.read_gaussians(folder)
     stream = seq.frames()
     group = [next(stream) for _ in range(min(frames, len(seq.names)))]

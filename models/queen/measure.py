@@ -101,8 +101,9 @@ def main(
         fit_s += coded.meta["fit_seconds"]
         total_bytes += len(coded.header) + sum(len(p) for p in coded.packets)
         coded_groups.append((coded.header, coded.packets, coded.meta["keyframe"]))
-        decoded = list(first.frames(dec, *coded_groups[-1]))
-        for k, (orig, out) in enumerate(zip(originals, decoded)):
+        # each decoded frame is compared and dropped before the next is decoded (as `nmc decompress`
+        # writes and drops it): holding a group of them made every frame's copy fault in new memory
+        for k, (orig, out) in enumerate(zip(originals, first.frames(dec, *coded_groups[-1]))):
             key_pos = out[:, :3].copy() if key_pos is None else key_pos
             moved |= np.any(out[:, :3] != key_pos, axis=1)
             if (g0 + k) % psnr_every == 0:

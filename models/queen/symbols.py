@@ -199,7 +199,7 @@ MAX_CLASSES = 4 * 64  # class tables hold at most this many symbols (raw bits up
 _CLS = np.arange(MAX_CLASSES, dtype=np.int64)
 _NRAW = np.where(_CLS < (1 << MANT), 0, (_CLS - (1 << MANT)) >> MANT)  # raw bit count of each class
 _TOP = np.where(_CLS < (1 << MANT), _CLS, (1 << MANT) + ((_CLS - (1 << MANT)) & ((1 << MANT) - 1)))  # its leading bits
-_BASE = _TOP << _NRAW  # zigzag code of each class with its raw bits at zero
+_BASE: I64 = np.asarray(_TOP << _NRAW, np.int64)  # zigzag code of each class with its raw bits at zero
 RAW_CLASS = int(np.argmax(_NRAW > 0))  # the first class with raw bits
 
 
@@ -244,7 +244,7 @@ def decode_wide(side: Reader, dec: Decoder, count: int, out: I64 | None = None) 
     if t.lo < 0 or t.hi >= MAX_CLASSES or _NRAW[t.hi] > 60:  # classes grow with their raw bits
         raise ContainerError("queen integer class out of range (damaged data)")
     s = decode_symbols(dec, t, count)
-    u = np.take(_BASE[t.lo : t.hi + 1], s, out=out, mode="clip")  # s < size: "clip" writes out unbuffered
+    u = _BASE[t.lo : t.hi + 1].take(s, out=out, mode="clip")  # s < size: "clip" writes `out` unbuffered
     if _NRAW[t.hi]:
         live = np.flatnonzero(s >= RAW_CLASS - t.lo)
         for k, idx, shift in _raw_pieces(live, _NRAW[t.lo + s[live]]):
