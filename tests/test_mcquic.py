@@ -405,6 +405,24 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_fine_tune_from_an_export_keeps_the_codebooks(keep: bool) -> None:
+    """An export holds only `embed`; its first training call must not draw new codewords from the batch."""
+    import torch
+
+    from nmc.models.mcquic.network import MultiCodebookVQ
+
+    torch.manual_seed(0)
+    vq, trained = MultiCodebookVQ(2, 8, 4), torch.randn(2, 8, 4)
+    vq.embed.copy_(trained)
+    flat = trained[:, torch.randint(8, (64,))] + 0.01 * torch.randn(2, 64, 4)  # latents near the codewords
+    if keep:
+        vq.keep_codebook()
+    vq.train()(vq._unflatten(flat, 1, 8, 8))
+    moved = (vq.embed - trained).abs().max().item()
+    assert moved < 0.05 if keep else moved > 0.1
+
+
 class TestTraining:
     """train.py on the CPU: exact resume, then export -> fit_prior -> codec round trip."""
 

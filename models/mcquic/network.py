@@ -93,6 +93,7 @@ class MultiCodebookVQ(nn.Module):
     def __init__(self, m: int, k: int, dim: int, decay: float = 0.99, dead_frac: float = 0.03, restart_every: int = 50):
         super().__init__()
         self._calls: int | None = None  # host mirror of `calls`, avoids a device sync per step
+        self._keep = False  # the first training call keeps the codebook (`keep_codebook`) instead of drawing one
         self.m, self.k, self.dim = m, k, dim
         self.decay, self.dead_frac, self.restart_every, self.eps = decay, dead_frac, restart_every, 1e-5
         self.register_buffer("embed", torch.randn(m, k, dim) * 0.1)
@@ -155,7 +156,7 @@ class MultiCodebookVQ(nn.Module):
             if self.training and self._calls is None:
                 self._calls = int(self.calls)
             if self.training and self._calls == 0:
-                self._init_from(flat)
+                self._adopt(flat) if self._keep else self._init_from(flat)
             idx = self._search(flat)
             if self.training:
                 self._ema_update(flat.detach(), idx)
@@ -172,6 +173,21 @@ class MultiCodebookVQ(nn.Module):
         if _dist_on():
             dist.broadcast(rows, 0)
         return rows
+
+    def keep_codebook(self) -> None:
+        """Fine-tune from an export, which holds only `embed`: the first training call then keeps the codewords
+        and sets the EMA state to agree with them (counts of that batch's assignments), instead of drawing a
+        new codebook from the batch, which would throw the trained one away."""
+        self._keep, self._calls = True, None
+        self.calls.zero_()
+
+    @torch.no_grad()
+    def _adopt(self, flat: torch.Tensor) -> None:
+        counts = torch.zeros(self.m, self.k, device=flat.device).scatter_add_(1, self._search(flat), torch.ones_like(flat[..., 0]))
+        if _dist_on():
+            dist.all_reduce(counts)
+        self.cluster_size.copy_(counts + 1.0)
+        self.embed_sum.copy_(self.embed * self.cluster_size[..., None])
 
     @torch.no_grad()
     def _init_from(self, flat: torch.Tensor) -> None:

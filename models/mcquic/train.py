@@ -27,7 +27,7 @@ import typer
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nmc.codec.weights import Weights, read_weights, write_weights
-from nmc.models.mcquic.network import McQuic, McQuicArgs, args_from_dict, export_tensors
+from nmc.models.mcquic.network import McQuic, McQuicArgs, MultiCodebookVQ, args_from_dict, export_tensors
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
 from nmc.models.trainkit.images import load_images, random_crops
@@ -136,7 +136,9 @@ def main(
     elif init is not None:
         start = read_weights(init)
         net.load_state_dict(McQuic.from_state_dict(start.state, start.args).state_dict())
-        say(f"initialised from {init}; fresh optimizer")
+        for vq in (m for m in net.modules() if isinstance(m, MultiCodebookVQ)):
+            vq.keep_codebook()  # the export has no EMA state: without this the first step draws new codebooks
+        say(f"initialised from {init}; fresh optimizer, codebooks kept")
     gen = torch.Generator()  # data RNG, re-seeded from (seed, rank, step) every step: a resumed run sees the same crops
     model = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False) if ddp else net
     nparams = sum(p.numel() for p in net.parameters())
