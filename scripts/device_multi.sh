@@ -25,7 +25,6 @@ for job in "$@"; do
   rm -rf "/tmp/multi/$name" && mkdir -p "/tmp/multi/$name"
   OUT="/tmp/multi/$name" bash -c "$cmd" > "/tmp/multi/$name/stdout.txt" 2>&1 &
   pids+=($!) names+=("$name")
-  sleep 2  # the jobs' pip installs into /tmp/site do not race
 done
 rc=0
 for i in "${!pids[@]}"; do

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +104,12 @@ def silent_frames(x: np.ndarray, a: int, b: int) -> npt.NDArray[np.bool_]:
     quiet = np.pad(rms < 10 ** (SILENCE_DBFS / 20), SILENCE_HANGOVER, constant_values=True)
     runs = np.asarray(np.lib.stride_tricks.sliding_window_view(quiet, 2 * SILENCE_HANGOVER + 1).all(axis=1))
     return runs[a:b] if b <= n else np.pad(runs, (0, b - n), constant_values=True)[a:b]
+
+
+def silence_of(encode: Callable[[np.ndarray], np.ndarray]) -> npt.NDArray[np.int64]:
+    """The indices (all codebooks) that `encode` (audio `(1, 1, T)` -> indices `(1, codebooks, T / HOP)`)
+    gives digital silence, away from any edge: what the encoder writes for near-silent frames."""
+    return np.asarray(encode(np.zeros((1, 1, (2 * ENC_CONTEXT + 1) * HOP), np.float32))[0, :, ENC_CONTEXT], np.int64)
 
 
 def _gain(x: np.ndarray) -> float:
@@ -191,9 +197,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
     def silence_indices(self, model: Model[HiFiCodec]) -> npt.NDArray[np.int64]:
         """The indices (all codebooks) the encoder gives digital silence, away from any edge."""
         if self._silence is None or self._silence[0] is not model:
-            zeros = np.zeros((1, 1, (2 * ENC_CONTEXT + 1) * HOP), np.float32)
-            (idx,) = self.run("encode", zeros, levels=model.net.config.levels)
-            self._silence = (model, idx[0, :, ENC_CONTEXT].astype(np.int64))
+            self._silence = (model, silence_of(lambda z: self.run("encode", z, levels=model.net.config.levels)[0]))
         return self._silence[1]
 
     @staticmethod

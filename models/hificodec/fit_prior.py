@@ -26,7 +26,7 @@ from nmc.codec import entropy as E
 from nmc.codec.prior import PriorSet
 from nmc.codec.threads import torch_threads
 from nmc.codec.weights import read_weights
-from nmc.models.hificodec.codec import CHUNK_FRAMES, ENC_CONTEXT, GROUPS, HOP, SAMPLE_RATE, SETTINGS, HiFiCodecCodec, Rate, silent_frames
+from nmc.models.hificodec.codec import CHUNK_FRAMES, GROUPS, SAMPLE_RATE, SETTINGS, HiFiCodecCodec, Rate, silence_of, silent_frames
 from nmc.models.hificodec.index_coding import context_sizes, contexts, encode_indices
 from nmc.models.hificodec.network import HiFiCodec
 from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_packets, fit_priors, split_files, write
@@ -46,8 +46,7 @@ def packet_indices(net: HiFiCodec, files: list[Path], device: str = "cpu") -> li
     frames replaced by the indices of digital silence as the codec's encoder does (`silent_frames`)."""
     out = []
     with torch.inference_mode():
-        zeros = torch.zeros(1, 1, (2 * ENC_CONTEXT + 1) * HOP, device=device)  # as HiFiCodecCodec.silence_indices
-        silence = net.encode(zeros, net.config.levels)[0, :, ENC_CONTEXT].cpu().numpy()
+        silence = silence_of(lambda z: net.encode(torch.from_numpy(z).to(device), net.config.levels).cpu().numpy())
         for path in files:
             x = read_mono(path)
             x = x / max(1.0, float(np.abs(x).max(initial=0.0)))  # the codec's gain policy
