@@ -165,19 +165,27 @@ class TestLadder:
         w = read_weights(tmp_path / "w.safetensors")
         w.state["rungs.8.vq.in_proj.bias"] = w.state["rungs.8.vq.in_proj.bias"] + 1  # a fine-tuned rung: not a ladder rung
         write_weights(tmp_path / "tuned.safetensors", w)
-        with pytest.raises(typer.BadParameter, match="rung 8 was fine-tuned"):
-            L.main(from_weights=tmp_path / "tuned.safetensors", out=tmp_path / "x.safetensors")
+        L.main(from_weights=tmp_path / "tuned.safetensors", out=tmp_path / "x.safetensors")  # left out, the others kept
+        with safe_open(str(tmp_path / "x.safetensors"), "pt") as f:
+            assert f.metadata()["rungs"] == "[4, 16]" and "rung.8.codebook" not in f.keys()  # noqa: SIM118
+        for s in (4, 16):
+            w.state[f"rungs.{s}.vq.in_proj.bias"] = w.state[f"rungs.{s}.vq.in_proj.bias"] + 1
+        write_weights(tmp_path / "all_tuned.safetensors", w)
+        with pytest.raises(typer.BadParameter, match="every rung was fine-tuned"):
+            L.main(from_weights=tmp_path / "all_tuned.safetensors", out=tmp_path / "x.safetensors")
 
     def test_from_the_installed_weights(self, tmp_path: Path) -> None:
-        """The installed rungs as a ladder file: codes numbered as installed (their priors and recovery maps
-        fit), each base code labelled with its nearest rung code (the codec's cosine lookup, here in float64)."""
+        """The installed untuned rungs as a ladder file: codes numbered as installed (their priors and recovery
+        maps fit), each base code labelled with its nearest rung code (the codec's cosine lookup, here in
+        float64); s16, which has its own decoder since 2026-12-02 session 5, is left out."""
         L.main(from_weights=WEIGHTS, out=tmp_path / "ladder.safetensors")
         w = read_weights(WEIGHTS)
         net = Ladder.from_state_dict(w.state, w.args)
         base = net.unit_codes(net.vq.size).double()
         with safe_open(str(tmp_path / "ladder.safetensors"), "pt") as f:
-            assert json.loads(f.metadata()["rungs"]) == net.sizes[:-1] == [16, 32, 64, 128, 256, 512, 1024, 2048]
-            for s in net.sizes[:-1]:
+            assert net.sizes[:-1] == [16, 32, 64, 128, 256, 512, 1024, 2048]
+            assert json.loads(f.metadata()["rungs"]) == net.sizes[1:-1]
+            for s in net.sizes[1:-1]:
                 codebook, labels = f.get_tensor(f"rung.{s}.codebook"), f.get_tensor(f"rung.{s}.labels")
                 assert torch.equal(F.normalize(codebook, dim=-1), net.unit_codes(s))  # what train.py --rung S swaps in
                 assert labels.dtype == torch.long and labels.shape == (net.vq.size,)

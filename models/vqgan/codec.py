@@ -108,6 +108,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
     media = "image"
     model_id = "vqgan-v1"
+    retired_weights = {"eabe51d1ee51075b": "vqgan weights with the untuned ladder, shipped until 2026-12-02 session 5"}
     description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
     weights_path = WEIGHTS
     auto_priority = 10  # below mcquic: chosen by `--codec auto` only for rates below mcquic's lowest setting

@@ -16,7 +16,7 @@ train.py `--rung S --ladder FILE` then fine-tunes each rung.
 one) instead: each rung's codebook as stored, numbered as there, so that the priors, recovery maps and
 fine-tunes made for those rungs still fit (a new k-means would renumber the codes). Its labels are
 what the codec's lookup gives each base code among the rung's codes. Rungs that were fine-tuned
-(their own 1x1 convolutions or decoder) are refused: a ladder holds codebooks only.
+(their own 1x1 convolutions or decoder) are left out (said on stdout): a ladder holds codebooks only.
 
 The file (safetensors): `rung.S.codebook` `[S, d]` fp32 and `rung.S.labels` `[K]` int64 (base index
 -> cluster) for every rung, `base.counts` `[K]` with `--data`; metadata: format, the network file's
@@ -130,12 +130,15 @@ def ladder_of(path: Path) -> dict[str, torch.Tensor]:
     for s in net.sizes[:-1]:
         vq, g_s = net.parts(s)
         if g_s is not net.g_s or any(not torch.equal(v, base[k]) for k, v in vq.state_dict().items() if k != "codebook"):
-            raise typer.BadParameter(f"--from-weights {path}: rung {s} was fine-tuned (its 1x1 convolutions or decoder are not the base's); "
-                                     "a ladder holds codebooks only")  # fmt: skip
+            # a ladder rung is a codebook for the base's 1x1 convolutions and decoder; this one has its own
+            print(f"rung {s}: fine-tuned (its 1x1 convolutions or decoder are not the base's): left out of the ladder")
+            continue
         labels = vq.codes_to_indices(codes.t()[None, :, :, None]).flatten()  # the K base codes as a latent `[1, d, K, 1]`
         tensors[f"rung.{s}.codebook"], tensors[f"rung.{s}.labels"] = w.state[f"rungs.{s}.vq.codebook"].float().contiguous(), labels
         fit = float((codes * vq.unit_codes().detach()[labels]).sum(1).mean())
         print(f"rung {s}: {len(labels.unique())} codes in use, mean cosine of a base code to its rung code {fit:.4f}")
+    if not tensors:
+        raise typer.BadParameter(f"--from-weights {path}: every rung was fine-tuned; a ladder holds untuned rungs only")
     return tensors
 
 
