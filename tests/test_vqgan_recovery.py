@@ -6,6 +6,7 @@ and the index-map extraction -> training -> export -> codec path. Tiny random mo
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,23 @@ def recovery_file(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return path
 
 
-def hashes_of(path: Path) -> dict[int, str]:
+def ladder_of(path: Path):  # noqa: ANN201
     from nmc.models.vqgan.network import Ladder
 
     w = read_weights(path)
-    return R.codebook_hashes(Ladder.from_state_dict(w.state, w.args))
+    return Ladder.from_state_dict(w.state, w.args)
+
+
+def hashes_of(path: Path) -> dict[int, str]:
+    return R.codebook_hashes(ladder_of(path))
+
+
+def code_model(sizes: tuple[int, ...], codebooks: dict[int, torch.Tensor]) -> R.IndexTransformer:
+    """A random tiny model with code inputs (`code_dim`), holding `codebooks`' unit codes."""
+    torch.manual_seed(2)
+    model = R.IndexTransformer(R.RecoveryArgs(sizes, **TINY, code_dim=next(iter(codebooks.values())).shape[1]))
+    model.set_codes(codebooks)
+    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +114,30 @@ class TestFill:
         with pytest.raises(ValueError, match="exceeds 16 cells"):
             model.features(torch.zeros(1, 17, 4, dtype=torch.long), torch.zeros(1, 17, 4, dtype=torch.bool), 0)
 
+    def test_code_inputs_fill_is_the_same_for_one_or_two_threads(self) -> None:
+        """(The token model's: `test_fill_changes_only_masked_cells_and_is_deterministic`.) Both decisions."""
+        codes = torch.nn.functional.normalize(torch.randn(80, 8, generator=torch.Generator().manual_seed(3)), dim=1)
+        model = code_model((16, 64), {16: codes[:16], 64: codes[16:]})
+        rng = np.random.default_rng(4)
+        grid, masked = rng.integers(0, 64, (12, 15)), rng.random((12, 15)) < 0.4
+        for rule in (None, codes[16:]):
+            with torch_threads(1):
+                a = R.fill(model, grid, masked, 1, codes=rule)
+            with torch_threads(2):
+                assert np.array_equal(R.fill(model, grid, masked, 1, codes=rule), a)
+
+    def test_expected_code_is_the_code_nearest_the_mean(self) -> None:
+        """p = (0.4, 0.35, 0.25) over codes (1, 0), (0, 1), (0.6, 0.8): argmax takes code 0, the expected
+        code (0.55, 0.55) is nearest code 2. With zero features, a code-input model's logits are its biases."""
+        codes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+        model = code_model((3,), {3: codes})
+        with torch.no_grad():
+            model.out.weight.zero_(), model.out.bias.zero_(), model.bias.copy_(torch.tensor([0.4, 0.35, 0.25]).log())
+        grid, masked = np.zeros((4, 5), np.int64), np.zeros((4, 5), bool)
+        masked[1:3, 2:4] = True
+        assert (R.fill(model, grid, masked, 0)[masked] == 0).all()
+        assert (R.fill(model, grid, masked, 0, codes=codes)[masked] == 2).all()
+
     def test_baselines(self) -> None:
         grid = np.array([[1, 2, 3], [4, 5, 6], [7, 7, 7]])
         masked = np.zeros((3, 3), bool)
@@ -118,6 +155,43 @@ class TestRecoveryFile:
         model, network, codebooks = R.load_recovery(recovery_file)
         assert network == network_of(weights) and model.args.sizes == (16, 64, 256) and codebooks == hashes_of(weights)
         assert model.tokens.weight.dtype == torch.float32 and not model.training
+
+    def test_a_file_from_before_code_inputs_loads_as_a_token_model(self, recovery_file: Path, tmp_path: Path) -> None:
+        """Files written before `code_dim` existed have no such key in their arguments: a learned token table."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(str(recovery_file), framework="pt") as f:
+            meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        args = json.loads(meta["model_args"])
+        meta["model_args"] = json.dumps({k: v for k, v in args.items() if k != "code_dim"})
+        old = tmp_path / "old.safetensors"
+        save_file(tensors, str(old), metadata=meta)
+        model, _, _ = R.load_recovery(old)
+        assert "code_dim" in args and model.args == R.load_recovery(recovery_file)[0].args and model.args.code_dim == 0
+        assert hasattr(model, "tokens") and not hasattr(model, "codes")
+        grid, masked = np.random.default_rng(5).integers(0, 64, (9, 11)), np.random.default_rng(6).random((9, 11)) < 0.3
+        assert np.array_equal(R.fill(model, grid, masked, 1), R.fill(R.load_recovery(recovery_file)[0], grid, masked, 1))
+
+    def test_code_inputs_round_trip_and_bind_to_the_installed_codes(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """A code-input model's file holds its unit codes in fp32; the codebook hashes it records are those
+        of these codes, so the codec uses it exactly for the codebooks whose installed codes they are."""
+        net = ladder_of(weights)
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)})
+        path = tmp_path / "codes.safetensors"
+        R.save_recovery(path, model, network_of(weights), {})
+        loaded, network, codebooks = R.load_recovery(path)
+        assert loaded.args == model.args and loaded.codes.dtype == torch.float32 and codebooks == hashes_of(weights)
+        assert all(torch.equal(loaded.state_dict()[k], v.float()) for k, v in model.state().items())
+        codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+        assert codec.recovery[1] == {16: 0, 64: 1, 256: 2}
+        for size, k in codec.recovery[1].items():
+            assert torch.equal(codec.recovery[0].unit_codes(k), codec.model.net.unit_codes(size))
+        out = api.decompress(lose(encode(codec, photo(), "s64"), {1}), recover=True, codec=codec)
+        assert codec.recovered is not None and codec.recovered["method"] == "recovery" and out.pixels.shape == (96, 128, 3)
+        moved = {s: net.unit_codes(s) for s in (16, 64, 256)} | {64: net.unit_codes(64).roll(1, 0)}  # another numbering of s64
+        R.save_recovery(path, code_model((16, 64, 256), moved), network_of(weights), {}, hashes_of(weights))  # the codes decide
+        assert V.VQGANCodec(weights, tile=64, recovery_path=path).recovery[1] == {16: 0, 256: 2}
 
     def test_missing_bad_or_foreign_file_is_one_clear_error(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         data = lose(encode(V.VQGANCodec(weights), photo()), {1})
@@ -245,9 +319,13 @@ def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  
     assert read[64][0].shape == (6, 8) and int(read[256][0].max()) < 256
     export = tmp_path / "rec.safetensors"
     train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, tiny=True, holdout=1, warmup=1, log_every=1)
-    assert "eval held-out s64" in (tmp_path / "ckpt" / "train.log").read_text()
+    assert "eval held-out s64" in (tmp_path / "ckpt" / "train.log").read_text() and "expected code" in (tmp_path / "ckpt" / "train.log").read_text()
     train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt", max_steps=4, tiny=True, holdout=1, warmup=1, log_every=1)  # resumes
     assert "resumed from" in (tmp_path / "ckpt" / "train.log").read_text()
+    assert R.load_recovery(export)[0].args.code_dim == 8 and R.load_recovery(export)[2] == hashes_of(weights)
+    tokens = tmp_path / "tokens.safetensors"
+    train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt_tokens", export=tokens, max_steps=2, tiny=True, holdout=0, warmup=1, code_inputs=False)
+    assert R.load_recovery(tokens)[0].args.code_dim == 0 and R.load_recovery(tokens)[2] == hashes_of(weights)
     c = V.VQGANCodec(weights, recovery_path=export)
     out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
     assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["indices"] > 0

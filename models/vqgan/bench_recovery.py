@@ -41,6 +41,7 @@ def main(
     heads: int = 4,
     embed: int = 64,
     max_side: int = 32,
+    code_inputs: bool = False,  # the random model's tokens mapped from the unit codes (train_recovery.py's default kind)
     steps: int = 2,  # rounds of the fill (the codec's FILL_STEPS)
     lost: int = 2,  # packets lost, spread evenly over the file
     threads: int = 2,
@@ -52,11 +53,14 @@ def main(
         w = read_weights(weights)
         args = dict(w.args)
         sizes = (*sorted(args["rungs"]), int(args["codebook_size"]))
+        net = Ladder.from_state_dict(w.state, w.args)
         torch.manual_seed(0)
-        model = IndexTransformer(RecoveryArgs(sizes, dim, layers, heads, embed, max_side))
+        model = IndexTransformer(RecoveryArgs(sizes, dim, layers, heads, embed, max_side, net.unit_codes(sizes[0]).shape[1] if code_inputs else 0))
+        if code_inputs:
+            model.set_codes({s: net.unit_codes(s) for s in sizes})
         recovery = tmp / "random.safetensors"
         save_recovery(recovery, model, network_hash({k: v for k, v in w.state.items() if not k.startswith("rungs.")}), {"random": True},
-                      codebook_hashes(Ladder.from_state_dict(w.state, w.args)))
+                      codebook_hashes(net))
     codec = VQGANCodec(weights, recovery_path=recovery, fill_steps=steps)
     px = np.asarray(Image.open(image).convert("RGB"))
     buf = io.BytesIO()

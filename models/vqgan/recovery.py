@@ -1,16 +1,20 @@
 """Recovery of lost vqgan indices: a masked bidirectional transformer over index maps (MaskGIT, Chang et
 al. 2022), and the two simple concealments it is measured against.
 
-    index map (h, w), some cells masked ──token embedding (the rung's table) or [MASK]
+    index map (h, w), some cells masked ──token (the rung's row of the table) or [MASK]
         + row + column + rung embeddings──► pre-LN transformer blocks ──► logits over the rung's codes
 
 One network serves every codebook of the weights file: each codebook size has its own rows in one
-token table (tied with the output), and the rung is an input. At decode the masked cells are filled
-iteratively, most confident first (`fill`): at step t of T the model predicts every cell still masked
-and the most confident ones are kept, until after step T none is left (MaskGIT's cosine schedule,
-argmax instead of sampling, so the result is deterministic). Maps larger than `max_side` cells a side
-are done in windows of at most `max_side` with `MARGIN` cells of context around each core, in raster
-order (a later window sees the earlier windows' filled cells).
+table, tied with the output (logits = output features . the rung's rows + a bias per code), and the
+rung is an input. The table is either learned, a token per code, or, with `code_dim`, a learned map
+(`code_map`, a small MLP) of the codebooks' fixed unit codes (`codes`, a buffer), the logits then
+times a learned scale: near codes look near at every size, and a code has one free parameter of its
+own (its bias). At decode the masked cells are filled iteratively, most confident first (`fill`): at
+step t of T the model predicts every cell still masked and the most confident ones are kept, until
+after step T none is left (MaskGIT's cosine schedule, no sampling: deterministic); a kept cell takes
+the argmax, or the code nearest the probability-weighted mean of the unit codes. Maps larger than
+`max_side` cells a side are done in windows of at most `max_side` with `MARGIN` cells of context
+around each core, in raster order (a later window sees the earlier windows' filled cells).
 
 Recovery changes no byte of a file: the model runs on one CPU thread (the same pixels for any thread
 count on one machine) and only on files with lost packets. Its weights are a file of their own
@@ -47,8 +51,9 @@ class RecoveryArgs:
     dim: int = 128  # transformer width
     layers: int = 6
     heads: int = 4
-    embed: int = 64  # token embedding width, tied with the output projection
+    embed: int = 64  # token width, tied with the output projection
     max_side: int = 32  # cells per window side (row and column embeddings)
+    code_dim: int = 0  # > 0: tokens mapped from the unit codes of this width (`codes`); 0: a learned token table
 
 
 class Block(nn.Module):
@@ -71,11 +76,18 @@ class Block(nn.Module):
 class IndexTransformer(nn.Module):
     """Masked index model: `[B, h, w]` indices of codebook `k` with a mask -> per-cell logits over its codes."""
 
+    codes: Tensor  # `[sum of sizes, code_dim]` fp32 unit codes (with `code_dim`)
+
     def __init__(self, args: RecoveryArgs):
         super().__init__()
         a = self.args = args
-        self.offsets = [0, *np.cumsum(a.sizes).tolist()]  # codebook k's rows of the token table
-        self.tokens = nn.Embedding(self.offsets[-1], a.embed)
+        self.offsets = [0, *np.cumsum(a.sizes).tolist()]  # codebook k's rows of the table
+        if a.code_dim:  # fixed unit codes (`set_codes`), their learned map and a learned logit scale
+            self.register_buffer("codes", torch.zeros(self.offsets[-1], a.code_dim))
+            self.code_map = nn.Sequential(nn.Linear(a.code_dim, a.embed), nn.GELU(), nn.Linear(a.embed, a.embed))
+            self.log_scale = nn.Parameter(torch.zeros(()))  # scale 1 at the start: near-uniform logits
+        else:
+            self.tokens = nn.Embedding(self.offsets[-1], a.embed)
         self.mask_token = nn.Parameter(torch.zeros(a.embed))
         self.inp = nn.Linear(a.embed, a.dim)
         self.rung = nn.Embedding(len(a.sizes), a.dim)
@@ -84,7 +96,8 @@ class IndexTransformer(nn.Module):
         self.norm = nn.LayerNorm(a.dim)
         self.out = nn.Linear(a.dim, a.embed)
         self.bias = nn.Parameter(torch.zeros(self.offsets[-1]))
-        nn.init.normal_(self.tokens.weight, std=0.02)
+        if not a.code_dim:
+            nn.init.normal_(self.tokens.weight, std=0.02)
         for e in (self.rung, self.row, self.col):
             nn.init.normal_(e.weight, std=0.02)
 
@@ -95,7 +108,7 @@ class IndexTransformer(nn.Module):
         b, h, w = indices.shape
         if h + origin[0] > self.args.max_side or w + origin[1] > self.args.max_side:
             raise ValueError(f"a window of {h}x{w} cells at {origin} exceeds {self.args.max_side} cells a side")
-        tok = self.tokens(indices.clamp(0, self.args.sizes[k] - 1) + self.offsets[k])
+        tok = self.table(k)[indices.clamp(0, self.args.sizes[k] - 1)]
         tok = torch.where(masked[..., None], self.mask_token.to(tok.dtype), tok)
         rows = self.row(torch.arange(origin[0], origin[0] + h, device=indices.device))
         cols = self.col(torch.arange(origin[1], origin[1] + w, device=indices.device))
@@ -107,14 +120,35 @@ class IndexTransformer(nn.Module):
 
     forward = features
 
-    def logits(self, features: Tensor, k: int) -> Tensor:
-        """Features `[..., embed]` -> logits `[..., S_k]` over codebook `k` (the tied token rows)."""
+    def table(self, k: int) -> Tensor:
+        """Codebook `k`'s rows `[S_k, embed]`: the map of its unit codes (`code_dim`) or its learned tokens."""
         lo, hi = self.offsets[k], self.offsets[k + 1]
-        return features @ self.tokens.weight[lo:hi].T + self.bias[lo:hi]
+        return self.code_map(self.unit_codes(k)) if self.args.code_dim else self.tokens.weight[lo:hi]
+
+    def logits(self, features: Tensor, k: int) -> Tensor:
+        """Features `[..., embed]` -> logits `[..., S_k]` over codebook `k` (the tied rows; scaled with `code_dim`)."""
+        dots = features @ self.table(k).to(features.dtype).T
+        scaled = dots * self.log_scale.exp() if self.args.code_dim else dots
+        return scaled + self.bias[self.offsets[k] : self.offsets[k + 1]]
+
+    def unit_codes(self, k: int) -> Tensor:
+        """Codebook `k`'s unit codes `[S_k, code_dim]` (with `code_dim`)."""
+        return self.codes[self.offsets[k] : self.offsets[k + 1]]
+
+    @torch.no_grad()
+    def set_codes(self, codebooks: dict[int, Tensor]) -> None:
+        """The unit codes `[S, code_dim]` of every size (index_maps.py's `codebook.S`: `Ladder.unit_codes(S)`)."""
+        for k, size in enumerate(self.args.sizes):
+            self.unit_codes(k).copy_(codebooks[size])
+
+    def codebook_hashes(self) -> dict[int, str]:
+        """`codes_hash` of each size's codes in the `codes` buffer (what the codec compares with its own codebooks)."""
+        return {s: codes_hash(self.unit_codes(k)) for k, s in enumerate(self.args.sizes)}
 
     def state(self) -> dict[str, Tensor]:
-        """Tensors of the shipped file: fp16 weights, fp32 norms, embeddings of positions and biases."""
-        return {k: v.detach().cpu().half() if v.ndim == 2 and "norm" not in k else v.detach().cpu().float() for k, v in self.state_dict().items()}
+        """Tensors of the shipped file: fp16 weights, fp32 norms, embeddings of positions, biases and unit codes."""
+        return {k: v.detach().cpu().half() if v.ndim == 2 and "norm" not in k and k != "codes" else v.detach().cpu().float()
+                for k, v in self.state_dict().items()}  # fmt: skip
 
 
 def network_hash(state: dict[str, Tensor]) -> str:
@@ -139,11 +173,13 @@ def codebook_hashes(net: Ladder) -> dict[int, str]:
     return {s: codes_hash(net.unit_codes(s)) for s in net.sizes}
 
 
-def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str]) -> None:
+def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str] | None = None) -> None:
     """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for (its base
-    network's hash and `codes_hash` of each codebook of the training maps), how."""
+    network's hash and `codes_hash` of each codebook of the training maps: `codebooks`, or with `code_dim`
+    those of the codes it holds), how."""
     from safetensors.torch import save_file
 
+    codebooks = model.codebook_hashes() if model.args.code_dim else codebooks or {}
     meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report),
             "codebooks": json.dumps({str(s): h for s, h in codebooks.items()})}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,13 +220,16 @@ def windows(n: int, side: int, margin: int = MARGIN) -> list[tuple[int, int, int
 
 
 @torch.inference_mode()
-def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, steps: int = 2) -> IntArray:
+def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, steps: int = 2, codes: Tensor | None = None) -> IntArray:
     """`grid` `(h, w)` of indices into codebook `k` with the `masked` cells predicted, most confident first.
 
     Each window's masked core cells take `steps` rounds (fewer when there are fewer cells): after round t
-    of T, cos(pi t / 2T) of them are still masked. Argmax and a stable sort: deterministic."""
+    of T, cos(pi t / 2T) of them are still masked (the highest top probabilities are kept). A kept cell
+    takes the argmax, or with `codes` (codebook k's unit codes `[S_k, d]`) the code nearest the
+    probability-weighted mean of the codes: the minimum-risk choice under a code distance, a near code
+    when the model hesitates between near codes. Argmax and a stable sort: deterministic."""
     out, masked = grid.copy(), masked.copy()
-    side = model.args.max_side
+    side, dev = model.args.max_side, model.bias.device  # the codec: the CPU; a training run's evaluation: its GPU
     for y0, y1, cy0, cy1 in windows(grid.shape[0], side):
         for x0, x1, cx0, cx1 in windows(grid.shape[1], side):
             core = np.zeros_like(masked[y0:y1, x0:x1])
@@ -199,13 +238,17 @@ def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, ste
             rounds = min(steps, todo)
             for t in range(1, rounds + 1):
                 m = masked[y0:y1, x0:x1]
-                feats = model.features(torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1]))[None], torch.from_numpy(np.ascontiguousarray(m))[None], k)[0]
                 ys, xs = np.nonzero(m & core)  # row-major, as the features' flat order
-                logits = model.logits(feats[torch.from_numpy(ys), torch.from_numpy(xs)], k)
-                conf, best = logits.float().softmax(-1).max(-1)
+                window, mask = (torch.from_numpy(np.ascontiguousarray(a))[None].to(dev) for a in (out[y0:y1, x0:x1], m))
+                feats = model.features(window, mask, k)[0][torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev)]
+                probs = model.logits(feats, k).float().softmax(-1)
+                conf, best = probs.max(-1)
+                if codes is not None:
+                    unit = codes.to(probs)
+                    best = (probs @ unit @ unit.T).argmax(-1)  # the code nearest the mean: the highest dot product
                 left = math.floor(todo * math.cos(math.pi / 2 * t / rounds)) if t < rounds else 0
-                keep = np.argsort(-conf.numpy(), kind="stable")[: len(ys) - left]
-                out[y0 + ys[keep], x0 + xs[keep]] = best.numpy()[keep]
+                keep = np.argsort(-conf.cpu().numpy(), kind="stable")[: len(ys) - left]
+                out[y0 + ys[keep], x0 + xs[keep]] = best.cpu().numpy()[keep]
                 masked[y0 + ys[keep], x0 + xs[keep]] = False
     return out
 

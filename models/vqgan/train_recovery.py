@@ -3,7 +3,11 @@
 Masked modelling as MaskGIT: a random crop of an index map at a random codebook size, a random share
 of its cells masked (5-99 %; half the crops as whole packets of a random interleave lattice, the
 pattern lost packets leave, half as independent cells, the pattern after some fill rounds), cross-
-entropy on the masked cells. One file, top to bottom, like models/vqgan/train.py:
+entropy on the masked cells. A fresh model's tokens (tied with its output) are a learned map of the
+codes' fixed unit codes (`--code-inputs`, the default; `RecoveryArgs.code_dim`), or with
+`--no-code-inputs` a learned table (sessions 3-5: worse than copying the nearest cell); a resumed
+model keeps its own kind.
+One file, top to bottom, like models/vqgan/train.py:
 
     python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
     python models/vqgan/train_recovery.py --ckpt-dir .ckpt/recovery --max-steps 0 --export recovery.safetensors   # evaluate, export
@@ -12,8 +16,9 @@ entropy on the masked cells. One file, top to bottom, like models/vqgan/train.py
 
 Resumes from `--ckpt-dir` (models/trainkit checkpoints); the learning rate depends on the step only and
 every draw comes from (seed, rank, step); rank 0 decides when to stop. The held-out photos' maps
-measure the end: fill accuracy and cross-entropy with one or two of 8 packets lost, and the nearest-
-neighbour baseline's accuracy on the same cells.
+measure the end (`evaluate`): with one or two of 8 packets lost, the accuracy and the mean cosine between
+the filled and the true unit code of the argmax fill, the expected-code fill and the nearest-cell copy,
+and the one-shot cross-entropy.
 """
 
 from __future__ import annotations
@@ -74,30 +79,42 @@ def batch_of(maps: list[torch.Tensor], n: int, max_side: int, min_side: int, gen
     return torch.stack(crops), origin
 
 
+RULES = ("argmax", "expected", "nearest")  # the transformer's two decisions (`fill`), and copying the nearest received cell
+
+
 @torch.no_grad()
-def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], steps: int) -> dict[int, tuple[float, float, float, int]]:
+def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], codebooks: dict[int, torch.Tensor], steps: int) -> dict[int, dict[str, float]]:
     """Per codebook size, on the held-out maps with packets (0, 0) and (0, 0) + (1, 2) of a 2x4 lattice lost:
-    fill accuracy, one-shot cross-entropy (bits; in each map's top-left window) of the lost cells, and the
-    nearest-neighbour accuracy (CPU, fp32)."""
+    for each of `RULES` the share of lost cells filled with the true index (`acc_*`) and the mean cosine
+    between the filled and the true unit code (`cos_*`: a near code decodes to near pixels), the lost
+    cells (`cells`), and the one-shot cross-entropy (`bits` per lost cell, in each map's top-left window).
+    On the model's device (a GPU after training there: minutes less than the CPU), fp32."""
     out = {}
     for k, size in enumerate(model.args.sizes):
-        hits, nn_hits, bits, n, n_ce = 0, 0, 0.0, 0, 0
+        codes = codebooks[size].float()
+        hits, cos = dict.fromkeys(RULES, 0), dict.fromkeys(RULES, 0.0)
+        bits, n, n_ce = 0.0, 0, 0
         for held_map in held[size]:
             grid = held_map.numpy()
             for lost in ([0], [0, 6]):
                 masked = np.zeros(grid.shape, bool)
                 for j in lost:
                     masked[packet_cells((grid.shape[0], grid.shape[1]), (2, 4))[j]] = True
-                filled = fill(model, grid, masked, k, steps)
-                hits += int((filled[masked] == grid[masked]).sum())
-                nn_hits += int((fill_nearest(grid, masked)[masked] == grid[masked]).sum())
+                true = torch.from_numpy(grid[masked])
+                fills = {"argmax": fill(model, grid, masked, k, steps), "expected": fill(model, grid, masked, k, steps, codes),
+                         "nearest": fill_nearest(grid, masked)}  # fmt: skip
+                for rule, filled in fills.items():
+                    got = torch.from_numpy(filled[masked])
+                    hits[rule] += int((got == true).sum())
+                    cos[rule] += float((codes[got] * codes[true]).sum())
                 n += int(masked.sum())
-                s = model.args.max_side  # cross-entropy: the top-left window
-                g, mk = torch.from_numpy(grid[:s, :s]), torch.from_numpy(masked[:s, :s])
+                s, dev = model.args.max_side, model.bias.device  # cross-entropy: the top-left window
+                g, mk = torch.from_numpy(grid[:s, :s]).to(dev), torch.from_numpy(masked[:s, :s]).to(dev)
                 logp = model.logits(model.features(g[None], mk[None], k)[0][mk], k).log_softmax(-1)
                 bits -= float(logp.gather(1, g[mk][:, None]).sum()) / math.log(2)
                 n_ce += int(mk.sum())
-        out[size] = (hits / max(n, 1), bits / max(n_ce, 1), nn_hits / max(n, 1), n)
+        out[size] = {"cells": n, "bits": bits / max(n_ce, 1), **{f"acc_{r}": hits[r] / max(n, 1) for r in RULES},
+                     **{f"cos_{r}": cos[r] / max(n, 1) for r in RULES}}  # fmt: skip
     return out
 
 
@@ -116,9 +133,10 @@ def main(
     dim: int = 128,  # transformer width (192 fills a 768x512 map 2x slower on the CPU)
     layers: int = 6,
     heads: int = 4,
-    embed: int = 64,  # token embedding width (tied output)
+    embed: int = 64,  # token width (tied output)
     max_side: int = 32,  # cells per window side
-    code_scale: float = 0.5,  # a fresh model's token embeddings: this times the unit codes (first code_dim dims)
+    code_inputs: bool = True,  # a fresh model's tokens: a learned map of the fixed unit codes (RecoveryArgs.code_dim); off: a learned token table
+    code_scale: float = 0.5,  # without --code-inputs, a fresh model's tokens: this times the unit codes (first code_dim dims)
     mask_min: float = 0.05,  # share of masked cells per crop: uniform in [mask_min, mask_max]
     mask_max: float = 0.99,
     mask_focus: float = 0.7,  # share of crops whose masked share is drawn from [mask_min, 0.5] instead
@@ -159,6 +177,8 @@ def main(
     sizes = sorted(files[0][0])
     if any(sorted(f[0]) != sizes or f[2]["network"] != meta["network"] for f in files):
         raise typer.BadParameter(f"--maps {[str(p) for p in maps]}: made with different networks or codebook sizes")
+    if sorted(codebooks) != sizes:
+        raise typer.BadParameter(f"--maps {maps[0]}: no unit codes stored for sizes {sorted(set(sizes) - set(codebooks))} (an old file: extract it again)")
     held_photos = set(sorted(set(photos))[:: max(1, len(set(photos)) // holdout)][:holdout]) if holdout else set()
     train = {s: [m.to(device) for f in files for m, p in zip(f[0][s], f[1]) if p not in held_photos] for s in sizes}
     held = {s: [m for m, p in zip(files[0][0][s], photos) if p in held_photos] for s in sizes}
@@ -168,7 +188,7 @@ def main(
 
     ckpt = ckpt_io.load(ckpt_dir)
     torch.manual_seed(seed)
-    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side)
+    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side, codebooks[sizes[0]].shape[1] if code_inputs else 0)
     if ckpt:
         tensors, cmeta = ckpt
         a = cmeta["model_args"]
@@ -176,7 +196,7 @@ def main(
         if list(args.sizes) != sizes or cmeta["network"] != meta["network"]:
             raise typer.BadParameter(f"{ckpt_dir}: trained on other maps ({cmeta['network']}, sizes {list(args.sizes)})")
     net = IndexTransformer(args)
-    if not ckpt and codebooks:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
+    if not ckpt and not args.code_dim:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
         with torch.no_grad():
             for k, size in enumerate(sizes):
                 d = min(codebooks[size].shape[1], embed)
@@ -194,6 +214,9 @@ def main(
             warm_from = cmeta["step"]  # a moment-free checkpoint: fresh moments, warm up again
         step, train_seconds = cmeta["step"], cmeta["train_seconds"]
         say(f"resumed from {ckpt_dir} at step {step}")
+    if args.code_dim:  # fixed, always from the maps (a --half checkpoint holds them rounded to fp16)
+        net.set_codes(codebooks)
+        say(f"tokens mapped from the unit codes ({args.code_dim} dims)")
     model = DDP(net, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp else net
     say(f"world {rt.world} device {device}; {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters {asdict(args)}")
 
@@ -248,16 +271,18 @@ def main(
         checkpoint()
     if master:
         say(f"stopped at step {step} ({train_seconds / 60:.1f} training minutes in all)")
-        net.eval().float().cpu()
+        net.eval().float()
+        if export:  # first: the evaluation takes minutes
+            save_recovery(export, net, meta["network"], {"step": step, "maps": [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
+                          {s: codes_hash(codebooks[s]) for s in sizes})  # fmt: skip
+            say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
         if held[sizes[0]]:
             t0 = time.time()
-            for size, (acc_, bits, nn_acc, n) in evaluate(net, held, fill_steps).items():
-                say(f"eval held-out s{size}: {n} lost cells, fill accuracy {acc_:.4f} (nearest neighbour {nn_acc:.4f}), one-shot {bits:.3f} bits per lost cell")
+            for size, r in evaluate(net, held, codebooks, fill_steps).items():
+                say(f"eval held-out s{size}: {r['cells']} lost cells; accuracy / code cosine: argmax {r['acc_argmax']:.4f} / {r['cos_argmax']:.4f}, "
+                    f"expected code {r['acc_expected']:.4f} / {r['cos_expected']:.4f}, nearest cell {r['acc_nearest']:.4f} / {r['cos_nearest']:.4f}; "
+                    f"one-shot {r['bits']:.3f} bits per lost cell")  # fmt: skip
             say(f"eval took {time.time() - t0:.1f} s")
-        if export:
-            save_recovery(export, net, meta["network"], {"step": step, "maps": [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
-                          {s: codes_hash(codebooks[s]) for s in sizes if s in codebooks})  # fmt: skip
-            say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
     log.close()
     rt.close()
 
