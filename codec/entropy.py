@@ -10,6 +10,7 @@ float-to-discrete steps left to the codecs are quantization and table-index look
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import constriction
 import numpy as np
@@ -20,6 +21,7 @@ from .errors import ContainerError
 CODER_INFO = {"library": "constriction", "version": "0.5.0", "coder": "range", "perfect": False}
 PRECISION = 16  # bits of the integer tables; constriction's range coder keeps 24
 _ROWS_PER_CALL = 4096  # bounds the float64 copy of per-symbol tables
+_FAMILY = constriction.stream.model.Categorical(perfect=False)  # per-symbol tables (stateless, made once)
 
 IntArray = npt.NDArray[np.integer]
 
@@ -31,7 +33,26 @@ def _check_symbols(symbols: IntArray, size: int) -> npt.NDArray[np.int32]:
     return symbols
 
 
-def _as_probabilities(freqs: IntArray) -> npt.NDArray[np.float64]:
+@dataclass(frozen=True)
+class Tables:
+    """Frequency tables already in the float64 form the coder takes (the same integers, exactly):
+    what `prior` makes its per-symbol tables as (valid by construction), so that no coder call
+    checks and converts them again. `Tables.of` checks and converts integer tables."""
+
+    probs: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, freqs: IntArray) -> Tables:
+        return cls(_as_probabilities(freqs))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.probs.shape
+
+
+def _as_probabilities(freqs: IntArray | Tables) -> npt.NDArray[np.float64]:
+    if isinstance(freqs, Tables):
+        return freqs.probs
     if not np.issubdtype(freqs.dtype, np.integer):
         raise TypeError(f"frequency tables must be integers, got {freqs.dtype}")
     if freqs.size == 0 or freqs.min() < 0 or (freqs.sum(axis=-1) == 0).any():
@@ -76,12 +97,14 @@ def quantized_laplace_tables(scales: npt.ArrayLike, support: int, precision: int
     return freqs_from_counts(np.diff(cdf, axis=1), precision)
 
 
-def cross_entropy_bits(symbols: IntArray, freqs: IntArray) -> float:
+def cross_entropy_bits(symbols: IntArray, freqs: IntArray | Tables) -> float:
     """Ideal code length in bits of `symbols` under the table(s) (the coder's lower bound)."""
     probs = _as_probabilities(freqs)
-    probs = probs / probs.sum(axis=-1, keepdims=True)
     symbols = np.asarray(symbols).ravel()
-    p = probs[symbols] if probs.ndim == 1 else probs[np.arange(symbols.size), symbols]
+    if probs.ndim == 1:
+        p = (probs / probs.sum())[symbols]
+    else:  # each symbol's entry over its row's total: the floats of normalising every row, without doing it
+        p = probs[np.arange(symbols.size), symbols] / probs.sum(axis=-1)
     return float(-np.log2(p).sum())
 
 
@@ -91,7 +114,7 @@ class Encoder:
     def __init__(self) -> None:
         self._coder = constriction.stream.queue.RangeEncoder()
 
-    def encode(self, symbols: IntArray, freqs: IntArray) -> None:
+    def encode(self, symbols: IntArray, freqs: IntArray | Tables) -> None:
         """Code symbols with one table `(n,)` for all, or one row each `(len(symbols), n)`."""
         symbols = _check_symbols(symbols, freqs.shape[-1])
         probs = _as_probabilities(freqs)
@@ -100,9 +123,8 @@ class Encoder:
             return
         if probs.shape[0] != symbols.size:
             raise ValueError(f"{symbols.size} symbols but {probs.shape[0]} tables")
-        family = constriction.stream.model.Categorical(perfect=False)
         for i in range(0, symbols.size, _ROWS_PER_CALL):
-            self._coder.encode(symbols[i : i + _ROWS_PER_CALL], family, probs[i : i + _ROWS_PER_CALL])
+            self._coder.encode(symbols[i : i + _ROWS_PER_CALL], _FAMILY, probs[i : i + _ROWS_PER_CALL])
 
     def encode_indexed(self, symbols: IntArray, table_index: IntArray, tables: IntArray) -> None:
         """Code each symbol with the row `tables[table_index[i]]` (e.g. one row per scale)."""
@@ -129,7 +151,7 @@ class Decoder:
         words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         self._coder = constriction.stream.queue.RangeDecoder(words)
 
-    def decode(self, freqs: IntArray, count: int | None = None) -> npt.NDArray[np.int32]:
+    def decode(self, freqs: IntArray | Tables, count: int | None = None) -> npt.NDArray[np.int32]:
         """Decode `count` symbols with one table `(n,)`, or one per row of `(m, n)`."""
         probs = _as_probabilities(freqs)
         if probs.ndim == 1:
@@ -137,8 +159,9 @@ class Decoder:
                 raise ValueError("count is required with a single table")
             model = constriction.stream.model.Categorical(probs, perfect=False)
             return np.asarray(self._coder.decode(model, count), dtype=np.int32)
-        family = constriction.stream.model.Categorical(perfect=False)
-        parts = [self._coder.decode(family, probs[i : i + _ROWS_PER_CALL]) for i in range(0, probs.shape[0], _ROWS_PER_CALL)]
+        if probs.shape[0] <= _ROWS_PER_CALL:  # one call (sequential decoders ask for a few symbols at a time)
+            return np.asarray(self._coder.decode(_FAMILY, probs), dtype=np.int32)
+        parts = [self._coder.decode(_FAMILY, probs[i : i + _ROWS_PER_CALL]) for i in range(0, probs.shape[0], _ROWS_PER_CALL)]
         return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
 
     def decode_uniform(self, bits: int, count: int) -> npt.NDArray[np.int32]:

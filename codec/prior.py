@@ -29,6 +29,8 @@ UNITS = 16  # score steps per bit
 RANGE = 22 * UNITS  # scores more than 22 bits below the best symbol share the floor frequency
 TABLE_LIMIT = 1 << 23  # context values x symbols up to which a context's score rows are tabulated once (`term`)
 EXP2 = np.maximum(1, np.round(2.0**16 * 2.0 ** ((np.arange(RANGE + 1) - RANGE) / UNITS))).astype(np.int64)
+_EXP2_F64 = EXP2.astype(np.float64)  # the same integers, as the coder takes them (`coder_tables_from_scores`)
+BLOCK = 1 << 16  # entries (rows x K) of the score blocks computed at a time: each stays in the CPU's cache
 
 
 @dataclass
@@ -40,6 +42,7 @@ class ContextPrior:
     proj: list[npt.NDArray[np.int8]]  # per context: (d, K)
     mult: npt.NDArray[np.int64]  # (n_ctx,)
     _terms: dict[int, npt.NDArray[np.integer]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _stack: tuple[npt.NDArray[np.int64], npt.NDArray[np.integer], type] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def alphabet(self) -> int:
@@ -65,7 +68,7 @@ class ContextPrior:
         """`term(c)[values]` `values.shape + (K,)`: gathered from the cached table, or for a large
         one (a codebook of thousands given thousands: 8193 x 8192 takes 7 s and 400 MB) computed
         for these rows only, with the same integers (the dot products are exact either way)."""
-        if (self.sizes[c] + 1) * self.alphabet <= TABLE_LIMIT:
+        if self.embed[c].shape[0] * self.alphabet <= TABLE_LIMIT:
             return self.term(c)[values]
         import torch
 
@@ -74,19 +77,58 @@ class ContextPrior:
             dots = torch.from_numpy(self.embed[c][values.ravel()].astype(np.float32)) @ torch.from_numpy(self.proj[c].astype(np.float32))
         return ((dots.numpy().astype(np.int64) * self.mult[c]) >> 16).reshape(*values.shape, self.alphabet)
 
-    def scores(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        """Integer scores `(m, K)` for context rows `(m, n_ctx)`."""
-        ctx = np.asarray(contexts, dtype=np.int64).reshape(-1, len(self.embed))
-        total = np.broadcast_to(self.bias.astype(np.int64), (ctx.shape[0], self.alphabet)).copy()
-        for c in range(len(self.embed)):
-            if ctx.size and (ctx[:, c].min() < 0 or ctx[:, c].max() > self.sizes[c]):
+    def stacked(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.integer], type] | None:
+        """Every context's `term` in one table (context c's rows from `offsets[c]`) and the integer
+        type that holds every score exactly (cached): `scores = bias + table[ctx + offsets].sum(1)`.
+        None when a context is too large to tabulate (`TABLE_LIMIT`)."""
+        if self._stack is None:
+            if any((n + 1) * self.alphabet > TABLE_LIMIT for n in self.sizes):
+                return None
+            terms = [self.term(c) for c in range(len(self.embed))]
+            offsets = np.cumsum([0] + [len(t) for t in terms[:-1]]).astype(np.int64)
+            table = np.concatenate(terms) if terms else np.zeros((0, self.alphabet), np.int16)
+            bound = int(np.abs(self.bias).max(initial=0)) + sum(int(np.abs(t).max(initial=0)) for t in terms)
+            self._stack = (offsets, table, np.int32 if bound < 2**31 else np.int64)
+        return self._stack
+
+    def scores(self, contexts: npt.ArrayLike, count: int | None = None) -> npt.NDArray[np.integer]:
+        """Integer scores `(m, K)` for context rows `(m, n_ctx)`; with `count`, rows of the first
+        `count` contexts only (a sequential decoder adds the others' `term_rows` as it goes)."""
+        n = len(self.embed) if count is None else count
+        ctx = np.asarray(contexts, dtype=np.int64)
+        ctx = ctx.reshape(-1, n) if n else ctx.reshape(len(ctx), 0)  # no contexts: rows `(m, 0)`
+        if ctx.size:
+            bad = (ctx.min(axis=0) < 0) | (ctx.max(axis=0) > self.sizes[:n])
+            if bad.any():
+                c = int(bad.argmax())
                 raise ValueError(f"context {c} outside [0, {self.sizes[c]}]")
-            total += self.term_rows(c, ctx[:, c])
+        stack = self.stacked()
+        if stack is None:
+            total = np.broadcast_to(self.bias.astype(np.int64), (ctx.shape[0], self.alphabet)).copy()
+            for c in range(n):
+                total += self.term_rows(c, ctx[:, c])
+            return total
+        offsets, table, dtype = stack
+        total = np.empty((ctx.shape[0], self.alphabet), dtype)
+        step = max(1, BLOCK // self.alphabet)
+        for i in range(0, ctx.shape[0], step):  # a block of gathered rows stays in cache while summed
+            out = total[i : i + step]
+            np.sum(table[ctx[i : i + step] + offsets[:n]], axis=1, dtype=dtype, out=out)
+            out += self.bias
         return total
 
     def tables(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Integer frequency tables `(m, K)` for the range coder."""
         return tables_from_scores(self.scores(contexts))
+
+    def coder_tables(self, contexts: npt.ArrayLike) -> E.Tables:
+        """`tables(contexts)` as the coder takes them, computed a block of rows at a time."""
+        ctx = np.asarray(contexts, dtype=np.int64).reshape(-1, len(self.embed))
+        probs = np.empty((ctx.shape[0], self.alphabet), np.float64)
+        step = max(1, BLOCK // self.alphabet)
+        for i in range(0, ctx.shape[0], step):
+            np.take(_EXP2_F64, _levels(self.scores(ctx[i : i + step])), out=probs[i : i + step])
+        return E.Tables(probs)
 
     def to_tensors(self, prefix: str) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {f"{prefix}.bias": self.bias, f"{prefix}.mult": self.mult}
@@ -120,10 +162,19 @@ class ContextPrior:
         )
 
 
+def _levels(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
+    rel = scores - (scores.max(axis=-1, keepdims=True) - RANGE)  # <= RANGE already
+    return np.maximum(rel, 0, out=rel)
+
+
 def tables_from_scores(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
     """Frequency tables from integer scores: the best symbol gets 2**16, each score unit below it 1/UNITS bit less."""
-    rel = scores - scores.max(axis=-1, keepdims=True) + RANGE  # <= RANGE already
-    return EXP2[np.maximum(rel, 0, out=rel)]
+    return EXP2[_levels(scores)]
+
+
+def coder_tables_from_scores(scores: npt.NDArray[np.integer]) -> E.Tables:
+    """`tables_from_scores` as the coder takes them (valid by construction: no checks, no conversion)."""
+    return E.Tables(_EXP2_F64[_levels(scores)])
 
 
 @dataclass
@@ -195,6 +246,6 @@ def ideal_bits(prior: ContextPrior, symbols: npt.ArrayLike, contexts: npt.ArrayL
     step = max(1, (1 << 22) // prior.alphabet)  # rows per chunk: tables of a large alphabet stay ~32 MB
     bits = 0.0
     for i in range(0, s.size, step):
-        t = prior.tables(ctx[i : i + step]).astype(np.float64)
+        t = prior.coder_tables(ctx[i : i + step]).probs
         bits -= float(np.log2(t[np.arange(t.shape[0]), s[i : i + step]] / t.sum(axis=1)).sum())
     return bits

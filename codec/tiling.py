@@ -44,9 +44,10 @@ def encoder_window(rgb: npt.NDArray[np.uint8], box: Box, margin: int, stride: in
     y0, y1, x0, x1 = box
     wy0, wx0 = max(0, y0 - margin), max(0, x0 - margin)
     ph, pw = -(-rgb.shape[0] // stride) * stride, -(-rgb.shape[1] // stride) * stride
-    rows = np.minimum(np.arange(wy0, min(ph, y1 + margin)), rgb.shape[0] - 1)
-    cols = np.minimum(np.arange(wx0, min(pw, x1 + margin)), rgb.shape[1] - 1)
-    return rgb[rows[:, None], cols[None, :]], (wy0, wx0)
+    wy1, wx1 = min(ph, y1 + margin), min(pw, x1 + margin)
+    h, w = rgb.shape[:2]  # a tile starts inside the image (wy0 < h, wx0 < w); beyond it, its last row and column repeat
+    pad = ((0, max(0, wy1 - h)), (0, max(0, wx1 - w))) + ((0, 0),) * (rgb.ndim - 2)
+    return np.pad(rgb[wy0 : min(wy1, h), wx0 : min(wx1, w)], pad, mode="edge"), (wy0, wx0)  # a new array
 
 
 def cell_window(box: Box, margin: int, cells: tuple[int, int], stride: int) -> Box:

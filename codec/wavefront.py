@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import entropy as E
-from .prior import ContextPrior, tables_from_scores
+from .prior import ContextPrior, coder_tables_from_scores
 
 IntArray = npt.NDArray[np.int64]
 Offsets = Sequence[tuple[int, int]]
@@ -52,30 +52,32 @@ def context_rows(static: list[IntArray], grid: IntArray, offsets: Offsets, K: in
     return np.stack([p.ravel() for p in planes], axis=1) if planes else np.zeros((grid.size, 0), np.int64)
 
 
-def encoding_tables(prior: ContextPrior, static: list[IntArray], grid: IntArray, offsets: Offsets) -> tuple[IntArray, IntArray]:
+def encoding_tables(prior: ContextPrior, static: list[IntArray], grid: IntArray, offsets: Offsets) -> tuple[IntArray, E.Tables]:
     """The grid's symbols in coding order and the frequency table `(h * w, K)` of each."""
     h, w = grid.shape
     order = coding_order(h, w, offsets)
-    return grid.ravel()[order], tables_from_scores(prior.scores(context_rows(static, grid, offsets, prior.alphabet)[order]))
+    return grid.ravel()[order], prior.coder_tables(context_rows(static, grid, offsets, prior.alphabet)[order])
 
 
 def decode_grid(dec: E.Decoder, prior: ContextPrior, static: list[IntArray], offsets: Offsets, shape: tuple[int, int]) -> IntArray:
     """Inverse of coding `encoding_tables`' symbols with their tables."""
     _check(offsets)
     (h, w), K = shape, prior.alphabet
-    s = np.tile(prior.bias.astype(np.int64), (h, w, 1))
-    for c, plane in enumerate(static):
-        s += prior.term_rows(c, plane)
+    order = coding_order(h, w, offsets)  # raster positions, one wavefront after another (or raster order)
+    known = np.stack([p.ravel()[order] for p in static], axis=1) if static else np.zeros((h * w, 0), np.int64)
+    s = prior.scores(known, len(static))  # in coding order
     if not offsets:
-        return dec.decode(tables_from_scores(s.reshape(h * w, K))).astype(np.int64).reshape(h, w)
+        return dec.decode(coder_tables_from_scores(s)).astype(np.int64).reshape(h, w)
     pad_y, pad_x = max(-dy for dy, _ in offsets), max(-dx for _, dx in offsets)
     padded = np.full((h + pad_y, w + pad_x), K, np.int64)  # the grid with a border of "not available"
-    ys = np.arange(h)
-    for t in range(h + w - 1):
-        y = ys[max(0, t - w + 1) : t + 1]
-        x = t - y
-        st = s[y, x]
-        for j, (dy, dx) in enumerate(offsets):
-            st += prior.term_rows(len(static) + j, padded[pad_y + y + dy, pad_x + x + dx])
-        padded[pad_y + y, pad_x + x] = dec.decode(tables_from_scores(st))
+    y, x = np.divmod(order, w)
+    at = (y + pad_y) * (w + pad_x) + x + pad_x  # the same positions in `padded`, flat
+    near = [at + dy * (w + pad_x) + dx for dy, dx in offsets]
+    flat = padded.ravel()
+    ends = np.cumsum(np.bincount(y + x))
+    for a, b in zip(ends - np.bincount(y + x), ends):
+        st = s[a:b]  # each row is used once: added to in place
+        for j, n in enumerate(near):
+            st += prior.term_rows(len(static) + j, flat[n[a:b]])
+        flat[at[a:b]] = dec.decode(coder_tables_from_scores(st))
     return padded[pad_y:, pad_x:].copy()

@@ -48,7 +48,10 @@ class Stages:
         self.mark = now
 
     def wrap(self, owner: Any, attr: str, name: str) -> None:
-        """Charge `owner.attr` (and every step of a generator it returns) to stage `name`."""
+        """Charge `owner.attr` (and every step of a generator it returns) to stage `name`; one that
+        `owner` lacks (another version of the code) is left out."""
+        if not hasattr(owner, attr):
+            return
         fn: Callable[..., Any] = inspect.getattr_static(owner, attr)
         static = isinstance(fn, staticmethod)
         fn = fn.__func__ if static else fn
@@ -106,6 +109,10 @@ def instrument(stages: Stages) -> None:
         (prior.ContextPrior, "term", "prior scores / term rows"),
         (hi, "tables_from_scores", "tables from scores"),
         (wavefront, "tables_from_scores", "tables from scores"),
+        (hi, "coder_tables_from_scores", "tables from scores"),
+        (wavefront, "coder_tables_from_scores", "tables from scores"),
+        (prior, "coder_tables_from_scores", "tables from scores"),
+        (prior.ContextPrior, "coder_tables", "tables from scores"),
         (entropy, "cross_entropy_bits", "bit estimates (unigram choice)"),
         (entropy.Encoder, "encode", "range coder (constriction + checks)"),
         (entropy.Decoder, "decode", "range coder (constriction + checks)"),

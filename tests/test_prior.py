@@ -76,6 +76,7 @@ def test_term_tables_give_the_bilinear_scores_exactly(monkeypatch: pytest.Monkey
     bits = P.ideal_bits(prior, ctx[:, 1], ctx)
     monkeypatch.setattr(P, "TABLE_LIMIT", 300 * 18)  # context 0 (301 x 300 entries) without its table, context 1 with
     prior._terms.clear()
+    prior._stack = None  # the tables of every context in one (`stacked`), built with the old limit
     assert np.array_equal(prior.scores(ctx), direct) and set(prior._terms) == {1} and P.ideal_bits(prior, ctx[:, 1], ctx) == bits
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nmc.codec import entropy as E
-from nmc.codec.prior import PriorSet, tables_from_scores
+from nmc.codec.prior import PriorSet, coder_tables_from_scores
 
 IntArray = npt.NDArray[np.int64]
 
@@ -52,37 +52,43 @@ def encode_indices(enc: E.Encoder, prior: PriorSet, indices: npt.NDArray[np.inte
     n, T = indices.shape
     ctx = [contexts(indices, k, groups, prior.alphabet) for k in range(n)]
 
-    def tables(k: int, t: int) -> IntArray:
-        return tables_from_scores(prior.priors[k].scores(ctx[k][t : t + block]))
+    def tables(k: int, t: int) -> E.Tables:
+        return prior.priors[k].coder_tables(ctx[k][t : t + block])
 
     mask = 0
     for k in range(n):
         bits = sum(E.cross_entropy_bits(indices[k, t : t + block], tables(k, t)) for t in range(0, T, block))
         mask |= prior.unigram_is_cheaper(k, indices[k], bits) << k
+    unigram = [E.Tables.of(u).probs for u in prior.unigram]
     for t in range(0, T, block):
-        rows: list[npt.NDArray[np.integer]] = [np.broadcast_to(prior.unigram[k], (min(block, T - t), prior.alphabet)) if mask >> k & 1 else tables(k, t) for k in range(n)]
-        enc.encode(indices[:, t : t + block].T.ravel(), np.stack(rows, axis=1).reshape(-1, prior.alphabet))
+        rows = [np.broadcast_to(unigram[k], (min(block, T - t), prior.alphabet)) if mask >> k & 1 else tables(k, t).probs for k in range(n)]
+        enc.encode(indices[:, t : t + block].T.ravel(), E.Tables(np.stack(rows, axis=1).reshape(-1, prior.alphabet)))
     return mask
 
 
 def decode_indices(dec: E.Decoder, prior: PriorSet, groups: int, n_codebooks: int, frames: int, mask: int) -> IntArray:
-    """Inverse of `encode_indices`: `(n_codebooks, frames)` indices, one frame at a time."""
-    K = prior.alphabet
-    out = np.full((n_codebooks, frames + 1), K, np.int64)  # column -1 is "none yet" (frame -1)
-    plan: list[tuple[int, IntArray | None, list[tuple[int, bool, np.ndarray]]]] = []
+    """Inverse of `encode_indices`: `(n_codebooks, frames)` indices, one frame at a time.
+
+    In frame-major order the most recent index of codebook j < k is frame t's when codebook k of
+    frame t is decoded, and of j >= k frame t - 1's: `last` (each codebook's most recent index, K
+    before the first) holds every context (`contexts`).
+    """
+    out = np.zeros((frames, n_codebooks), np.int64)
+    last = np.full(n_codebooks, prior.alphabet, np.int64)
+    unigram = {k: E.Tables.of(prior.unigram[k]) for k in range(n_codebooks) if mask >> k & 1}
+    context = {}
     for k in range(n_codebooks):
-        if mask >> k & 1:
-            plan.append((k, None, []))
-        else:
-            src = [(j, j < k, prior.priors[k].term(c)) for c, j in enumerate(sources(k, groups))]
-            plan.append((k, prior.priors[k].bias.astype(np.int64), src))
+        stack = prior.priors[k].stacked()
+        assert stack is not None  # contexts of 1025 values x 1024 symbols: below TABLE_LIMIT
+        context[k] = (np.array(sources(k, groups)), prior.priors[k].bias, *stack)
     for t in range(frames):
-        for k, base, src in plan:
-            if base is None:
-                out[k, t] = dec.decode(prior.unigram[k], 1)[0]
+        for k in range(n_codebooks):
+            if k in unigram:
+                last[k] = dec.decode(unigram[k], 1)[0]
                 continue
-            s = base.copy()
-            for j, same_frame, delta in src:
-                s += delta[out[j, t if same_frame else t - 1]]
-            out[k, t] = dec.decode(tables_from_scores(s)[None])[0]
-    return out[:, :frames]
+            src, bias, offsets, table, dtype = context[k]
+            s = table[last[src] + offsets].sum(axis=0, dtype=dtype)
+            s += bias
+            last[k] = dec.decode(coder_tables_from_scores(s[None]))[0]
+        out[t] = last
+    return out.T

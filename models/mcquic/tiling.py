@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nmc.codec.netcall import Runner, run_on
+from nmc.codec.tiling import encoder_window
 
 if TYPE_CHECKING:
     import torch
@@ -39,11 +40,7 @@ def tile_indices(run: Runner, rgb: npt.NDArray[np.uint8], box: Box, stages: int,
     (replicate-padded) image around it.
     """
     y0, y1, x0, x1 = box
-    wy0, wx0 = max(0, y0 - margin), max(0, x0 - margin)
-    ph, pw = -(-rgb.shape[0] // STRIDE) * STRIDE, -(-rgb.shape[1] // STRIDE) * STRIDE
-    rows = np.minimum(np.arange(wy0, min(ph, y1 + margin)), rgb.shape[0] - 1)
-    cols = np.minimum(np.arange(wx0, min(pw, x1 + margin)), rgb.shape[1] - 1)
-    window = rgb[rows[:, None], cols[None, :]]
+    window, (wy0, wx0) = encoder_window(rgb, box, margin, STRIDE)
     grids = []
     for s, idx in enumerate(run("compress", window[None], stages=stages)):
         f = STRIDE if s == 0 else STRIDE // 2
