@@ -52,7 +52,7 @@ class Tables:
 
 def _as_probabilities(freqs: IntArray | Tables) -> npt.NDArray[np.float64]:
     if isinstance(freqs, Tables):
-        return freqs.probs
+        return np.ascontiguousarray(freqs.probs)  # constriction reads the buffer as C-contiguous
     if not np.issubdtype(freqs.dtype, np.integer):
         raise TypeError(f"frequency tables must be integers, got {freqs.dtype}")
     if freqs.size == 0 or freqs.min() < 0 or (freqs.sum(axis=-1) == 0).any():

@@ -163,7 +163,7 @@ class ContextPrior:
 
 
 def _levels(scores: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
-    rel = scores - (scores.max(axis=-1, keepdims=True) - RANGE)  # <= RANGE already
+    rel = scores - (np.maximum.reduce(scores, axis=-1, keepdims=True) - RANGE)  # <= RANGE already
     return np.maximum(rel, 0, out=rel)
 
 

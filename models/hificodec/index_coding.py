@@ -15,6 +15,7 @@ from nmc.codec import entropy as E
 from nmc.codec.prior import PriorSet, coder_tables_from_scores
 
 IntArray = npt.NDArray[np.int64]
+KEEP_ENTRIES = 1 << 22  # table entries (32 MB) up to which a packet's tables are made once (`encode_indices`)
 
 
 def sources(k: int, groups: int) -> list[int]:
@@ -48,17 +49,28 @@ def contexts(indices: npt.ArrayLike, k: int, groups: int, K: int) -> IntArray:
 
 def encode_indices(enc: E.Encoder, prior: PriorSet, indices: npt.NDArray[np.integer], groups: int, block: int = 64) -> int:
     """Code `(n_codebooks, T)` indices frame-major; returns the unigram mask. Tables are built
-    `block` frames at a time, so memory does not grow with the packet."""
+    `block` frames at a time, so memory does not grow with the packet: a packet of up to
+    `KEEP_ENTRIES` table entries keeps the tables that chose the mask for its coding, a longer
+    one makes them again."""
     n, T = indices.shape
     ctx = [contexts(indices, k, groups, prior.alphabet) for k in range(n)]
+    keep = n * T * prior.alphabet <= KEEP_ENTRIES
+    kept: dict[tuple[int, int], E.Tables] = {}
 
     def tables(k: int, t: int) -> E.Tables:
-        return prior.priors[k].coder_tables(ctx[k][t : t + block])
+        return kept.pop((k, t), None) or prior.priors[k].coder_tables(ctx[k][t : t + block])
 
     mask = 0
     for k in range(n):
-        bits = sum(E.cross_entropy_bits(indices[k, t : t + block], tables(k, t)) for t in range(0, T, block))
+        bits = 0.0
+        for t in range(0, T, block):
+            made = tables(k, t)
+            bits += E.cross_entropy_bits(indices[k, t : t + block], made)
+            if keep:
+                kept[k, t] = made
         mask |= prior.unigram_is_cheaper(k, indices[k], bits) << k
+        if mask >> k & 1:
+            kept = {key: v for key, v in kept.items() if key[0] != k}
     unigram = [E.Tables.of(u).probs for u in prior.unigram]
     for t in range(0, T, block):
         rows = [np.broadcast_to(unigram[k], (min(block, T - t), prior.alphabet)) if mask >> k & 1 else tables(k, t).probs for k in range(n)]
@@ -87,7 +99,7 @@ def decode_indices(dec: E.Decoder, prior: PriorSet, groups: int, n_codebooks: in
                 last[k] = dec.decode(unigram[k], 1)[0]
                 continue
             src, bias, offsets, table, dtype = context[k]
-            s = table[last[src] + offsets].sum(axis=0, dtype=dtype)
+            s = np.add.reduce(table[last[src] + offsets], axis=0, dtype=dtype)
             s += bias
             last[k] = dec.decode(coder_tables_from_scores(s[None]))[0]
         out[t] = last
