@@ -94,7 +94,7 @@ class ContextPrior:
 
     def scores(self, contexts: npt.ArrayLike, count: int | None = None) -> npt.NDArray[np.integer]:
         """Integer scores `(m, K)` for context rows `(m, n_ctx)`; with `count`, rows of the first
-        `count` contexts only (a sequential decoder adds the others' `term_rows` as it goes)."""
+        `count` contexts only (a sequential decoder adds the others as it goes: `add_terms`)."""
         n = len(self.embed) if count is None else count
         ctx = np.asarray(contexts, dtype=np.int64)
         ctx = ctx.reshape(-1, n) if n else ctx.reshape(len(ctx), 0)  # no contexts: rows `(m, 0)`
@@ -118,6 +118,17 @@ class ContextPrior:
             np.add.reduce(rows, axis=1, dtype=dtype, out=out)
             out += self.bias
         return total
+
+    def add_terms(self, scores: npt.NDArray[np.integer], first: int, values: npt.NDArray[np.int64]) -> None:
+        """`scores += sum_j term(first + j)[values[:, j]]`: the terms of the contexts that a
+        sequential decoder learns as it goes (its own neighbours, so `values` are not checked)."""
+        stack = self.stacked()
+        if stack is None:
+            for j in range(values.shape[1]):
+                scores += self.term_rows(first + j, values[:, j])
+            return
+        offsets, table, dtype = stack
+        scores += np.add.reduce(np.take(table, values + offsets[first : first + values.shape[1]], axis=0, mode="clip"), axis=1, dtype=dtype)
 
     def tables(self, contexts: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Integer frequency tables `(m, K)` for the range coder."""

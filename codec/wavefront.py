@@ -72,12 +72,11 @@ def decode_grid(dec: E.Decoder, prior: ContextPrior, static: list[IntArray], off
     padded = np.full((h + pad_y, w + pad_x), K, np.int64)  # the grid with a border of "not available"
     y, x = np.divmod(order, w)
     at = (y + pad_y) * (w + pad_x) + x + pad_x  # the same positions in `padded`, flat
-    near = [at + dy * (w + pad_x) + dx for dy, dx in offsets]
+    near = np.stack([at + dy * (w + pad_x) + dx for dy, dx in offsets], axis=1)  # their neighbours in `padded`
     flat = padded.ravel()
     ends = np.cumsum(np.bincount(y + x))
     for a, b in zip(ends - np.bincount(y + x), ends):
         st = s[a:b]  # each row is used once: added to in place
-        for j, n in enumerate(near):
-            st += prior.term_rows(len(static) + j, flat[n[a:b]])
+        prior.add_terms(st, len(static), flat[near[a:b]])
         flat[at[a:b]] = dec.decode(coder_tables_from_scores(st))
     return padded[pad_y:, pad_x:].copy()

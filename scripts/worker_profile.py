@@ -107,6 +107,7 @@ def instrument(stages: Stages) -> None:
         (prior.ContextPrior, "scores", "prior scores / term rows"),
         (prior.ContextPrior, "term_rows", "prior scores / term rows"),
         (prior.ContextPrior, "term", "prior scores / term rows"),
+        (prior.ContextPrior, "add_terms", "prior scores / term rows"),
         (hi, "tables_from_scores", "tables from scores"),
         (wavefront, "tables_from_scores", "tables from scores"),
         (hi, "coder_tables_from_scores", "tables from scores"),
