@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from nmc.models.hificodec.augment import AugmentConfig, augment, level_gain, speed_perturb
+from nmc.models.hificodec.augment import AugmentConfig, augment, formant_shift, level_gain, speed_perturb
 
 SR = 16000
 
@@ -20,7 +20,7 @@ def _peak_hz(x: torch.Tensor) -> float:
 
 
 def test_off_is_identity() -> None:
-    cfg = AugmentConfig(p_speed=0, p_reverb=0, p_noise=0)
+    cfg = AugmentConfig(p_speed=0, p_formant=0, p_reverb=0, p_noise=0)
     raw = torch.randn(6, cfg.max_input(3200))
     out = augment(raw, 3200, cfg, torch.Generator().manual_seed(0), SR)
     assert torch.equal(out, raw[:, cfg.margin : cfg.margin + 3200])
@@ -43,7 +43,7 @@ def test_speed_up_does_not_alias() -> None:
 
 
 def test_all_on_keeps_shape_and_is_finite() -> None:
-    cfg = AugmentConfig(p_speed=1, p_reverb=1, p_noise=1)
+    cfg = AugmentConfig(p_speed=1, p_formant=1, p_reverb=1, p_noise=1)
     raw = torch.randn(8, cfg.max_input(6400)) * 0.1
     out = augment(raw, 6400, cfg, torch.Generator().manual_seed(1), SR)
     assert out.shape == (8, 6400) and torch.isfinite(out).all()
@@ -55,3 +55,37 @@ def test_quiet_gains() -> None:
     db = 20 * torch.log10(g)
     assert ((db < -44) | ((db > -10.01) & (db < 6.01))).all()
     assert 0.4 < (db < -44).float().mean() < 0.6
+
+
+def _vowel(f0: float, formant: float, n: int) -> torch.Tensor:
+    """Harmonics of f0 under a resonance at `formant` Hz (a crude vowel)."""
+    t = torch.arange(n) / SR
+    harmonics = torch.arange(1, int(7000 / f0))
+    amp = 1 / (1 + ((harmonics * f0 - formant) / 150.0) ** 2)
+    return (amp[:, None] * torch.sin(2 * math.pi * f0 * harmonics[:, None] * t)).sum(0)
+
+
+def test_formant_shift_moves_the_envelope_not_the_pitch() -> None:
+    x = _vowel(150.0, 1050.0, 16000)[None].repeat(2, 1)
+    cfg = AugmentConfig(p_formant=1.0, formant_range=(1.2, 1.2 + 1e-9))
+    y = formant_shift(x, cfg, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert abs(y[0].pow(2).mean().item() / x[0].pow(2).mean().item() - 1) < 1e-3  # level kept
+    hz = torch.fft.rfftfreq(12000, 1 / SR)
+    band = (hz > 200) & (hz < 4000)
+
+    def centroid(s: torch.Tensor) -> float:
+        power = torch.fft.rfft(s[2000:-2000] * torch.hann_window(12000)).abs()[band] ** 2
+        return float((power * hz[band]).sum() / power.sum())
+
+    assert 1.1 < centroid(y[0]) / centroid(x[0]) < 1.35  # the resonance moved up (by 1.30 here) ...
+    peak_y = _peak_hz(y[0, 2000:-2000])
+    assert abs(peak_y / 150 - round(peak_y / 150)) < 0.05  # ... and the strongest partial is a harmonic of the same pitch
+    spec = torch.fft.rfft(y[0, 2000:-2000] * torch.hann_window(12000)).abs()
+    off_grid = (hz / 150 - (hz / 150).round()).abs() > 0.2
+    assert spec[off_grid & (hz > 100) & (hz < 4000)].max() < 0.1 * spec.max()  # no energy between the harmonics
+
+
+def test_formant_shift_off_is_identity() -> None:
+    x = torch.randn(3, 4000)
+    assert torch.equal(formant_shift(x, AugmentConfig(p_formant=0.0), torch.Generator().manual_seed(0)), x)

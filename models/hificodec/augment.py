@@ -2,8 +2,9 @@
 
 The training speech has few voices (mostly female professionals), so the codec learns those
 voices rather than speech. These transforms widen what it sees: speed perturbation (moves pitch
-and formants together, e.g. a lower, slower voice), synthetic room reverberation, background
-noise, and near-silent passages (so silence maps to cheap, stable indices). The target of every
+and formants together, e.g. a lower, slower voice), a formant shift at the same pitch (so pitch
+and vocal-tract length vary independently, as between speakers), synthetic room reverberation,
+background noise, and near-silent passages (so silence maps to cheap, stable indices). The target of every
 crop is the augmented signal itself: the codec must reproduce its input.
 """
 
@@ -20,6 +21,8 @@ class AugmentConfig:
     p_speed: float = 0.6             # share of crops speed-perturbed
     speed_range: tuple[float, float] = (0.78, 1.22)  # ratio of source samples per output sample
     speed_groups: int = 8            # distinct ratios per batch (one FFT resample each)
+    p_formant: float = 0.3           # share of crops whose spectral envelope is warped at the same pitch
+    formant_range: tuple[float, float] = (0.84, 1.19)  # envelope frequency scale (>1: shorter vocal tract)
     p_reverb: float = 0.15
     rt60_range: tuple[float, float] = (0.08, 0.6)  # seconds
     p_noise: float = 0.15
@@ -58,6 +61,32 @@ def speed_perturb(raw: torch.Tensor, out_len: int, cfg: AugmentConfig, g: torch.
     return out
 
 
+def formant_shift(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, n_fft: int = 512, lifter: int = 24) -> torch.Tensor:
+    """Warp the spectral envelope of a random subset of `(B, L)` crops by a factor in `formant_range`,
+    keeping the pitch: per STFT frame the cepstrally smoothed log envelope (quefrencies below `lifter`
+    samples, 1.5 ms at 16 kHz: below any voice's pitch period) is replaced by the same envelope read at
+    f / factor; the fine structure (harmonics) and the phase stay. Level kept."""
+    B, L, dev = x.shape[0], x.shape[1], x.device
+    win = torch.hann_window(n_fft, device=dev)
+    spec = torch.stft(x.float(), n_fft, n_fft // 4, window=win, return_complex=True)  # (B, F, T)
+    log_mag = spec.abs().clamp(min=1e-7).log()
+    ceps = torch.fft.irfft(log_mag, n=n_fft, dim=1)
+    keep = torch.zeros(n_fft, device=dev)
+    keep[:lifter], keep[n_fft - lifter + 1 :] = 1.0, 1.0  # the cepstrum of a real log spectrum is symmetric
+    env = torch.fft.rfft(ceps * keep[None, :, None], dim=1).real  # (B, F, T) smoothed log magnitude
+    factor = _uniform(B, math.log(cfg.formant_range[0]), math.log(cfg.formant_range[1]), g, dev).exp()
+    F = env.shape[1]
+    pos = (torch.arange(F, device=dev)[None] / factor[:, None]).clamp(max=F - 1)  # (B, F): read the envelope at f / factor
+    lo = pos.floor().long()
+    hi, w = (lo + 1).clamp(max=F - 1), (pos - lo)[..., None]
+    warped = torch.gather(env, 1, lo[..., None].expand_as(env)) * (1 - w) + torch.gather(env, 1, hi[..., None].expand_as(env)) * w
+    gain = (warped - env).clamp(-2.3, 2.3).exp()  # at most +-20 dB per bin
+    y = torch.istft(spec * gain, n_fft, n_fft // 4, window=win, length=L)
+    y = y * (x.pow(2).mean(1, keepdim=True) / y.pow(2).mean(1, keepdim=True).clamp(min=1e-12)).sqrt()
+    pick = torch.rand(B, 1, device=dev, generator=g) < cfg.p_formant
+    return torch.where(pick, y.to(x.dtype), x)
+
+
 def reverb(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator, sr: int) -> torch.Tensor:
     """Convolve a random subset of `(B, L)` crops with synthetic exponentially decaying RIRs."""
     B, L, dev = x.shape[0], x.shape[1], x.device
@@ -93,6 +122,8 @@ def augment(raw: torch.Tensor, segment: int, cfg: AugmentConfig, g: torch.Genera
     """`(B, max_input)` source windows -> `(B, segment)` augmented crops (before the level gain)."""
     m = cfg.margin
     x = speed_perturb(raw, segment + 2 * m, cfg, g)
+    if cfg.p_formant > 0:
+        x = formant_shift(x, cfg, g)
     x = reverb(x, cfg, g, sr)
     x = x[:, m : m + segment]
     return add_noise(x, cfg, g)
