@@ -4,33 +4,40 @@
 # Carry .data/gpu_recovery (the index maps made here by models/vqgan/index_maps.py, a few MiB) and
 # .whl_vq (the constriction wheel). Without maps there, they are extracted on the GPU first from
 # .data/images (carry it: 12.9 MiB) with NETWORK (default: the installed vqgan weights; a base export
-# needs LADDER too). Resumes from .ckpt/recovery, which a warm machine keeps between calls. REC_ARGS
-# adds options (e.g. --total-steps). Back in $OUT (4 files): recovery.log, recovery.safetensors (the
-# file to install as models/vqgan/weights/recovery.safetensors) and ckpt_recovery/ (fp16, no moments).
+# needs LADDER too). Resumes from CKPT (default .ckpt/recovery), which a warm machine keeps between calls.
+# REC_ARGS adds options (e.g. --total-steps). Back in $OUT (4 files): recovery.log, recovery.safetensors
+# (the file to install as models/vqgan/weights/recovery.safetensors) and ckpt_recovery/ (fp16, no moments).
+# Two runs side by side (device_multi.sh, each its own OUT): give the second its own CKPT and PORT (the
+# rendezvous port, default 29500); the maps are extracted once (a lock on MAPS), the second run waits.
 # A dry run on a CPU machine (a few photos in IMAGES, scratch files under SCRATCH instead of /tmp):
 #   DEV=cpu PY=/work/main/.venv/bin/python INSTALL=0 SCRATCH=/tmp/dry IMAGES=DIR MAPS=/tmp/dry/maps.safetensors \
 #   OUT=/tmp/dry/out MINUTES=1 REC_ARGS="--tiny --max-steps 20 --holdout 1" bash scripts/device_recovery.sh
 set -uo pipefail
 MINUTES=${MINUTES:?minutes}
 OUT=${OUT:-/tmp/out} DEV=${DEV:-cuda} PY=${PY:-python3} SCRATCH=${SCRATCH:-/tmp} IMAGES=${IMAGES:-.data/images}
-MAPS=${MAPS:-.data/gpu_recovery/vqgan_maps.safetensors}
+MAPS=${MAPS:-.data/gpu_recovery/vqgan_maps.safetensors} CKPT=${CKPT:-.ckpt/recovery} PORT=${PORT:-29500}
 if [ "$DEV" = cuda ]; then NGPU=$(nvidia-smi -L | wc -l); nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; else NGPU=1; fi
-mkdir -p "$OUT" .ckpt
+mkdir -p "$OUT" .ckpt "$(dirname "$MAPS")"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 if [ "${INSTALL:-1}" = 1 ]; then "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SCRATCH/site" "${WHL:-.whl_vq}"/*.whl || exit 1; fi
 mkdir -p "$SCRATCH/nmcpkg/nmc" && cp nmc/__init__.py "$SCRATCH/nmcpkg/nmc/"
 for d in codec models cli; do ln -sfn "$PWD/$d" "$SCRATCH/nmcpkg/nmc/$d"; done
 export PYTHONPATH=$SCRATCH/site:$SCRATCH/nmcpkg
 start=$(date +%s)
-if [ ! -f "$MAPS" ]; then
-  "$PY" -P models/vqgan/index_maps.py --network "${NETWORK:-models/vqgan/weights/vqgan.safetensors}" ${LADDER:+--ladder "$LADDER"} \
-      --data "$IMAGES" --out "$MAPS" --device "$DEV" >> "$OUT/recovery.log" 2>&1 || exit 1
-fi
+(
+  flock 9
+  if [ ! -f "$MAPS" ]; then
+    "$PY" -P models/vqgan/index_maps.py --network "${NETWORK:-models/vqgan/weights/vqgan.safetensors}" ${LADDER:+--ladder "$LADDER"} \
+        --data "$IMAGES" --out "$MAPS.part" --device "$DEV" >> "$OUT/recovery.log" 2>&1 && mv "$MAPS.part" "$MAPS"
+  fi
+) 9> "$MAPS.lock"
+[ -f "$MAPS" ] || exit 1
 left=$("$PY" -c "print(max(1.0, $MINUTES - ($(date +%s) - $start) / 60))")
-"$PY" -m torch.distributed.run --nproc_per_node="$NGPU" models/vqgan/train_recovery.py --maps "$MAPS" --minutes "$left" --ckpt-dir .ckpt/recovery \
-    --log-file "$OUT/recovery.log" --export "$OUT/recovery.safetensors" ${REC_ARGS:-} > "$SCRATCH/recovery.stdout" 2>&1
+stdout=$SCRATCH/$(basename "$CKPT").stdout
+"$PY" -m torch.distributed.run --nproc_per_node="$NGPU" --master_port="$PORT" models/vqgan/train_recovery.py --maps "$MAPS" --minutes "$left" \
+    --ckpt-dir "$CKPT" --log-file "$OUT/recovery.log" --export "$OUT/recovery.safetensors" ${REC_ARGS:-} > "$stdout" 2>&1
 rc=$?
-tail -n 12 "$SCRATCH/recovery.stdout"
-"$PY" -P -m nmc.models.trainkit.checkpoint .ckpt/recovery "$OUT/ckpt_recovery" --half
+tail -n 12 "$stdout"
+"$PY" -P -m nmc.models.trainkit.checkpoint "$CKPT" "$OUT/ckpt_recovery" --half
 ls -la "$OUT" "$OUT"/ckpt_recovery
 exit $rc

@@ -55,10 +55,10 @@ def hashes_of(path: Path) -> dict[int, str]:
     return R.codebook_hashes(ladder_of(path))
 
 
-def code_model(sizes: tuple[int, ...], codebooks: dict[int, torch.Tensor]) -> R.IndexTransformer:
-    """A random tiny model with code inputs (`code_dim`), holding `codebooks`' unit codes."""
+def code_model(sizes: tuple[int, ...], codebooks: dict[int, torch.Tensor], pointer: bool = False) -> R.IndexTransformer:
+    """A random tiny model with code inputs (`code_dim`), holding `codebooks`' unit codes (with `pointer`: a pointer model)."""
     torch.manual_seed(2)
-    model = R.IndexTransformer(R.RecoveryArgs(sizes, **TINY, code_dim=next(iter(codebooks.values())).shape[1]))
+    model = R.IndexTransformer(R.RecoveryArgs(sizes, **TINY, code_dim=next(iter(codebooks.values())).shape[1], pointer=pointer))
     model.set_codes(codebooks)
     return model.eval()
 
@@ -138,6 +138,47 @@ class TestFill:
         assert (R.fill(model, grid, masked, 0)[masked] == 0).all()
         assert (R.fill(model, grid, masked, 0, codes=codes)[masked] == 2).all()
 
+    def test_pointer_fill_copies_only_neighbours_and_is_deterministic(self) -> None:
+        """Every filled cell holds the final index of one of its 8 neighbours (a received one, or one filled in an
+        earlier round: the 5x5 hole's centre waits two rounds), only received indices appear, the masked cells'
+        contents are never read, and 1 or 2 threads give the same map. Windows: 20 x 37 cells, 16 a side."""
+        codes = torch.nn.functional.normalize(torch.randn(1040, 8, generator=torch.Generator().manual_seed(7)), dim=1)
+        model = code_model((16, 1024), {16: codes[:16], 1024: codes[16:]}, pointer=True)
+        rng = np.random.default_rng(8)
+        grid = rng.permutation(1024)[: 20 * 37].reshape(20, 37)  # distinct indices: a copy's source is visible
+        masked = rng.random(grid.shape) < 0.3
+        masked[3:8, 20:25] = True
+        with torch_threads(1):
+            a = R.fill(model, np.where(masked, -5, grid), masked, 1)
+        with torch_threads(2):
+            assert np.array_equal(R.fill(model, grid, masked, 1), a)
+        assert np.array_equal(a[~masked], grid[~masked]) and set(a[masked]) <= set(grid[~masked])
+        padded = np.pad(a, 1, constant_values=-1)
+        for y, x in zip(*np.nonzero(masked)):
+            around = [padded[y + 1 + dy, x + 1 + dx] for dy, dx in R.SLOTS]
+            assert a[y, x] in around, (y, x)
+        assert a[5, 22] in grid[~masked] and (R.fill(model, grid, np.ones_like(masked), 1) == 0).all()  # nothing received: fill_nearest's
+
+    def test_pointer_excludes_masked_and_outside_slots(self) -> None:
+        """-inf exactly at the masked neighbours and beyond the edges; the targets are the received neighbours
+        with the code nearest the cell's true one, all of them on a tie, never a masked one holding the true index."""
+        codes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]])
+        model = code_model((4,), {4: codes}, pointer=True)
+        x = torch.tensor([[[0, 3, 1], [3, 0, 2], [0, 2, 3]]])
+        m = torch.zeros(1, 3, 3, dtype=torch.bool)
+        m[0, 1, 1] = m[0, 0, 0] = m[0, 2, 0] = True  # the centre's true index 0 is masked at both its corners
+        scores = model.pointer_logits(model.features(x, m, 0), m)
+        finite = torch.isfinite(scores)
+        assert finite[0, 1, 1].tolist() == [False, True, True, True, True, False, True, True]  # slots 0 and 5: (-1,-1), (1,-1)
+        assert finite[0, 0, 0].tolist() == [False, False, False, False, True, False, True, False]  # (1,1): the masked centre
+        best = R.best_slots(x, m, codes)
+        assert best[0, 1, 1].tolist() == [False, True, False, True, False, False, False, True]  # code 3, nearest to 0, three times
+        from nmc.models.vqgan.train_recovery import pointer_loss
+
+        scores = torch.zeros(1, 3, 3, 8).masked_fill(~R.neighbours(~m, False), -float("inf"))
+        loss, _ = pointer_loss(scores, x, m, codes)  # uniform over the valid slots: best are the centre's 3 of 6, (0,0)'s 2 of 2, (2,0)'s 1 of 2
+        assert loss.item() == pytest.approx((np.log(2) + 0 + np.log(2)) / 3)
+
     def test_baselines(self) -> None:
         grid = np.array([[1, 2, 3], [4, 5, 6], [7, 7, 7]])
         masked = np.zeros((3, 3), bool)
@@ -164,12 +205,13 @@ class TestRecoveryFile:
         with safe_open(str(recovery_file), framework="pt") as f:
             meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         args = json.loads(meta["model_args"])
-        meta["model_args"] = json.dumps({k: v for k, v in args.items() if k != "code_dim"})
+        meta["model_args"] = json.dumps({k: v for k, v in args.items() if k not in ("code_dim", "pointer")})  # nor a pointer
         old = tmp_path / "old.safetensors"
         save_file(tensors, str(old), metadata=meta)
         model, _, _ = R.load_recovery(old)
         assert "code_dim" in args and model.args == R.load_recovery(recovery_file)[0].args and model.args.code_dim == 0
-        assert hasattr(model, "tokens") and not hasattr(model, "codes")
+        assert hasattr(model, "tokens") and not hasattr(model, "codes") and not model.args.pointer and not hasattr(model, "ptr_q")
+        assert set(model.state_dict()) == set(tensors)  # the same tensors as before the pointer: bias and all
         grid, masked = np.random.default_rng(5).integers(0, 64, (9, 11)), np.random.default_rng(6).random((9, 11)) < 0.3
         assert np.array_equal(R.fill(model, grid, masked, 1), R.fill(R.load_recovery(recovery_file)[0], grid, masked, 1))
 
@@ -192,6 +234,25 @@ class TestRecoveryFile:
         moved = {s: net.unit_codes(s) for s in (16, 64, 256)} | {64: net.unit_codes(64).roll(1, 0)}  # another numbering of s64
         R.save_recovery(path, code_model((16, 64, 256), moved), network_of(weights), {}, hashes_of(weights))  # the codes decide
         assert V.VQGANCodec(weights, tile=64, recovery_path=path).recovery[1] == {16: 0, 256: 2}
+
+    def test_pointer_round_trip_and_recover(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """A pointer model's file: its arguments and tensors (no logits over the codes: no `bias`) come back, and
+        the codec fills lost packets with it, the same pixels as before the round trip."""
+        net = ladder_of(weights)
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, pointer=True)
+        path = tmp_path / "pointer.safetensors"
+        R.save_recovery(path, model, network_of(weights), {})
+        loaded, _, codebooks = R.load_recovery(path)
+        assert loaded.args == model.args and loaded.args.pointer and codebooks == hashes_of(weights)
+        assert set(loaded.state_dict()) == set(model.state()) and "bias" not in model.state() and "slot_bias" in model.state()
+        assert all(torch.equal(loaded.state_dict()[k], v.float()) for k, v in model.state().items())
+        grid, masked = np.random.default_rng(9).integers(0, 64, (9, 11)), np.random.default_rng(10).random((9, 11)) < 0.3
+        half = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, pointer=True)
+        half.load_state_dict({k: v.float() for k, v in model.state().items()})  # the fp16-rounded weights, as shipped
+        assert np.array_equal(R.fill(loaded, grid, masked, 1), R.fill(half.eval(), grid, masked, 1))
+        codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+        out = api.decompress(lose(encode(codec, photo(), "s64"), {1}), recover=True, codec=codec)
+        assert codec.recovered is not None and codec.recovered["method"] == "recovery" and out.pixels.shape == (96, 128, 3)
 
     def test_missing_bad_or_foreign_file_is_one_clear_error(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         data = lose(encode(V.VQGANCodec(weights), photo()), {1})
@@ -326,6 +387,9 @@ def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  
     tokens = tmp_path / "tokens.safetensors"
     train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt_tokens", export=tokens, max_steps=2, tiny=True, holdout=0, warmup=1, code_inputs=False)
     assert R.load_recovery(tokens)[0].args.code_dim == 0 and R.load_recovery(tokens)[2] == hashes_of(weights)
+    pointer = tmp_path / "pointer.safetensors"
+    train_recovery.main(maps=[maps], ckpt_dir=tmp_path / "ckpt_pointer", export=pointer, max_steps=2, tiny=True, holdout=1, warmup=1, log_every=1, pointer=True)
+    assert "pointer" in (tmp_path / "ckpt_pointer" / "train.log").read_text().split("eval held-out s64")[1] and R.load_recovery(pointer)[0].args.pointer
     c = V.VQGANCodec(weights, recovery_path=export)
     out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
     assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["indices"] > 0

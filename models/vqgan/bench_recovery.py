@@ -42,6 +42,7 @@ def main(
     embed: int = 64,
     max_side: int = 32,
     code_inputs: bool = False,  # the random model's tokens mapped from the unit codes (train_recovery.py's default kind)
+    pointer: bool = False,  # the random model picks a neighbour to copy (RecoveryArgs.pointer; `steps` is then unused)
     steps: int = 2,  # rounds of the fill (the codec's FILL_STEPS)
     lost: int = 2,  # packets lost, spread evenly over the file
     threads: int = 2,
@@ -55,7 +56,7 @@ def main(
         sizes = (*sorted(args["rungs"]), int(args["codebook_size"]))
         net = Ladder.from_state_dict(w.state, w.args)
         torch.manual_seed(0)
-        model = IndexTransformer(RecoveryArgs(sizes, dim, layers, heads, embed, max_side, net.unit_codes(sizes[0]).shape[1] if code_inputs else 0))
+        model = IndexTransformer(RecoveryArgs(sizes, dim, layers, heads, embed, max_side, net.unit_codes(sizes[0]).shape[1] if code_inputs else 0, pointer))
         if code_inputs:
             model.set_codes({s: net.unit_codes(s) for s in sizes})
         recovery = tmp / "random.safetensors"

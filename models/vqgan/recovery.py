@@ -16,6 +16,12 @@ the argmax, or the code nearest the probability-weighted mean of the unit codes.
 `max_side` cells a side are done in windows of at most `max_side` with `MARGIN` cells of context
 around each core, in raster order (a later window sees the earlier windows' filled cells).
 
+With `pointer` the model has no logits over the codes: for each masked cell it scores its 8 neighbour
+slots (`SLOTS`; a slot outside the map or masked gets -inf), a query projection of the cell's output
+feature against a key projection of each neighbour's plus a learned bias per direction, and the fill
+copies the chosen neighbour's index (`fill_pointer`): it can only pick sharp codes that are there,
+which is what made copying the nearest received cell beat every learned fill of sessions 3-5.
+
 Recovery changes no byte of a file: the model runs on one CPU thread (the same pixels for any thread
 count on one machine) and only on files with lost packets. Its weights are a file of their own
 (`FORMAT`), bound to the network of the vqgan weights by `network_hash`.
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 
 FORMAT = "nmc-vqgan-recovery-1"
 MARGIN = 4  # cells of context around a window's core
+SLOTS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))  # a pointer's neighbours: (dy, dx)
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -54,6 +61,7 @@ class RecoveryArgs:
     embed: int = 64  # token width, tied with the output projection
     max_side: int = 32  # cells per window side (row and column embeddings)
     code_dim: int = 0  # > 0: tokens mapped from the unit codes of this width (`codes`); 0: a learned token table
+    pointer: bool = False  # the output is a choice among the 8 neighbours (`pointer_logits`), not over the codes
 
 
 class Block(nn.Module):
@@ -85,7 +93,8 @@ class IndexTransformer(nn.Module):
         if a.code_dim:  # fixed unit codes (`set_codes`), their learned map and a learned logit scale
             self.register_buffer("codes", torch.zeros(self.offsets[-1], a.code_dim))
             self.code_map = nn.Sequential(nn.Linear(a.code_dim, a.embed), nn.GELU(), nn.Linear(a.embed, a.embed))
-            self.log_scale = nn.Parameter(torch.zeros(()))  # scale 1 at the start: near-uniform logits
+            if not a.pointer:
+                self.log_scale = nn.Parameter(torch.zeros(()))  # scale 1 at the start: near-uniform logits
         else:
             self.tokens = nn.Embedding(self.offsets[-1], a.embed)
         self.mask_token = nn.Parameter(torch.zeros(a.embed))
@@ -95,7 +104,11 @@ class IndexTransformer(nn.Module):
         self.blocks = nn.ModuleList(Block(a.dim, a.heads) for _ in range(a.layers))
         self.norm = nn.LayerNorm(a.dim)
         self.out = nn.Linear(a.dim, a.embed)
-        self.bias = nn.Parameter(torch.zeros(self.offsets[-1]))
+        if a.pointer:  # the output: which neighbour to copy
+            self.ptr_q, self.ptr_k = nn.Linear(a.embed, a.embed), nn.Linear(a.embed, a.embed)
+            self.slot_bias = nn.Parameter(torch.zeros(len(SLOTS)))
+        else:  # the output: logits over the codes (the code-input model's scale is unused by a pointer)
+            self.bias = nn.Parameter(torch.zeros(self.offsets[-1]))
         if not a.code_dim:
             nn.init.normal_(self.tokens.weight, std=0.02)
         for e in (self.rung, self.row, self.col):
@@ -130,6 +143,14 @@ class IndexTransformer(nn.Module):
         dots = features @ self.table(k).to(features.dtype).T
         scaled = dots * self.log_scale.exp() if self.args.code_dim else dots
         return scaled + self.bias[self.offsets[k] : self.offsets[k + 1]]
+
+    def pointer_logits(self, features: Tensor, masked: Tensor) -> Tensor:
+        """Features `[B, h, w, embed]` and the mask `[B, h, w]` -> fp32 scores `[B, h, w, 8]` of each cell's
+        neighbour slots (`SLOTS`): query(cell) . key(neighbour) / sqrt(embed) + the slot's bias; -inf where
+        the neighbour is outside the map (window) or masked (with `pointer`)."""
+        q, k = self.ptr_q(features).float(), neighbours(self.ptr_k(features).float(), 0.0)
+        scores = (q[..., None, :] * k).sum(-1) / math.sqrt(q.shape[-1]) + self.slot_bias
+        return scores.masked_fill(~neighbours(~masked, False), -math.inf)
 
     def unit_codes(self, k: int) -> Tensor:
         """Codebook `k`'s unit codes `[S_k, code_dim]` (with `code_dim`)."""
@@ -206,6 +227,23 @@ def load_recovery(path: Path) -> tuple[IndexTransformer, str, dict[int, str]]:
     return model.eval(), str(meta["network"]), codebooks
 
 
+def neighbours(t: Tensor, outside: float | bool) -> Tensor:
+    """`[B, h, w, ...]` -> `[B, h, w, 8, ...]`: each cell's neighbours in `SLOTS` order, `outside` beyond the edges."""
+    b, h, w = t.shape[:3]
+    padded = t.new_full((b, h + 2, w + 2, *t.shape[3:]), outside)
+    padded[:, 1:-1, 1:-1] = t
+    return torch.stack([padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in SLOTS], dim=3)
+
+
+def best_slots(indices: Tensor, masked: Tensor, codes: Tensor) -> Tensor:
+    """The pointer's targets: `[B, h, w, 8]` bool, the received neighbours whose unit code (`codes` `[S, d]`)
+    has the highest cosine with the cell's own (`indices` `[B, h, w]`, true everywhere); all of them on a tie
+    (neighbours with the same index often are), none for a cell without a received neighbour."""
+    valid = neighbours(~masked, False)
+    cos = (codes[indices][..., None, :] * neighbours(codes[indices], 0.0)).sum(-1).masked_fill(~valid, -math.inf)
+    return valid & (cos >= cos.max(-1, keepdim=True).values - 1e-6)
+
+
 # ---------------------------------------------------------------- filling masked cells
 
 
@@ -229,6 +267,8 @@ def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, ste
     probability-weighted mean of the codes: the minimum-risk choice under a code distance, a near code
     when the model hesitates between near codes. Argmax and a stable sort: deterministic."""
     out, masked = grid.copy(), masked.copy()
+    if model.args.pointer:
+        return fill_pointer(model, grid, masked, k)
     side, dev = model.args.max_side, model.bias.device  # the codec: the CPU; a training run's evaluation: its GPU
     for y0, y1, cy0, cy1 in windows(grid.shape[0], side):
         for x0, x1, cx0, cx1 in windows(grid.shape[1], side):
@@ -251,6 +291,32 @@ def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, ste
                 out[y0 + ys[keep], x0 + xs[keep]] = best.cpu().numpy()[keep]
                 masked[y0 + ys[keep], x0 + xs[keep]] = False
     return out
+
+
+@torch.inference_mode()
+def fill_pointer(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int) -> IntArray:
+    """`fill` with a `pointer` model: in rounds, every masked core cell of a window with a known neighbour
+    (received or filled in an earlier round) copies the index of the neighbour it scores highest (the first
+    slot on a tie); cells without one wait for the next round. Cells of a window without a known cell left
+    at the end get the nearest-cell copy (`fill_nearest`), after all windows. Deterministic."""
+    out, masked = grid.copy(), masked.copy()
+    side, dev, slots = model.args.max_side, model.mask_token.device, np.array(SLOTS)
+    for y0, y1, cy0, cy1 in windows(grid.shape[0], side):
+        for x0, x1, cx0, cx1 in windows(grid.shape[1], side):
+            core = np.zeros_like(masked[y0:y1, x0:x1])
+            core[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
+            while True:
+                m = torch.from_numpy(np.ascontiguousarray(masked[y0:y1, x0:x1]))[None]
+                ready = (m[0] & torch.from_numpy(core) & neighbours(~m, False)[0].any(-1)).numpy()
+                if not ready.any():
+                    break
+                window = torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1]))[None].to(dev)
+                scores = model.pointer_logits(model.features(window, m.to(dev), k), m.to(dev))[0]
+                ys, xs = np.nonzero(ready)
+                dy, dx = slots[scores[torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev)].argmax(-1).cpu().numpy()].T
+                out[y0 + ys, x0 + xs] = out[y0 + ys + dy, x0 + xs + dx]
+                masked[y0 + ys, x0 + xs] = False
+    return np.where(masked, fill_nearest(out, masked), out) if masked.any() else out
 
 
 def fill_nearest(grid: IntArray, masked: BoolArray) -> IntArray:

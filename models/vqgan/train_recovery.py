@@ -6,7 +6,10 @@ pattern lost packets leave, half as independent cells, the pattern after some fi
 entropy on the masked cells. A fresh model's tokens (tied with its output) are a learned map of the
 codes' fixed unit codes (`--code-inputs`, the default; `RecoveryArgs.code_dim`), or with
 `--no-code-inputs` a learned table (sessions 3-5: worse than copying the nearest cell); a resumed
-model keeps its own kind.
+model keeps its own kind. With `--pointer` (`RecoveryArgs.pointer`) the model instead picks one of the 8
+neighbours of each masked cell to copy: the target is the received neighbour whose unit code is nearest the
+cell's true one (all of them on a tie: the loss is -log of their total probability), on the masked cells
+with at least one received neighbour.
 One file, top to bottom, like models/vqgan/train.py:
 
     python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
@@ -18,7 +21,8 @@ Resumes from `--ckpt-dir` (models/trainkit checkpoints); the learning rate depen
 every draw comes from (seed, rank, step); rank 0 decides when to stop. The held-out photos' maps
 measure the end (`evaluate`): with one or two of 8 packets lost, the accuracy and the mean cosine between
 the filled and the true unit code of the argmax fill, the expected-code fill and the nearest-cell copy,
-and the one-shot cross-entropy.
+and the one-shot cross-entropy; for a pointer model, of its fill, the nearest-cell copy and the best
+received neighbour (what a perfect pointer gets in its first round).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import read_maps
 from nmc.models.vqgan.packets import packet_cells
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codes_hash, fill, fill_nearest, save_recovery
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, best_slots, codes_hash, fill, fill_nearest, save_recovery
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
 LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets of a tile: (rows, columns)
@@ -80,6 +84,21 @@ def batch_of(maps: list[torch.Tensor], n: int, max_side: int, min_side: int, gen
 
 
 RULES = ("argmax", "expected", "nearest")  # the transformer's two decisions (`fill`), and copying the nearest received cell
+POINTER_RULES = ("pointer", "nearest", "best")  # a pointer model's fill, the nearest copy, the best received neighbour (a ceiling)
+
+
+def pointer_loss(scores: torch.Tensor, x: torch.Tensor, m: torch.Tensor, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores `[B, h, w, 8]` (`pointer_logits`), true indices `x` and mask `m` `[B, h, w]`, unit codes `[S, d]` ->
+    (the mean of -log P(a best slot) over the masked cells with a received neighbour, the share of them whose
+    top slot holds the true index)."""
+    from nmc.models.vqgan.recovery import neighbours
+
+    best = best_slots(x, m, codes)
+    use = m & best.any(-1)
+    s, b = scores[use], best[use]
+    nll = torch.logsumexp(s, -1) - torch.logsumexp(s.masked_fill(~b, -math.inf), -1)
+    picked = neighbours(x, 0)[use].gather(1, s.argmax(-1, keepdim=True))[:, 0]
+    return nll.sum() / max(int(use.sum()), 1), (picked == x[use]).float().mean()
 
 
 @torch.no_grad()
@@ -90,9 +109,10 @@ def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], codeb
     cells (`cells`), and the one-shot cross-entropy (`bits` per lost cell, in each map's top-left window).
     On the model's device (a GPU after training there: minutes less than the CPU), fp32."""
     out = {}
+    rules = POINTER_RULES if model.args.pointer else RULES
     for k, size in enumerate(model.args.sizes):
         codes = codebooks[size].float()
-        hits, cos = dict.fromkeys(RULES, 0), dict.fromkeys(RULES, 0.0)
+        hits, cos = dict.fromkeys(rules, 0), dict.fromkeys(rules, 0.0)
         bits, n, n_ce = 0.0, 0, 0
         for held_map in held[size]:
             grid = held_map.numpy()
@@ -101,20 +121,39 @@ def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], codeb
                 for j in lost:
                     masked[packet_cells((grid.shape[0], grid.shape[1]), (2, 4))[j]] = True
                 true = torch.from_numpy(grid[masked])
-                fills = {"argmax": fill(model, grid, masked, k, steps), "expected": fill(model, grid, masked, k, steps, codes),
-                         "nearest": fill_nearest(grid, masked)}  # fmt: skip
+                if model.args.pointer:
+                    fills = {"pointer": fill(model, grid, masked, k), "nearest": fill_nearest(grid, masked), "best": best_fill(grid, masked, codes)}
+                else:
+                    fills = {"argmax": fill(model, grid, masked, k, steps), "expected": fill(model, grid, masked, k, steps, codes),
+                             "nearest": fill_nearest(grid, masked)}  # fmt: skip
                 for rule, filled in fills.items():
                     got = torch.from_numpy(filled[masked])
                     hits[rule] += int((got == true).sum())
                     cos[rule] += float((codes[got] * codes[true]).sum())
                 n += int(masked.sum())
-                s, dev = model.args.max_side, model.bias.device  # cross-entropy: the top-left window
+                if model.args.pointer:
+                    continue
+                s, dev = model.args.max_side, model.mask_token.device  # cross-entropy: the top-left window
                 g, mk = torch.from_numpy(grid[:s, :s]).to(dev), torch.from_numpy(masked[:s, :s]).to(dev)
                 logp = model.logits(model.features(g[None], mk[None], k)[0][mk], k).log_softmax(-1)
                 bits -= float(logp.gather(1, g[mk][:, None]).sum()) / math.log(2)
                 n_ce += int(mk.sum())
-        out[size] = {"cells": n, "bits": bits / max(n_ce, 1), **{f"acc_{r}": hits[r] / max(n, 1) for r in RULES},
-                     **{f"cos_{r}": cos[r] / max(n, 1) for r in RULES}}  # fmt: skip
+        out[size] = {"cells": n, "bits": bits / max(n_ce, 1), **{f"acc_{r}": hits[r] / max(n, 1) for r in rules},
+                     **{f"cos_{r}": cos[r] / max(n, 1) for r in rules}}  # fmt: skip
+    return out
+
+
+def best_fill(grid: np.ndarray, masked: np.ndarray, codes: torch.Tensor) -> np.ndarray:
+    """Each masked cell with a received neighbour copies the one whose code is nearest its true code (the pointer's
+    target, first slot on a tie); the others keep the true index (so this is a ceiling only where it copies)."""
+    from nmc.models.vqgan.recovery import SLOTS
+
+    x, m = torch.from_numpy(grid)[None], torch.from_numpy(masked)[None]
+    best = best_slots(x, m, codes)[0]
+    ys, xs = np.nonzero((masked & best.any(-1).numpy()))
+    dy, dx = np.array(SLOTS)[best[ys, xs].float().argmax(-1).numpy()].T
+    out = grid.copy()
+    out[ys, xs] = grid[ys + dy, xs + dx]
     return out
 
 
@@ -136,6 +175,7 @@ def main(
     embed: int = 64,  # token width (tied output)
     max_side: int = 32,  # cells per window side
     code_inputs: bool = True,  # a fresh model's tokens: a learned map of the fixed unit codes (RecoveryArgs.code_dim); off: a learned token table
+    pointer: bool = False,  # a fresh model picks a neighbour to copy (RecoveryArgs.pointer) instead of a code; a resumed one keeps its kind
     code_scale: float = 0.5,  # without --code-inputs, a fresh model's tokens: this times the unit codes (first code_dim dims)
     mask_min: float = 0.05,  # share of masked cells per crop: uniform in [mask_min, mask_max]
     mask_max: float = 0.99,
@@ -188,7 +228,7 @@ def main(
 
     ckpt = ckpt_io.load(ckpt_dir)
     torch.manual_seed(seed)
-    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side, codebooks[sizes[0]].shape[1] if code_inputs else 0)
+    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side, codebooks[sizes[0]].shape[1] if code_inputs else 0, pointer)
     if ckpt:
         tensors, cmeta = ckpt
         a = cmeta["model_args"]
@@ -203,8 +243,9 @@ def main(
                 net.tokens.weight[net.offsets[k] : net.offsets[k + 1], :d] = code_scale * codebooks[size][:, :d]
         say(f"token embeddings start from the unit codes (x {code_scale})")
     net.to(device)
-    decay = [p for n, p in net.named_parameters() if p.ndim == 2 and n.startswith(("blocks", "inp", "out"))]
-    other = [p for n, p in net.named_parameters() if not (p.ndim == 2 and n.startswith(("blocks", "inp", "out")))]
+    decayed = ("blocks", "inp", "out", "ptr_")
+    decay = [p for n, p in net.named_parameters() if p.ndim == 2 and n.startswith(decayed)]
+    other = [p for n, p in net.named_parameters() if not (p.ndim == 2 and n.startswith(decayed))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.95), fused=rt.cuda)  # fmt: skip
     step, train_seconds, warm_from = 0, 0.0, 0
@@ -228,6 +269,7 @@ def main(
                      {"step": step, "train_seconds": train_seconds, "model_args": asdict(args), "network": meta["network"],
                       "opt_groups": groups, "config": config})  # fmt: skip
 
+    unit = {k: codebooks[s].float().to(device) for k, s in enumerate(sizes)}  # the pointer's targets
     gen = torch.Generator()
     t_loop, t_saved, t_log, step_log, seconds0 = time.time(), time.time(), time.time(), step, train_seconds
     sums: dict[str, float] = {}
@@ -241,16 +283,20 @@ def main(
             g["lr"] = sched(step, warm_from)
         with rt.autocast():
             feats = model(x, m, k, origin)  # through DDP: its gradient hooks
-            logits = net.logits(feats[m], k).float()
-        loss = F.cross_entropy(logits, x[m])
+            if args.pointer:
+                loss, acc = pointer_loss(net.pointer_logits(feats, m), x, m, unit[k])
+            else:
+                logits = net.logits(feats[m], k).float()
+        if not args.pointer:
+            loss = F.cross_entropy(logits, x[m])
+            with torch.no_grad():
+                acc = (logits.argmax(-1) == x[m]).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
         opt.step()
         step += 1
         train_seconds = seconds0 + time.time() - t_loop
-        with torch.no_grad():
-            acc = (logits.argmax(-1) == x[m]).float().mean()
         for name, v in (("ce", loss), ("acc", acc), ("gnorm", gnorm)):
             sums[name] = sums.get(name, 0.0) + float(v.detach())
         if step % log_every == 0 or step >= max_steps:
@@ -279,6 +325,10 @@ def main(
         if held[sizes[0]]:
             t0 = time.time()
             for size, r in evaluate(net, held, codebooks, fill_steps).items():
+                if args.pointer:
+                    say(f"eval held-out s{size}: {r['cells']} lost cells; accuracy / code cosine: pointer {r['acc_pointer']:.4f} / {r['cos_pointer']:.4f}, "
+                        f"nearest cell {r['acc_nearest']:.4f} / {r['cos_nearest']:.4f}, best received neighbour {r['acc_best']:.4f} / {r['cos_best']:.4f}")  # fmt: skip
+                    continue
                 say(f"eval held-out s{size}: {r['cells']} lost cells; accuracy / code cosine: argmax {r['acc_argmax']:.4f} / {r['cos_argmax']:.4f}, "
                     f"expected code {r['acc_expected']:.4f} / {r['cos_expected']:.4f}, nearest cell {r['acc_nearest']:.4f} / {r['cos_nearest']:.4f}; "
                     f"one-shot {r['bits']:.3f} bits per lost cell")  # fmt: skip
