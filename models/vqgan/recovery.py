@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -257,6 +258,15 @@ def windows(n: int, side: int, margin: int = MARGIN) -> list[tuple[int, int, int
     return [(max(0, a - margin), min(n, b + margin), a, b) for a, b in zip(cuts, cuts[1:])]
 
 
+def window_cores(shape: tuple[int, int], side: int) -> Iterator[tuple[tuple[slice, slice], BoolArray]]:
+    """The windows of a `(h, w)` map in raster order: each window's slices and its core as a mask of the window."""
+    for y0, y1, cy0, cy1 in windows(shape[0], side):
+        for x0, x1, cx0, cx1 in windows(shape[1], side):
+            core = np.zeros((y1 - y0, x1 - x0), bool)
+            core[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
+            yield (slice(y0, y1), slice(x0, x1)), core
+
+
 @torch.inference_mode()
 def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, steps: int = 2, codes: Tensor | None = None) -> IntArray:
     """`grid` `(h, w)` of indices into codebook `k` with the `masked` cells predicted, most confident first.
@@ -266,30 +276,27 @@ def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, ste
     takes the argmax, or with `codes` (codebook k's unit codes `[S_k, d]`) the code nearest the
     probability-weighted mean of the codes: the minimum-risk choice under a code distance, a near code
     when the model hesitates between near codes. Argmax and a stable sort: deterministic."""
-    out, masked = grid.copy(), masked.copy()
     if model.args.pointer:
         return fill_pointer(model, grid, masked, k)
-    side, dev = model.args.max_side, model.bias.device  # the codec: the CPU; a training run's evaluation: its GPU
-    for y0, y1, cy0, cy1 in windows(grid.shape[0], side):
-        for x0, x1, cx0, cx1 in windows(grid.shape[1], side):
-            core = np.zeros_like(masked[y0:y1, x0:x1])
-            core[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
-            todo = int((masked[y0:y1, x0:x1] & core).sum())
-            rounds = min(steps, todo)
-            for t in range(1, rounds + 1):
-                m = masked[y0:y1, x0:x1]
-                ys, xs = np.nonzero(m & core)  # row-major, as the features' flat order
-                window, mask = (torch.from_numpy(np.ascontiguousarray(a))[None].to(dev) for a in (out[y0:y1, x0:x1], m))
-                feats = model.features(window, mask, k)[0][torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev)]
-                probs = model.logits(feats, k).float().softmax(-1)
-                conf, best = probs.max(-1)
-                if codes is not None:
-                    unit = codes.to(probs)
-                    best = (probs @ unit @ unit.T).argmax(-1)  # the code nearest the mean: the highest dot product
-                left = math.floor(todo * math.cos(math.pi / 2 * t / rounds)) if t < rounds else 0
-                keep = np.argsort(-conf.cpu().numpy(), kind="stable")[: len(ys) - left]
-                out[y0 + ys[keep], x0 + xs[keep]] = best.cpu().numpy()[keep]
-                masked[y0 + ys[keep], x0 + xs[keep]] = False
+    out, masked = grid.copy(), masked.copy()
+    dev = model.mask_token.device  # the codec: the CPU; a training run's evaluation: its GPU
+    for (sy, sx), core in window_cores(grid.shape, model.args.max_side):
+        todo = int((masked[sy, sx] & core).sum())
+        rounds = min(steps, todo)
+        for t in range(1, rounds + 1):
+            m = masked[sy, sx]
+            ys, xs = np.nonzero(m & core)  # row-major, as the features' flat order
+            window, mask = (torch.from_numpy(np.ascontiguousarray(a))[None].to(dev) for a in (out[sy, sx], m))
+            feats = model.features(window, mask, k)[0][torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev)]
+            probs = model.logits(feats, k).float().softmax(-1)
+            conf, best = probs.max(-1)
+            if codes is not None:
+                unit = codes.to(probs)
+                best = (probs @ unit @ unit.T).argmax(-1)  # the code nearest the mean: the highest dot product
+            left = math.floor(todo * math.cos(math.pi / 2 * t / rounds)) if t < rounds else 0
+            keep = np.argsort(-conf.cpu().numpy(), kind="stable")[: len(ys) - left]
+            out[sy.start + ys[keep], sx.start + xs[keep]] = best.cpu().numpy()[keep]
+            masked[sy.start + ys[keep], sx.start + xs[keep]] = False
     return out
 
 
@@ -300,23 +307,21 @@ def fill_pointer(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: 
     slot on a tie); cells without one wait for the next round. Cells of a window without a known cell left
     at the end get the nearest-cell copy (`fill_nearest`), after all windows. Deterministic."""
     out, masked = grid.copy(), masked.copy()
-    side, dev, slots = model.args.max_side, model.mask_token.device, np.array(SLOTS)
-    for y0, y1, cy0, cy1 in windows(grid.shape[0], side):
-        for x0, x1, cx0, cx1 in windows(grid.shape[1], side):
-            core = np.zeros_like(masked[y0:y1, x0:x1])
-            core[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0] = True
-            while True:
-                m = torch.from_numpy(np.ascontiguousarray(masked[y0:y1, x0:x1]))[None]
-                ready = (m[0] & torch.from_numpy(core) & neighbours(~m, False)[0].any(-1)).numpy()
-                if not ready.any():
-                    break
-                window = torch.from_numpy(np.ascontiguousarray(out[y0:y1, x0:x1]))[None].to(dev)
-                scores = model.pointer_logits(model.features(window, m.to(dev), k), m.to(dev))[0]
-                ys, xs = np.nonzero(ready)
-                dy, dx = slots[scores[torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev)].argmax(-1).cpu().numpy()].T
-                out[y0 + ys, x0 + xs] = out[y0 + ys + dy, x0 + xs + dx]
-                masked[y0 + ys, x0 + xs] = False
-    return np.where(masked, fill_nearest(out, masked), out) if masked.any() else out
+    dev, slots = model.mask_token.device, np.array(SLOTS)
+    for (sy, sx), core in window_cores(grid.shape, model.args.max_side):
+        y0, x0 = sy.start, sx.start
+        while True:
+            m = torch.from_numpy(np.ascontiguousarray(masked[sy, sx]))[None]
+            ready = (m[0] & torch.from_numpy(core) & neighbours(~m, False)[0].any(-1)).numpy()
+            if not ready.any():
+                break
+            window = torch.from_numpy(np.ascontiguousarray(out[sy, sx]))[None].to(dev)
+            scores = model.pointer_logits(model.features(window, m.to(dev), k), m.to(dev))[0]
+            ys, xs = np.nonzero(ready)
+            dy, dx = slots[scores[torch.from_numpy(ys).to(dev), torch.from_numpy(xs).to(dev)].argmax(-1).cpu().numpy()].T
+            out[y0 + ys, x0 + xs] = out[y0 + ys + dy, x0 + xs + dx]
+            masked[y0 + ys, x0 + xs] = False
+    return fill_nearest(out, masked) if masked.any() else out  # a received cell stays (its nearest is itself)
 
 
 def fill_nearest(grid: IntArray, masked: BoolArray) -> IntArray:

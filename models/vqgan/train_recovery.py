@@ -44,7 +44,7 @@ from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import read_maps
 from nmc.models.vqgan.packets import packet_cells
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, best_slots, codes_hash, fill, fill_nearest, save_recovery
+from nmc.models.vqgan.recovery import SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, fill, fill_nearest, neighbours, save_recovery
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
 LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets of a tile: (rows, columns)
@@ -91,8 +91,6 @@ def pointer_loss(scores: torch.Tensor, x: torch.Tensor, m: torch.Tensor, codes: 
     """Scores `[B, h, w, 8]` (`pointer_logits`), true indices `x` and mask `m` `[B, h, w]`, unit codes `[S, d]` ->
     (the mean of -log P(a best slot) over the masked cells with a received neighbour, the share of them whose
     top slot holds the true index)."""
-    from nmc.models.vqgan.recovery import neighbours
-
     best = best_slots(x, m, codes)
     use = m & best.any(-1)
     s, b = scores[use], best[use]
@@ -146,8 +144,6 @@ def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], codeb
 def best_fill(grid: np.ndarray, masked: np.ndarray, codes: torch.Tensor) -> np.ndarray:
     """Each masked cell with a received neighbour copies the one whose code is nearest its true code (the pointer's
     target, first slot on a tie); the others keep the true index (so this is a ceiling only where it copies)."""
-    from nmc.models.vqgan.recovery import SLOTS
-
     x, m = torch.from_numpy(grid)[None], torch.from_numpy(masked)[None]
     best = best_slots(x, m, codes)[0]
     ys, xs = np.nonzero((masked & best.any(-1).numpy()))
