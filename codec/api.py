@@ -180,7 +180,7 @@ def open_file(fo: IO[bytes], recover: bool = False, codec: Codec | None = None) 
         )
     if header.coder != CODER_INFO:
         raise ContainerError(f"file needs entropy coder {header.coder}, this nmc has {CODER_INFO}")
-    return OpenedFile(header, codec, fields, read_packets(fo, header.packets, tolerant=recover))
+    return OpenedFile(header, codec, fields, read_packets(fo, header, tolerant=recover))
 
 
 @contextmanager

@@ -1,17 +1,19 @@
 """The .nmc container: fixed prefix, JSON header, CRC-checked packets. Byte layout: docs/FORMAT.md.
 
-    prefix   magic b"\\x89NMC" | uint8 version 2 | uint8 name length | codec name (ASCII)
-             | uint32 header length                                              (little endian)
+    prefix   magic b"\\x89NMC" | uint8 version 3 | uint8 name length | codec name (ASCII)
+             | varint header length
     header   UTF-8 JSON object (every field but the codec name), raw-DEFLATE-compressed with
              the codec's preset dictionary (headers cost tens of bytes: they matter at 1 kbit/s)
              | uint32 CRC32 of everything after the version byte up to here
-    packet*  uint32 payload length | uint32 CRC32 of payload | payload
-    end      uint32 0xFFFFFFFF | uint32 number of packets
+    packet*  varint payload length | uint32 CRC32 of payload | payload
+    end      0x80 0x00 (a varint zero in two bytes: never a length) | varint number of packets
 
+Integers are little endian; a varint is unsigned LEB128 in its shortest form (1 byte below 128).
 The codec name comes before the compressed header, so a reader finds the codec (and its
-dictionary) first. Format 1 (one dictionary for all codecs, `format1.py`) is still read.
-Each packet is entropy-decodable on its own, so a damaged one is detected (CRC) and can be
-skipped by codecs that recover lost data; nothing after the end record is allowed.
+dictionary) first. Formats 1 (one dictionary for all codecs, `format1.py`) and 2 (uint32 lengths,
+an 8-byte end record) are still read. Each packet is entropy-decodable on its own, so a damaged
+one is detected (CRC) and can be skipped by codecs that recover lost data; nothing after the end
+record is allowed.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from . import format1
 from .errors import ContainerError, TruncatedError
 
 MAGIC = b"\x89NMC"
-FORMAT_VERSION = 2  # what this nmc writes; it reads 1 and 2
+FORMAT_VERSION = 3  # what this nmc writes; it reads 1 to 3
 _U8 = struct.Struct("<B")
 _U32 = struct.Struct("<I")
-_PACKET = struct.Struct("<II")
-END_MARK = 0xFFFFFFFF
+_PACKET = struct.Struct("<II")  # formats 1 and 2: uint32 length, uint32 CRC32
+END_MARK = 0xFFFFFFFF  # formats 1 and 2: the end record's "length"
+END = b"\x80\x00"  # format 3: the end record's marker, a varint no writer produces
 MAX_HEADER_BYTES = 1 << 20
 MAX_PACKET_BYTES = 1 << 28
 CODEC_NAME = re.compile(rb"[a-z0-9][a-z0-9._-]{0,63}")
@@ -55,25 +58,29 @@ class Header:
     coder: dict[str, Any]
     packets: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    version: int = field(default=FORMAT_VERSION, compare=False)  # the container format it was read from (not in the JSON)
 
     def to_json(self) -> bytes:
-        """The fields but the codec name (the prefix holds it), sorted keys, no whitespace."""
-        return json.dumps({k: v for k, v in asdict(self).items() if k != "codec"}, sort_keys=True, separators=(",", ":")).encode()
+        """The fields but the codec name (the prefix holds it) and the version, sorted keys, no whitespace."""
+        values = {k: v for k, v in asdict(self).items() if k not in ("codec", "version")}
+        return json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
 
     def to_bytes(self, dictionary: bytes) -> bytes:
         deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
         return deflate.compress(self.to_json()) + deflate.flush()
 
     @classmethod
-    def from_bytes(cls, data: bytes, dictionary: bytes, codec: str | None = None) -> Header:
-        """Inflate and parse; `codec` is the name from a format-2 prefix (format 1 has it in the JSON)."""
+    def from_bytes(cls, data: bytes, dictionary: bytes, codec: str | None = None, version: int = FORMAT_VERSION) -> Header:
+        """Inflate and parse; `codec` is the name from a format-2 or 3 prefix (format 1 has it in the JSON)."""
         try:
             inflate = zlib.decompressobj(-15, dictionary)
             text = inflate.decompress(data, MAX_HEADER_BYTES) + inflate.flush()
             if not inflate.eof or inflate.unused_data or inflate.unconsumed_tail:
                 raise ValueError("header does not end where its length says")
             values = json.loads(text.decode())
-            header = cls(**values) if codec is None else cls(codec=codec, **values)
+            if "version" in values:
+                raise ValueError("the JSON holds 'version'")
+            header = cls(**values, version=version) if codec is None else cls(codec=codec, **values, version=version)
         except (zlib.error, ValueError, TypeError, KeyError) as err:  # KeyError: a duplicate "codec" key, as CPython reports it at times
             raise ContainerError(f"invalid header: {err}") from None
         header.check_types()
@@ -83,6 +90,8 @@ class Header:
         """The JSON types of the top-level fields (a CRC-valid header may still be crafted)."""
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "version":
+                continue
             if f.name == "packets":
                 ok = value is None or (type(value) is int and 0 <= value <= 0xFFFFFFFF)
             else:
@@ -98,18 +107,49 @@ def _read_exactly(fo: IO[bytes], size: int, what: str) -> bytes:
     return data
 
 
+def varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, the lowest first, the top bit set on every byte but the last."""
+    if n < 0:
+        raise ValueError(f"varint of a negative number {n}")
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def read_varint(fo: IO[bytes], what: str, limit: int, end: bool = False) -> int:
+    """A varint of at most `limit` in its shortest form; with `end`, -1 for the end marker `END`.
+
+    Any other encoding (a longer form, a value above `limit`) is damage: one value has one encoding.
+    """
+    value = shift = 0
+    while True:
+        (byte,) = _read_exactly(fo, 1, what)
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80 or value > limit or shift >= 35:  # 5 bytes hold every limit (32 bits)
+            break
+    if end and shift == 14 and byte == value == 0:  # the two bytes of END
+        return -1
+    if byte >= 0x80 or value > limit or (byte == 0 and shift > 7):  # too long, too large, or a last byte of 0
+        raise ContainerError(f"{what}: invalid varint (file is damaged)")
+    return value
+
+
 def write_header(fo: IO[bytes], header: Header, dictionary: bytes) -> None:
-    """Format 2: `dictionary` is the codec's `header_dict`."""
+    """Format 3: `dictionary` is the codec's `header_dict`."""
     name = header.codec.encode()
     if not CODEC_NAME.fullmatch(name):
         raise ValueError(f"codec name {header.codec!r} is not 1-64 of [a-z0-9._-]")
     data = header.to_bytes(dictionary)
-    checked = _U8.pack(len(name)) + name + _U32.pack(len(data)) + data
+    checked = _U8.pack(len(name)) + name + varint(len(data)) + data
     fo.write(MAGIC + _U8.pack(FORMAT_VERSION) + checked + _U32.pack(zlib.crc32(checked)))
 
 
 def read_header(fo: IO[bytes], dictionary: Callable[[str], bytes]) -> Header:
-    """The header of a format 1 or 2 file; `dictionary(name)` is codec `name`'s header dictionary."""
+    """The header of a format 1, 2 or 3 file; `dictionary(name)` is codec `name`'s header dictionary."""
     first = fo.read(5) or b""
     if not first:
         raise ContainerError("empty file: not an .nmc file")
@@ -118,30 +158,39 @@ def read_header(fo: IO[bytes], dictionary: Callable[[str], bytes]) -> Header:
     if len(first) < 5:
         raise TruncatedError("file is truncated inside the prefix")
     version = first[4]
-    if version not in (1, 2):
-        raise ContainerError(f"unsupported .nmc format version {version} (this nmc reads 1 and 2)")
+    if version not in (1, 2, 3):
+        raise ContainerError(f"unsupported .nmc format version {version} (this nmc reads 1 to 3)")
     name = b""
-    if version == 2:
+    if version >= 2:
         (n,) = _read_exactly(fo, 1, "codec name")
         name = _read_exactly(fo, n, "codec name")
         if not CODEC_NAME.fullmatch(name):
             raise ContainerError(f"codec name {name!r} is not valid (file is damaged)")
-    raw_length = _read_exactly(fo, 4, "prefix")
-    (length,) = _U32.unpack(raw_length)
-    if length > MAX_HEADER_BYTES:
-        raise ContainerError(f"header length {length} is implausible (file is damaged)")
+    if version == 3:
+        length = read_varint(fo, "header length", MAX_HEADER_BYTES)
+        raw_length = varint(length)  # the shortest form: the bytes read
+    else:
+        raw_length = _read_exactly(fo, 4, "prefix")
+        (length,) = _U32.unpack(raw_length)
+        if length > MAX_HEADER_BYTES:
+            raise ContainerError(f"header length {length} is implausible (file is damaged)")
     data = _read_exactly(fo, length, "header")
     (crc,) = _U32.unpack(_read_exactly(fo, _U32.size, "header checksum"))
-    checked = _U8.pack(len(name)) + name + raw_length + data if version == 2 else data
+    checked = _U8.pack(len(name)) + name + raw_length + data if version >= 2 else data
     if zlib.crc32(checked) != crc:
         raise ContainerError("header checksum mismatch (file is damaged)")
     if version == 1:
-        return Header.from_bytes(data, format1.HEADER_DICT)
-    return Header.from_bytes(data, dictionary(name.decode()), name.decode())
+        return Header.from_bytes(data, format1.HEADER_DICT, version=1)
+    return Header.from_bytes(data, dictionary(name.decode()), name.decode(), version)
+
+
+def frame(length: int, crc: int) -> bytes:
+    """What comes before a payload in format 3: its varint length and its CRC32."""
+    return varint(length) + _U32.pack(crc)
 
 
 class PacketWriter:
-    """Writes packets after the header and closes the stream with the end record."""
+    """Writes packets after the header (format 3) and closes the stream with the end record."""
 
     def __init__(self, fo: IO[bytes]) -> None:
         self.fo = fo
@@ -150,30 +199,50 @@ class PacketWriter:
     def write(self, payload: bytes) -> None:
         if len(payload) > MAX_PACKET_BYTES:
             raise ValueError(f"packet of {len(payload)} bytes exceeds {MAX_PACKET_BYTES}")
-        self.fo.write(_PACKET.pack(len(payload), zlib.crc32(payload)))
-        self.fo.write(payload)
+        self.fo.write(frame(len(payload), zlib.crc32(payload)) + payload)
         self.count += 1
 
     def close(self) -> None:
-        self.fo.write(_PACKET.pack(END_MARK, self.count))
+        self.fo.write(END + varint(self.count))
 
 
-def read_packets(fo: IO[bytes], expected: int | None = None, tolerant: bool = False) -> Iterator[bytes | None]:
-    """Yield packet payloads in order; a damaged packet raises, or yields None when `tolerant`.
+def read_frame(fo: IO[bytes], index: int, version: int) -> tuple[int | None, int]:
+    """(payload length, CRC32) of packet `index`, or (None, packet count) at the end record.
+
+    The CRC is the last 4 bytes read in every format (`nmc eval --loss` rewrites it there)."""
+    what = f"packet {index}"
+    if version < 3:
+        length, crc = _PACKET.unpack(_read_exactly(fo, _PACKET.size, what))
+        if length == END_MARK:
+            return None, crc
+        if length > MAX_PACKET_BYTES:
+            raise ContainerError(f"{what}: invalid length field (file is damaged)")
+        return length, crc
+    size = read_varint(fo, f"{what} length", MAX_PACKET_BYTES, end=True)
+    if size < 0:
+        return None, read_varint(fo, "end record's packet count", 0xFFFFFFFF)
+    (crc,) = _U32.unpack(_read_exactly(fo, _U32.size, what))
+    return size, crc
+
+
+def read_packets(fo: IO[bytes], header: Header, tolerant: bool = False) -> Iterator[bytes | None]:
+    """Yield the payloads after `header` (just read from `fo`) in order; a damaged packet raises,
+    or yields None when `tolerant`. The header gives the format and the number of packets (if known).
 
     In tolerant mode a packet whose length field is damaged cannot be skipped reliably, so
     the rest of the stream is reported lost (None for each packet the header announced), and an
     end record whose count alone is damaged is accepted once every announced packet was read.
     """
+    expected = header.packets
     index = 0
     while True:
         try:
-            length, crc = _PACKET.unpack(_read_exactly(fo, _PACKET.size, f"packet {index}"))
-            if length == END_MARK:
+            length, crc = read_frame(fo, index, header.version)
+            if length is None:
                 if tolerant and expected is not None and index < expected:
                     raise ContainerError(f"packet {index}: end record too early (file is damaged)")
                 break
-            if length > MAX_PACKET_BYTES or (expected is not None and index >= expected):
+            if expected is not None and index >= expected:
                 raise ContainerError(f"packet {index}: invalid length field (file is damaged)")
             payload = _read_exactly(fo, length, f"packet {index}")
         except ContainerError:

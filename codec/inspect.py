@@ -23,18 +23,16 @@ def describe(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MediaError(f"{path}: no such file")
     with open(path, "rb") as fo:
-        version = fo.read(5)[4:]
-        fo.seek(0)
         header = read_header(fo, header_dictionary)
         check_media(header.media)  # the rate below divides by media fields
         header_bytes = fo.tell()
         tolerant = header.packets is not None and header.packets <= MAX_LISTED  # damaged ones listed below
-        packets = list(read_packets(fo, header.packets, tolerant=tolerant))
+        packets = list(read_packets(fo, header, tolerant=tolerant))
     size = path.stat().st_size
     rate, unit = real_rate(size, header.media)
     return {
-        **asdict(header),
-        "format_version": version[0] if version else None,
+        **{k: v for k, v in asdict(header).items() if k != "version"},
+        "format_version": header.version,
         "file_bytes": size,
         "header_bytes": header_bytes,
         "packet_count": len(packets),

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .container import _PACKET, END_MARK, read_header
+from .container import read_frame, read_header
 
 CHANNELS = ("independent", "burst")
 BURST = 3.0  # mean packets per burst of the Gilbert-Elliott channel
@@ -51,15 +51,15 @@ def lost_packets(n: int, rate: float, channel: str, seed: int) -> np.ndarray:
 def with_lost(data: bytes, lost: np.ndarray, dictionary: Callable[[str], bytes]) -> bytes:
     """`data` (a whole .nmc file) with the CRC of each packet marked in `lost` made wrong."""
     fo = io.BytesIO(data)
-    read_header(fo, dictionary)
-    out, pos = bytearray(data), fo.tell()
+    header = read_header(fo, dictionary)
+    out = bytearray(data)
     for i in range(len(lost)):
-        length, crc = _PACKET.unpack_from(data, pos)
-        if length == END_MARK:
+        length, crc = read_frame(fo, i, header.version)
+        if length is None:
             raise ValueError(f"the file has {i} packets, {len(lost)} were given")
         if lost[i]:
-            _PACKET.pack_into(out, pos, length, crc ^ 0xFFFFFFFF)
-        pos += _PACKET.size + length
+            out[fo.tell() - 4 : fo.tell()] = (crc ^ 0xFFFFFFFF).to_bytes(4, "little")  # the frame's last 4 bytes
+        fo.seek(length, io.SEEK_CUR)
     return bytes(out)
 
 

@@ -33,7 +33,7 @@ def open_stream(data: bytes) -> tuple[Header, list[bytes | None]]:
     """The header and the CRC-checked packets of a whole .nmc file."""
     fo = io.BytesIO(data)
     header = read_header(fo, header_dictionary)
-    return header, list(read_packets(fo, header.packets))
+    return header, list(read_packets(fo, header))
 
 
 # Values a crafted header may hold: every JSON type, edge cases, small and huge numbers.

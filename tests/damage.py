@@ -3,33 +3,38 @@ edited, packet payloads replaced. Used by the property tests and by scripts/fuzz
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zlib
 from typing import Any, Callable
 
 from nmc.codec.api import header_dictionary
-from nmc.codec.container import CODEC_NAME, END_MARK, MAGIC
+from nmc.codec.container import CODEC_NAME, MAGIC, frame, read_frame, read_header, read_varint, varint
 from nmc.codec.format1 import HEADER_DICT as FORMAT1_DICT
 
 
-def _header_span(data: bytes) -> tuple[int, int, str | None]:
-    """(offset of the header length field, header length, codec name of a format-2 prefix)."""
+def _header_span(data: bytes) -> tuple[int, int, int, str | None]:
+    """(offset of the header length field, its size, the header length, codec name of a format-2 or 3 prefix)."""
     if data[4] == 1:
-        return 5, struct.unpack_from("<I", data, 5)[0], None
+        return 5, 4, struct.unpack_from("<I", data, 5)[0], None
     n = data[5]
-    return 6 + n, struct.unpack_from("<I", data, 6 + n)[0], data[6 : 6 + n].decode()
+    if data[4] == 2:
+        return 6 + n, 4, struct.unpack_from("<I", data, 6 + n)[0], data[6 : 6 + n].decode()
+    fo = io.BytesIO(data[6 + n :])
+    length = read_varint(fo, "header length", 1 << 20)
+    return 6 + n, fo.tell(), length, data[6 : 6 + n].decode()
 
 
 def with_header(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
     """The same file with its JSON header edited and a valid CRC: damage only the decoder can notice.
 
-    `edit` sees every field, `codec` included; in format 2 a new codec name that fits the prefix
+    `edit` sees every field, `codec` included; in format 2 or 3 a new codec name that fits the prefix
     goes there, any other value into the JSON (which a reader refuses)."""
-    at, n, name = _header_span(data)
+    at, size, n, name = _header_span(data)
     dictionary = FORMAT1_DICT if name is None else header_dictionary(name)
     inflate = zlib.decompressobj(-15, dictionary)
-    fields = json.loads(inflate.decompress(data[at + 4 : at + 4 + n]) + inflate.flush())
+    fields = json.loads(inflate.decompress(data[at + size : at + size + n]) + inflate.flush())
     if name is not None:
         fields["codec"] = name
     edit(fields)
@@ -37,25 +42,28 @@ def with_header(data: bytes, edit: Callable[[dict[str, Any]], None]) -> bytes:
         name = fields.pop("codec")
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, dictionary)
     body = deflate.compress(json.dumps(fields).encode()) + deflate.flush()
-    rest = data[at + 4 + n + 4 :]
+    rest = data[at + size + n + 4 :]
     if name is None:
         return data[:5] + struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body)) + rest
-    checked = bytes([len(name)]) + name.encode() + struct.pack("<I", len(body)) + body
-    return MAGIC + b"\x02" + checked + struct.pack("<I", zlib.crc32(checked)) + rest
+    length = struct.pack("<I", len(body)) if data[4] == 2 else varint(len(body))
+    checked = bytes([len(name)]) + name.encode() + length + body
+    return MAGIC + data[4:5] + checked + struct.pack("<I", zlib.crc32(checked)) + rest
 
 
 def with_payloads(data: bytes, edit: Callable[[int, bytes], bytes]) -> bytes:
-    """The same file with packet i's payload replaced by edit(i, payload), CRCs recomputed."""
-    at, n, _ = _header_span(data)
-    pos, i = at + 4 + n + 4, 0
-    out = [data[:pos]]
+    """The same file (any format) with packet i's payload replaced by edit(i, payload), CRCs recomputed."""
+    fo = io.BytesIO(data)
+    version = read_header(fo, header_dictionary).version
+    out, i = [data[: fo.tell()]], 0
     while True:
-        length, crc = struct.unpack_from("<II", data, pos)
-        if length == END_MARK:
+        pos = fo.tell()
+        length, _ = read_frame(fo, i, version)
+        if length is None:
             return b"".join(out) + data[pos:]
-        payload = edit(i, data[pos + 8 : pos + 8 + length])
-        out.append(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
-        pos, i = pos + 8 + length, i + 1
+        payload = edit(i, fo.read(length))
+        crc = zlib.crc32(payload)
+        out.append((struct.pack("<II", len(payload), crc) if version < 3 else frame(len(payload), crc)) + payload)
+        i += 1
 
 
 def coded_streams(payload: bytes) -> list[tuple[int, int]]:

@@ -9,7 +9,8 @@ first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of sample
 at s64 (rewritten with the weights of 2026-12-02 session 5, whose s16 rung has its own decoder: the s64
 indices and pixels are unchanged; the file of the earlier weights is `vqgan_retired_untuned.nmc`, refused by
 name). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
-these headers).
+these headers). `<codec>_format3.nmc` were written by this version (container format 3, 2026-12-02)
+from the same sources: the same header fields and packets as format 2, in the compact framing.
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the decoded
 media are compared with `golden_decoded.npz` (written on an AMD EPYC box) within a rounding tolerance:
 CPUs with other vector units round the networks' float sums differently (Intel and AMD boxes gave other
@@ -26,15 +27,17 @@ import numpy as np
 import pytest
 
 from nmc.codec import api
+from nmc.codec.container import END, read_header, read_packets, varint
 
 DATA = Path(__file__).parent / "data"
 INDICES = {  # codec -> sha256 of the decoded indices (int64, little endian)
     "hificodec": "ecfc5858eca6bd085e95fa6f5481d3860b64c569496f13731428695e91a9fc22",  # (100 frames, 1 channel, 4 codebooks)
     "mcquic": "b5c147af26923f58cfb0a0b4f2f563f7dfb98400e17585c4bfbada3e600254b7",  # 180 indices, codebook by codebook
 }
-GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2)}
+GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2, 3)}
 del GOLDEN["hificodec_format1.nmc"]  # written with the retired 2026-11-27 weights: refused (below)
 GOLDEN["vqgan_format2.nmc"] = "vqgan"  # rows 100-291, columns 200-455 of samples/photo_aqua.png at s64 (main, 2026-12-02)
+GOLDEN["vqgan_format3.nmc"] = "vqgan"
 INDICES["vqgan"] = "b5b0af105be286357711e1e888f29e97214fe2840cfd2a33e1b9e8a7ed0e24f4"  # 192 indices, packet by packet
 DECODED = DATA / "golden_decoded.npz"  # codec -> the decoded media (float32 samples (32000, 1) with the 0.1 s DC blocker; uint8 pixels)
 TOLERANCE = {"hificodec": 1e-3, "mcquic": 2, "vqgan": 2}  # largest difference: -60 dBFS of a sample; 2 of 255 levels
@@ -79,6 +82,22 @@ def test_golden_file_decodes_the_same(name: str) -> None:
     assert got.shape == want.shape and got.dtype == want.dtype
     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
     assert diff.max() <= TOLERANCE[codec] and diff.mean() <= TOLERANCE[codec] / 20
+
+
+@pytest.mark.parametrize("codec", sorted(INDICES))
+def test_format3_holds_the_packets_of_format2(codec: str) -> None:
+    """Format 3 changed the framing only: the same header fields and payloads, fewer bytes around them."""
+    files = []
+    for version in (2, 3):
+        data = (DATA / f"{codec}_format{version}.nmc").read_bytes()
+        fo = io.BytesIO(data)
+        header = read_header(fo, api.header_dictionary)
+        files.append((data, header, fo.tell(), list(read_packets(fo, header))))
+    (old, h2, head2, p2), (new, h3, head3, p3) = files
+    assert (old[4], new[4], h2.version, h3.version) == (2, 3, 2, 3) and h2 == h3 and p2 == p3
+    payloads = [p for p in p3 if p is not None]
+    assert len(old) == head2 + sum(8 + len(p) for p in payloads) + 8
+    assert len(new) == head3 + sum(len(varint(len(p))) + 4 + len(p) for p in payloads) + len(END + varint(len(payloads)))
 
 
 def test_a_file_of_the_retired_mcquic_v1_weights_names_both_versions() -> None:

@@ -70,22 +70,18 @@ def codec(weights: Path, recovery_file: Path) -> V.VQGANCodec:  # noqa: F811
 
 def lose(data: bytes, lost: set[int]) -> bytes:
     """`data` with the payload of each packet in `lost` damaged (its CRC no longer matches)."""
-    out, pos = bytearray(data), _first_packet(data)
-    for i in range(len(open_stream(data)[1])):
-        n = int.from_bytes(out[pos : pos + 4], "little")
-        if i in lost:
-            out[pos + 8] ^= 0xFF
-        pos += 8 + n
-    return bytes(out)
-
-
-def _first_packet(data: bytes) -> int:
     from nmc.codec.api import header_dictionary
-    from nmc.codec.container import read_header
+    from nmc.codec.container import read_frame, read_header
 
-    fo = io.BytesIO(data)
-    read_header(fo, header_dictionary)
-    return fo.tell()
+    fo, out = io.BytesIO(data), bytearray(data)
+    header = read_header(fo, header_dictionary)
+    for i in range(len(open_stream(data)[1])):
+        n, _ = read_frame(fo, i, header.version)
+        assert n is not None
+        if i in lost:
+            out[fo.tell()] ^= 0xFF
+        fo.seek(n, io.SEEK_CUR)
+    return bytes(out)
 
 
 class TestFill:
