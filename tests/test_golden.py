@@ -6,9 +6,9 @@ weights, hificodec's retired 2026-11-27 weights), `<codec>_format2.nmc` by the c
 packets; hificodec's rewritten with the weights of 2026-12-02, session 4): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
-at s64 (rewritten with the weights of 2026-12-02 session 5, whose s16 rung has its own decoder: the s64
-indices and pixels are unchanged; the file of the earlier weights is `vqgan_retired_untuned.nmc`, refused by
-name). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
+at s64 (rewritten with the weights of 2026-12-02 sessions 5 and 6, whose s16 and then s32 rungs got their own
+decoders, by `scripts/rewrite_golden.py`: the s64 indices and pixels are unchanged; the files of the earlier
+weights are `vqgan_retired_untuned.nmc` and `vqgan_retired_s16.nmc`, refused by name). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
 these headers). `<codec>_format3.nmc` were written by this version (container format 3, 2026-12-02)
 from the same sources: the same header fields and packets as format 2, in the compact framing.
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the decoded
@@ -126,12 +126,14 @@ def test_a_file_of_the_retired_hificodec_weights_names_both_versions() -> None:
     assert "6553de974051380d (hificodec weights of 2026-11-27" in message and get_codec("hificodec").weights_hash() in message
 
 
-def test_a_file_of_the_retired_vqgan_weights_names_both_versions() -> None:
-    """vqgan_retired_untuned.nmc was written with the untuned-ladder weights; today's weights refuse it by name."""
+@pytest.mark.parametrize("name, retired", [("vqgan_retired_untuned.nmc", "eabe51d1ee51075b (vqgan weights with the untuned ladder"),
+                                           ("vqgan_retired_s16.nmc", "f5cf0901301a436f (vqgan weights with s16's own decoder only")])
+def test_a_file_of_retired_vqgan_weights_names_both_versions(name: str, retired: str) -> None:
+    """Files written with earlier vqgan weights (the untuned ladder; s16's decoder only) are refused by name."""
     from nmc.codec.errors import WeightsMismatchError
     from nmc.codec.registry import get_codec
 
     with pytest.raises(WeightsMismatchError) as refused:
-        api.decompress((DATA / "vqgan_retired_untuned.nmc").read_bytes())
+        api.decompress((DATA / name).read_bytes())
     message = str(refused.value)
-    assert "eabe51d1ee51075b (vqgan weights with the untuned ladder" in message and get_codec("vqgan").weights_hash() in message
+    assert retired in message and get_codec("vqgan").weights_hash() in message

@@ -108,7 +108,10 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
     media = "image"
     model_id = "vqgan-v1"
-    retired_weights = {"eabe51d1ee51075b": "vqgan weights with the untuned ladder, shipped until 2026-12-02 session 5"}
+    retired_weights = {
+        "eabe51d1ee51075b": "vqgan weights with the untuned ladder, shipped until 2026-12-02 session 5",
+        "f5cf0901301a436f": "vqgan weights with s16's own decoder only, shipped until 2026-12-02 session 6",
+    }
     description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
     weights_path = WEIGHTS
     auto_priority = 10  # below mcquic: chosen by `--codec auto` only for rates below mcquic's lowest setting
