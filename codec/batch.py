@@ -162,8 +162,8 @@ def _probe(job: Job, codec: str) -> tuple[str | None, tuple[int, ...]]:
         if kind == "audio":
             import soundfile as sf
 
-            info = sf.info(str(job.src))
-            return name, (0, info.frames * 50 // info.samplerate)
+            with sf.SoundFile(str(job.src)) as f:  # sf.info also formats every field: 1.4-1.6x slower
+                return name, (0, f.frames * 50 // f.samplerate)
         return name, (-1, job.src.stat().st_size if job.src.is_file() else 0)
     except Exception:  # noqa: BLE001 - an unreadable file fails when it runs, not here
         return name, (-1, 0)

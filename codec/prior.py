@@ -60,10 +60,21 @@ class ContextPrior:
         sequential decoders then need only table gathers per symbol.
         """
         if c not in self._terms:
-            dots = self.embed[c].astype(np.float32) @ self.proj[c].astype(np.float32)  # exact: integers < 2**24
-            t = (dots.astype(np.int64) * self.mult[c]) >> 16
+            t = self._dots(c, self.embed[c]) * self.mult[c] >> 16
             self._terms[c] = t.astype(np.int16 if np.abs(t).max() < 2**15 else np.int32)
         return self._terms[c]
+
+    def _dots(self, c: int, rows: npt.NDArray[np.int8]) -> npt.NDArray[np.int64]:
+        """`rows @ proj_c` for rows of `embed_c`, exactly (int8 dot products: integers below 2**24 in
+        float32, any summation order). In torch on one thread: numpy's BLAS would start a thread
+        per core in every process (16 forked workers: 256 threads for the first file's tables) and
+        its threads stall on a busy machine (on 2 cores: hificodec's tables 2.4-3.1x the CPU time of
+        one BLAS thread, 12 rows x 8192 12 ms instead of 0.7)."""
+        import torch
+
+        with one_thread():
+            dots = torch.from_numpy(rows.astype(np.float32)) @ torch.from_numpy(self.proj[c].astype(np.float32))
+        return dots.numpy().astype(np.int64)
 
     def term_rows(self, c: int, values: npt.NDArray[np.int64]) -> npt.NDArray[np.integer]:
         """`term(c)[values]` `values.shape + (K,)`: gathered from the cached table, or for a large
@@ -71,12 +82,7 @@ class ContextPrior:
         for these rows only, with the same integers (the dot products are exact either way)."""
         if self.embed[c].shape[0] * self.alphabet <= TABLE_LIMIT:
             return self.term(c)[values]
-        import torch
-
-        # torch on one thread: numpy's BLAS threads stall on a busy machine (12 ms instead of 0.7 for 12 rows x 8192)
-        with one_thread():
-            dots = torch.from_numpy(self.embed[c][values.ravel()].astype(np.float32)) @ torch.from_numpy(self.proj[c].astype(np.float32))
-        return ((dots.numpy().astype(np.int64) * self.mult[c]) >> 16).reshape(*values.shape, self.alphabet)
+        return (self._dots(c, self.embed[c][values.ravel()]) * self.mult[c] >> 16).reshape(*values.shape, self.alphabet)
 
     def stacked(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.integer], type] | None:
         """Every context's `term` in one table (context c's rows from `offsets[c]`) and the integer
