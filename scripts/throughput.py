@@ -6,9 +6,10 @@ once started (first to last finished file: the workers' start-up left out), the 
 call of the shared network, where the start-up went (seconds after the run's start: the first
 file done, `server_s`: the server thread started, had CUDA and the networks ready, got its first
 call), the seconds the server spent running batches, the CPU seconds of the run (this process
-and its workers) and the whole process's seconds (each run is a fresh process, as an `nmc batch`
-command is). Runs are skipped, not cut, when fewer than `--min-left` seconds of the `--budget`
-remain, so the call that runs this always returns.
+and its workers; `cpu_main_s`: this process alone, with its imports, planning and the server) and
+the whole process's seconds (each run is a fresh process, as an `nmc batch` command is). Runs are
+skipped, not cut, when fewer than `--min-left` seconds of the `--budget` remain, so the call that
+runs this always returns.
 
     python -P scripts/throughput.py DATA OUT.jsonl --device cuda --budget 240 \
         --runs img-enc:16,img-dec:16,img-enc:4,img-enc:16:rows16,img-enc:16:cpu,...
@@ -80,7 +81,7 @@ def run(label: str, src: Path, dst: Path, workers: int, device: str, rows: int |
         "wall_s": round(wall, 2), "files_per_s": round(len(stamps) / wall, 2), "speed": round(amount / wall, 1),
         "files_per_s_started": round((len(stamps) - 1) / started, 2), "speed_started": round(amount * (len(stamps) - 1) / len(stamps) / started, 1),
         "unit": unit, "mean_rows_per_call": round(stats["calls"] / stats["batches"], 2) if stats["batches"] else None,
-        "first_file_s": round(stamps[0] - t0, 2) if stamps else None, "cpu_s": round(sum(u.ru_utime + u.ru_stime for u in usage), 1),
+        "first_file_s": round(stamps[0] - t0, 2) if stamps else None, "cpu_s": round(sum(u.ru_utime + u.ru_stime for u in usage), 1), "cpu_main_s": round(usage[0].ru_utime + usage[0].ru_stime, 1),
         "server_s": server, "server_busy_s": round(stats["busy_s"], 2) if "busy_s" in stats else None,
     }  # fmt: skip
 
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--runs", default="img-enc:16,img-dec:16,speech-enc:16,speech-dec:16", help="KIND-enc|dec:WORKERS[:cpu][:rowsN][:xK], KIND img, speech or speechvar (xK: K times the copies), comma-separated")
     ap.add_argument("--tmp", type=Path, default=Path("/tmp/nmc_throughput"))
     ap.add_argument("--share", action="store_true", help="share one network on the CPU too (a dry run of the GPU path)")
+    ap.add_argument("--tag", default="", help="appended to every run's label (e.g. which CPUs the runs had)")
     ap.add_argument("--one", nargs=6, metavar=("LABEL", "SRC", "DST", "WORKERS", "DEVICE", "ROWS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:  # one run in this fresh process, as one `nmc batch` command would be
@@ -111,7 +113,7 @@ def main() -> None:
         device = "cpu" if "cpu" in opts else args.device
         rows = next((o[4:] for o in opts if o.startswith("rows")), "codec")
         times = next((int(o[1:]) for o in opts if o.startswith("x")), 1)
-        label = f"{kind_dir}-{'cpu' if device == 'cpu' else 'gpu'}-w{workers}" + (f"-rows{rows}" if rows != "codec" else "") + (f"-x{times}" if times > 1 else "")
+        label = f"{kind_dir}-{'cpu' if device == 'cpu' else 'gpu'}-w{workers}" + (f"-rows{rows}" if rows != "codec" else "") + (f"-x{times}" if times > 1 else "") + args.tag
         key = kind + (f"x{times}" if times > 1 else "")
         left = args.budget - (time.perf_counter() - start)
         if left < args.min_left:
