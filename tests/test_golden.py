@@ -1,8 +1,8 @@
 """Golden files of the real codecs: files written by an earlier release keep decoding to the same
 indices and the same samples or pixels.
 
-`tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic v2
-weights, hificodec's retired 2026-11-27 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same
+`tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic's v2
+weights retired in session 6, hificodec's retired 2026-11-27 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same
 packets; hificodec's rewritten with the weights of 2026-12-02, session 4): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
@@ -32,10 +32,11 @@ from nmc.codec.container import END, read_header, read_packets, varint
 DATA = Path(__file__).parent / "data"
 INDICES = {  # codec -> sha256 of the decoded indices (int64, little endian)
     "hificodec": "ecfc5858eca6bd085e95fa6f5481d3860b64c569496f13731428695e91a9fc22",  # (100 frames, 1 channel, 4 codebooks)
-    "mcquic": "b5c147af26923f58cfb0a0b4f2f563f7dfb98400e17585c4bfbada3e600254b7",  # 180 indices, codebook by codebook
+    "mcquic": "07eedcd78a348158e4e502c0acd8d7296520db37f93ad1ba44fd7a88f1d765e2",  # 180 indices, codebook by codebook
 }
 GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2, 3)}
 del GOLDEN["hificodec_format1.nmc"]  # written with the retired 2026-11-27 weights: refused (below)
+del GOLDEN["mcquic_format1.nmc"]  # written with the v2 weights, retired in session 6: refused (below)
 GOLDEN["vqgan_format2.nmc"] = "vqgan"  # rows 100-291, columns 200-455 of samples/photo_aqua.png at s64 (main, 2026-12-02)
 GOLDEN["vqgan_format3.nmc"] = "vqgan"
 INDICES["vqgan"] = "b5b0af105be286357711e1e888f29e97214fe2840cfd2a33e1b9e8a7ed0e24f4"  # 192 indices, packet by packet
@@ -113,6 +114,18 @@ def test_a_file_of_the_retired_mcquic_v1_weights_names_both_versions() -> None:
     message = str(refused.value)
     assert "ba88bdd9a546d455 (mcquic v1 weights" in message and get_codec("mcquic").weights_hash() in message
     assert "needs the other weights version" in message
+
+
+def test_a_file_of_the_retired_mcquic_v2_weights_names_both_versions() -> None:
+    """mcquic_format1.nmc was written with the v2 weights; v2.1 (session 6; its format-2 and 3 goldens were
+    rewritten by `scripts/rewrite_golden.py mcquic`) refuses it by name."""
+    from nmc.codec.errors import WeightsMismatchError
+    from nmc.codec.registry import get_codec
+
+    with pytest.raises(WeightsMismatchError) as refused:
+        api.decompress((DATA / "mcquic_format1.nmc").read_bytes())
+    message = str(refused.value)
+    assert "22c2f8fd8616cd4b (mcquic v2 weights" in message and get_codec("mcquic").weights_hash() in message
 
 
 def test_a_file_of_the_retired_hificodec_weights_names_both_versions() -> None:

@@ -97,7 +97,10 @@ class McQuicCodec(NeuralCodec["McQuic"]):
     model_id = "mcquic-v1"
     description = "McQuic multi-codebook VQ image codec, context-coded indices, tiled"
     weights_path = WEIGHTS
-    retired_weights = {"ba88bdd9a546d455": "mcquic v1 weights, shipped until 2026-12-02"}
+    retired_weights = {
+        "ba88bdd9a546d455": "mcquic v1 weights, shipped until 2026-12-02",
+        "22c2f8fd8616cd4b": "mcquic v2 weights, shipped until 2026-12-02 session 6",
+    }
     auto_priority = 20
     default_setting = "q2"
     header_fields = Fields
