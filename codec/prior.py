@@ -68,8 +68,8 @@ class ContextPrior:
         """`rows @ proj_c` for rows of `embed_c`, exactly (int8 dot products: integers below 2**24 in
         float32, any summation order). In torch on one thread: numpy's BLAS would start a thread
         per core in every process (16 forked workers: 256 threads for the first file's tables) and
-        its threads stall on a busy machine (on 2 cores: hificodec's tables 2.4-3.1x the CPU time of
-        one BLAS thread, 12 rows x 8192 12 ms instead of 0.7)."""
+        its threads stall on a busy machine (on 2 cores: a speech codec's tables took 2.4-3.1x the CPU time
+        of one BLAS thread, 12 rows x 8192 12 ms instead of 0.7)."""
         import torch
 
         with one_thread():
