@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from conftest import open_stream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -389,6 +390,57 @@ def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  
     c = V.VQGANCodec(weights, recovery_path=export)
     out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
     assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["indices"] > 0
+
+
+class TestDecodedLoss:
+    def test_pointer_codes_forward_one_neighbour_backward_the_mixture(self) -> None:
+        from nmc.models.vqgan.train_recovery import pointer_codes
+
+        torch.manual_seed(0)
+        codes = torch.nn.functional.normalize(torch.randn(16, 8), dim=1)
+        indices = torch.randint(16, (2, 5, 6))
+        masked = torch.zeros(2, 5, 6, dtype=torch.bool)
+        masked[:, 1::2, 1::4] = True  # one packet of a 2x4 lattice
+        masked[1] = True  # no received cell at all: the nearest-cell copy (here the most frequent index)
+        scores = torch.randn(2, 5, 6, 8).masked_fill(~R.neighbours(~masked, False), -torch.inf).requires_grad_(True)
+        out = pointer_codes(scores, indices, masked, codes, 1.0, torch.Generator().manual_seed(1)).permute(0, 2, 3, 1)
+        cand = R.neighbours(codes[indices], 0.0)
+        ys, xs = torch.nonzero(masked[0], as_tuple=True)
+        for y, x in zip(ys.tolist(), xs.tolist()):  # exactly one received neighbour's code
+            assert min(float((out[0, y, x].detach() - cand[0, y, x, j]).abs().max()) for j in range(8) if torch.isfinite(scores[0, y, x, j])) < 1e-6
+        assert torch.equal(out[0][~masked[0]], codes[indices[0]][~masked[0]])  # received cells keep their codes
+        assert torch.allclose(out[1], codes[torch.from_numpy(R.fill_nearest(indices[1].numpy(), masked[1].numpy()))])
+        (out[0] * torch.randn_like(out[0])).sum().backward()
+        g = scores.grad
+        assert g is not None and float(g[0][masked[0]].abs().sum()) > 0 and float(g[0][~masked[0]].abs().sum()) == 0 and float(g[1].abs().sum()) == 0
+
+    def test_train_export_init_and_recover(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """train_recovery.py --decoded-loss --tiny on photos -> the export recovers in the codec and starts another run."""
+        from PIL import Image
+
+        from nmc.models.vqgan import train_recovery
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for i in range(3):
+            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        export, log = tmp_path / "rec.safetensors", tmp_path / "ckpt" / "train.log"
+        train_recovery.main(maps=[], decoded_loss=True, network=weights, data=photos, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, tiny=True,
+                            holdout=1, warmup=1, log_every=1, eval_sizes="64", w_ce=0.1)  # fmt: skip
+        text = log.read_text()
+        assert "step 3 loss" in text and "lpips" in text and "eval held-out s64: 1 photos x 2 draws" in text and "pointer" in text.split("eval held-out s64")[1]
+        model, network, hashes = R.load_recovery(export)
+        assert model.args.pointer and model.args.code_dim == 8 and network == network_of(weights) and hashes == hashes_of(weights)
+        c = V.VQGANCodec(weights, recovery_path=export)
+        out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
+        assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["indices"] > 0 and c.recovered["method"] == "recovery"
+        train_recovery.main(maps=[], decoded_loss=True, network=weights, data=photos, ckpt_dir=tmp_path / "next", init=export, max_steps=1, tiny=True,
+                            holdout=1, eval_sizes="")  # fmt: skip
+        assert f"starts from {export}" in (tmp_path / "next" / "train.log").read_text()
+        foreign = tmp_path / "foreign.safetensors"
+        R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0" * 16, {})
+        with pytest.raises(typer.BadParameter, match="--init"):
+            train_recovery.main(maps=[], decoded_loss=True, network=weights, data=photos, ckpt_dir=tmp_path / "bad", init=foreign, max_steps=1, tiny=True, holdout=1)
 
 
 class TestLossChannels:

@@ -341,8 +341,14 @@ class Ladder(VQGAN):
     @torch.no_grad()
     def decode_at(self, indices: Tensor, size: int) -> Tensor:
         """Indices `[B, h, w]` into the codebook of `size` codes -> image `[B, 3, 16h, 16w]` in [0, 1]."""
+        return self.synthesize(self.parts(size)[0].indices_to_codes(indices), size)
+
+    def synthesize(self, codes: Tensor, size: int) -> Tensor:
+        """Unit codes `[B, d, h, w]` (the codebook of `size` codes', or mixtures of them) -> image `[B, 3, 16h, 16w]`
+        in [0, 1] through that operating point's out_proj and g_s; differentiable in `codes` (the recovery
+        pointer's decoded loss trains through it, `train_recovery.py --decoded-loss`)."""
         vq, g_s = self.parts(size)
-        return g_s(vq.out_proj(vq.indices_to_codes(indices))).clamp(0, 1)
+        return g_s(vq.out_proj(codes)).clamp(0, 1)
 
     def model_args(self) -> dict:
         """`model_args` of the weights file (`from_state_dict`'s)."""

@@ -10,10 +10,21 @@ model keeps its own kind. With `--pointer` (`RecoveryArgs.pointer`) the model in
 neighbours of each masked cell to copy: the target is the received neighbour whose unit code is nearest the
 cell's true one (all of them on a tie: the loss is -log of their total probability), on the masked cells
 with at least one received neighbour.
+
+With `--decoded-loss` the pointer learns what the decoded image needs instead: each step takes photo crops
+(`--data`, the training photos), encodes them with the frozen vqgan network (`--network`, the codec's file) at a
+codebook size of `--train-sizes`, loses packets of the codec's 2x4 interleave lattice (each with a probability in
+[`--mask-min`, `--loss-max`]), fills every lost cell by one received neighbour (straight-through Gumbel-softmax:
+forward one neighbour's code, as `fill_pointer` copies one; backward the mixture of the candidates' codes), decodes
+the map with that operating point's decoder (`Ladder.synthesize`) and takes L1 + ST-LPIPS against the loss-free
+decode of the same indices (`--target decode`) or the photo, plus `--w-ce` times the cross-entropy above. Its
+held-out evaluation decodes the held-out photos: ST-LPIPS of the pointer's fill against the nearest copy's.
+`--init` starts a fresh run from a recovery file (an export, e.g. the GPU-trained pointer).
 One file, top to bottom, like models/vqgan/train.py:
 
     python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
     python models/vqgan/train_recovery.py --ckpt-dir .ckpt/recovery --max-steps 0 --export recovery.safetensors   # evaluate, export
+    python models/vqgan/train_recovery.py --decoded-loss --init POINTER.safetensors --ckpt-dir .ckpt/rec-decoded --batch 4 --crop 128
     torchrun --standalone --nproc_per_node=$NGPU models/vqgan/train_recovery.py --minutes 7 --ckpt-dir .ckpt/recovery \\
         --log-file $OUT/recovery.log --export $OUT/recovery.safetensors
 
@@ -29,8 +40,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,11 +53,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
+from nmc.models.trainkit.images import load_images, random_crops
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
-from nmc.models.vqgan.index_maps import read_maps
+from nmc.models.vqgan.index_maps import load_network, read_maps
+from nmc.models.vqgan.network import Ladder
 from nmc.models.vqgan.packets import packet_cells
-from nmc.models.vqgan.recovery import SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, fill, fill_nearest, neighbours, save_recovery
+from nmc.models.vqgan.recovery import SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, fill, fill_nearest, load_recovery, neighbours, save_recovery
+from nmc.models.vqgan.train import st_lpips_net
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
 LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets of a tile: (rows, columns)
@@ -57,16 +73,26 @@ def masks(b: int, h: int, w: int, lo: float, hi: float, gen: torch.Generator, fo
     top = torch.where(torch.rand(b, 1, 1, generator=gen) < focus, min(focus_hi, hi), hi)
     ratio = lo + (top - lo) * torch.rand(b, 1, 1, generator=gen)
     cells = torch.rand(b, h, w, generator=gen) < ratio
-    a, c = LATTICES[int(torch.randint(len(LATTICES), (), generator=gen))]
-    y, x = torch.arange(h)[:, None], torch.arange(w)[None]
-    phase = torch.randint(a * c, (b, 2), generator=gen)
-    klass = ((y + phase[:, :1, None]) % a) * c + (x + phase[:, 1:, None]) % c  # packet of each cell
-    lost = torch.rand(b, a * c, generator=gen) < ratio[:, 0]
-    packets = torch.gather(lost, 1, klass.reshape(b, -1)).reshape(b, h, w)
+    packets = packet_masks(b, h, w, LATTICES[int(torch.randint(len(LATTICES), (), generator=gen))], ratio[:, 0, 0], gen)
     out = torch.where((torch.rand(b, 1, 1, generator=gen) < 0.5), packets, cells)
     empty = ~out.flatten(1).any(1)  # at least one masked cell per crop
     out.view(b, -1)[empty, torch.randint(h * w, (int(empty.sum()),), generator=gen)] = True
     return out
+
+
+def packet_masks(b: int, h: int, w: int, lattice: tuple[int, int], rate: torch.Tensor, gen: torch.Generator, at_least_one: bool = False) -> torch.Tensor:
+    """`[b, h, w]` bool: the cells of the lost packets of an interleave `lattice` (a, c) at a random phase per crop,
+    each packet lost with probability `rate` `[b]` (the codec's packets: `packets.packet_cells`); with `at_least_one`,
+    a crop that lost none loses one packet at random."""
+    a, c = lattice
+    y, x = torch.arange(h)[:, None], torch.arange(w)[None]
+    phase = torch.randint(a * c, (b, 2), generator=gen)
+    klass = ((y + phase[:, :1, None]) % a) * c + (x + phase[:, 1:, None]) % c  # packet of each cell
+    lost = torch.rand(b, a * c, generator=gen) < rate[:, None]
+    if at_least_one:
+        one = F.one_hot(torch.randint(a * c, (b,), generator=gen), a * c).bool()
+        lost |= one & ~lost.any(1, keepdim=True)
+    return torch.gather(lost, 1, klass.reshape(b, -1)).reshape(b, h, w)
 
 
 def batch_of(maps: list[torch.Tensor], n: int, max_side: int, min_side: int, gen: torch.Generator) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -153,6 +179,73 @@ def best_fill(grid: np.ndarray, masked: np.ndarray, codes: torch.Tensor) -> np.n
     return out
 
 
+# ---------------------------------------------------------------- the pointer trained on the decoded image (--decoded-loss)
+
+
+def pointer_codes(scores: torch.Tensor, indices: torch.Tensor, masked: torch.Tensor, codes: torch.Tensor, tau: float, gen: torch.Generator) -> torch.Tensor:
+    """The map's unit codes `[B, d, h, w]` with each masked cell filled by one neighbour of its pointer scores
+    `[B, h, w, 8]` (straight-through Gumbel-softmax: forward the code of one neighbour, the argmax of scores +
+    Gumbel noise, the kind of choice `fill_pointer` makes; backward the softmax(./`tau`) mixture of the candidates'
+    codes). `indices` `[B, h, w]` are true everywhere (a masked cell's own code is never a candidate: its score is
+    -inf); a masked cell without a received neighbour takes the nearest received cell's code (no gradient)."""
+    noise = -torch.log(-torch.log(torch.rand(scores.shape, generator=gen).clamp_(1e-9, 1 - 1e-9))).to(scores.device)
+    ready = torch.isfinite(scores).any(-1)
+    soft = ((scores + noise).masked_fill(~ready[..., None], 0.0) / tau).softmax(-1)
+    choice = F.one_hot(soft.argmax(-1), len(SLOTS)).to(soft) - soft.detach() + soft
+    mixed = (choice[..., None] * neighbours(codes[indices], 0.0)).sum(-2)
+    near = torch.stack([torch.from_numpy(fill_nearest(i, mk)) for i, mk in zip(indices.cpu().numpy(), masked.cpu().numpy())]).to(indices.device)
+    return torch.where((masked & ready)[..., None], mixed, codes[near]).permute(0, 3, 1, 2)
+
+
+def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladder, lpips: torch.nn.Module, x: torch.Tensor, k: int, masked: torch.Tensor,
+                 origin: tuple[int, int], codes: torch.Tensor, tau: float, target: str, gen: torch.Generator, autocast: Callable[[], Any]) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Photo crops `x` `[B, 3, H, W]` -> their indices at operating point `k` (the frozen network), the `masked` cells
+    filled by the pointer (`pointer_codes`), decoded by that point's decoder: L1 and ST-LPIPS against the loss-free
+    decode of the same indices (`target` "decode") or the photo ("photo"), and the pointer's cross-entropy (an
+    auxiliary term) and accuracy. Cells far from every lost one decode as in the target, so the loss sits around the
+    lost cells."""
+    size = frozen.sizes[k]
+    with torch.no_grad():
+        indices = frozen.quantize(frozen.features(x), size)
+        ref = frozen.decode_at(indices, size) if target == "decode" else x
+    with autocast():
+        scores = net.pointer_logits(model(indices, masked, k, origin), masked)  # through DDP: its gradient hooks
+        x_hat = frozen.synthesize(pointer_codes(scores, indices, masked, codes, tau, gen), size).float()
+        lp = lpips(x_hat, ref, normalize=True).float().mean()
+    ce, acc = pointer_loss(scores, indices, masked, codes)
+    return {"l1": (x_hat - ref).abs().mean(), "lpips": lp, "ce": ce, "acc": acc}
+
+
+@torch.no_grad()
+def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch.Tensor], lpips: torch.nn.Module, sizes: list[int],
+                     rate: float = 0.2, draws: int = 2, side: int = 512) -> dict[int, dict[str, float]]:  # fmt: skip
+    """Per codebook size, mean ST-LPIPS against the photo of the loss-free decode, the nearest-cell copy and the
+    pointer's fill (`fill`), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a
+    multiple of 16) with the packets of a 2x4 lattice (`packet_cells`, phase 0 as the codec's tiles) lost at `rate`,
+    `draws` seeded draws per photo (at least one packet lost). On the model's device."""
+    dev = model.mask_token.device
+    out: dict[int, dict[str, float]] = {}
+    for size in sizes:
+        k, sums = model.args.sizes.index(size), {"lossfree": 0.0, "nearest": 0.0, "pointer": 0.0, "lost": 0.0}
+        for p, im in enumerate(photos):
+            h, w = (min(d, lim) // 16 * 16 for d, lim in zip(im.shape[1:], (side, side * 3 // 2)))
+            x = im[:, :h, :w].float().div(255)[None].to(dev)
+            grid = frozen.quantize(frozen.features(x), size)[0].cpu().numpy()
+            score = lambda g: float(lpips(frozen.decode_at(torch.from_numpy(g)[None].to(dev), size), x, normalize=True).mean())  # noqa: E731
+            sums["lossfree"] += draws * score(grid)
+            for d in range(draws):
+                lost = np.random.default_rng([p, d, size]).random(8) < rate
+                lost[np.random.default_rng([p, d, size, 1]).integers(8)] |= not lost.any()
+                masked = np.zeros(grid.shape, bool)
+                for j in np.flatnonzero(lost):
+                    masked[packet_cells(grid.shape, (2, 4))[j]] = True
+                sums["nearest"] += score(fill_nearest(grid, masked))
+                sums["pointer"] += score(fill(model, grid, masked, k))
+                sums["lost"] += float(lost.mean())
+        out[size] = {key: v / max(1, draws * len(photos)) for key, v in sums.items()}
+    return out
+
+
 @app.command()
 def main(
     maps: list[Path] = typer.Option([Path(".data/vqgan_maps.safetensors")], help="index_maps.py's files (training photos only; "
@@ -160,6 +253,7 @@ def main(
     ckpt_dir: Path = Path(".ckpt/recovery"),  # resumes from here if it holds ckpt.json
     log_file: Path | None = None,  # default CKPT_DIR/train.log
     export: Path | None = None,  # the shipped recovery file (fp16), written at the end
+    init: Path | None = None,  # a fresh run starts from this recovery file (an export: its kind and size; a checkpoint in --ckpt-dir wins)
     minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides
     max_steps: int = 10**9,  # stop at this total step count (resume-aware)
     total_steps: int = 12_000,  # horizon of the cosine LR decay
@@ -188,11 +282,27 @@ def main(
     save_minutes: float = 2.0,  # checkpoint interval (also saved at the end)
     log_every: int = 100,
     sync_every: int = 10,
-    tiny: bool = False,  # CPU smoke config: a tiny transformer, 16-cell windows, batch 8
+    tiny: bool = False,  # CPU smoke config: a tiny transformer, 16-cell windows, batch 8 (--decoded-loss: 2 crops of 64 pixels)
+    decoded_loss: bool = False,  # train a pointer on the decoded image: photo crops encoded by --network, no --maps
+    network: Path = Path("models/vqgan/weights/vqgan.safetensors"),  # --decoded-loss: the frozen vqgan (the codec's file)
+    data: Path = Path(".data/images"),  # --decoded-loss: training photos (never dev); --holdout of them evaluate
+    crop: int = 256,  # --decoded-loss: crop side in pixels (a multiple of 16, at most --max-side cells)
+    train_sizes: str = "",  # --decoded-loss: codebook sizes to train on, e.g. "256,1024" (default: all, the codec fills every one)
+    loss_max: float = 0.4,  # --decoded-loss: each of the 8 packets (2x4 lattice) lost with a probability in [mask_min, loss_max]
+    tau: float = 1.0,  # --decoded-loss: Gumbel-softmax temperature of the backward mixture
+    target: str = "decode",  # --decoded-loss: the loss-free decode of the same indices ("decode") or the photo ("photo")
+    w_l1: float = 1.0,  # --decoded-loss weights: L1, ST-LPIPS, the pointer's cross-entropy (auxiliary)
+    w_lpips: float = 1.0,
+    w_ce: float = 0.0,
+    eval_sizes: str = "256,1024",  # --decoded-loss: sizes of the held-out decoded evaluation ("": none)
 ) -> None:
     if tiny:
         dim, layers, heads, embed, max_side = (TINY[k] for k in ("dim", "layers", "heads", "embed", "max_side"))
-        batch, min_side = 8 if batch == 64 else batch, min(min_side, 8)
+        batch, min_side = (2 if decoded_loss else 8) if batch == 64 else batch, min(min_side, 8)
+        crop = 64 if decoded_loss and crop == 256 else crop
+    if decoded_loss and (crop % 16 or target not in ("decode", "photo")):
+        raise typer.BadParameter(f"--crop {crop} must be a multiple of 16 and --target {target!r} 'decode' or 'photo'")
+    pointer = pointer or decoded_loss
     config = {k: str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v for k, v in locals().items()}
     sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
     t_start = time.time()
@@ -203,24 +313,39 @@ def main(
     log = Logger(log_file or ckpt_dir / "train.log", master, config)
     say = log.say
 
-    files = []
-    for path in maps:
+    if decoded_loss:  # photos and the frozen network instead of maps (the same held-out photos as the maps')
+        frozen, _, codebooks, net_hash = load_network(network, None)
+        frozen.requires_grad_(False).to(device)
+        sizes, meta = frozen.sizes, {"network": net_hash}
+        ks = [sizes.index(int(v)) for v in train_sizes.split(",")] if train_sizes else list(range(len(sizes)))
         try:
-            files.append(read_maps(path))
-        except (ValueError, OSError) as e:
-            raise typer.BadParameter(f"--maps {path}: {e}") from None
-    _, photos, meta, codebooks = files[0]
-    sizes = sorted(files[0][0])
-    if any(sorted(f[0]) != sizes or f[2]["network"] != meta["network"] for f in files):
-        raise typer.BadParameter(f"--maps {[str(p) for p in maps]}: made with different networks or codebook sizes")
-    if sorted(codebooks) != sizes:
-        raise typer.BadParameter(f"--maps {maps[0]}: no unit codes stored for sizes {sorted(set(sizes) - set(codebooks))} (an old file: extract it again)")
-    held_photos = set(sorted(set(photos))[:: max(1, len(set(photos)) // holdout)][:holdout]) if holdout else set()
-    train = {s: [m.to(device) for f in files for m, p in zip(f[0][s], f[1]) if p not in held_photos] for s in sizes}
-    held = {s: [m for m, p in zip(files[0][0][s], photos) if p in held_photos] for s in sizes}
-    variants = [f[2].get("variants") for f in files]
-    say(f"{len(train[sizes[0]])} training maps from {len(files)} file(s), {len(held[sizes[0]])} held out ({len(held_photos)} photos); "
-        f"sizes {sizes}; network {meta['network']}; variants {variants}")  # fmt: skip
+            train_imgs, held_imgs = load_images(data, holdout)
+        except ValueError as e:
+            raise typer.BadParameter(f"--data {data}: {e}") from None
+        train_imgs = [im.to(device) for im in train_imgs]
+        lpips = st_lpips_net(device)
+        variants: list[Any] = [{"decoded_loss": str(data), "network": str(network), "target": target, "sizes": [sizes[k] for k in ks]}]
+        held: dict[int, list[torch.Tensor]] = {sizes[0]: []}
+        say(f"{len(train_imgs)} training photos, {len(held_imgs)} held out; the frozen network {network} ({net_hash}); trains sizes {variants[0]['sizes']}")
+    else:
+        files = []
+        for path in maps:
+            try:
+                files.append(read_maps(path))
+            except (ValueError, OSError) as e:
+                raise typer.BadParameter(f"--maps {path}: {e}") from None
+        _, photos, meta, codebooks = files[0]
+        sizes = sorted(files[0][0])
+        if any(sorted(f[0]) != sizes or f[2]["network"] != meta["network"] for f in files):
+            raise typer.BadParameter(f"--maps {[str(p) for p in maps]}: made with different networks or codebook sizes")
+        if sorted(codebooks) != sizes:
+            raise typer.BadParameter(f"--maps {maps[0]}: no unit codes stored for sizes {sorted(set(sizes) - set(codebooks))} (an old file: extract it again)")
+        held_photos = set(sorted(set(photos))[:: max(1, len(set(photos)) // holdout)][:holdout]) if holdout else set()
+        train = {s: [m.to(device) for f in files for m, p in zip(f[0][s], f[1]) if p not in held_photos] for s in sizes}
+        held = {s: [m for m, p in zip(files[0][0][s], photos) if p in held_photos] for s in sizes}
+        variants = [f[2].get("variants") for f in files]
+        say(f"{len(train[sizes[0]])} training maps from {len(files)} file(s), {len(held[sizes[0]])} held out ({len(held_photos)} photos); "
+            f"sizes {sizes}; network {meta['network']}; variants {variants}")  # fmt: skip
 
     ckpt = ckpt_io.load(ckpt_dir)
     torch.manual_seed(seed)
@@ -231,8 +356,19 @@ def main(
         args = RecoveryArgs(**{**a, "sizes": tuple(a["sizes"])})
         if list(args.sizes) != sizes or cmeta["network"] != meta["network"]:
             raise typer.BadParameter(f"{ckpt_dir}: trained on other maps ({cmeta['network']}, sizes {list(args.sizes)})")
+    elif init is not None:
+        start, init_net, _ = load_recovery(init)
+        args = start.args
+        if list(args.sizes) != sizes or init_net != meta["network"] or (decoded_loss and not args.pointer):
+            raise typer.BadParameter(f"--init {init}: a model for network {init_net}, sizes {list(args.sizes)}, pointer {args.pointer}; "
+                                     f"this run: network {meta['network']}, sizes {sizes}" + (", a pointer" if decoded_loss else ""))  # fmt: skip
+    if decoded_loss and crop // 16 > args.max_side:
+        raise typer.BadParameter(f"--crop {crop}: {crop // 16} cells a side, more than the model's windows ({args.max_side})")
     net = IndexTransformer(args)
-    if not ckpt and not args.code_dim:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
+    if not ckpt and init is not None:
+        net.load_state_dict(start.state_dict())
+        say(f"starts from {init}")
+    elif not ckpt and not args.code_dim:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
         with torch.no_grad():
             for k, size in enumerate(sizes):
                 d = min(codebooks[size].shape[1], embed)
@@ -272,28 +408,39 @@ def main(
     stop, diverged, first_step = step >= max_steps, False, step
     while not stop:
         gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
-        k = int(torch.randint(len(sizes), (), generator=gen))
-        x, origin = batch_of(train[sizes[k]], batch, args.max_side, min(min_side, args.max_side), gen)  # args: the checkpoint's on resume
-        m = masks(x.shape[0], x.shape[1], x.shape[2], mask_min, mask_max, gen, mask_focus).to(device)
         for g in opt.param_groups:
             g["lr"] = sched(step, warm_from)
-        with rt.autocast():
-            feats = model(x, m, k, origin)  # through DDP: its gradient hooks
-            if args.pointer:
-                loss, acc = pointer_loss(net.pointer_logits(feats, m), x, m, unit[k])
-            else:
-                logits = net.logits(feats[m], k).float()
-        if not args.pointer:
-            loss = F.cross_entropy(logits, x[m])
-            with torch.no_grad():
-                acc = (logits.argmax(-1) == x[m]).float().mean()
+        if decoded_loss:
+            k = ks[int(torch.randint(len(ks), (), generator=gen))]
+            photo, side = random_crops(train_imgs, batch, crop, (0.5, 1.0), gen), crop // 16
+            rate = mask_min + (loss_max - mask_min) * torch.rand(batch, generator=gen)
+            m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
+            origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
+            stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast)
+            loss = w_l1 * stats["l1"] + w_lpips * stats["lpips"] + w_ce * stats["ce"]
+            stats = {"loss": loss, **stats}
+        else:
+            k = int(torch.randint(len(sizes), (), generator=gen))
+            x, origin = batch_of(train[sizes[k]], batch, args.max_side, min(min_side, args.max_side), gen)  # args: the checkpoint's on resume
+            m = masks(x.shape[0], x.shape[1], x.shape[2], mask_min, mask_max, gen, mask_focus).to(device)
+            with rt.autocast():
+                feats = model(x, m, k, origin)  # through DDP: its gradient hooks
+                if args.pointer:
+                    loss, acc = pointer_loss(net.pointer_logits(feats, m), x, m, unit[k])
+                else:
+                    logits = net.logits(feats[m], k).float()
+            if not args.pointer:
+                loss = F.cross_entropy(logits, x[m])
+                with torch.no_grad():
+                    acc = (logits.argmax(-1) == x[m]).float().mean()
+            stats = {"ce": loss, "acc": acc}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
         opt.step()
         step += 1
         train_seconds = seconds0 + time.time() - t_loop
-        for name, v in (("ce", loss), ("acc", acc), ("gnorm", gnorm)):
+        for name, v in (*stats.items(), ("gnorm", gnorm)):
             sums[name] = sums.get(name, 0.0) + float(v.detach())
         if step % log_every == 0 or step >= max_steps:
             n, dt = step - step_log, time.time() - t_log
@@ -315,9 +462,15 @@ def main(
         say(f"stopped at step {step} ({train_seconds / 60:.1f} training minutes in all)")
         net.eval().float()
         if export:  # first: the evaluation takes minutes
-            save_recovery(export, net, meta["network"], {"step": step, "maps": [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
+            save_recovery(export, net, meta["network"], {"step": step, "maps": [] if decoded_loss else [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
                           {s: codes_hash(codebooks[s]) for s in sizes})  # fmt: skip
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
+        if decoded_loss and held_imgs and eval_sizes:
+            t0 = time.time()
+            for size, r in evaluate_decoded(net.to(device), frozen, held_imgs, lpips, [int(v) for v in eval_sizes.split(",")]).items():
+                say(f"eval held-out s{size}: {len(held_imgs)} photos x 2 draws, {r['lost']:.3f} of the packets lost; ST-LPIPS loss-free {r['lossfree']:.4f}, "
+                    f"nearest cell {r['nearest']:.4f}, pointer {r['pointer']:.4f}")  # fmt: skip
+            say(f"eval took {time.time() - t0:.1f} s")
         if held[sizes[0]]:
             t0 = time.time()
             for size, r in evaluate(net, held, codebooks, fill_steps).items():
