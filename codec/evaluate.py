@@ -388,12 +388,12 @@ def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, worke
             drain(0.2)
             for f in [f for f in futures if f.done()]:
                 i, task = futures.pop(f)
-                points_of_file = f.result()  # a worker's error ends the run, as it would without workers
+                points_of_file, records = f.result()  # a worker's error ends the run, as it would without workers
                 for key, record, new in points_of_file:  # those whose queue message is still on its way
                     if key not in reported:
                         reported.add(key)
                         report(key, record, new, task.path.name)
-                results[i] = [r for _, r, _ in points_of_file]
+                results[i] = records
         finished = True
     finally:
         if not finished:  # an error or Ctrl-C: stop the workers now, not after their files
@@ -424,7 +424,9 @@ def _init_worker(points: Any, threads: int, device: str) -> None:
     use_device(device)
 
 
-def _evaluate_in_worker(task: FileTask) -> list[tuple[str, dict[str, Any], bool]]:
+def _evaluate_in_worker(task: FileTask) -> tuple[list[tuple[str, dict[str, Any], bool]], list[dict[str, Any]]]:
+    """The file's reported points (for the main process's cache and progress) and its records, which
+    `evaluate_file` gives this run's path (a cached point may come from a copy of the file elsewhere)."""
     points: list[tuple[str, dict[str, Any], bool]] = []
 
     def report(key: str, record: dict[str, Any], new: bool, label: str) -> None:
@@ -434,8 +436,8 @@ def _evaluate_in_worker(task: FileTask) -> list[tuple[str, dict[str, Any], bool]
     for name, is_anchor in task.coders:  # built once per worker
         if name not in _worker_coders:
             _worker_coders[name] = anchor_coder(name) if is_anchor else learned_coder(name)
-    evaluate_file(task, report, _worker_coders)
-    return points
+    records = evaluate_file(task, report, _worker_coders)
+    return points, records
 
 
 def evaluate_file(task: FileTask, report: Report, coders: dict[str, Coder]) -> list[dict[str, Any]]:

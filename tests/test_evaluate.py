@@ -90,6 +90,19 @@ class TestRun:
         assert len(lines) == len(one["records"])  # each point cached once, by the main process
         assert sorted(p.name for p in (tmp_path / "two" / "media").rglob("*")) == sorted(p.name for p in (tmp_path / "one" / "media").rglob("*"))
 
+    def test_cached_points_of_a_copy_elsewhere_report_this_path(self, dataset: Path, tmp_path: Path) -> None:
+        """The cache is keyed by content: points cached for a copy of the files at another path come back
+        under this run's paths, with and without workers (a seeded report once listed a photo twice)."""
+        import shutil
+
+        copy = tmp_path / "copy"
+        shutil.copytree(dataset, copy)
+        for workers in (1, 2):
+            out = tmp_path / f"r{workers}"
+            evaluate.run([copy], [], ["jpeg"], out, IMAGE_METRICS, workers=workers)
+            again = evaluate.run([dataset], ["toy-image"], ["jpeg"], out, IMAGE_METRICS, workers=workers)  # new points: workers run
+            assert again["records"] and all(Path(r["file"]).is_relative_to(dataset) for r in again["records"])
+
     def test_a_worker_error_ends_the_run(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         def boom(*args: object) -> bytes:
             raise ValueError("encoder broke")
