@@ -138,14 +138,21 @@ def read_varint(fo: IO[bytes], what: str, limit: int, end: bool = False) -> int:
     return value
 
 
-def write_header(fo: IO[bytes], header: Header, dictionary: bytes) -> None:
-    """Format 3: `dictionary` is the codec's `header_dict`."""
+def _writable(version: int) -> None:
+    if version not in (2, 3):  # format 1 had another prefix; its files are only read
+        raise ValueError(f"this nmc writes container formats 2 and 3, not {version}")
+
+
+def write_header(fo: IO[bytes], header: Header, dictionary: bytes, version: int = FORMAT_VERSION) -> None:
+    """`dictionary` is the codec's `header_dict`; `version` 2 writes the header length as a uint32
+    (golden files of that format, `scripts/rewrite_golden.py`)."""
+    _writable(version)
     name = header.codec.encode()
     if not CODEC_NAME.fullmatch(name):
         raise ValueError(f"codec name {header.codec!r} is not 1-64 of [a-z0-9._-]")
     data = header.to_bytes(dictionary)
-    checked = _U8.pack(len(name)) + name + varint(len(data)) + data
-    fo.write(MAGIC + _U8.pack(FORMAT_VERSION) + checked + _U32.pack(zlib.crc32(checked)))
+    checked = _U8.pack(len(name)) + name + (varint(len(data)) if version >= 3 else _U32.pack(len(data))) + data
+    fo.write(MAGIC + _U8.pack(version) + checked + _U32.pack(zlib.crc32(checked)))
 
 
 def read_header(fo: IO[bytes], dictionary: Callable[[str], bytes]) -> Header:
@@ -184,26 +191,32 @@ def read_header(fo: IO[bytes], dictionary: Callable[[str], bytes]) -> Header:
     return Header.from_bytes(data, dictionary(name.decode()), name.decode(), version)
 
 
-def frame(length: int, crc: int) -> bytes:
-    """What comes before a payload in format 3: its varint length and its CRC32."""
-    return varint(length) + _U32.pack(crc)
+def frame(length: int, crc: int, version: int = FORMAT_VERSION) -> bytes:
+    """What comes before a payload: its length (a varint; a uint32 before format 3) and its CRC32."""
+    return varint(length) + _U32.pack(crc) if version >= 3 else _PACKET.pack(length, crc)
+
+
+def end_record(count: int, version: int = FORMAT_VERSION) -> bytes:
+    """The record after the last packet: `END` and the packet count (before format 3: `END_MARK` and the count as uint32s)."""
+    return END + varint(count) if version >= 3 else _PACKET.pack(END_MARK, count)
 
 
 class PacketWriter:
-    """Writes packets after the header (format 3) and closes the stream with the end record."""
+    """Writes packets after the header (format `version`, this nmc's by default) and closes the stream with the end record."""
 
-    def __init__(self, fo: IO[bytes]) -> None:
-        self.fo = fo
+    def __init__(self, fo: IO[bytes], version: int = FORMAT_VERSION) -> None:
+        _writable(version)
+        self.fo, self.version = fo, version
         self.count = 0
 
     def write(self, payload: bytes) -> None:
         if len(payload) > MAX_PACKET_BYTES:
             raise ValueError(f"packet of {len(payload)} bytes exceeds {MAX_PACKET_BYTES}")
-        self.fo.write(frame(len(payload), zlib.crc32(payload)) + payload)
+        self.fo.write(frame(len(payload), zlib.crc32(payload), self.version) + payload)
         self.count += 1
 
     def close(self) -> None:
-        self.fo.write(END + varint(self.count))
+        self.fo.write(end_record(self.count, self.version))
 
 
 def read_frame(fo: IO[bytes], index: int, version: int) -> tuple[int | None, int]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ import test_golden as T  # noqa: E402
 
 from nmc.codec import api  # noqa: E402
 from nmc.codec import media as M  # noqa: E402
-from nmc.codec.container import MAGIC, read_header, read_packets  # noqa: E402
+from nmc.codec.container import PacketWriter, read_header, read_packets, write_header  # noqa: E402
 
 SETTING = {"hificodec": "2kbps", "mcquic": "q2", "vqgan": "s64"}
 
@@ -50,18 +48,15 @@ def source(codec: str) -> M.Image | M.Audio:
 
 def as_format2(data: bytes) -> bytes:
     """The same header and packets in format 2's framing."""
-    fo = io.BytesIO(data)
+    fo, out = io.BytesIO(data), io.BytesIO()
     header = read_header(fo, api.header_dictionary)
-    packets = list(read_packets(fo, header))
-    name = header.codec.encode()
-    body = header.to_bytes(api.header_dictionary(header.codec))
-    checked = bytes([len(name)]) + name + struct.pack("<I", len(body)) + body
-    out = [MAGIC, b"\x02", checked, struct.pack("<I", zlib.crc32(checked))]
-    for p in packets:
-        assert p is not None
-        out += [struct.pack("<II", len(p), zlib.crc32(p)), p]
-    out.append(struct.pack("<II", 0xFFFFFFFF, len(packets)))
-    return b"".join(out)
+    write_header(out, header, api.header_dictionary(header.codec), version=2)
+    writer = PacketWriter(out, version=2)
+    for payload in read_packets(fo, header):
+        assert payload is not None
+        writer.write(payload)
+    writer.close()
+    return out.getvalue()
 
 
 def main(codec: str, check: bool = False) -> None:

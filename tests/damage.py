@@ -61,8 +61,7 @@ def with_payloads(data: bytes, edit: Callable[[int, bytes], bytes]) -> bytes:
         if length is None:
             return b"".join(out) + data[pos:]
         payload = edit(i, fo.read(length))
-        crc = zlib.crc32(payload)
-        out.append((struct.pack("<II", len(payload), crc) if version < 3 else frame(len(payload), crc)) + payload)
+        out.append(frame(len(payload), zlib.crc32(payload), version) + payload)
         i += 1
 
 
