@@ -76,11 +76,15 @@ class ContextPrior:
             dots = torch.from_numpy(rows.astype(np.float32)) @ torch.from_numpy(self.proj[c].astype(np.float32))
         return dots.numpy().astype(np.int64)
 
+    def _tabulated(self, c: int) -> bool:
+        """Whether context c's `term` table (its values x symbols) is small enough to compute once (`TABLE_LIMIT`)."""
+        return self.embed[c].shape[0] * self.alphabet <= TABLE_LIMIT
+
     def term_rows(self, c: int, values: npt.NDArray[np.int64]) -> npt.NDArray[np.integer]:
         """`term(c)[values]` `values.shape + (K,)`: gathered from the cached table, or for a large
         one (a codebook of thousands given thousands: 8193 x 8192 takes 7 s and 400 MB) computed
         for these rows only, with the same integers (the dot products are exact either way)."""
-        if self.embed[c].shape[0] * self.alphabet <= TABLE_LIMIT:
+        if self._tabulated(c):
             return self.term(c)[values]
         return (self._dots(c, self.embed[c][values.ravel()]) * self.mult[c] >> 16).reshape(*values.shape, self.alphabet)
 
@@ -89,7 +93,7 @@ class ContextPrior:
         type that holds every score exactly (cached): `scores = bias + table[ctx + offsets].sum(1)`.
         None when a context is too large to tabulate (`TABLE_LIMIT`)."""
         if self._stack is None:
-            if any((n + 1) * self.alphabet > TABLE_LIMIT for n in self.sizes):
+            if not all(self._tabulated(c) for c in range(len(self.embed))):
                 return None
             terms = [self.term(c) for c in range(len(self.embed))]
             offsets = np.cumsum([0] + [len(t) for t in terms[:-1]]).astype(np.int64)
