@@ -57,11 +57,12 @@ def compare(before: Path, after: Path) -> None:
             old_sizes, new_sizes, packets = [], [], []
             for old in sorted((before / name / setting).glob("*.nmc")):
                 a, b = old.read_bytes(), (after / name / setting / old.name).read_bytes()
-                if payloads(a) != payloads(b):
+                new_payloads = payloads(b)
+                if payloads(a) != new_payloads:
                     raise SystemExit(f"{old.name} ({name} {setting}): the payloads differ between the two versions")
                 old_sizes.append(len(a))
                 new_sizes.append(len(b))
-                packets.append(len(payloads(b)))
+                packets.append(len(new_payloads))
             old_mean, new_mean = statistics.mean(old_sizes), statistics.mean(new_sizes)
             rows.append((name, setting, len(old_sizes), statistics.mean(packets), old_mean, new_mean))
     print("| codec | setting | files | packets | bytes before | bytes after | saved per file | saved |")

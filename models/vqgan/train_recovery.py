@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,15 @@ def batch_of(maps: list[torch.Tensor], n: int, max_side: int, min_side: int, gen
     return torch.stack(crops), origin
 
 
+def lost_cells(shape: tuple[int, ...], lost: Sequence[int] | np.ndarray) -> np.ndarray:
+    """`shape` bool: the cells of the packets `lost` (their numbers) of a map in the codec's 2x4 interleave (phase 0)."""
+    masked = np.zeros(shape, bool)
+    cells = packet_cells((shape[0], shape[1]), (2, 4))
+    for j in lost:
+        masked[cells[j]] = True
+    return masked
+
+
 RULES = ("argmax", "expected", "nearest")  # the transformer's two decisions (`fill`), and copying the nearest received cell
 POINTER_RULES = ("pointer", "nearest", "best")  # a pointer model's fill, the nearest copy, the best received neighbour (a ceiling)
 
@@ -141,9 +150,7 @@ def evaluate(model: IndexTransformer, held: dict[int, list[torch.Tensor]], codeb
         for held_map in held[size]:
             grid = held_map.numpy()
             for lost in ([0], [0, 6]):
-                masked = np.zeros(grid.shape, bool)
-                for j in lost:
-                    masked[packet_cells((grid.shape[0], grid.shape[1]), (2, 4))[j]] = True
+                masked = lost_cells(grid.shape, lost)
                 true = torch.from_numpy(grid[masked])
                 if model.args.pointer:
                     fills = {"pointer": fill(model, grid, masked, k), "nearest": fill_nearest(grid, masked), "best": best_fill(grid, masked, codes)}
@@ -236,9 +243,7 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
             for d in range(draws):
                 lost = np.random.default_rng([p, d, size]).random(8) < rate
                 lost[np.random.default_rng([p, d, size, 1]).integers(8)] |= not lost.any()
-                masked = np.zeros(grid.shape, bool)
-                for j in np.flatnonzero(lost):
-                    masked[packet_cells(grid.shape, (2, 4))[j]] = True
+                masked = lost_cells(grid.shape, np.flatnonzero(lost))
                 sums["nearest"] += score(fill_nearest(grid, masked))
                 sums["pointer"] += score(fill(model, grid, masked, k))
                 sums["lost"] += float(lost.mean())
