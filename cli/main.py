@@ -120,7 +120,7 @@ def batch(
     dst: Path = typer.Argument(..., help="Destination directory; the tree of SRC is mirrored."),
     codec: str = typer.Option("auto", "--codec", "-c", help="Codec for compression, or auto by media type."),
     quality: Optional[str] = typer.Option(None, "--quality", "-q", help="Rate setting name."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel worker processes (Ray: actors). Default: 1 on the CPU, every core with a GPU."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", min=1, help="Parallel worker processes (Ray: actors). Default: one per CPU core, at most one per file."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " With a GPU the workers share its network, in batches."),
     executor: str = typer.Option("local", "--executor", help="local (worker processes) or ray (Ray Data actors; pip install 'nmc\\[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray: the cluster to join (e.g. ray://head:10001 or auto); default: a local Ray instance."),
@@ -143,9 +143,11 @@ def batch(
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         fatal("DST must not be SRC or inside it")
     where = resolve_device(device) if executor == "local" else device  # Ray: each actor resolves it on its node
-    n = workers or (1 if where == "cpu" else os.cpu_count() or 1)
     dst.mkdir(parents=True, exist_ok=True)
     jobs = B.plan(src, dst)
+    # Every core by default on the CPU too: two workers on two cores gave 1.7-2.1x one worker (BENCHMARKS "Call 7");
+    # never more workers than files (a single file is coded in this process, without a pool).
+    n = min(workers or os.cpu_count() or 1, max(1, len(jobs)))
     results: list[B.Result] = []
     stop: KeyboardInterrupt | None = None
     network: dict[str, float] = {}  # the shared network's calls, batches and times (B.run)

@@ -53,6 +53,27 @@ def test_batch_compress_resume_and_decode(capsys, tree: Path, tmp_path: Path) ->
     assert M.read_image(back / "a" / "b" / "two.png").pixels.shape == (24, 16, 3)
 
 
+@pytest.mark.parametrize("args, files, expected", [((), 3, 2), ((), 1, 1), (("--workers", "4"), 3, 3), (("--workers", "1"), 3, 1)])
+def test_default_workers_are_the_cores_but_never_more_than_the_files(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], files: int, expected: int  # noqa: ANN001
+) -> None:
+    """On the CPU too the default is one worker per core (2 here), capped at the number of files."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(files):
+        M.write_image(src / f"{i}.png", synthetic_image(8, 8, i))
+    seen = []
+
+    def fake_run(jobs, codec, quality, workers, *rest, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(workers)
+        yield from (B.Result(j, "done") for j in jobs)
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(B, "run", fake_run)
+    code, _, _ = run(capsys, "batch", str(src), str(tmp_path / "dst"), "-c", "toy-image", "--device", "cpu", "--json", *args)
+    assert code == 0 and seen == [expected]
+
+
 def test_batch_refuses_destination_inside_source(capsys, tree: Path) -> None:  # noqa: ANN001
     code, _, err = run(capsys, "batch", str(tree), str(tree / "out"))
     assert code == 1 and "inside" in err
