@@ -56,11 +56,16 @@ def hashes_of(path: Path) -> dict[int, str]:
     return R.codebook_hashes(ladder_of(path))
 
 
-def code_model(sizes: tuple[int, ...], codebooks: dict[int, torch.Tensor], pointer: bool = False) -> R.IndexTransformer:
-    """A random tiny model with code inputs (`code_dim`), holding `codebooks`' unit codes (with `pointer`: a pointer model)."""
+def code_model(sizes: tuple[int, ...], codebooks: dict[int, torch.Tensor], pointer: bool = False, continuous: bool = False) -> R.IndexTransformer:
+    """A random tiny model with code inputs (`code_dim`), holding `codebooks`' unit codes (with `pointer`: a pointer
+    model; with `continuous`: a continuous one, its code head random too, not the zeros it starts from)."""
     torch.manual_seed(2)
-    model = R.IndexTransformer(R.RecoveryArgs(sizes, **TINY, code_dim=next(iter(codebooks.values())).shape[1], pointer=pointer))
+    args = R.RecoveryArgs(sizes, **TINY, code_dim=next(iter(codebooks.values())).shape[1], pointer=pointer, continuous=continuous)
+    model = R.IndexTransformer(args)
     model.set_codes(codebooks)
+    if continuous:
+        with torch.no_grad():
+            model.code_out.weight.normal_(0, 0.3)
     return model.eval()
 
 
@@ -441,6 +446,112 @@ class TestDecodedLoss:
         R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0" * 16, {})
         with pytest.raises(typer.BadParameter, match="--init"):
             train_recovery.main(maps=[], decoded_loss=True, network=weights, data=photos, ckpt_dir=tmp_path / "bad", init=foreign, max_steps=1, tiny=True, holdout=1)
+
+
+class TestContinuous:
+    """A continuous model fills code vectors (the neighbours' mean plus its own), which the codec synthesises."""
+
+    def test_fill_is_finite_keeps_received_codes_and_does_not_depend_on_threads(self) -> None:
+        """20 x 37 cells in 16-cell windows; a 5 x 5 hole whose centre has no received neighbour. Received cells: their
+        code, bit for bit; masked cells: never read. With the head at zero (a fresh model), a masked cell is the mean
+        of its received neighbours' codes, or the nearest received cell's code."""
+        codes = torch.nn.functional.normalize(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), dim=1)
+        model = code_model((16, 64), {16: codes[:16], 64: codes[16:]}, continuous=True)
+        rng = np.random.default_rng(12)
+        grid, masked = rng.integers(0, 64, (20, 37)), rng.random((20, 37)) < 0.3
+        masked[3:8, 20:25] = True
+        with torch_threads(1):
+            a = R.fill_codes(model, np.where(masked, -5, grid), masked, 1, codes[16:])
+        with torch_threads(2):
+            assert np.array_equal(R.fill_codes(model, grid, masked, 1, codes[16:]), a)
+        own = codes[16:][grid].numpy()
+        assert a.dtype == np.float32 and a.shape == (20, 37, 8) and np.isfinite(a).all()
+        assert a[~masked].tobytes() == own[~masked].tobytes() and not np.allclose(a[masked], own[masked])
+        with torch.no_grad():
+            model.code_out.weight.zero_()
+        zero = R.fill_codes(model, grid, masked, 1, codes[16:])
+        y, x = next((y, x) for y, x in zip(*np.nonzero(masked)) if 0 < y < 19 and 0 < x < 36 and not masked[y - 1 : y + 2, x - 1 : x + 2].all())
+        around = ~masked[y - 1 : y + 2, x - 1 : x + 2]
+        assert np.allclose(zero[y, x], own[y - 1 : y + 2, x - 1 : x + 2][around].mean(0), atol=1e-6)
+        near = R.fill_nearest(grid, masked)[5, 22]  # the hole's centre
+        assert np.array_equal(zero[5, 22], codes[16:][near].numpy())
+
+    def test_codes_take_a_gradient_only_at_masked_cells(self) -> None:
+        codes = torch.nn.functional.normalize(torch.randn(16, 8), dim=1)
+        indices, masked = torch.randint(16, (2, 5, 6)), torch.rand(2, 5, 6) < 0.4
+        own, near = codes[indices], R.nearest_codes(indices, masked, codes)
+        delta = torch.randn(2, 5, 6, 8, requires_grad=True)
+        out = R.continuous_codes(delta, own, masked, near)
+        assert torch.equal(out[~masked], own[~masked])
+        (out * torch.randn_like(out)).sum().backward()
+        assert delta.grad is not None and float(delta.grad[~masked].abs().sum()) == 0 and bool((delta.grad[masked] != 0).any())
+        with pytest.raises(ValueError, match="continuous"):
+            R.IndexTransformer(R.RecoveryArgs((16,), **TINY, continuous=True))  # no code inputs
+
+    def test_round_trip_recover_and_threads(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """The file keeps the mode; the codec decodes lost packets with it, the same pixels for 1 or 2 threads, other
+        pixels than the nearest copy; a size whose codes or decoder were not the ones trained through falls back."""
+        net = ladder_of(weights)
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
+        path = tmp_path / "continuous.safetensors"
+        R.save_recovery(path, model, network_of(weights), {}, R.decoder_hashes(net))
+        loaded, _, hashes = R.load_recovery(path)
+        assert loaded.args == model.args and loaded.args.continuous and hashes == R.decoder_hashes(net) != hashes_of(weights)
+        assert "code_out.weight" in loaded.state_dict() and "bias" not in loaded.state_dict()
+        codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+        assert codec.recovery[1] == {16: 0, 64: 1, 256: 2}
+        data = lose(encode(codec, photo(), "s64"), {1, 2})
+        with torch_threads(1):
+            out = api.decompress(data, recover=True, codec=codec).pixels
+        with torch_threads(2):
+            assert np.array_equal(api.decompress(data, recover=True, codec=codec).pixels, out)
+        assert codec.recovered is not None and codec.recovered["method"] == "recovery" and out.shape == (96, 128, 3)
+        nearest = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="nearest")).pixels
+        assert not np.array_equal(out, nearest)
+        R.save_recovery(path, model, network_of(weights), {}, {**R.decoder_hashes(net), 64: hashes_of(weights)[64]})  # s64: its codes, not its decoder
+        codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+        opened = api.open_file(io.BytesIO(data), recover=True, codec=codec)
+        assert api.decode(opened).pixels.tobytes() == nearest.tobytes() and codec.recovery[1] == {16: 0, 256: 2}
+        assert "by nearest (the recovery model was not trained on the s64 codebook and decoder)" in str(opened.recovery_line())
+
+    def test_a_model_for_another_network_is_refused_in_one_line(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        net = ladder_of(weights)
+        foreign = tmp_path / "foreign.safetensors"
+        R.save_recovery(foreign, code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True), "0123456789abcdef", {},
+                        R.decoder_hashes(net))  # fmt: skip
+        data = lose(encode(V.VQGANCodec(weights), photo()), {1})
+        with pytest.raises(CodecNotFoundError, match="recovery model for network 0123456789abcdef") as err:
+            api.decompress(data, recover=True, codec=V.VQGANCodec(weights, recovery_path=foreign))
+        assert "\n" not in str(err.value)
+
+    def test_train_export_recover_and_init_from_a_pointer(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """train_recovery.py --continuous --tiny: it logs the fill's code cosine beside its start's (cos0), the held-out
+        check names both fills, the export recovers in the codec; a pointer export starts a run (its head fresh)."""
+        from PIL import Image
+
+        from nmc.models.vqgan import train_recovery
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for i in range(3):
+            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        export, log = tmp_path / "cont.safetensors", tmp_path / "ckpt" / "train.log"
+        common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1)
+        train_recovery.main(**common, continuous=True, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, eval_sizes="64")
+        text = log.read_text()
+        assert "step 3 loss" in text and "cos0" in text and "neighbours' mean" in text.split("eval held-out s64")[1] and "continuous" in text.split("eval held-out s64")[1]
+        model, network, hashes = R.load_recovery(export)
+        assert model.args.continuous and not model.args.pointer and network == network_of(weights) and hashes == R.decoder_hashes(ladder_of(weights))
+        assert float(model.code_out.weight.detach().abs().sum()) > 0  # trained away from the neighbours' mean
+        c = V.VQGANCodec(weights, recovery_path=export)
+        out = api.decompress(lose(encode(c, photo()), {0}), recover=True, codec=c)
+        assert out.pixels.shape == (96, 128, 3) and c.recovered is not None and c.recovered["method"] == "recovery"
+        pointer = tmp_path / "pointer.safetensors"
+        train_recovery.main(**common, decoded_loss=True, ckpt_dir=tmp_path / "ptr", export=pointer, max_steps=1, eval_sizes="")
+        train_recovery.main(**common, continuous=True, ckpt_dir=tmp_path / "next", init=pointer, max_steps=1, eval_sizes="")
+        assert f"starts from {pointer} (fresh: code_out.weight, code_out.bias)" in (tmp_path / "next" / "train.log").read_text()
+        with pytest.raises(typer.BadParameter, match="--continuous needs code inputs"):
+            train_recovery.main(**common, continuous=True, code_inputs=False, ckpt_dir=tmp_path / "bad", max_steps=1)
 
 
 class TestLossChannels:

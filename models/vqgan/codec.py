@@ -15,8 +15,9 @@ decoder gathers the index map of the whole image and synthesises each tile from 
 
 Under `--recover` a lost index packet leaves its cells masked in the index map; they are filled
 before synthesis by the recovery transformer (`recovery.py`, its own weights file `RECOVERY`), or
-by a simple concealment (`concealment`: what `nmc eval --loss` compares). A lost alpha packet
-leaves its tile opaque.
+by a simple concealment (`concealment`: what `nmc eval --loss` compares). A continuous recovery
+model fills code vectors instead of indices: they go into the code map that is synthesised
+(`tiling.net_decode_codes`). A lost alpha packet leaves its tile opaque.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from nmc.codec.weights import read_args
 from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
-from .tiling import STRIDE, net_decode, net_indices, synthesise, tile_indices
+from .tiling import STRIDE, net_decode, net_decode_codes, net_indices, synthesise, tile_indices
 
 if TYPE_CHECKING:
     import torch
@@ -128,6 +129,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
     net_indices = staticmethod(net_indices)  # the network functions `run` calls (tiling.py)
     net_decode = staticmethod(net_decode)
+    net_decode_codes = staticmethod(net_decode_codes)
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
                  dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery", fill_steps: int = FILL_STEPS) -> None:  # fmt: skip
@@ -144,11 +146,12 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     def recovery(self) -> tuple[IndexTransformer | None, dict[int, int]]:
         """The recovery transformer, checked against the network of the installed weights (loaded on first
         lost packet), and the codebooks it can fill: size -> its rung in the model, for each codebook whose
-        codes are the ones it was trained on (the others fall back to the nearest received cell). No model
+        codes (and, for a continuous model, whose decoder: `decoder_hashes`) are the ones it was trained on (the
+        others fall back to the nearest received cell). No model
         file: (None, {}), every codebook falls back; a file that is not a model for this network: an error."""
         from nmc.codec.weights import read_weights
 
-        from .recovery import codebook_hashes, load_recovery, network_hash
+        from .recovery import codebook_hashes, decoder_hashes, load_recovery, network_hash
 
         path = self.recovery_path
         if path is None or not Path(path).exists():
@@ -161,7 +164,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         ours = network_hash({k: v for k, v in read_weights(Path(self.weights_path)).state.items() if not k.startswith("rungs.")})
         if network != ours:
             raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
-        covered = {s: model.args.sizes.index(s) for s, h in codebook_hashes(self.model.net).items() if codebooks.get(s) == h}
+        ours_by_size = (decoder_hashes if model.args.continuous else codebook_hashes)(self.model.net)
+        covered = {s: model.args.sizes.index(s) for s, h in ours_by_size.items() if codebooks.get(s) == h}
         return model, covered
 
     def concealment_identity(self) -> str:
@@ -171,10 +175,11 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         return f"recovery {file_sha256(Path(path))[:16] if path is not None and Path(path).is_file() else 'none'} steps {self.fill_steps}"
 
     def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:
-        """`indices` with the `masked` cells filled by `self.concealment` (one thread: the same pixels for any thread count)."""
+        """`indices` with the `masked` cells filled by `self.concealment`, or with a continuous recovery model the
+        code map `(h, w, d)` fp32 (`fill_codes`); one thread: the same pixels for any thread count."""
         from nmc.codec.threads import one_thread
 
-        from .recovery import fill, fill_frequent, fill_nearest
+        from .recovery import fill, fill_codes, fill_frequent, fill_nearest
 
         size = self.model.net.sizes[k]
         if self.concealment == "frequent":
@@ -184,16 +189,20 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         model = self.recovery[0]
         assert model is not None  # it covers `size`
         with one_thread():
+            if model.args.continuous:
+                return fill_codes(model, indices, masked, self.recovery[1][size], self.model.net.unit_codes(size))
             return fill(model, indices, masked, self.recovery[1][size], self.fill_steps)
 
     def concealment_used(self, k: int) -> str:
         """What `conceal` fills codebook k's lost cells with: the recovery model only knows the codebooks it was trained on."""
-        size = self.model.net.sizes[k]
-        if self.concealment == "recovery" and self.recovery[0] is None:
+        if self.concealment != "recovery":
+            return self.concealment
+        size, (model, covered) = self.model.net.sizes[k], self.recovery
+        if size in covered:
+            return self.concealment
+        if model is None:
             return f"nearest (no recovery model installed at {self.recovery_path})"
-        if self.concealment == "recovery" and size not in self.recovery[1]:
-            return f"nearest (the recovery model was not trained on the s{size} codebook)"
-        return self.concealment
+        return f"nearest (the recovery model was not trained on the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
 
     @cached_property
     def _settings(self) -> list[Setting]:
@@ -276,11 +285,12 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                     put_alpha(out, decode_plane(payload, h, w), box)
         rest = next(packets, None)  # reads the end record, which the container checks
         assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
+        grid = indices  # the index map, or the code map of a continuous fill
         if masked.any():
-            indices = self.conceal(indices, masked, k)
+            grid = self.conceal(indices, masked, k)
             self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment_used(k)}
         elif lost[1]:
             self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
         for box in boxes:
-            synthesise(self.run, out, indices, box, size, fields.dec_margin, fields.gray)
+            synthesise(self.run, out, grid, box, size, fields.dec_margin, fields.gray)
         return M.Image(out)

@@ -22,6 +22,14 @@ feature against a key projection of each neighbour's plus a learned bias per dir
 copies the chosen neighbour's index (`fill_pointer`): it can only pick sharp codes that are there,
 which is what made copying the nearest received cell beat every learned fill of sessions 3-5.
 
+With `continuous` the model predicts no index at all: for each masked cell a code vector (`code_delta`,
+`code_dim` wide, the space out_proj and g_s of the vqgan network take) added to the mean of the cell's
+received neighbours' unit codes (`continuous_codes`; the head starts at zero, so an untrained model fills
+that mean), trained through the frozen decoder (train_recovery.py `--continuous`). The codec writes these
+vectors into the code map before synthesis (`fill_codes`); the received cells keep their codes exactly.
+Such a vector is fitted to one operating point's out_proj and g_s, which rung fine-tunes change without
+changing the base network: its file binds each size to `decoder_hashes` instead of `codebook_hashes`.
+
 Recovery changes no byte of a file: the model runs on one CPU thread (the same pixels for any thread
 count on one machine) and only on files with lost packets. Its weights are a file of their own
 (`FORMAT`), bound to the network of the vqgan weights by `network_hash`.
@@ -63,6 +71,7 @@ class RecoveryArgs:
     max_side: int = 32  # cells per window side (row and column embeddings)
     code_dim: int = 0  # > 0: tokens mapped from the unit codes of this width (`codes`); 0: a learned token table
     pointer: bool = False  # the output is a choice among the 8 neighbours (`pointer_logits`), not over the codes
+    continuous: bool = False  # the output is a code vector per masked cell (`code_delta`; needs code_dim), not an index
 
 
 class Block(nn.Module):
@@ -90,11 +99,13 @@ class IndexTransformer(nn.Module):
     def __init__(self, args: RecoveryArgs):
         super().__init__()
         a = self.args = args
+        if a.continuous and (not a.code_dim or a.pointer):
+            raise ValueError("a continuous recovery model needs code inputs (code_dim > 0) and is not a pointer")
         self.offsets = [0, *np.cumsum(a.sizes).tolist()]  # codebook k's rows of the table
         if a.code_dim:  # fixed unit codes (`set_codes`), their learned map and a learned logit scale
             self.register_buffer("codes", torch.zeros(self.offsets[-1], a.code_dim))
             self.code_map = nn.Sequential(nn.Linear(a.code_dim, a.embed), nn.GELU(), nn.Linear(a.embed, a.embed))
-            if not a.pointer:
+            if not (a.pointer or a.continuous):
                 self.log_scale = nn.Parameter(torch.zeros(()))  # scale 1 at the start: near-uniform logits
         else:
             self.tokens = nn.Embedding(self.offsets[-1], a.embed)
@@ -108,6 +119,10 @@ class IndexTransformer(nn.Module):
         if a.pointer:  # the output: which neighbour to copy
             self.ptr_q, self.ptr_k = nn.Linear(a.embed, a.embed), nn.Linear(a.embed, a.embed)
             self.slot_bias = nn.Parameter(torch.zeros(len(SLOTS)))
+        elif a.continuous:  # the output: a code vector, zero at the start (the fill is then the neighbours' mean)
+            self.code_out = nn.Linear(a.embed, a.code_dim)
+            nn.init.zeros_(self.code_out.weight)
+            nn.init.zeros_(self.code_out.bias)
         else:  # the output: logits over the codes (the code-input model's scale is unused by a pointer)
             self.bias = nn.Parameter(torch.zeros(self.offsets[-1]))
         if not a.code_dim:
@@ -153,6 +168,11 @@ class IndexTransformer(nn.Module):
         scores = (q[..., None, :] * k).sum(-1) / math.sqrt(q.shape[-1]) + self.slot_bias
         return scores.masked_fill(~neighbours(~masked, False), -math.inf)
 
+    def code_delta(self, features: Tensor) -> Tensor:
+        """Features `[B, h, w, embed]` -> fp32 `[B, h, w, code_dim]`: what a masked cell adds to the mean of its
+        received neighbours' codes (with `continuous`; `continuous_codes`)."""
+        return self.code_out(features).float()
+
     def unit_codes(self, k: int) -> Tensor:
         """Codebook `k`'s unit codes `[S_k, code_dim]` (with `code_dim`)."""
         return self.codes[self.offsets[k] : self.offsets[k + 1]]
@@ -195,13 +215,24 @@ def codebook_hashes(net: Ladder) -> dict[int, str]:
     return {s: codes_hash(net.unit_codes(s)) for s in net.sizes}
 
 
+def decoder_hashes(net: Ladder) -> dict[int, str]:
+    """Per codebook size, the hash of what a continuous fill is regressed through: the unit codes (`codes_hash`)
+    and that operating point's out_proj and g_s (exact fp32 bytes, as loaded from the weights file)."""
+    out = {}
+    for size in net.sizes:
+        vq, g_s = net.parts(size)
+        tensors = {f"out_proj.{k}": v for k, v in vq.out_proj.state_dict().items()} | {f"g_s.{k}": v for k, v in g_s.state_dict().items()}
+        out[size] = hashlib.sha256(f"{codes_hash(net.unit_codes(size))} {network_hash(tensors)}".encode()).hexdigest()[:16]
+    return out
+
+
 def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str] | None = None) -> None:
     """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for (its base
     network's hash and `codes_hash` of each codebook of the training maps: `codebooks`, or with `code_dim`
-    those of the codes it holds), how."""
+    those of the codes it holds; a continuous model: `decoder_hashes` of the network, given as `codebooks`), how."""
     from safetensors.torch import save_file
 
-    codebooks = model.codebook_hashes() if model.args.code_dim else codebooks or {}
+    codebooks = model.codebook_hashes() if model.args.code_dim and not model.args.continuous else codebooks or {}
     meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report),
             "codebooks": json.dumps({str(s): h for s, h in codebooks.items()})}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,6 +353,45 @@ def fill_pointer(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: 
             out[y0 + ys, x0 + xs] = out[y0 + ys + dy, x0 + xs + dx]
             masked[y0 + ys, x0 + xs] = False
     return fill_nearest(out, masked) if masked.any() else out  # a received cell stays (its nearest is itself)
+
+
+@torch.inference_mode()
+def fill_codes(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, codes: Tensor) -> npt.NDArray[np.float32]:
+    """With a `continuous` model: the code map `(h, w, d)` fp32 of `grid` (indices into codebook `k`, the
+    decoder's unit codes `codes` `[S_k, d]`), each received cell exactly its code, each masked cell
+    `continuous_codes`' vector. One pass per window: the model sees the received cells only (the masked cells'
+    contents are never read); a cell without a received neighbour starts from the nearest received cell's
+    code in the whole map. Deterministic."""
+    g, m = torch.from_numpy(np.where(masked, 0, grid)), torch.from_numpy(masked)
+    codes = codes.float().cpu()
+    out, near = codes[g].numpy().copy(), nearest_codes(g[None], m[None], codes)
+    dev = model.mask_token.device
+    for (sy, sx), core in window_cores(grid.shape, model.args.max_side):
+        ys, xs = np.nonzero(masked[sy, sx] & core)
+        if not len(ys):
+            continue
+        window, mask = g[sy, sx][None], m[sy, sx][None]
+        delta = model.code_delta(model.features(window.to(dev), mask.to(dev), k)).cpu()
+        filled = continuous_codes(delta, codes[window], mask, near[:, sy, sx])[0]
+        out[sy.start + ys, sx.start + xs] = filled[ys, xs].numpy()
+    return out
+
+
+def continuous_codes(delta: Tensor, own: Tensor, masked: Tensor, fallback: Tensor) -> Tensor:
+    """The code map `[B, h, w, d]`: a received cell its own code `own` `[B, h, w, d]`, a masked cell the mean of
+    its received neighbours' codes plus `delta` `[B, h, w, d]` (`code_delta`); a masked cell without a received
+    neighbour: `fallback` (`nearest_codes`) plus `delta`. Differentiable in `delta` (training: `--continuous`)."""
+    valid = neighbours(~masked, False)[..., None]  # [B, h, w, 8, 1]
+    count = valid.sum(-2)
+    mean = (neighbours(own, 0.0) * valid).sum(-2) / count.clamp(min=1)
+    base = torch.where(count > 0, mean, fallback)
+    return torch.where(masked[..., None], base + delta, own)
+
+
+def nearest_codes(indices: Tensor, masked: Tensor, codes: Tensor) -> Tensor:
+    """`[B, h, w, d]`: each cell's code after the nearest-cell copy (`fill_nearest`) of `indices` `[B, h, w]`."""
+    near = [torch.from_numpy(fill_nearest(i, mk)) for i, mk in zip(indices.cpu().numpy(), masked.cpu().numpy())]
+    return codes[torch.stack(near).to(codes.device)]
 
 
 def fill_nearest(grid: IntArray, masked: BoolArray) -> IntArray:

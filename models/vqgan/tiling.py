@@ -37,11 +37,13 @@ def tile_indices(run: Runner, rgb: npt.NDArray[np.uint8], box: Box, sizes: list[
     return [g[0][cells].astype(np.int64) for g in grids]
 
 
-def synthesise(run: Runner, out: np.ndarray, indices: IntArray, box: Box, size: int, margin: int, gray: bool = False) -> None:
-    """Decode tile `box` of `out` `(H, W, C)` from `indices`, the index map of the whole image into the
-    codebook of `size` codes: the tile's cells and `margin` cells around it (`run("decode")`)."""
-    wy0, wy1, wx0, wx1 = cell_window(box, margin, (indices.shape[0], indices.shape[1]), STRIDE)
-    (pixels,) = run("decode", indices[None, wy0:wy1, wx0:wx1], size=size, gray=out.shape[2] <= 2 or gray)
+def synthesise(run: Runner, out: np.ndarray, grid: np.ndarray, box: Box, size: int, margin: int, gray: bool = False) -> None:
+    """Decode tile `box` of `out` `(H, W, C)` from `grid`, the index map `(h, w)` of the whole image into the
+    codebook of `size` codes (`run("decode")`), or its code map `(h, w, d)` fp32 (`run("decode_codes")`: a
+    continuous recovery fill): the tile's cells and `margin` cells around it."""
+    wy0, wy1, wx0, wx1 = cell_window(box, margin, (grid.shape[0], grid.shape[1]), STRIDE)
+    fn = "decode_codes" if grid.ndim == 3 else "decode"
+    (pixels,) = run(fn, grid[None, wy0:wy1, wx0:wx1], size=size, gray=out.shape[2] <= 2 or gray)
     put_pixels(out, pixels[0], box, (STRIDE * wy0, STRIDE * wx0))
 
 
@@ -54,9 +56,19 @@ def net_indices(net: Ladder, windows: torch.Tensor, sizes: tuple[int, ...]) -> t
 def net_decode(net: Ladder, indices: torch.Tensor, size: int, gray: bool) -> torch.Tensor:
     """uint8 pixels `(B, 3 or 1, 16h, 16w)` from indices `(B, h, w)` into the codebook of `size` codes;
     gray: the mean of the three output planes, which differ slightly."""
+    return _pixels(net.decode_at(indices.long(), size), gray)
+
+
+def net_decode_codes(net: Ladder, codes: torch.Tensor, size: int, gray: bool) -> torch.Tensor:
+    """`net_decode` from a code map `(B, h, w, d)` fp32 (lost cells filled with vectors, not indices): the
+    permuted view has the strides of `decode_at`'s gathered codes, so the convolutions run as there."""
+    return _pixels(net.synthesize(codes.permute(0, 3, 1, 2), size), gray)
+
+
+def _pixels(x: torch.Tensor, gray: bool) -> torch.Tensor:
+    """Decoded `(B, 3, H, W)` in [0, 1] -> uint8 (gray: the mean of the three planes)."""
     import torch
 
-    x = net.decode_at(indices.long(), size)
     if gray:
         x = x.mean(1, keepdim=True)
     return x.mul(255).round_().to(torch.uint8)
@@ -64,5 +76,5 @@ def net_decode(net: Ladder, indices: torch.Tensor, size: int, gray: bool) -> tor
 
 def local(net: Ladder, device: str = "cpu") -> Runner:
     """A `run` for a bare network (fit_prior.py, tests): the functions above on `device`."""
-    fns: dict[str, Callable[..., Any]] = {"indices": net_indices, "decode": net_decode}
+    fns: dict[str, Callable[..., Any]] = {"indices": net_indices, "decode": net_decode, "decode_codes": net_decode_codes}
     return lambda fn, *arrays, **static: run_on(net, device, fns[fn], arrays, static)

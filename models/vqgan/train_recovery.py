@@ -20,11 +20,18 @@ the map with that operating point's decoder (`Ladder.synthesize`) and takes L1 +
 decode of the same indices (`--target decode`) or the photo, plus `--w-ce` times the cross-entropy above. Its
 held-out evaluation decodes the held-out photos: ST-LPIPS of the pointer's fill against the nearest copy's.
 `--init` starts a fresh run from a recovery file (an export, e.g. the GPU-trained pointer).
+
+With `--continuous` (implies `--decoded-loss`; RecoveryArgs.continuous) the model picks nothing: it regresses a
+code vector per lost cell, added to the mean of its received neighbours' unit codes (`recovery.continuous_codes`;
+the head starts at zero, so step 0 fills that mean), with the same crops, losses and decoder but a direct gradient
+(no Gumbel); received cells keep their codes. `--init` may then be a pointer or code-input export: its transformer
+is kept, the code head starts at zero. The held-out check adds the neighbours' mean (the untrained fill).
 One file, top to bottom, like models/vqgan/train.py:
 
     python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
     python models/vqgan/train_recovery.py --ckpt-dir .ckpt/recovery --max-steps 0 --export recovery.safetensors   # evaluate, export
     python models/vqgan/train_recovery.py --decoded-loss --init POINTER.safetensors --ckpt-dir .ckpt/rec-decoded --batch 4 --crop 128
+    python models/vqgan/train_recovery.py --continuous --tiny --max-steps 20 --ckpt-dir .ckpt/rec-cont-tiny --holdout 2
     torchrun --standalone --nproc_per_node=$NGPU models/vqgan/train_recovery.py --minutes 7 --ckpt-dir .ckpt/recovery \\
         --log-file $OUT/recovery.log --export $OUT/recovery.safetensors
 
@@ -41,7 +48,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +66,8 @@ from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import load_network, read_maps
 from nmc.models.vqgan.network import Ladder
 from nmc.models.vqgan.packets import packet_cells
-from nmc.models.vqgan.recovery import SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, fill, fill_nearest, load_recovery, neighbours, save_recovery
+from nmc.models.vqgan.recovery import (SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, continuous_codes, decoder_hashes, fill, fill_codes,
+                                       fill_nearest, load_recovery, nearest_codes, neighbours, save_recovery)  # fmt: skip
 from nmc.models.vqgan.train import st_lpips_net
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
@@ -200,52 +208,74 @@ def pointer_codes(scores: torch.Tensor, indices: torch.Tensor, masked: torch.Ten
     soft = ((scores + noise).masked_fill(~ready[..., None], 0.0) / tau).softmax(-1)
     choice = F.one_hot(soft.argmax(-1), len(SLOTS)).to(soft) - soft.detach() + soft
     mixed = (choice[..., None] * neighbours(codes[indices], 0.0)).sum(-2)
-    near = torch.stack([torch.from_numpy(fill_nearest(i, mk)) for i, mk in zip(indices.cpu().numpy(), masked.cpu().numpy())]).to(indices.device)
-    return torch.where((masked & ready)[..., None], mixed, codes[near]).permute(0, 3, 1, 2)
+    return torch.where((masked & ready)[..., None], mixed, nearest_codes(indices, masked, codes)).permute(0, 3, 1, 2)
 
 
 def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladder, lpips: torch.nn.Module, x: torch.Tensor, k: int, masked: torch.Tensor,
                  origin: tuple[int, int], codes: torch.Tensor, tau: float, target: str, gen: torch.Generator, autocast: Callable[[], Any]) -> dict[str, torch.Tensor]:  # fmt: skip
     """Photo crops `x` `[B, 3, H, W]` -> their indices at operating point `k` (the frozen network), the `masked` cells
-    filled by the pointer (`pointer_codes`), decoded by that point's decoder: L1 and ST-LPIPS against the loss-free
-    decode of the same indices (`target` "decode") or the photo ("photo"), and the pointer's cross-entropy (an
-    auxiliary term) and accuracy. Cells far from every lost one decode as in the target, so the loss sits around the
-    lost cells."""
+    filled by the pointer (`pointer_codes`) or a continuous model (`continuous_codes`), decoded by that point's decoder:
+    L1 and ST-LPIPS against the loss-free decode of the same indices (`target` "decode") or the photo ("photo"); a
+    pointer's cross-entropy (an auxiliary term) and accuracy, a continuous fill's mean cosine with the lost cells' true
+    codes (`cos`, and `cos0` of the neighbours' mean it starts from). Cells far from every lost one decode as in the
+    target, so the loss sits around the lost cells."""
     size = frozen.sizes[k]
     with torch.no_grad():
         indices = frozen.quantize(frozen.features(x), size)
         ref = frozen.decode_at(indices, size) if target == "decode" else x
     with autocast():
-        scores = net.pointer_logits(model(indices, masked, k, origin), masked)  # through DDP: its gradient hooks
-        x_hat = frozen.synthesize(pointer_codes(scores, indices, masked, codes, tau, gen), size).float()
+        feats = model(indices, masked, k, origin)  # through DDP: its gradient hooks
+        if net.args.continuous:
+            own, near = codes[indices], nearest_codes(indices, masked, codes)
+            filled = continuous_codes(net.code_delta(feats), own, masked, near)
+            code_map = filled.permute(0, 3, 1, 2)
+        else:
+            scores = net.pointer_logits(feats, masked)
+            code_map = pointer_codes(scores, indices, masked, codes, tau, gen)
+        x_hat = frozen.synthesize(code_map, size).float()
         lp = lpips(x_hat, ref, normalize=True).float().mean()
+    stats = {"l1": (x_hat - ref).abs().mean(), "lpips": lp}
+    if net.args.continuous:
+        with torch.no_grad():
+            start = continuous_codes(torch.zeros_like(own), own, masked, near)
+            stats["cos"], stats["cos0"] = (F.cosine_similarity(f[masked].float(), own[masked], dim=-1).mean() for f in (filled, start))
+        return stats
     ce, acc = pointer_loss(scores, indices, masked, codes)
-    return {"l1": (x_hat - ref).abs().mean(), "lpips": lp, "ce": ce, "acc": acc}
+    return {**stats, "ce": ce, "acc": acc}
 
 
 @torch.no_grad()
 def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch.Tensor], lpips: torch.nn.Module, sizes: list[int],
                      rate: float = 0.2, draws: int = 2, side: int = 512) -> dict[int, dict[str, float]]:  # fmt: skip
     """Per codebook size, mean ST-LPIPS against the photo of the loss-free decode, the nearest-cell copy and the
-    pointer's fill (`fill`), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a
-    multiple of 16) with the packets of a 2x4 lattice (`packet_cells`, phase 0 as the codec's tiles) lost at `rate`,
-    `draws` seeded draws per photo (at least one packet lost). On the model's device."""
-    dev = model.mask_token.device
+    model's fill (`pointer`: `fill`; `continuous`: `fill_codes`, and `mean`, the received neighbours' mean it starts
+    from), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a multiple of 16)
+    with the packets of a 2x4 lattice (`packet_cells`, phase 0 as the codec's tiles) lost at `rate`, `draws` seeded
+    draws per photo (at least one packet lost). On the model's device."""
+    dev, continuous = model.mask_token.device, model.args.continuous
     out: dict[int, dict[str, float]] = {}
     for size in sizes:
-        k, sums = model.args.sizes.index(size), {"lossfree": 0.0, "nearest": 0.0, "pointer": 0.0, "lost": 0.0}
+        k, unit = model.args.sizes.index(size), frozen.unit_codes(size)
+        sums = dict.fromkeys(("lossfree", "nearest", *(("mean", "continuous") if continuous else ("pointer",)), "lost"), 0.0)
         for p, im in enumerate(photos):
             h, w = (min(d, lim) // 16 * 16 for d, lim in zip(im.shape[1:], (side, side * 3 // 2)))
             x = im[:, :h, :w].float().div(255)[None].to(dev)
             grid = frozen.quantize(frozen.features(x), size)[0].cpu().numpy()
-            score = lambda g: float(lpips(frozen.decode_at(torch.from_numpy(g)[None].to(dev), size), x, normalize=True).mean())  # noqa: E731
-            sums["lossfree"] += draws * score(grid)
+            codes_of = lambda g: unit[torch.from_numpy(g).to(dev)]  # noqa: E731  # (h, w, d), as decode_at gathers them
+            score = lambda c: float(lpips(frozen.synthesize(c.to(dev).permute(2, 0, 1)[None], size), x, normalize=True).mean())  # noqa: E731
+            sums["lossfree"] += draws * score(codes_of(grid))
             for d in range(draws):
                 lost = np.random.default_rng([p, d, size]).random(8) < rate
                 lost[np.random.default_rng([p, d, size, 1]).integers(8)] |= not lost.any()
                 masked = lost_cells(grid.shape, np.flatnonzero(lost))
-                sums["nearest"] += score(fill_nearest(grid, masked))
-                sums["pointer"] += score(fill(model, grid, masked, k))
+                sums["nearest"] += score(codes_of(fill_nearest(grid, masked)))
+                if continuous:
+                    g, m = torch.from_numpy(grid)[None].to(dev), torch.from_numpy(masked)[None].to(dev)
+                    own = unit[g]
+                    sums["mean"] += score(continuous_codes(torch.zeros_like(own), own, m, nearest_codes(g, m, unit))[0])
+                    sums["continuous"] += score(torch.from_numpy(fill_codes(model, grid, masked, k, unit)))
+                else:
+                    sums["pointer"] += score(codes_of(fill(model, grid, masked, k)))
                 sums["lost"] += float(lost.mean())
         out[size] = {key: v / max(1, draws * len(photos)) for key, v in sums.items()}
     return out
@@ -289,6 +319,7 @@ def main(
     sync_every: int = 10,
     tiny: bool = False,  # CPU smoke config: a tiny transformer, 16-cell windows, batch 8 (--decoded-loss: 2 crops of 64 pixels)
     decoded_loss: bool = False,  # train a pointer on the decoded image: photo crops encoded by --network, no --maps
+    continuous: bool = False,  # --decoded-loss, but a code vector per lost cell (RecoveryArgs.continuous) instead of a pointer
     network: Path = Path("models/vqgan/weights/vqgan.safetensors"),  # --decoded-loss: the frozen vqgan (the codec's file)
     data: Path = Path(".data/images"),  # --decoded-loss: training photos (never dev); --holdout of them evaluate
     crop: int = 256,  # --decoded-loss: crop side in pixels (a multiple of 16, at most --max-side cells)
@@ -301,13 +332,16 @@ def main(
     w_ce: float = 0.0,
     eval_sizes: str = "256,1024",  # --decoded-loss: sizes of the held-out decoded evaluation ("": none)
 ) -> None:
+    decoded_loss = decoded_loss or continuous
+    if continuous and not code_inputs:
+        raise typer.BadParameter("--continuous needs code inputs (leave out --no-code-inputs)")
     if tiny:
         dim, layers, heads, embed, max_side = (TINY[k] for k in ("dim", "layers", "heads", "embed", "max_side"))
         batch, min_side = (2 if decoded_loss else 8) if batch == 64 else batch, min(min_side, 8)
         crop = 64 if decoded_loss and crop == 256 else crop
     if decoded_loss and (crop % 16 or target not in ("decode", "photo")):
         raise typer.BadParameter(f"--crop {crop} must be a multiple of 16 and --target {target!r} 'decode' or 'photo'")
-    pointer = pointer or decoded_loss
+    pointer = (pointer or decoded_loss) and not continuous
     config = {k: str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v for k, v in locals().items()}
     sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
     t_start = time.time()
@@ -329,7 +363,7 @@ def main(
             raise typer.BadParameter(f"--data {data}: {e}") from None
         train_imgs = [im.to(device) for im in train_imgs]
         lpips = st_lpips_net(device)
-        variants: list[Any] = [{"decoded_loss": str(data), "network": str(network), "target": target, "sizes": [sizes[k] for k in ks]}]
+        variants: list[Any] = [{"decoded_loss": str(data), "network": str(network), "target": target, "sizes": [sizes[k] for k in ks], "continuous": continuous}]
         held: dict[int, list[torch.Tensor]] = {sizes[0]: []}
         say(f"{len(train_imgs)} training photos, {len(held_imgs)} held out; the frozen network {network} ({net_hash}); trains sizes {variants[0]['sizes']}")
     else:
@@ -354,7 +388,7 @@ def main(
 
     ckpt = ckpt_io.load(ckpt_dir)
     torch.manual_seed(seed)
-    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side, codebooks[sizes[0]].shape[1] if code_inputs else 0, pointer)
+    args = RecoveryArgs(tuple(sizes), dim, layers, heads, embed, max_side, codebooks[sizes[0]].shape[1] if code_inputs else 0, pointer, continuous)
     if ckpt:
         tensors, cmeta = ckpt
         a = cmeta["model_args"]
@@ -363,16 +397,18 @@ def main(
             raise typer.BadParameter(f"{ckpt_dir}: trained on other maps ({cmeta['network']}, sizes {list(args.sizes)})")
     elif init is not None:
         start, init_net, _ = load_recovery(init)
-        args = start.args
-        if list(args.sizes) != sizes or init_net != meta["network"] or (decoded_loss and not args.pointer):
-            raise typer.BadParameter(f"--init {init}: a model for network {init_net}, sizes {list(args.sizes)}, pointer {args.pointer}; "
-                                     f"this run: network {meta['network']}, sizes {sizes}" + (", a pointer" if decoded_loss else ""))  # fmt: skip
+        was = start.args  # --continuous keeps any code-input model's transformer (its code head starts at zero)
+        args = replace(was, pointer=False, continuous=True) if continuous else was
+        fits = was.code_dim > 0 if continuous else was.pointer or not decoded_loss
+        if list(args.sizes) != sizes or init_net != meta["network"] or not fits:
+            raise typer.BadParameter(f"--init {init}: a model for network {init_net}, sizes {list(args.sizes)}, pointer {was.pointer}, code inputs {was.code_dim}; "
+                                     f"this run: network {meta['network']}, sizes {sizes}" + (", a pointer" if pointer else ", code inputs" if continuous else ""))  # fmt: skip
     if decoded_loss and crop // 16 > args.max_side:
         raise typer.BadParameter(f"--crop {crop}: {crop // 16} cells a side, more than the model's windows ({args.max_side})")
     net = IndexTransformer(args)
     if not ckpt and init is not None:
-        net.load_state_dict(start.state_dict())
-        say(f"starts from {init}")
+        fresh, _ = net.load_state_dict(start.state_dict(), strict=not continuous)  # strict: the same kind; else the head is new
+        say(f"starts from {init}" + (f" (fresh: {', '.join(fresh)})" if fresh else ""))
     elif not ckpt and not args.code_dim:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
         with torch.no_grad():
             for k, size in enumerate(sizes):
@@ -422,7 +458,7 @@ def main(
             m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
             origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
             stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast)
-            loss = w_l1 * stats["l1"] + w_lpips * stats["lpips"] + w_ce * stats["ce"]
+            loss = w_l1 * stats["l1"] + w_lpips * stats["lpips"] + (w_ce * stats["ce"] if "ce" in stats else 0.0)
             stats = {"loss": loss, **stats}
         else:
             k = int(torch.randint(len(sizes), (), generator=gen))
@@ -468,13 +504,14 @@ def main(
         net.eval().float()
         if export:  # first: the evaluation takes minutes
             save_recovery(export, net, meta["network"], {"step": step, "maps": [] if decoded_loss else [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
-                          {s: codes_hash(codebooks[s]) for s in sizes})  # fmt: skip
+                          decoder_hashes(frozen) if args.continuous else {s: codes_hash(codebooks[s]) for s in sizes})  # fmt: skip
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
         if decoded_loss and held_imgs and eval_sizes:
             t0 = time.time()
             for size, r in evaluate_decoded(net.to(device), frozen, held_imgs, lpips, [int(v) for v in eval_sizes.split(",")]).items():
+                fills = f"neighbours' mean {r['mean']:.4f}, continuous {r['continuous']:.4f}" if args.continuous else f"pointer {r['pointer']:.4f}"
                 say(f"eval held-out s{size}: {len(held_imgs)} photos x 2 draws, {r['lost']:.3f} of the packets lost; ST-LPIPS loss-free {r['lossfree']:.4f}, "
-                    f"nearest cell {r['nearest']:.4f}, pointer {r['pointer']:.4f}")  # fmt: skip
+                    f"nearest cell {r['nearest']:.4f}, {fills}")  # fmt: skip
             say(f"eval took {time.time() - t0:.1f} s")
         if held[sizes[0]]:
             t0 = time.time()
