@@ -371,13 +371,14 @@ class TestNetworkV2:
         assert args_from_dict(v1).bounded is False and args_from_dict(v1).dec_f2_blocks == 0
         assert args_from_dict(asdict(McQuicArgs())) == McQuicArgs()
 
-    def test_codebooks_stay_bounded_whatever_the_input_scale(self) -> None:
+    @pytest.mark.parametrize("arch", ["v2", "v3"])
+    def test_codebooks_stay_bounded_whatever_the_input_scale(self, arch: str) -> None:
         import torch
         from nmc.models.mcquic.network import McQuic
-        from nmc.models.mcquic.train import TINY
+        from nmc.models.mcquic.train import TINY_ARCHS
 
         torch.manual_seed(0)
-        net = McQuic(TINY).train()
+        net = McQuic(TINY_ARCHS[arch]).train()
         for _ in range(3):
             net(torch.rand(2, 3, 64, 64) * 1000)  # an unbounded encoder would follow the input scale
         assert max(net.codebook_max_norm()) <= 2.0  # `coarse_dim` = 4 entries in [-1, 1]
@@ -434,17 +435,31 @@ class TestTraining:
 
         train.main(data=data, ckpt_dir=ckpt, max_steps=steps, tiny=True, holdout=0, warmup=2, lr=2e-3, log_every=1, **kw)  # type: ignore[arg-type]
 
-    def test_resume_continues_identically(self, tiny_data: Path, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("arch", ["v2", "v3"])
+    def test_resume_continues_identically(self, tiny_data: Path, tmp_path: Path, arch: str) -> None:
         import torch
+        from nmc.models.mcquic.network import args_from_dict
+        from nmc.models.mcquic.train import TINY_ARCHS
         from nmc.models.trainkit.checkpoint import load as load_checkpoint
 
         for ckpt, steps in (("zero", 0), ("a", 6), ("b", 3), ("b", 6)):  # b: 3 steps, then resumed to 6
-            self.run(tiny_data, tmp_path / ckpt, steps)
+            self.run(tiny_data, tmp_path / ckpt, steps, arch=arch, schedule="wsd", total_steps=8, decay_steps=4)
         zero, a, b = (load_checkpoint(tmp_path / c) for c in ("zero", "a", "b"))
         assert zero is not None and a is not None and b is not None and a[1]["step"] == b[1]["step"] == 6
+        assert args_from_dict(a[1]["model_args"]) == TINY_ARCHS[arch]
         model = [k for k in a[0] if k.startswith("model/")]
         assert model and all(torch.equal(a[0][k], b[0][k]) for k in model)
         assert not torch.equal(a[0]["model/g_s.0.conv1.weight"], zero[0]["model/g_s.0.conv1.weight"])  # it did train
+
+    def test_init_takes_the_architecture_of_its_file(self, tiny_data: Path, tmp_path: Path) -> None:
+        from nmc.models.mcquic.network import args_from_dict
+        from nmc.models.mcquic.train import TINY_ARCHS
+        from nmc.models.trainkit.checkpoint import load as load_checkpoint
+
+        self.run(tiny_data, tmp_path / "v2", 2, arch="v2", export=tmp_path / "v2.safetensors")
+        self.run(tiny_data, tmp_path / "tune", 2, init=tmp_path / "v2.safetensors")  # the default --arch is v3
+        tune = load_checkpoint(tmp_path / "tune")
+        assert tune is not None and args_from_dict(tune[1]["model_args"]) == TINY_ARCHS["v2"]
 
     def test_export_fit_prior_and_code(self, tiny_data: Path, tmp_path: Path) -> None:
         from nmc.models.mcquic import fit_prior
@@ -452,7 +467,7 @@ class TestTraining:
         self.run(tiny_data, tmp_path / "ckpt", 4, export=tmp_path / "net.safetensors")
         fit_prior.main(network=tmp_path / "net.safetensors", out=tmp_path / "w.safetensors", data=tiny_data, held_out=0.25, steps=20, batch=256)
         codec = Q.McQuicCodec(tmp_path / "w.safetensors")
-        assert codec.model.net.args.bounded
+        assert codec.model.net.args.bounded and codec.model.net.args.gdn  # a fresh run's default, --arch v3, codes
         px = photo(40, 56)
         for q in ("q1", "q4"):
             out = decode(codec, encode(codec, px, q))

@@ -1,18 +1,19 @@
-"""mcquic network and training-script pieces: shapes, progressive indices, weights and checkpoint round trips."""
+"""mcquic network and training-script pieces: shapes, progressive indices, weights and checkpoint round trips
+(v2 and v3 layouts, tiny sizes)."""
 
 import dataclasses
 
 import pytest
 import torch
 from nmc.codec.weights import Weights, read_weights, write_weights
-from nmc.models.mcquic.network import McQuic, McQuicArgs, MultiCodebookVQ, export_tensors
-from nmc.models.mcquic.train import TINY
+from nmc.models.mcquic.network import ARCHS, GDN, McQuic, McQuicArgs, MultiCodebookVQ, args_from_dict, export_tensors
+from nmc.models.mcquic.train import TINY_ARCHS
 
 
-@pytest.fixture(scope="module")
-def net() -> McQuic:
+@pytest.fixture(scope="module", params=["v2", "v3"])
+def net(request: pytest.FixtureRequest) -> McQuic:
     torch.manual_seed(0)
-    model = McQuic(TINY)
+    model = McQuic(TINY_ARCHS[request.param])
     model.train()
     model(torch.rand(4, 3, 64, 64))  # initialise codebooks from data
     return model.eval()
@@ -56,11 +57,43 @@ class TestMcQuic:
             assert y.shape == x.shape and torch.equal(y, net.decompress(part.indices, q, part.shape))
 
     def test_save_load_round_trip(self, net, tmp_path):
-        write_weights(tmp_path / "m.safetensors", Weights(export_tensors(net), dataclasses.asdict(TINY)))
+        write_weights(tmp_path / "m.safetensors", Weights(export_tensors(net), dataclasses.asdict(net.args)))
         w = read_weights(tmp_path / "m.safetensors")
         loaded = McQuic.from_state_dict(w.state, w.args)
-        half = McQuic.from_state_dict(export_tensors(net), dataclasses.asdict(TINY))
+        assert loaded.args == net.args
+        half = McQuic.from_state_dict(export_tensors(net), dataclasses.asdict(net.args))
         x = torch.rand(1, 3, 48, 32)
         a, b = loaded.compress(x, 4), half.compress(x, 4)
         assert all(torch.equal(i, j) for i, j in zip(a.indices, b.indices))
         assert torch.equal(loaded.decompress(a.indices, 4, a.shape), half.decompress(b.indices, 4, b.shape))
+
+
+class TestV3:
+    """v3's fields: files without them (v1, v2) build the v2 layout; v3 weights load only as v3."""
+
+    def test_a_v2_file_without_the_v3_fields_builds_v2(self):
+        v2_file = {k: v for k, v in dataclasses.asdict(ARCHS["v2"]).items() if k not in ("gdn", "dec_channels")}
+        args = args_from_dict(v2_file)
+        assert args == ARCHS["v2"] and not args.gdn and args.dec_channels is None
+        assert not any(isinstance(m, GDN) for m in McQuic(args).modules())
+
+    def test_v3_layout(self):
+        net, v2 = McQuic(ARCHS["v3"]), McQuic(ARCHS["v2"])
+        assert sum(isinstance(m, GDN) for m in net.modules()) == 3  # g_a at f8 and f16, g_c
+        assert [round(net.bpp(q), 3) for q in range(1, 5)] == [round(v2.bpp(q), 3) for q in range(1, 5)]  # same rate table
+        assert args_from_dict(dataclasses.asdict(ARCHS["v3"])) == ARCHS["v3"]  # JSON lists back to tuples
+
+    def test_v3_weights_do_not_load_as_v2(self, tmp_path):
+        torch.manual_seed(0)
+        v3 = McQuic(TINY_ARCHS["v3"]).eval()
+        with pytest.raises(ValueError, match="does not match"):
+            McQuic.from_state_dict(export_tensors(v3), dataclasses.asdict(TINY_ARCHS["v2"]))
+
+    def test_gdn_is_a_positive_gain_and_its_inverse_multiplies(self):
+        torch.manual_seed(0)
+        g, ig = GDN(4), GDN(4, inverse=True)
+        with torch.no_grad():
+            g.weight.neg_()  # the sign of gamma and beta does not matter: the norm uses their absolute values
+        x = torch.randn(2, 4, 5, 5) * 10
+        norm = 1.001 + 0.1 * x.abs()  # beta 1 (+ 1e-3, the floor), gamma 0.1 I at init
+        assert torch.allclose(g(x), x / norm, atol=1e-5) and torch.allclose(ig(x), x * norm, atol=1e-4)

@@ -29,6 +29,12 @@ class TestSchedule:
         assert s(2000, warm_from=2000) == pytest.approx(0.25e-5)
         assert s(10**6) == pytest.approx(0.05e-3)
 
+    def test_wsd_holds_the_peak_then_decays_linearly(self) -> None:
+        s = Schedule(1e-3, warmup=10, total_steps=1000, min_frac=0.1, kind="wsd", decay_steps=200)
+        assert s(0) == pytest.approx(1e-4) and s(500) == s(800) == pytest.approx(1e-3)
+        assert s(900) == pytest.approx(0.55e-3) and s(1000) == s(5000) == pytest.approx(1e-4)
+        assert Schedule(1e-3, warmup=10, total_steps=2000, kind="wsd", decay_steps=200)(800) == s(800)  # extended: no jump
+
     def test_unknown_kind(self) -> None:
         with pytest.raises(ValueError, match="linear"):
             Schedule(1e-3, kind="linear")

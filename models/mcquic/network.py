@@ -7,7 +7,7 @@ https://arxiv.org/abs/2203.10897 (reference code: github.com/xiaosu-zhu/McQuic).
 Written for nmc from the paper's idea; no code is copied. Differences from McQuic: one coarse
 f16 stage plus *residual* multi-codebook stages at f8 (one model, several qualities), EMA
 codebooks with dead-codeword restarts instead of learned Gumbel codebooks, latents bounded by
-`tanh` before quantization (v2; v1 weights, unbounded, still load).
+`tanh` before quantization (v2; v1 weights, unbounded, still load), simplified GDN gates (v3).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CompressResult", "ForwardResult", "McQuic", "McQuicArgs", "MultiCodebookVQ", "export_tensors"]
+__all__ = ["ARCHS", "CompressResult", "ForwardResult", "McQuic", "McQuicArgs", "MultiCodebookVQ", "export_tensors"]
 
 
 # helpers
@@ -56,6 +56,28 @@ class ResBlock(nn.Module):
 def _up(cin: int, cout: int) -> nn.Sequential:
     """Sub-pixel x2 upsampling: conv to `4 * cout` channels at low resolution, then pixel shuffle."""
     return nn.Sequential(_conv(cin, 4 * cout), nn.PixelShuffle(2))
+
+
+class GDN(nn.Conv2d):
+    """Simplified GDN (Johnston et al., "Computationally Efficient Neural Image Compression", 2019,
+    https://arxiv.org/abs/1912.08771): `x / (beta + gamma |x|)`, `gamma >= 0` a 1x1 mixing across
+    channels; `inverse` multiplies instead (IGDN, for the synthesis). A learned divisive gain
+    control between the resolutions (v3), c^2 MACs per position (a ninth of a 3x3 conv's).
+
+    A 1x1 `Conv2d` whose `weight` is gamma and `bias` beta, used through their absolute values
+    (the norm stays >= 1e-3, no reparametrisation to undo at export); as a Conv2d, the MAC hooks
+    (`trainkit.runtime.conv_macs`) count it."""
+
+    def __init__(self, c: int, inverse: bool = False):
+        super().__init__(c, c, 1)
+        self.inverse = inverse
+        with torch.no_grad():  # near the identity map at init: x / (1 + 0.1 |x|)
+            self.weight.copy_(0.1 * torch.eye(c)[..., None, None])
+            self.bias.fill_(1.0)  # type: ignore[union-attr]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = F.conv2d(x.abs(), self.weight.abs(), self.bias.abs() + 1e-3)  # type: ignore[union-attr]
+        return x * norm if self.inverse else x / norm
 
 
 # multi-codebook vector quantizer
@@ -242,6 +264,9 @@ class McQuicArgs:
     dec_blocks: tuple[int, int, int] = (1, 3, 2)  # residual blocks of g_s at f4, f8, f16 (f16: in g_c; v1: 1, 2, 2)
     dec_f2_blocks: int = 0  # residual blocks of g_s at f2 (full-resolution detail)
     bounded: bool = True  # latents pass through tanh before VQ: codebooks stay within [-1, 1]^d
+    # v3 fields (files without them are v1/v2 and mean these defaults)
+    dec_channels: tuple[int, int] | None = None  # widths of g_s at f2, f4 (None: `channels[:2]`, as g_a)
+    gdn: bool = False  # GDN after g_a's strided convs to f8 and f16, IGDN after g_c's upsampling (v1/v2: none)
     coarse_m: int = 4  # codebooks of the f16 stage
     coarse_k: int = 256  # entries per codebook (8 bits)
     coarse_dim: int = 16  # channels per coarse codebook
@@ -296,7 +321,9 @@ class McQuic(nn.Module):
     so that codebook entries stay in [-1, 1]; `g_c`: coarse synthesis f16->f8
     (run by the encoder too); `g_r`: residual analysis at f8; `g_s`: synthesis f8->f1 with
     sub-pixel upsampling. Fixed-length rate: `H W / 256 * coarse_m log2 coarse_k` bits, plus
-    `H W / 64 * fine_m log2 fine_k` per fine stage.
+    `H W / 64 * fine_m log2 fine_k` per fine stage. v3 (`gdn`, `dec_channels`): simplified GDN
+    after g_a's downsamplings to f8 and f16, IGDN at the end of `g_c`, and g_s widths at f2/f4
+    of their own (`ARCHS`).
 
     Args:
         args (McQuicArgs): architecture and codebook sizes.
@@ -311,20 +338,25 @@ class McQuic(nn.Module):
         e4, e8, e16 = a.enc_blocks
         d4, d8, d16 = a.dec_blocks
         dc, df = a.coarse_m * a.coarse_dim, a.fine_m * a.fine_dim
+        s1, s2 = a.dec_channels or (c1, c2)
+
+        def gdn(c: int, inverse: bool = False) -> list[nn.Module]:  # v3, at f8/f16 only: at f2/f4 its passes cost more than its MACs
+            return [GDN(c, inverse)] if a.gdn else []
+
         self.g_a8 = nn.Sequential(
             _conv(3, c1, 5, 2), _act(), _conv(c1, c2, 3, 2), *[ResBlock(c2) for _ in range(e4)],
-            _conv(c2, c3, 3, 2), *[ResBlock(c3) for _ in range(e8)],
+            _conv(c2, c3, 3, 2), *gdn(c3), *[ResBlock(c3) for _ in range(e8)],
         )  # fmt: skip
-        self.g_a16 = nn.Sequential(_conv(c3, c4, 3, 2), *[ResBlock(c4) for _ in range(e16)], _conv(c4, dc, 1))
+        self.g_a16 = nn.Sequential(_conv(c3, c4, 3, 2), *gdn(c4), *[ResBlock(c4) for _ in range(e16)], _conv(c4, dc, 1))
         self.bound = nn.Tanh() if a.bounded else nn.Identity()  # breaks the scale symmetry of convs + LeakyReLU
-        self.g_c = nn.Sequential(_conv(dc, c4, 1), *[ResBlock(c4) for _ in range(d16)], _up(c4, c3))
+        self.g_c = nn.Sequential(_conv(dc, c4, 1), *[ResBlock(c4) for _ in range(d16)], _up(c4, c3), *gdn(c3, inverse=True))
         self.g_r = nn.Sequential(_conv(2 * c3, c3, 1), _act(), _conv(c3, df, 3))
         self.expand = _conv(df, c3, 1)
         self.film = nn.Embedding(a.qualities, 2 * c3)
         nn.init.zeros_(self.film.weight)
         self.g_s = nn.Sequential(
-            *[ResBlock(c3) for _ in range(d8)], _up(c3, c2), _act(), *[ResBlock(c2) for _ in range(d4)],
-            _up(c2, c1), _act(), *[ResBlock(c1) for _ in range(a.dec_f2_blocks)], _conv(c1, 12, 3), nn.PixelShuffle(2),
+            *[ResBlock(c3) for _ in range(d8)], _up(c3, s2), _act(), *[ResBlock(s2) for _ in range(d4)],
+            _up(s2, s1), _act(), *[ResBlock(s1) for _ in range(a.dec_f2_blocks)], _conv(s1, 12, 3), nn.PixelShuffle(2),
         )  # fmt: skip
         nn.init.constant_(self.g_s[-2].bias, 0.5)  # type: ignore[arg-type]  # start at mid-gray
         self.vq: list[MultiCodebookVQ] = nn.ModuleList(  # type: ignore[assignment]
@@ -446,6 +478,10 @@ class McQuic(nn.Module):
     def from_state_dict(cls, state_dict: dict[str, torch.Tensor], model_args: dict) -> McQuic:
         """Build from an (inference) state dict and the stored `model_args`."""
         net = cls(args_from_dict(model_args))
+        own = net.state_dict()
+        shapes = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+        if shapes:  # load_state_dict would raise a RuntimeError of many lines
+            raise ValueError(f"state dict does not match McQuic{tuple(model_args.items())}: other shapes for {shapes}")
         missing, unexpected = net.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=False)
         missing = [k for k in missing if not k.endswith(("embed_sum", "cluster_size", "calls"))]
         if missing or unexpected:
@@ -454,6 +490,12 @@ class McQuic(nn.Module):
 
 
 V1_ARGS = {"dec_f2_blocks": 0, "bounded": False}  # fields added after v1: v1 files lack them and mean these
+V3 = McQuicArgs(gdn=True, dec_channels=(32, 96), dec_blocks=(1, 2, 2))  # CARD "v3": one f8 ResBlock of g_s moved to a 96-wide f4
+ARCHS = {  # named architectures (train.py --arch, bench_cpu.py); a file's own `model_args` decide how it loads
+    "v1": McQuicArgs(channels=(32, 64, 128, 128), enc_blocks=(1, 2, 2), dec_blocks=(1, 2, 2), **V1_ARGS),  # type: ignore[arg-type]
+    "v2": McQuicArgs(),
+    "v3": V3,
+}
 
 
 def args_from_dict(d: dict) -> McQuicArgs:

@@ -11,6 +11,9 @@ Resumes from `--ckpt-dir` when it holds a checkpoint (models/trainkit: sharded s
 with `--ckpt-optim fp32` (default) a resumed run continues bit-identically on the same device.
 The LR schedule is by step (linear warm-up, cosine decay to `--total-steps`): a run split over
 several time-budgeted calls follows one schedule; resuming with a larger `--total-steps` extends it.
+For runs of many calls, `--schedule wsd` holds the peak until the last `--decay-steps` (extend it
+before the decay starts and the lr does not jump). `--arch` picks the network of a fresh run
+(`network.ARCHS`, default v3); a resumed run keeps its checkpoint's, `--init` takes its file's.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +30,7 @@ import typer
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nmc.codec.weights import Weights, read_weights, write_weights
-from nmc.models.mcquic.network import McQuic, McQuicArgs, MultiCodebookVQ, args_from_dict, export_tensors
+from nmc.models.mcquic.network import ARCHS, McQuic, McQuicArgs, MultiCodebookVQ, args_from_dict, export_tensors
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
 from nmc.models.trainkit.images import load_images, random_crops
@@ -35,6 +38,7 @@ from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 
 TINY = McQuicArgs(channels=(8, 16, 24, 32), enc_blocks=(0, 1, 1), dec_blocks=(0, 1, 1), coarse_k=32, fine_k=32, coarse_dim=4, fine_dim=4, restart_every=10)
+TINY_ARCHS = {"v1": replace(TINY, bounded=False), "v2": TINY, "v3": replace(TINY, gdn=True, dec_channels=(8, 24))}  # --tiny --arch
 COMPILED = ("g_a8", "g_a16", "g_c", "g_r", "g_s")  # pure conv stacks; the VQ's Python-side state stays eager
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -75,7 +79,10 @@ def main(
     export: Path | None = None,  # fp16 safetensors of the inference network, written at the end
     minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides, all ranks stop together
     max_steps: int = 10**9,  # stop at this total step count (resume-aware)
-    total_steps: int = 20000,  # horizon of the cosine LR decay (over all calls; resume with more to extend)
+    total_steps: int = 20000,  # end of the LR decay (over all calls; resume with more to extend)
+    schedule: str = "cosine",  # cosine (over total_steps) | wsd (peak, then linear over the last decay_steps) | exp | constant
+    decay_steps: int = 20000,  # wsd: length of the final decay
+    arch: str = "v3",  # network of a fresh run (network.ARCHS: v1, v2, v3); ignored when resuming or with --init
     batch: int = 32,  # crops per GPU (per process); each is decoded at every quality level
     crop: int = 256,  # crop size, a multiple of 16
     scale_min: float = 0.9,  # random rescale: crop s*crop pixels with s in [scale_min, scale_max], resize to crop
@@ -109,7 +116,12 @@ def main(
     if crop % McQuic.stride:
         raise typer.BadParameter(f"--crop must be a multiple of {McQuic.stride}, got {crop}")
 
-    sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
+    if arch not in ARCHS:
+        raise typer.BadParameter(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    try:
+        sched = Schedule(lr, warmup, total_steps, min_lr_frac, schedule, decay_steps=decay_steps)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
     t_start = time.time()
     rt = runtime.start()
     ddp, cuda, rank, world, local, device, master = rt.ddp, rt.cuda, rt.rank, rt.world, rt.local_rank, rt.device, rt.master
@@ -118,7 +130,11 @@ def main(
 
     # model, optimizer, resume
     ckpt = ckpt_io.load(ckpt_dir)
-    model_args = args_from_dict(ckpt[1]["model_args"]) if ckpt else (TINY if tiny else McQuicArgs())
+    start = read_weights(init) if init is not None and not ckpt else None
+    if ckpt or start:  # a resumed run keeps its network, a fine-tune its file's
+        model_args = args_from_dict(ckpt[1]["model_args"] if ckpt else start.args)  # type: ignore[union-attr]
+    else:
+        model_args = TINY_ARCHS[arch] if tiny else ARCHS[arch]
     torch.manual_seed(seed)  # identical init on every rank
     net = McQuic(model_args).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # the stub lacks memory_format
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay, fused=cuda)
@@ -133,8 +149,7 @@ def main(
         if cuda and "rng/cuda" in tensors and master:
             torch.cuda.set_rng_state(tensors["rng/cuda"])
         say(f"resumed from {ckpt_dir} at step {step} ({train_seconds / 60:.1f} training minutes so far)")
-    elif init is not None:
-        start = read_weights(init)
+    elif start is not None:
         net.load_state_dict(McQuic.from_state_dict(start.state, start.args).state_dict())
         for vq in (m for m in net.modules() if isinstance(m, MultiCodebookVQ)):
             vq.keep_codebook()  # the export has no EMA state: without this the first step draws new codebooks
@@ -166,8 +181,8 @@ def main(
         if cuda:
             tensors["rng/cuda"] = torch.cuda.get_rng_state()
         meta = {"step": step, "train_seconds": train_seconds, "model_args": asdict(model_args), "config": config,
-                "optim_param_groups": groups, "scheduler": {"kind": "warmup+cosine(step)", "warmup": warmup,
-                "total_steps": total_steps, "min_lr_frac": min_lr_frac, "lr": lr}}  # fmt: skip
+                "optim_param_groups": groups, "scheduler": {"kind": f"warmup+{schedule}(step)", "warmup": warmup,
+                "total_steps": total_steps, "decay_steps": decay_steps, "min_lr_frac": min_lr_frac, "lr": lr}}  # fmt: skip
         sizes = ckpt_io.save(ckpt_dir, tensors, meta)
         say(f"step {step}: checkpoint {len(sizes)} shards, largest {max(sizes) / 2**20:.2f} MiB", echo=False)
 
