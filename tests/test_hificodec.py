@@ -177,7 +177,9 @@ class TestStreaming:
         idx = np.concatenate([read(codec, header, i, p)[0][:, 0].T for i, p in enumerate(packets)], axis=1)
         raw = codec.model.net.decode(torch.from_numpy(idx)[None])[0, 0].numpy()  # the network alone
         y = decode(codec, data).to_array()[:, 0]
-        assert abs(float(y[8000:].mean())) < 10 ** (-80 / 20) < abs(float(raw[8000:].mean()))
+        # The network's own offset varies with the weights (-45 dBFS in session 4, -80 with step 15470): the
+        # codec's output must be below -80 dBFS and well below the network's.
+        assert abs(float(y[8000:].mean())) < min(10 ** (-80 / 20), abs(float(raw[8000:].mean())) / 4)
 
     def test_contexts_cover_the_receptive_fields(self) -> None:
         import torch
