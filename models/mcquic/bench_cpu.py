@@ -15,6 +15,7 @@ ratios to the first one, measured in the same run. MACs: conv layers counted wit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,14 +39,14 @@ CANDIDATES = {  # the alternatives weighed for v3 (CARD "v3"): variations of it,
 
 
 class _Call(nn.Module):
-    """A method of `net` as a module's forward, for the MAC hooks."""
+    """A call of `net`'s methods as a module's forward (`net` a submodule), for the MAC hooks."""
 
-    def __init__(self, net: McQuic, fn: str, *args: object) -> None:
+    def __init__(self, net: McQuic, fn: Callable[[], object]) -> None:
         super().__init__()
-        self.net, self.fn, self.args = net, fn, args
+        self.net, self.fn = net, fn
 
-    def forward(self, *inputs: object) -> object:
-        return getattr(self.net, self.fn)(*inputs, *self.args)
+    def forward(self) -> object:
+        return self.fn()
 
 
 def build(args: McQuicArgs) -> McQuic:
@@ -65,8 +66,8 @@ def measure(archs: dict[str, McQuicArgs], x: torch.Tensor, threads: int = 1, rep
     for name, net in nets.items():
         torch.set_num_threads(1)
         c = net.compress(x, 4)
-        enc = conv_macs(_Call(net, "compress", 4), x) / px / 1e3
-        dec = conv_macs(_Call(net, "decompress", 4, c.shape), c.indices) / px / 1e3
+        enc = conv_macs(_Call(net, lambda: net.compress(x, 4))) / px / 1e3
+        dec = conv_macs(_Call(net, lambda: net.decompress(c.indices, 4, c.shape))) / px / 1e3
         out[name] = {"params": sum(p.numel() for p in net.parameters()) / 1e6, "enc_kmac": enc, "dec_kmac": dec, "best": float("inf"), "cpu": float("inf")}
     for _ in range(repeats):
         for name, net in nets.items():
