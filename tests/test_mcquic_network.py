@@ -95,5 +95,12 @@ class TestV3:
         with torch.no_grad():
             g.weight.neg_()  # the sign of gamma and beta does not matter: the norm uses their absolute values
         x = torch.randn(2, 4, 5, 5) * 10
-        norm = 1.001 + 0.1 * x.abs()  # beta 1 (+ 1e-3, the floor), gamma 0.1 I at init
+        norm = 1.001 + 0.1 * x.abs() + 1e-4 * x.abs().sum(1, keepdim=True)  # beta 1 (+ 1e-3, the floor), gamma 0.1 I + 1e-4 at init
         assert torch.allclose(g(x), x / norm, atol=1e-5) and torch.allclose(ig(x), x * norm, atol=1e-4)
+
+    def test_every_gdn_weight_learns(self):
+        """abs() has a zero gradient at 0: a gamma initialised with exact zeros off the diagonal never mixes channels."""
+        torch.manual_seed(0)
+        g = GDN(6)
+        g(torch.randn(2, 6, 5, 5)).square().sum().backward()
+        assert g.weight.grad is not None and bool((g.weight.grad != 0).all())

@@ -71,8 +71,9 @@ class GDN(nn.Conv2d):
     def __init__(self, c: int, inverse: bool = False):
         super().__init__(c, c, 1)
         self.inverse = inverse
-        with torch.no_grad():  # near the identity map at init: x / (1 + 0.1 |x|)
-            self.weight.copy_(0.1 * torch.eye(c)[..., None, None])
+        with torch.no_grad():  # near the identity map at init: x_i / (1 + 0.1 |x_i| + 1e-4 sum_j |x_j|)
+            # no entry exactly 0: abs() has a zero gradient there, and the cross-channel terms would never learn
+            self.weight.copy_((0.1 * torch.eye(c) + 1e-4)[..., None, None])
             self.bias.fill_(1.0)  # type: ignore[union-attr]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
