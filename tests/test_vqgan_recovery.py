@@ -467,6 +467,8 @@ class TestContinuous:
         own = codes[16:][grid].numpy()
         assert a.dtype == np.float32 and a.shape == (20, 37, 8) and np.isfinite(a).all()
         assert a[~masked].tobytes() == own[~masked].tobytes() and not np.allclose(a[masked], own[masked])
+        with pytest.raises(ValueError, match="fill_codes"):
+            R.fill(model, grid, masked, 1)  # no indices to give
         with torch.no_grad():
             model.code_out.weight.zero_()
         zero = R.fill_codes(model, grid, masked, 1, codes[16:])

@@ -28,7 +28,7 @@ from nmc.codec.loss import with_lost
 from nmc.codec.weights import read_weights
 from nmc.models.vqgan.codec import VQGANCodec
 from nmc.models.vqgan.network import Ladder
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, network_hash, save_recovery
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, fill_codes, network_hash, save_recovery
 
 
 def main(
@@ -96,7 +96,10 @@ def main(
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            fill(rec, grid, masked, k, steps)
+            if rec.args.continuous:  # a code vector per lost cell (--recovery of train_recovery.py --continuous)
+                fill_codes(rec, grid, masked, k, codec.model.net.unit_codes(size))
+            else:
+                fill(rec, grid, masked, k, steps)
         times["fill alone"].append(time.perf_counter() - t0)
     params = sum(p.numel() for p in rec.parameters()) / 1e6
     print(f"{image.name} {px.shape[1]}x{px.shape[0]} ({cells[1]}x{cells[0]} cells), {setting}, {int(mask.sum())} of {n} packets lost "

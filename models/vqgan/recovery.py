@@ -309,6 +309,8 @@ def fill(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: int, ste
     when the model hesitates between near codes. Argmax and a stable sort: deterministic."""
     if model.args.pointer:
         return fill_pointer(model, grid, masked, k)
+    if model.args.continuous:
+        raise ValueError("a continuous recovery model fills code vectors, not indices (fill_codes)")
     out, masked = grid.copy(), masked.copy()
     dev = model.mask_token.device  # the codec: the CPU; a training run's evaluation: its GPU
     for (sy, sx), core in window_cores(grid.shape, model.args.max_side):
