@@ -18,7 +18,7 @@ header is the only reason left to fail). Exit status 1 when any case is bad. Rep
 with `--case CODEC:I`.
 
     python scripts/fuzz.py --cases 10000 --workers 2          # every codec, about an hour each on 2 cores
-    python scripts/fuzz.py --cases 2000 --codecs vqgan        # --recover too: needs the installed vqgan and recovery weights
+    python scripts/fuzz.py --cases 2000 --codecs vqgan        # --recover too: the installed vqgan weights (recovery model optional)
 """
 
 from __future__ import annotations

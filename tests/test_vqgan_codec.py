@@ -347,7 +347,7 @@ class TestErrors:
             decode(codec, bytes(data))
         no_model = V.VQGANCodec(codec.weights_path, recovery_path=Path("/nonexistent"))  # recovery: tests/test_vqgan_recovery.py
         assert api.decompress(bytes(data), recover=True, codec=no_model).pixels.shape == (96, 128, 3)
-        assert no_model.recovered is not None and no_model.recovered["method"] == "nearest (no recovery model installed at /nonexistent)"
+        assert no_model.recovered is not None and no_model.recovered["method"] == "the received neighbours' mean (no recovery model installed at /nonexistent)"
         good = encode(codec, photo())
         for bad in (b"", b"\x01\x02\x03", b"\xff" * 12):  # CRC-valid, bad content
             try:

@@ -74,6 +74,12 @@ def codec(weights: Path, recovery_file: Path) -> V.VQGANCodec:  # noqa: F811
     return V.VQGANCodec(weights, tile=64, recovery_path=recovery_file)
 
 
+@pytest.fixture(scope="module")
+def no_model(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> V.VQGANCodec:  # noqa: F811
+    """The codec with no recovery model installed: `--recover` fills the neighbours' mean."""
+    return V.VQGANCodec(weights, tile=64, recovery_path=tmp_path_factory.mktemp("none") / "recovery.safetensors")
+
+
 def lose(data: bytes, lost: set[int]) -> bytes:
     """`data` with the payload of each packet in `lost` damaged (its CRC no longer matches)."""
     from nmc.codec.api import header_dictionary
@@ -192,6 +198,34 @@ class TestFill:
         assert (R.fill_frequent(grid, np.ones((3, 3), bool), 9) == 9).all()
         assert (R.fill_nearest(grid, np.ones((3, 3), bool)) == 0).all()
 
+    def test_neighbours_mean(self) -> None:
+        """`fill_mean`: each masked cell the plain mean of its received 8-neighbours' codes (cells off the map and
+        masked ones do not count), a masked cell without one (a 3 x 3 hole's centre) the nearest received cell's
+        code, nothing received at all index 0's code (as `fill_nearest`). Received cells bit for bit, masked cells
+        never read, the same bytes on 1 and 2 threads, and what a continuous model fills with a zero head."""
+        codes = torch.nn.functional.normalize(torch.randn(20, 8, generator=torch.Generator().manual_seed(5)), dim=1)
+        rng = np.random.default_rng(6)
+        grid, masked = rng.integers(0, 20, (9, 11)), rng.random((9, 11)) < 0.3
+        masked[2:5, 3:6] = masked[0, 0] = masked[8, 10] = True  # a hole, two corners
+        with torch_threads(1):
+            a = R.fill_mean(np.where(masked, -5, grid), masked, codes)
+        with torch_threads(2):
+            assert R.fill_mean(grid, masked, codes).tobytes() == a.tobytes()
+        own = codes[grid].numpy()
+        assert a.dtype == np.float32 and a.shape == (9, 11, 8) and np.isfinite(a).all()
+        assert a[~masked].tobytes() == own[~masked].tobytes()
+        near = R.fill_nearest(grid, masked)
+        for y, x in zip(*np.nonzero(masked)):
+            around = [(y + dy, x + dx) for dy, dx in R.SLOTS if 0 <= y + dy < 9 and 0 <= x + dx < 11 and not masked[y + dy, x + dx]]
+            want = own[tuple(np.array(around).T)].astype(np.float64).mean(0) if around else codes[near[y, x]].numpy()
+            assert np.allclose(a[y, x], want, atol=1e-6), (y, x)
+        assert masked[2:5, 3:6].all() and a[3, 4].tobytes() == codes[near[3, 4]].numpy().tobytes()  # the hole's centre: a copy
+        assert (R.fill_mean(grid, np.ones((9, 11), bool), codes) == codes[0].numpy()).all()
+        model = code_model((20,), {20: codes}, continuous=True)
+        with torch.no_grad():
+            model.code_out.weight.zero_()
+        assert R.fill_codes(model, grid, masked, 0, codes).tobytes() == a.tobytes()
+
 
 class TestRecoveryFile:
     def test_round_trip_fp16(self, recovery_file: Path, weights: Path) -> None:  # noqa: F811
@@ -261,10 +295,11 @@ class TestRecoveryFile:
         (tmp_path / "junk.safetensors").write_bytes(b"junk")
         foreign = tmp_path / "foreign.safetensors"
         R.save_recovery(foreign, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), "0123456789abcdef", {}, hashes_of(weights))
-        missing = V.VQGANCodec(weights, recovery_path=tmp_path / "none.safetensors")  # not installed: the nearest-cell copy, said so
+        missing = V.VQGANCodec(weights, recovery_path=tmp_path / "none.safetensors")  # not installed: the neighbours' mean, said so
         opened = api.open_file(io.BytesIO(data), recover=True, codec=missing)
-        api.decode(opened)
-        assert f"by nearest (no recovery model installed at {tmp_path / 'none.safetensors'})" in str(opened.recovery_line())
+        out = api.decode(opened).pixels
+        assert f"by the received neighbours' mean (no recovery model installed at {tmp_path / 'none.safetensors'})" in str(opened.recovery_line())
+        assert out.tobytes() == api.decompress(data, recover=True, codec=V.VQGANCodec(weights, concealment="mean")).pixels.tobytes()
         for path, fragment in ((tmp_path / "junk.safetensors", "not a vqgan recovery file"),
                                (foreign, "recovery model for network 0123456789abcdef")):  # fmt: skip
             with pytest.raises(CodecNotFoundError, match=fragment):
@@ -313,11 +348,50 @@ class TestRecover:
 
     def test_same_pixels_for_any_thread_count(self, codec: V.VQGANCodec) -> None:
         data = lose(encode(codec, photo(96, 128)), {0, 5})
-        with torch_threads(1):
-            a = api.decompress(data, recover=True, codec=codec).pixels
-        with torch_threads(2):
-            b = api.decompress(data, recover=True, codec=codec).pixels
-        assert np.array_equal(a, b)
+        for c in (codec, V.VQGANCodec(codec.weights_path, tile=64, concealment="mean")):
+            with torch_threads(1):
+                a = api.decompress(data, recover=True, codec=c).pixels
+            with torch_threads(2):
+                b = api.decompress(data, recover=True, codec=c).pixels
+            assert np.array_equal(a, b)
+
+    def test_without_a_recovery_model_the_cli_decodes_with_the_neighbours_mean(self, weights: Path, tmp_path: Path, capsys,  # noqa: ANN001, F811
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+        """`nmc decompress --recover` (in-process, as the CLI runs) on a file with 2 of 8 packets lost and no recovery model
+        installed: exit 0, the neighbours' mean's pixels, one `recovered` line naming that fill; without --recover one error line."""
+        from PIL import Image
+
+        from nmc.cli.main import main
+        from nmc.codec import registry
+
+        missing = tmp_path / "none.safetensors"
+        monkeypatch.setattr(V.VQGANCodec, "weights_path", weights)
+        monkeypatch.setattr(V.VQGANCodec, "recovery_path", missing)
+        registry.get_codec.cache_clear()
+
+        def nmc(*argv: str) -> tuple[int, list[str]]:
+            try:
+                main(list(argv))
+                code = 0
+            except SystemExit as e:
+                code = int(e.code or 0)
+            return code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+        try:
+            Image.fromarray(photo(96, 128)).save(tmp_path / "a.png")
+            assert nmc("compress", str(tmp_path / "a.png"), "-c", "vqgan", "-q", "s64", "-o", str(tmp_path / "a.nmc"))[0] == 0
+            (tmp_path / "bad.nmc").write_bytes(lose((tmp_path / "a.nmc").read_bytes(), {1, 2}))
+            code, lines = nmc("decompress", str(tmp_path / "bad.nmc"), "-o", str(tmp_path / "plain.png"))
+            assert code == 1 and len(lines) == 1 and lines[0].startswith("nmc: error:") and not (tmp_path / "plain.png").exists()
+            code, lines = nmc("decompress", str(tmp_path / "bad.nmc"), "-o", str(tmp_path / "out.png"), "--recover")
+            assert code == 0 and not any("Traceback" in line for line in lines)
+            said = [line for line in lines if line.startswith("recovered")]
+            assert len(said) == 1 and said[0].startswith("recovered 2 of 8 packets (lost or damaged: [1, 2])")
+            assert said[0].endswith(f"by the received neighbours' mean (no recovery model installed at {missing})")
+            mean = api.decompress((tmp_path / "bad.nmc").read_bytes(), recover=True, codec=V.VQGANCodec(weights, concealment="mean")).pixels
+            assert np.array_equal(M.read_image(tmp_path / "out.png").pixels, mean)
+        finally:
+            registry.get_codec.cache_clear()
 
     def test_lost_alpha_packet_stays_opaque(self, codec: V.VQGANCodec) -> None:
         rgba = np.concatenate([photo(40, 72), np.full((40, 72, 1), 7, np.uint8)], axis=2)
@@ -337,7 +411,8 @@ class TestRecover:
 
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.data())
-    def test_truncations_and_flips_decode_or_fail_cleanly(self, codec: V.VQGANCodec, data) -> None:  # noqa: ANN001
+    def test_truncations_and_flips_decode_or_fail_cleanly(self, codec: V.VQGANCodec, no_model: V.VQGANCodec, data) -> None:  # noqa: ANN001
+        """With a recovery model and without one (the neighbours' mean)."""
         good = _good_file(codec)
         if data.draw(st.booleans()):
             bad = good[: data.draw(st.integers(0, len(good) - 1))]
@@ -346,9 +421,9 @@ class TestRecover:
             for pos, x in data.draw(st.lists(st.tuples(st.integers(0, len(b) - 1), st.integers(1, 255)), min_size=1, max_size=4)):
                 b[pos] ^= x
             bad = bytes(b)
-        for recover in (False, True):
+        for recover, c in ((False, codec), (True, codec), (True, no_model)):
             try:
-                out = api.decompress(bad, recover=recover, codec=codec)
+                out = api.decompress(bad, recover=recover, codec=c)
             except NmcError as err:
                 assert "\n" not in str(err)
                 continue
@@ -592,7 +667,7 @@ def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, mo
         Image.fromarray(photo(96, 128)).save(tmp_path / "a.png")
         report = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2)
         loss = report["loss"]
-        assert loss["settings"] == {"vqgan": ["s16"]} and len(loss["records"]) == 2 * 2 * 3
+        assert loss["settings"] == {"vqgan": ["s16"]} and len(loss["records"]) == 2 * 2 * len(V.CONCEALMENTS)
         assert {r["concealment"] for r in loss["records"]} == set(V.CONCEALMENTS) and all(r["packets"] == 8 for r in loss["records"])
         assert len({r["seed"] for r in loss["records"]}) == 4 and {m["channel"] for m in loss["means"]} == {"independent", "burst"}
         md = (tmp_path / "r" / "report.md").read_text()

@@ -16,8 +16,9 @@ decoder gathers the index map of the whole image and synthesises each tile from 
 Under `--recover` a lost index packet leaves its cells masked in the index map; they are filled
 before synthesis by the recovery transformer (`recovery.py`, its own weights file `RECOVERY`), or
 by a simple concealment (`concealment`: what `nmc eval --loss` compares). A continuous recovery
-model fills code vectors instead of indices: they go into the code map that is synthesised
-(`tiling.net_decode_codes`). A lost alpha packet leaves its tile opaque.
+model, and the mean of the received neighbours' codes (`fill_mean`: what `--recover` fills without
+an installed recovery model), fill code vectors instead of indices: they go into the code map that is
+synthesised (`tiling.net_decode_codes`). A lost alpha packet leaves its tile opaque.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
 WEIGHTS = Path(__file__).parent / "weights" / "vqgan.safetensors"
 RECOVERY = Path(__file__).parent / "weights" / "recovery.safetensors"
 FILL_STEPS = 2  # rounds of the recovery transformer's iterative fill (4: ~2x the CPU time)
-CONCEALMENTS = ("recovery", "nearest", "frequent")  # the transformer; copy the nearest received cell; the most frequent received index
+# the transformer (without one installed: "mean"); copy the nearest received cell; the most frequent received index;
+# the mean of the received neighbours' codes
+CONCEALMENTS = ("recovery", "nearest", "frequent", "mean")
 TILE = 1024  # pixels per tile side, a multiple of STRIDE
 PACKETS = 8  # index packets per tile (2 x 4 interleave): a 768x512 photo survives the loss of one
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
@@ -147,8 +150,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         """The recovery transformer, checked against the network of the installed weights (loaded on first
         lost packet), and the codebooks it can fill: size -> its rung in the model, for each codebook whose
         codes (and, for a continuous model, whose decoder: `decoder_hashes`) are the ones it was trained on (the
-        others fall back to the nearest received cell). No model
-        file: (None, {}), every codebook falls back; a file that is not a model for this network: an error."""
+        others fall back to the nearest received cell). No model file: (None, {}), every codebook gets the
+        neighbours' mean (`fill_mean`); a file that is not a model for this network: an error."""
         from nmc.codec.weights import read_weights
 
         from .recovery import codebook_hashes, decoder_hashes, load_recovery, network_hash
@@ -172,21 +175,27 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         from nmc.codec.interface import file_sha256
 
         path = self.recovery_path
-        return f"recovery {file_sha256(Path(path))[:16] if path is not None and Path(path).is_file() else 'none'} steps {self.fill_steps}"
+        if path is None or not Path(path).is_file():
+            return "recovery none: neighbours' mean"  # a new key: "recovery none steps 2" cached the nearest copy
+        return f"recovery {file_sha256(Path(path))[:16]} steps {self.fill_steps}"
 
     def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:
-        """`indices` with the `masked` cells filled by `self.concealment`, or with a continuous recovery model the
-        code map `(h, w, d)` fp32 (`fill_codes`); one thread: the same pixels for any thread count."""
+        """`indices` with the `masked` cells filled by `self.concealment`, or with the neighbours' mean or a
+        continuous recovery model the code map `(h, w, d)` fp32 (`fill_mean`, `fill_codes`); one thread: the same
+        pixels for any thread count."""
         from nmc.codec.threads import one_thread
 
-        from .recovery import fill, fill_codes, fill_frequent, fill_nearest
+        from .recovery import fill, fill_codes, fill_frequent, fill_mean, fill_nearest
 
         size = self.model.net.sizes[k]
         if self.concealment == "frequent":
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
+        model = self.recovery[0] if self.concealment == "recovery" else None
+        if self.concealment == "mean" or (self.concealment == "recovery" and model is None):
+            with one_thread():
+                return fill_mean(indices, masked, self.model.net.unit_codes(size))
         if self.concealment == "nearest" or size not in self.recovery[1]:
             return fill_nearest(indices, masked)
-        model = self.recovery[0]
         assert model is not None  # it covers `size`
         with one_thread():
             if model.args.continuous:
@@ -201,7 +210,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         if size in covered:
             return self.concealment
         if model is None:
-            return f"nearest (no recovery model installed at {self.recovery_path})"
+            return f"the received neighbours' mean (no recovery model installed at {self.recovery_path})"
         return f"nearest (the recovery model was not trained on the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
 
     @cached_property

@@ -1,5 +1,7 @@
 """Recovery of lost vqgan indices: a masked bidirectional transformer over index maps (MaskGIT, Chang et
-al. 2022), and the two simple concealments it is measured against.
+al. 2022), and the three simple concealments it is measured against (the nearest received cell, the most
+frequent received index, the mean of the received neighbours' codes: `fill_mean`, also what the codec fills
+without a recovery model).
 
     index map (h, w), some cells masked ──token (the rung's row of the table) or [MASK]
         + row + column + rung embeddings──► pre-LN transformer blocks ──► logits over the rung's codes
@@ -377,6 +379,18 @@ def fill_codes(model: IndexTransformer, grid: IntArray, masked: BoolArray, k: in
         filled = continuous_codes(delta, codes[window], mask, near[:, sy, sx])[0]
         out[sy.start + ys, sx.start + xs] = filled[ys, xs].numpy()
     return out
+
+
+def fill_mean(grid: IntArray, masked: BoolArray, codes: Tensor) -> npt.NDArray[np.float32]:
+    """Concealment without a model: the code map `(h, w, d)` fp32 of `grid` (indices into the unit codes `codes`
+    `[S, d]`), each received cell exactly its code, each masked cell the mean of the codes of its received
+    8-neighbours (those of them inside the map that are not masked); a masked cell without a received neighbour
+    takes the nearest received cell's code (`fill_nearest`, which with nothing received gives index 0's).
+    What an untrained continuous model fills (`continuous_codes` with a zero vector). The masked cells' contents
+    are never read. Deterministic on one thread."""
+    g, m = torch.from_numpy(np.where(masked, 0, grid))[None], torch.from_numpy(masked)[None]
+    codes = codes.float().cpu()
+    return continuous_codes(torch.zeros(()), codes[g], m, nearest_codes(g, m, codes))[0].numpy()
 
 
 def continuous_codes(delta: Tensor, own: Tensor, masked: Tensor, fallback: Tensor) -> Tensor:
