@@ -6,7 +6,7 @@
 # warm machine keeps between calls; on a fresh machine, .ckpt/<name> travels with `carry` or the
 # job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Back in $OUT: the logs and a copy of each
 # checkpoint without optimizer moments (8 files; export locally with train.py --max-steps 0 --export).
-# JOBS=hificodec or JOBS=mcquic trains one of them only; FIT=hificodec also fits its priors (below); JOBS=vqgan needs the ST-LPIPS package staged by
+# JOBS=hificodec or JOBS=mcquic trains one of them only; FIT="hificodec mcquic" also fits their priors (below); JOBS=vqgan needs the ST-LPIPS package staged by
 # scripts/stage_stlpips.sh (VQ_ARGS adds options) and brings back an fp16 moment-free checkpoint.
 set -uo pipefail
 MINUTES=${MINUTES:?minutes}
@@ -48,8 +48,8 @@ for job in $JOBS; do
   half=$([ "$job" = vqgan ] && echo --half)  # 17 MB instead of 33: what a fresh machine must be sent next session
   python3 -P -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job" $half
 done
-# FIT=hificodec: export the trained generator and fit its priors here, on the GPU (a few minutes, against 30-80 on the
-# 2-core box); $OUT/hificodec_16k.safetensors is then the installable weights file (the tables are integers, so where
+# FIT="hificodec mcquic": export the trained network and fit its priors here, on the GPU (minutes, against 30-80 on the
+# 2-core box); $OUT/hificodec_16k.safetensors or $OUT/mcquic.safetensors is then the installable weights file (the tables are integers, so where
 # they were fitted does not matter to decoding). FIT_SPEECH: the training speech carried (default .data/gpu_speech).
 for job in ${FIT:-}; do
   case $job in
@@ -58,6 +58,11 @@ for job in ${FIT:-}; do
       python3 -P models/hificodec/fit_prior.py --generator /tmp/fit_hificodec.safetensors --out "$OUT/hificodec_16k.safetensors" \
           --data "${FIT_SPEECH:-.data/gpu_speech}" --minutes 90 --device "${FIT_DEVICE:-cuda}" --cache /tmp/fit_hificodec_idx.npz \
           > "$OUT/hificodec_fit.log" 2>&1 || { rc=1; tail -n 5 "$OUT/hificodec_fit.log"; };;
+    mcquic)
+      python3 -P models/mcquic/train.py --ckpt-dir .ckpt/mcquic --max-steps 0 --export /tmp/fit_mcquic.safetensors &&
+      python3 -P models/mcquic/fit_prior.py --network /tmp/fit_mcquic.safetensors --out "$OUT/mcquic.safetensors" \
+          --data .data/images --device "${FIT_DEVICE:-cuda}" --cache /tmp/fit_mcquic_idx.npz \
+          > "$OUT/mcquic_fit.log" 2>&1 || { rc=1; tail -n 5 "$OUT/mcquic_fit.log"; };;
     *) echo "FIT: no prior fit for $job here"; rc=1;;
   esac
 done

@@ -3,7 +3,7 @@
     python models/mcquic/fit_prior.py --network .ckpt/out/mcquic.safetensors \\
         --out models/mcquic/weights/mcquic.safetensors
 
-Encodes the training photos with the exported network on the CPU (all four stages, in tiles
+Encodes the training photos with the exported network on the CPU or `--device cuda` (all four stages, in tiles
 like the codec) and hands the tiles to the prior-fitting driver (`models/trainkit/priors.py`):
 one `ContextPrior` per codebook on the contexts of `index_coding.contexts` plus a unigram table,
 bits per index on held-out training photos, and one safetensors file with the network and the
@@ -32,16 +32,16 @@ from nmc.models.trainkit.priors import FitConfig, IndexSource, Packet, cached_pa
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 
 
-def tile_packets(net: McQuic, files: list[Path]) -> list[Packet]:
+def tile_packets(net: McQuic, files: list[Path], device: str = "cpu") -> list[Packet]:
     """Index grids of every tile of every file (coarse codebooks, then fine)."""
-    out, run = [], local(net)
+    out, run = [], local(net, device)
     for path in files:
         rgb, _ = M.to_rgb8(M.read_image(path))
         out += [tile_indices(run, rgb, box, net.args.qualities, ENC_MARGIN) for box in tiles(rgb.shape[0], rgb.shape[1], TILE)]
     return out
 
 
-def index_source(net: McQuic) -> IndexSource:
+def index_source(net: McQuic, device: str = "cpu") -> IndexSource:
     """The codec's indices, contexts and coding, for the prior-fitting driver."""
 
     def code(prior: PriorSet, packet: Packet, ks: list[int]) -> bytes:
@@ -51,7 +51,7 @@ def index_source(net: McQuic) -> IndexSource:
 
     return IndexSource(
         alphabets=[net.args.coarse_k] * (COARSE_M + FINE_M * net.args.fine_stages),
-        packets=lambda files: tile_packets(net, files),
+        packets=lambda files: tile_packets(net, files, device),
         contexts=lambda packet, k: contexts(packet, k, net.args.coarse_k),
         sizes=lambda k: context_sizes(k, net.args.coarse_k),
         code=code,
@@ -70,6 +70,7 @@ def main(
     seed: int = 0,
     threads: int = 1,  # torch threads (more threads stall on a loaded box)
     cache: Path = Path(""),  # .npz of the encoded indices: reused if it exists, else written
+    device: str = "cpu",  # cuda: encode and fit there (the tables are integers either way)
 ) -> None:
     t0 = time.time()
     torch.manual_seed(seed)
@@ -79,13 +80,13 @@ def main(
         raise typer.BadParameter(str(e)) from None
     export = read_weights(network)
     with torch_threads(threads):
-        net = McQuicCodec().build_net(export.state, export.args)
+        net = McQuicCodec().build_net(export.state, export.args).to(device)
         if not all(torch.isfinite(vq.embed).all() for vq in net.vq):
             raise typer.BadParameter(f"{network}: codebooks are not finite (an fp16 export? re-export with train.py --export)")
-        src = index_source(net)
+        src = index_source(net, device)
         train, test = cached_packets(cache if str(cache) not in ("", ".") else None, lambda: (src.packets(train_files), src.packets(test_files)))
         print(f"{len(train_files) + len(test_files)} photos from {data}: {len(train)} train / {len(test)} held-out tiles ({time.time() - t0:.0f} s)", flush=True)
-        prior, rows = fit_priors(src, train, test, FitConfig(dim, steps, batch, seed=seed))
+        prior, rows = fit_priors(src, train, test, FitConfig(dim, steps, batch, seed=seed, device=device))
     report = {"data": str(data), "photos": len(train_files) + len(test_files), "held_out_photos": len(test_files), "dim": dim, "steps": steps, "results": rows}
     write(out, export, prior, report)
     print(f"done in {(time.time() - t0) / 60:.1f} min")
