@@ -1,4 +1,4 @@
-"""vqgan recovery of lost packets: the masked transformer's fill and the two concealments, the
+"""vqgan recovery of lost packets: the masked transformer's fill and the simple concealments, the
 recovery file and its binding to the network, `--recover` decodes of files with lost packets (counts,
 thread-count determinism, truncations and flips never a traceback), `nmc info`'s damaged packets,
 and the index-map extraction -> training -> export -> codec path. Tiny random models, CPU."""
