@@ -306,9 +306,9 @@ class TestRecoveryFile:
                 api.decompress(data, recover=True, codec=V.VQGANCodec(weights, recovery_path=path))
 
 
-    def test_a_codebook_the_model_was_not_trained_on_falls_back_to_the_nearest_cell(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+    def test_a_codebook_the_model_was_not_trained_on_falls_back_to_the_neighbours_mean(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """The model knows indices only in its training maps' numbering: another ladder's s64 (same base
-        network) would be filled with nonsense, so that codebook gets the nearest-cell copy, and says so."""
+        network) would be filled with nonsense, so that codebook gets the neighbours' mean, and says so."""
         other = {**hashes_of(weights), 64: "0123456789abcdef"}
         path = tmp_path / "other_ladder.safetensors"
         R.save_recovery(path, R.IndexTransformer(R.RecoveryArgs((16, 64, 256), **TINY)), network_of(weights), {}, other)
@@ -316,8 +316,8 @@ class TestRecoveryFile:
         data = lose(encode(codec, photo(), "s64"), {1})
         opened = api.open_file(io.BytesIO(data), recover=True, codec=codec)
         out = api.decode(opened).pixels
-        nearest = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="nearest")).pixels
-        assert out.tobytes() == nearest.tobytes() and "by nearest (the recovery model was not trained on the s64 codebook)" in str(opened.recovery_line())
+        mean = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="mean")).pixels
+        assert out.tobytes() == mean.tobytes() and "by the received neighbours' mean (the recovery model was not trained on the s64 codebook)" in str(opened.recovery_line())
         assert codec.recovery[1] == {16: 0, 256: 2}
 
 
@@ -585,11 +585,12 @@ class TestContinuous:
         assert codec.recovered is not None and codec.recovered["method"] == "recovery" and out.shape == (96, 128, 3)
         nearest = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="nearest")).pixels
         assert not np.array_equal(out, nearest)
+        mean = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="mean")).pixels
         R.save_recovery(path, model, network_of(weights), {}, {**R.decoder_hashes(net), 64: hashes_of(weights)[64]})  # s64: its codes, not its decoder
         codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
         opened = api.open_file(io.BytesIO(data), recover=True, codec=codec)
-        assert api.decode(opened).pixels.tobytes() == nearest.tobytes() and codec.recovery[1] == {16: 0, 256: 2}
-        assert "by nearest (the recovery model was not trained on the s64 codebook and decoder)" in str(opened.recovery_line())
+        assert api.decode(opened).pixels.tobytes() == mean.tobytes() and codec.recovery[1] == {16: 0, 256: 2}
+        assert "by the received neighbours' mean (the recovery model was not trained on the s64 codebook and decoder)" in str(opened.recovery_line())
 
     def test_a_model_for_another_network_is_refused_in_one_line(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         net = ladder_of(weights)

@@ -150,7 +150,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         """The recovery transformer, checked against the network of the installed weights (loaded on first
         lost packet), and the codebooks it can fill: size -> its rung in the model, for each codebook whose
         codes (and, for a continuous model, whose decoder: `decoder_hashes`) are the ones it was trained on (the
-        others fall back to the nearest received cell). No model file: (None, {}), every codebook gets the
+        others fall back to the neighbours' mean, which beats the nearest copy on dev). No model file: (None, {}), every codebook gets the
         neighbours' mean (`fill_mean`); a file that is not a model for this network: an error."""
         from nmc.codec.weights import read_weights
 
@@ -190,13 +190,12 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         size = self.model.net.sizes[k]
         if self.concealment == "frequent":
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
+        if self.concealment == "nearest":
+            return fill_nearest(indices, masked)
         model = self.recovery[0] if self.concealment == "recovery" else None
-        if self.concealment == "mean" or (self.concealment == "recovery" and model is None):
+        if model is None or size not in self.recovery[1]:  # "mean", or a codebook without a model for it
             with one_thread():
                 return fill_mean(indices, masked, self.model.net.unit_codes(size))
-        if self.concealment == "nearest" or size not in self.recovery[1]:
-            return fill_nearest(indices, masked)
-        assert model is not None  # it covers `size`
         with one_thread():
             if model.args.continuous:
                 return fill_codes(model, indices, masked, self.recovery[1][size], self.model.net.unit_codes(size))
@@ -211,7 +210,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return self.concealment
         if model is None:
             return f"the received neighbours' mean (no recovery model installed at {self.recovery_path})"
-        return f"nearest (the recovery model was not trained on the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
+        return f"the received neighbours' mean (the recovery model was not trained on the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
 
     @cached_property
     def _settings(self) -> list[Setting]:
