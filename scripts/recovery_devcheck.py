@@ -1,8 +1,8 @@
 """Quick dev check of a vqgan recovery file, as `nmc eval --loss` scores it but for one setting and one fill.
 
-    python -P scripts/recovery_devcheck.py RECOVERY.safetensors [recovery|mean|nearest|frequent] [s256]
+    python -P scripts/recovery_devcheck.py RECOVERY.safetensors [recovery|mean|nearest|frequent] [s256] [independent|burst]
 
-Each dev photo is coded at the setting, loses packets at 20 % independently (2 draws, the seeds of `nmc eval
+Each dev photo is coded at the setting, loses packets at 20 % on the channel (default independent; 2 draws, the seeds of `nmc eval
 --loss` with seed 0, so the rows match its records), and is decoded with the fill; prints ST-LPIPS and PSNR per
 decode and their mean over all 16 decodes (draws that lost nothing included, as `nmc eval` counts them).
 """
@@ -23,6 +23,7 @@ from nmc.models.vqgan.codec import VQGANCodec
 DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "images"
 
 rec, how, setting = Path(sys.argv[1]), (sys.argv[2:3] or ["recovery"])[0], (sys.argv[3:4] or ["s256"])[0]
+channel = (sys.argv[4:5] or ["independent"])[0]
 codec = VQGANCodec(recovery_path=rec, concealment=how)
 scores = []
 for path in sorted(DEV.glob("*.png")):
@@ -33,9 +34,9 @@ for path in sorted(DEV.glob("*.png")):
     data = fo.getvalue()
     packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
     for draw in range(2):
-        lost = L.lost_packets(packets, 0.2, "independent", L.seed_of(0, sha, "independent", 0.2, draw))
+        lost = L.lost_packets(packets, 0.2, channel, L.seed_of(0, sha, channel, 0.2, draw))
         s = scorer.scores([api.decompress(L.with_lost(data, lost, api.header_dictionary), recover=True, codec=codec)])[0]
         scores.append((s["st_lpips"], s["psnr"]))
         print(f"{path.name} draw {draw}: {int(lost.sum())} of {packets} lost, ST-LPIPS {s['st_lpips']:.4f}, PSNR {s['psnr']:.2f}", flush=True)
 mean = np.mean(scores, axis=0)
-print(f"{rec.name} {how} {setting}: mean over {len(scores)} decodes ST-LPIPS {mean[0]:.4f}, PSNR {mean[1]:.2f}")
+print(f"{rec.name} {how} {setting} {channel}: mean over {len(scores)} decodes ST-LPIPS {mean[0]:.4f}, PSNR {mean[1]:.2f}")
