@@ -192,14 +192,14 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
         if self.concealment == "nearest":
             return fill_nearest(indices, masked)
-        model = self.recovery[0] if self.concealment == "recovery" else None
-        if model is None or size not in self.recovery[1]:  # "mean", or a codebook without a model for it
-            with one_thread():
-                return fill_mean(indices, masked, self.model.net.unit_codes(size))
+        model, covered = self.recovery if self.concealment == "recovery" else (None, {})
+        codes = self.model.net.unit_codes(size)
         with one_thread():
+            if model is None or size not in covered:  # "mean", or a codebook without a model for it
+                return fill_mean(indices, masked, codes)
             if model.args.continuous:
-                return fill_codes(model, indices, masked, self.recovery[1][size], self.model.net.unit_codes(size))
-            return fill(model, indices, masked, self.recovery[1][size], self.fill_steps)
+                return fill_codes(model, indices, masked, covered[size], codes)
+            return fill(model, indices, masked, covered[size], self.fill_steps)
 
     def concealment_used(self, k: int) -> str:
         """What `conceal` fills codebook k's lost cells with: the recovery model only knows the codebooks it was trained on."""

@@ -67,7 +67,7 @@ from nmc.models.vqgan.index_maps import load_network, read_maps
 from nmc.models.vqgan.network import Ladder
 from nmc.models.vqgan.packets import packet_cells
 from nmc.models.vqgan.recovery import (SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, continuous_codes, decoder_hashes, fill, fill_codes,
-                                       fill_nearest, load_recovery, nearest_codes, neighbours, save_recovery)  # fmt: skip
+                                       fill_mean, fill_nearest, load_recovery, nearest_codes, neighbours, save_recovery)  # fmt: skip
 from nmc.models.vqgan.train import st_lpips_net
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
@@ -270,9 +270,7 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
                 masked = lost_cells(grid.shape, np.flatnonzero(lost))
                 sums["nearest"] += score(codes_of(fill_nearest(grid, masked)))
                 if continuous:
-                    g, m = torch.from_numpy(grid)[None].to(dev), torch.from_numpy(masked)[None].to(dev)
-                    own = unit[g]
-                    sums["mean"] += score(continuous_codes(torch.zeros_like(own), own, m, nearest_codes(g, m, unit))[0])
+                    sums["mean"] += score(torch.from_numpy(fill_mean(grid, masked, unit)))
                     sums["continuous"] += score(torch.from_numpy(fill_codes(model, grid, masked, k, unit)))
                 else:
                     sums["pointer"] += score(codes_of(fill(model, grid, masked, k)))
