@@ -145,17 +145,21 @@ class SceneViews:
 
 
 class PointCache:
-    """Finished points, one JSON line each; a torn last line (a killed run) is ignored."""
+    """Finished points, one JSON line each; a torn last line (a killed run) is ignored. A line keeps the
+    revision of each metric it holds (`Metric.revision`, absent = 1), so a point scored by an older
+    definition of a metric asked for is computed again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.points: dict[str, dict[str, Any]] = {}
+        self.revisions: dict[str, dict[str, int]] = {}
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
                     entry = json.loads(line)
                     self.points[entry["key"]] = entry["record"]
-                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.revisions[entry["key"]] = dict(entry.get("revisions", {}))
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
 
     @staticmethod
@@ -163,13 +167,17 @@ class PointCache:
         return f"{source_sha}|{coder.name}|{coder.identity}|{setting}"
 
     def get(self, key: str, metrics: list[str]) -> dict[str, Any] | None:
-        record = self.points.get(key)
-        return record if record is not None and all(m in record for m in metrics) else None
+        record, revisions = self.points.get(key), self.revisions.get(key, {})
+        if record is None or any(m not in record or revisions.get(m, 1) != METRICS[m].revision for m in metrics):
+            return None
+        return record
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        self.points[key] = record
+        revisions = {m: METRICS[m].revision for m in record if m in METRICS and METRICS[m].revision != 1}
+        self.points[key], self.revisions[key] = record, revisions
+        entry = {"key": key, "record": _finite(record)} | ({"revisions": revisions} if revisions else {})
         with open(self.path, "a") as fo:
-            fo.write(json.dumps({"key": key, "record": _finite(record)}) + "\n")
+            fo.write(json.dumps(entry) + "\n")
             fo.flush()
 
 

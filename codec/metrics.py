@@ -23,6 +23,7 @@ import importlib.util
 import math
 import sys
 import types
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.floating]
 PESQ_RATE = 16_000
 STOI_RATE = 10_000  # STOI is defined on 10 kHz signals
+STOI_TOO_SHORT = 1e-5  # what pystoi returns when too little of the reference is speech
 VISQOL_SPEECH_RATE = 16_000
 VISQOL_AUDIO_RATE = 48_000
 SILENCE_RMS = 1e-3  # -60 dBFS
@@ -203,7 +205,12 @@ def stoi(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> floa
     r, d = prepare_audio(ref, ref_rate, dec, dec_rate, STOI_RATE)
     if _silent(r):
         return math.nan
-    return float(_stoi(r, d, STOI_RATE, extended=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = float(_stoi(r, d, STOI_RATE, extended=False))
+    # pystoi returns exactly 1e-5 (with a warning) when fewer than 30 frames (0.38 s) of the reference are speech
+    # after it drops the silent ones: no score, like PESQ without speech, rather than a zero dragging a mean down.
+    return math.nan if value == STOI_TOO_SHORT else value
 
 
 def visqol_speech(ref: FloatArray, ref_rate: int, dec: FloatArray, dec_rate: int) -> float:
@@ -290,6 +297,7 @@ class Metric:
     fn: Callable[..., float]
     higher_is_better: bool
     label: str  # axis label in plots
+    revision: int = 1  # raised when the definition changes, so cached scores (evaluate.PointCache) are recomputed
 
 
 METRICS: dict[str, Metric] = {
@@ -302,7 +310,7 @@ METRICS: dict[str, Metric] = {
         Metric("view_ssim", "gaussians", view_ssim, True, "render SSIM"),
         Metric("view_st_lpips", "gaussians", view_st_lpips, False, "render ST-LPIPS (alex)"),
         Metric("pesq", "audio", pesq_wb, True, "PESQ-WB"),
-        Metric("stoi", "audio", stoi, True, "STOI"),
+        Metric("stoi", "audio", stoi, True, "STOI", revision=2),  # 2: NaN instead of pystoi's 1e-5 for too little speech
         Metric("visqol_speech", "audio", visqol_speech, True, "ViSQOL speech (16 kHz)"),
         Metric("visqol_audio", "audio", visqol_audio, True, "ViSQOL audio (48 kHz)"),
         Metric("si_sdr", "audio", si_sdr, True, "SI-SDR (dB)"),

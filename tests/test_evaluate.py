@@ -81,6 +81,23 @@ class TestRun:
         with pytest.raises(AssertionError, match="recomputed"):  # a new metric needs new points
             evaluate.run([dataset], [], ["jpeg"], out, {"image": ["psnr", "st_lpips"]})
 
+    def test_a_revised_metric_is_computed_again(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Points scored by an older definition of a metric (`Metric.revision`) are not taken from the cache."""
+        import dataclasses
+
+        from nmc.codec import metrics as Q
+
+        out = tmp_path / "report"
+        evaluate.run([dataset], [], ["jpeg"], out, IMAGE_METRICS)
+        monkeypatch.setitem(Q.METRICS, "psnr", dataclasses.replace(Q.METRICS["psnr"], revision=2))
+        cache = evaluate.PointCache(out / "cache.jsonl")
+        assert cache.points and all(cache.get(k, ["psnr"]) is None for k in cache.points)
+        assert all(cache.get(k, ["ms_ssim"]) is not None for k in cache.points)  # the unrevised metric still counts
+        evaluate.run([dataset], [], ["jpeg"], out, IMAGE_METRICS)
+        again = evaluate.PointCache(out / "cache.jsonl")
+        assert all(again.get(k, ["psnr", "ms_ssim"]) is not None for k in again.points)  # rescored under revision 2
+        assert '"revisions": {"psnr": 2}' in (out / "cache.jsonl").read_text()
+
     def test_workers_give_the_same_report(self, dataset: Path, tmp_path: Path) -> None:
         one = evaluate.run([dataset], ["toy-image"], ["jpeg"], tmp_path / "one", IMAGE_METRICS)
         two = evaluate.run([dataset], ["toy-image"], ["jpeg"], tmp_path / "two", IMAGE_METRICS, workers=2)

@@ -131,6 +131,14 @@ class TestAudioMetrics:
         assert math.isnan(Q.pesq_wb(np.zeros(16000), 16000, np.zeros(16000), 16000))
         assert Q.si_sdr(quiet, sr, quiet, sr) > 100  # still defined
 
+    def test_stoi_is_nan_when_too_little_is_speech(self, speech: tuple[np.ndarray, int]) -> None:
+        """pystoi scores fewer than 30 speech frames (0.38 s) as 1e-5; that is no score, not a bad one."""
+        x, sr = speech
+        burst = np.zeros(sr)
+        burst[: int(0.25 * sr)] = x[: int(0.25 * sr)] / max(1e-9, float(np.abs(x[: int(0.25 * sr)]).max()))
+        assert math.isnan(Q.stoi(burst, sr, burst, sr))
+        assert Q.stoi(x, sr, x, sr) == pytest.approx(1.0, abs=1e-6)  # long enough: scored as before
+
     def test_metrics_accept_another_decoded_rate(self, speech: tuple[np.ndarray, int]) -> None:
         import soxr
 
