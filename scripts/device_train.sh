@@ -2,7 +2,7 @@
 # One device call: train hificodec and mcquic (and/or vqgan) side by side on the lent GPU machine.
 #   usage: MINUTES=8.5 scripts/device_train.sh        (from the repo root; carry .data and .whl)
 #          MINUTES=8.5 JOBS=vqgan scripts/device_train.sh   (needs .data/images, .data/gpu_stlpips and .whl there)
-# Each job is torchrun + DDP over all GPUs (they share them) and resumes from .ckpt/<name>, which a
+# Each job is torchrun + DDP over all GPUs (they share them) and resumes from $CKPT_ROOT/<name> (default .ckpt), which a
 # warm machine keeps between calls; on a fresh machine, .ckpt/<name> travels with `carry` or the
 # job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Back in $OUT: the logs and a copy of each
 # checkpoint without optimizer moments (8 files; export locally with train.py --max-steps 0 --export).
@@ -13,7 +13,8 @@ MINUTES=${MINUTES:?minutes}
 JOBS=${JOBS:-hificodec mcquic}
 OUT=${OUT:-/tmp/out}
 NGPU=$(nvidia-smi -L | wc -l)
-mkdir -p "$OUT" .ckpt
+CKPT_ROOT=${CKPT_ROOT:-.ckpt}  # a second run of the same job beside this one: its own CKPT_ROOT, PORT0 and OUT
+mkdir -p "$OUT" "$CKPT_ROOT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 # WHL: the wheel folder carried (default .whl; a vqgan-only call needs just constriction, e.g. .whl_vq)
 if [ "${INSTALL:-1}" = 1 ]; then python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "${WHL:-.whl}"/*.whl || exit 1; fi
@@ -23,10 +24,10 @@ for d in codec models cli; do ln -sfn "$PWD/$d" /tmp/nmcpkg/nmc/$d; done
 export PYTHONPATH=/tmp/site:/tmp/nmcpkg:$PWD/.data/gpu_stlpips
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 echo "jobs: $JOBS on $NGPU GPU(s), $MINUTES min"
-nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 > /tmp/gpu_use.txt 2>&1 &
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 > "/tmp/gpu_use_$$.txt" 2>&1 &
 smi=$!
 pids=()
-port=29500
+port=${PORT0:-29500}
 for job in $JOBS; do
   port=$((port + 1))
   case $job in
@@ -35,18 +36,18 @@ for job in $JOBS; do
     vqgan) args="--data .data/images ${VQ_ARGS:-}";;
     *) echo "unknown job $job"; exit 2;;
   esac
-  torchrun --nproc_per_node="$NGPU" --master_port=$port models/$job/train.py --ckpt-dir .ckpt/$job \
+  torchrun --nproc_per_node="$NGPU" --master_port=$port models/$job/train.py --ckpt-dir "$CKPT_ROOT/$job" \
       --minutes "$MINUTES" --log-file "$OUT/$job.log" $args > "$OUT/$job.stdout" 2>&1 &
   pids+=($!)
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 kill $smi 2>/dev/null
-echo "GPU use every 20 s (utilization, memory): $(tr '\n' ';' < /tmp/gpu_use.txt)"
+echo "GPU use every 20 s (utilization, memory): $(tr '\n' ';' < "/tmp/gpu_use_$$.txt")"
 for job in $JOBS; do echo "== $job"; tail -n 4 "$OUT/$job.stdout"; done
 for job in $JOBS; do
   half=$([ "$job" = vqgan ] && echo --half)  # 17 MB instead of 33: what a fresh machine must be sent next session
-  python3 -P -m nmc.models.trainkit.checkpoint ".ckpt/$job" "$OUT/ckpt_$job" $half
+  python3 -P -m nmc.models.trainkit.checkpoint "$CKPT_ROOT/$job" "$OUT/ckpt_$job" $half
 done
 # FIT="hificodec mcquic": export the trained network and fit its priors here, on the GPU (minutes, against 30-80 on the
 # 2-core box); $OUT/hificodec_16k.safetensors or $OUT/mcquic.safetensors is then the installable weights file (the tables are integers, so where
@@ -54,12 +55,12 @@ done
 for job in ${FIT:-}; do
   case $job in
     hificodec)
-      python3 -P models/hificodec/train.py --ckpt-dir .ckpt/hificodec --max-steps 0 --export /tmp/fit_hificodec.safetensors &&
+      python3 -P models/hificodec/train.py --ckpt-dir "$CKPT_ROOT/hificodec" --max-steps 0 --export /tmp/fit_hificodec.safetensors &&
       python3 -P models/hificodec/fit_prior.py --generator /tmp/fit_hificodec.safetensors --out "$OUT/hificodec_16k.safetensors" \
           --data "${FIT_SPEECH:-.data/gpu_speech}" --minutes 90 --device "${FIT_DEVICE:-cuda}" --cache /tmp/fit_hificodec_idx.npz \
           > "$OUT/hificodec_fit.log" 2>&1 || { rc=1; tail -n 5 "$OUT/hificodec_fit.log"; };;
     mcquic)
-      python3 -P models/mcquic/train.py --ckpt-dir .ckpt/mcquic --max-steps 0 --export /tmp/fit_mcquic.safetensors &&
+      python3 -P models/mcquic/train.py --ckpt-dir "$CKPT_ROOT/mcquic" --max-steps 0 --export /tmp/fit_mcquic.safetensors &&
       python3 -P models/mcquic/fit_prior.py --network /tmp/fit_mcquic.safetensors --out "$OUT/mcquic.safetensors" \
           --data .data/images --device "${FIT_DEVICE:-cuda}" --cache /tmp/fit_mcquic_idx.npz \
           > "$OUT/mcquic_fit.log" 2>&1 || { rc=1; tail -n 5 "$OUT/mcquic_fit.log"; };;
