@@ -3,8 +3,8 @@ indices and the same samples or pixels.
 
 `tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic's v2
 weights retired in session 6, hificodec's retired 2026-11-27 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same
-packets; hificodec's rewritten with the weights of 2026-12-03 session 8 (step 15470) by `scripts/rewrite_golden.py`,
-the files of the session-4 and session-7 weights are `hificodec_retired_s11970.nmc` and `_s14340.nmc`, refused by name): hificodec codes the
+packets; hificodec's rewritten with the weights of 2026-12-03 session 9 (step 17660) by `scripts/rewrite_golden.py`,
+the files of the session-4, -7 and -8 weights are `hificodec_retired_s11970.nmc`, `_s14340.nmc` and `_s15470.nmc`, refused by name): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
 at s64 (rewritten with the weights of 2026-12-02 sessions 5 and 6, whose s16 and then s32 rungs got their own
@@ -32,7 +32,7 @@ from nmc.codec.container import END, read_header, read_packets, varint
 
 DATA = Path(__file__).parent / "data"
 INDICES = {  # codec -> sha256 of the decoded indices (int64, little endian)
-    "hificodec": "04118d318b57d7d732031631e690d831e6d11f9291ab0d9fedfaf5745a59d4b0",  # (100 frames, 1 channel, 4 codebooks)
+    "hificodec": "59258e11a16e154641d938489b48f3c79009c63edbae93d1cd70c6534dda02e1",  # (100 frames, 1 channel, 4 codebooks)
     "mcquic": "07eedcd78a348158e4e502c0acd8d7296520db37f93ad1ba44fd7a88f1d765e2",  # 180 indices, codebook by codebook
 }
 GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2, 3)}
@@ -131,9 +131,10 @@ def test_a_file_of_the_retired_mcquic_v2_weights_names_both_versions() -> None:
 
 @pytest.mark.parametrize("name, retired", [("hificodec_format1.nmc", "6553de974051380d (hificodec weights of 2026-11-27"),
                                            ("hificodec_retired_s11970.nmc", "d553f07bbb7a7b47 (hificodec weights of 2026-12-02 session 4"),
-                                           ("hificodec_retired_s14340.nmc", "7f82764f15a95273 (hificodec weights of 2026-12-03 session 7")])
+                                           ("hificodec_retired_s14340.nmc", "7f82764f15a95273 (hificodec weights of 2026-12-03 session 7"),
+                                           ("hificodec_retired_s15470.nmc", "0094e18fd354ca1b (hificodec weights of 2026-12-03 session 8")])
 def test_a_file_of_retired_hificodec_weights_names_both_versions(name: str, retired: str) -> None:
-    """Files written with earlier hificodec weights (2026-11-27; steps 11970 and 14340) are refused by name."""
+    """Files written with earlier hificodec weights (2026-11-27; steps 11970, 14340 and 15470) are refused by name."""
     from nmc.codec.errors import WeightsMismatchError
     from nmc.codec.registry import get_codec
 
