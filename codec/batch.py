@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Generator
 
 from . import media as M
+from .container import Header, read_header
 from .errors import NmcError
 from .netcall import Server
 from .files import Summary, compress_path, decompress_path, default_output, remove_live_temps, remove_stale_temps
@@ -73,13 +74,19 @@ def plan(src: Path, dst: Path) -> list[Job]:
     return _refuse_shared_outputs(jobs)
 
 
+def _header(path: Path) -> Header:
+    """A .nmc file's header, read and checked as a container only: which codec, weights and media.
+    Whether this nmc can decode it is the job's to find (planning loads no model)."""
+    from .api import header_dictionary
+
+    with open(path, "rb") as fo:
+        return read_header(fo, header_dictionary)
+
+
 def _decode_job(path: Path, out: Path) -> Job:
     """The decoded name depends on the media kind in the header (x.png.nmc -> x.png, talk.nmc -> talk.wav)."""
-    from .api import open_file
-
     try:
-        with open(path, "rb") as fo:
-            kind = open_file(fo).header.media["kind"]
+        kind = _header(path).media["kind"]
     except (NmcError, OSError) as err:
         return Job(path, out, True, str(err))
     return Job(path, default_output(out, kind), True)
@@ -140,10 +147,7 @@ def _probe(job: Job, codec: str) -> tuple[str | None, tuple[int, ...]]:
     name = None
     try:
         if job.decode:
-            from .api import open_file
-
-            with open(job.src, "rb") as fo:
-                header = open_file(fo).header
+            header = _header(job.src)
             name, m = header.codec, header.media
             if m.get("kind") == "image":
                 return name, (1, int(m["height"]), int(m["width"]))
@@ -269,7 +273,9 @@ def run(
         # Files of one size are in flight together, so their calls have one shape and share
         # batches (calls of other shapes run one after another); largest first. The codecs' models
         # are loaded before the workers fork (they inherit them), and the server moves them to
-        # its device as soon as it starts, while the workers read their first files.
+        # its device as soon as it starts, while the workers read their first files. (Without a
+        # shared network each worker loads its own: on 2 cores the two loads run side by side, and
+        # one load in this process before the fork made the run slower, BENCHMARKS "session 10".)
         probes = {job: _probe(job, codec) for job in jobs}
         todo = deque(sorted(jobs, key=lambda job: probes[job][1], reverse=True))
         names = tuple(sorted({c for c, _ in probes.values() if c}))

@@ -5,7 +5,7 @@
 # Each job is torchrun + DDP over all GPUs (they share them) and resumes from $CKPT_ROOT/<name> (default .ckpt), which a
 # warm machine keeps between calls; on a fresh machine, .ckpt/<name> travels with `carry` or the
 # job starts as HIFI_ARGS / MCQ_ARGS say (e.g. --init). Back in $OUT: the logs and a copy of each
-# checkpoint without optimizer moments (8 files; export locally with train.py --max-steps 0 --export).
+# checkpoint without optimizer moments (8 files at most come back; export locally with train.py --max-steps 0 --export).
 # JOBS=hificodec or JOBS=mcquic trains one of them only; FIT="hificodec mcquic" also fits their priors (below); JOBS=vqgan needs the ST-LPIPS package staged by
 # scripts/stage_stlpips.sh (VQ_ARGS adds options) and brings back an fp16 moment-free checkpoint.
 set -uo pipefail
@@ -46,7 +46,8 @@ kill $smi 2>/dev/null
 echo "GPU use every 20 s (utilization, memory): $(tr '\n' ';' < "/tmp/gpu_use_$$.txt")"
 for job in $JOBS; do echo "== $job"; tail -n 4 "$OUT/$job.stdout"; done
 for job in $JOBS; do
-  half=$([ "$job" = vqgan ] && echo --half)  # 17 MB instead of 33: what a fresh machine must be sent next session
+  # vqgan (HALF=1: every job) in fp16, 17 MB instead of 33 and one shard for mcquic: what a fresh machine must be sent next session
+  half=$({ [ "$job" = vqgan ] || [ "${HALF:-0}" = 1 ]; } && echo --half)
   python3 -P -m nmc.models.trainkit.checkpoint "$CKPT_ROOT/$job" "$OUT/ckpt_$job" $half
 done
 # FIT="hificodec mcquic": export the trained network and fit its priors here, on the GPU (minutes, against 30-80 on the

@@ -6,13 +6,14 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import synthetic_image
-from test_cli import ROOT, SLOW_NMC, run
+from test_cli import ROOT, SLOW_NMC, default_sigint, run
 from test_files import dead_pid
 
 from nmc.codec import api
@@ -35,6 +36,22 @@ def tree(tmp_path: Path) -> Path:
 def test_plan_mirrors_tree(tree: Path, tmp_path: Path) -> None:
     jobs = B.plan(tree, tmp_path / "dst")
     assert sorted(str(j.dst.relative_to(tmp_path / "dst")) for j in jobs) == ["a/b/two.png.nmc", "a/broken.png.nmc", "one.png.nmc"]
+
+
+def test_planning_a_decode_reads_headers_only(tmp_path: Path) -> None:
+    """Planning names each output from its header without importing torch or loading a model (it
+    cost 1.3 s per `nmc batch` on the 2-core box); a file this nmc cannot decode fails when it runs."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("hificodec_format3.nmc", "mcquic_format3.nmc", "queen_format2.nmc", "hificodec_retired_s15470.nmc"):
+        (src / name).write_bytes((ROOT / "tests" / "data" / name).read_bytes())
+    code = (
+        "import sys; from pathlib import Path; from nmc.codec import batch as B; "
+        f"jobs = B.plan(Path({str(src)!r}), Path({str(tmp_path / 'dst')!r})); "
+        "print(sorted(j.dst.name for j in jobs), [j.error for j in jobs], 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "['hificodec_format3.wav', 'hificodec_retired_s15470.wav', 'mcquic_format3.png', 'queen_format2'] ['', '', '', ''] False"
 
 
 def test_batch_compress_resume_and_decode(capsys, tree: Path, tmp_path: Path) -> None:  # noqa: ANN001
@@ -129,7 +146,7 @@ def test_ctrl_c_stops_the_workers_and_reports(tmp_path: Path) -> None:
     src.mkdir()
     for i in range(8):
         M.write_image(src / f"{i}.png", synthetic_image(64, 16, i))  # 4 packets: 4 s each with SLOW_NMC
-    p = subprocess.Popen([*SLOW_NMC, "batch", str(src), str(dst), "-c", "toy-image", "-j", "2"], stderr=subprocess.PIPE, cwd=ROOT, start_new_session=True)
+    p = subprocess.Popen([*SLOW_NMC, "batch", str(src), str(dst), "-c", "toy-image", "-j", "2"], stderr=subprocess.PIPE, cwd=ROOT, start_new_session=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 30
     while not (dst.is_dir() and any(q.name.startswith(".") for q in dst.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)  # until a worker writes its (hidden) temporary output

@@ -27,6 +27,12 @@ NMC = [sys.executable, "-c", "import sys; sys.path.insert(0, 'tests'); import to
 SLOW_NMC = [NMC[0], "-c", NMC[2].replace("import toycodec;", "import toycodec; toycodec.slow(1.0);")]
 
 
+def default_sigint() -> None:
+    """`preexec_fn` of a child that must take Ctrl-C: a shell starts background jobs (`make test &`) with SIGINT
+    ignored, and a Python started so keeps ignoring it, as a user's `nmc` would."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     try:
         main(list(args))
@@ -244,7 +250,7 @@ class TestSignals:
     @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
     def test_signal_removes_the_temporary_output(self, capsys, audio_file: Path, sig: int, code: int, word: str) -> None:  # noqa: ANN001
         run(capsys, "compress", str(audio_file), "-c", "toy-audio")
-        p = subprocess.Popen([*SLOW_NMC, "decompress", str(audio_file) + ".nmc", "-o", str(audio_file.with_name("back.wav"))], stderr=subprocess.PIPE, cwd=ROOT)
+        p = subprocess.Popen([*SLOW_NMC, "decompress", str(audio_file) + ".nmc", "-o", str(audio_file.with_name("back.wav"))], stderr=subprocess.PIPE, cwd=ROOT, preexec_fn=default_sigint)
         deadline = time.monotonic() + 30
         while files_in(audio_file.parent) == {"tone.wav", "tone.wav.nmc"} and time.monotonic() < deadline:
             time.sleep(0.05)  # until the temporary output exists

@@ -464,7 +464,11 @@ class TestTraining:
     def test_export_fit_prior_and_code(self, tiny_data: Path, tmp_path: Path) -> None:
         from nmc.models.mcquic import fit_prior
 
-        self.run(tiny_data, tmp_path / "ckpt", 4, export=tmp_path / "net.safetensors")
+        self.run(tiny_data, tmp_path / "ckpt", 4)
+        saved = lambda: {f.name: f.read_bytes() for f in (tmp_path / "ckpt").iterdir() if f.suffix in (".json", ".safetensors")}  # noqa: E731
+        before = saved()
+        self.run(tiny_data, tmp_path / "ckpt", 0, export=tmp_path / "net.safetensors")  # export only: the checkpoint stays as it was
+        assert saved() == before and "ckpt.json" in before
         fit_prior.main(network=tmp_path / "net.safetensors", out=tmp_path / "w.safetensors", data=tiny_data, held_out=0.25, steps=20, batch=256)
         codec = Q.McQuicCodec(tmp_path / "w.safetensors")
         assert codec.model.net.args.bounded and codec.model.net.args.gdn  # a fresh run's default, --arch v3, codes

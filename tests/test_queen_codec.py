@@ -53,7 +53,7 @@ def coded(codec: QueenCodec, sample: M.Gaussians) -> bytes:
 def fast_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     """The installed codec (what the command line uses) with the test's encoder effort."""
     queen = get_codec("queen")
-    monkeypatch.setattr(queen, "core", FAST)
+    monkeypatch.setattr(queen, "_core", FAST)
     monkeypatch.setattr(queen, "group", 3)
 
 
@@ -114,8 +114,6 @@ class TestRoundTrip:
 class TestStreaming:
     def test_encoder_holds_one_group(self, codec: QueenCodec, sample: M.Gaussians, monkeypatch: pytest.MonkeyPatch) -> None:
         """The adapter pulls the frames of one group, codes it, and hands out its packets before reading on."""
-        import nmc.models.queen.codec as Q
-
         class Recorder:
             def __init__(self, *args: object) -> None:
                 pass
@@ -123,7 +121,7 @@ class TestStreaming:
             def encode_group(self, frames: list[np.ndarray]) -> core.EncodedGroup:
                 return core.EncodedGroup(b"G", [b"f"] * len(frames))
 
-        monkeypatch.setattr(Q, "GroupEncoder", Recorder)
+        monkeypatch.setattr(core, "GroupEncoder", Recorder)  # the codec imports it when it encodes
         frames, pulled = list(sample.frames()) * 2, []
 
         def counted() -> Iterator[np.ndarray]:

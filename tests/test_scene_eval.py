@@ -114,7 +114,7 @@ class TestMetrics:
 class TestRun:
     def test_report_with_queen_and_anchors(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         queen = get_codec("queen")
-        monkeypatch.setattr(queen, "core", FAST)
+        monkeypatch.setattr(queen, "_core", FAST)
         monkeypatch.setattr(evaluate, "SCENE_WIDTH", 40)  # small views, two cameras: the test is about the plumbing
         monkeypatch.setattr(evaluate, "SCENE_VIEWS", 2)
         out = tmp_path / "report"

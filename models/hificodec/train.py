@@ -112,9 +112,10 @@ def main(
     batch_size: int = 64,                # crops per GPU per step
     segment: int = 16000,                # crop length in samples (a multiple of 320)
     lr: float = 5e-4,                    # peak AdamW lr, generator and discriminator
-    schedule: str = "exp",               # exp (halves every --half-life steps) | cosine (to --total-steps) | constant
+    schedule: str = "exp",               # exp (halves every --half-life steps) | cosine (to --total-steps) | wsd | constant
     half_life: int = 35_000,             # exp: steps per halving of the lr
-    total_steps: int = 100_000,          # cosine: end of the decay
+    total_steps: int = 100_000,          # cosine, wsd: end of the decay
+    decay_steps: int = 20_000,           # wsd: the lr falls linearly to the floor over the last decay_steps
     min_lr_frac: float = 0.05,           # the lr never falls below this share of the peak
     warmup: int = 300,                   # linear lr warm-up steps whenever Adam starts from scratch
     disc_start: int = 1000,              # mel/VQ-only steps before the GAN losses switch on
@@ -152,7 +153,7 @@ def main(
     if len(probs_list) != cfg.levels:
         raise typer.BadParameter(f"--level-probs {level_probs!r} needs {cfg.levels} values")
     try:
-        sched = Schedule(lr, warmup, total_steps, min_lr_frac, schedule, half_life)
+        sched = Schedule(lr, warmup, total_steps, min_lr_frac, schedule, half_life, decay_steps)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     # --- data: decoded once, before CUDA and NCCL start (the decoding pool forks) -------------

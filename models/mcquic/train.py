@@ -154,6 +154,7 @@ def main(
         for vq in (m for m in net.modules() if isinstance(m, MultiCodebookVQ)):
             vq.keep_codebook()  # the export has no EMA state: without this the first step draws new codebooks
         say(f"initialised from {init}; fresh optimizer, codebooks kept")
+    start_step = step
     gen = torch.Generator()  # data RNG, re-seeded from (seed, rank, step) every step: a resumed run sees the same crops
     model = DDP(net, device_ids=[local] if cuda else None, broadcast_buffers=False) if ddp else net
     nparams = sum(p.numel() for p in net.parameters())
@@ -255,7 +256,7 @@ def main(
             checkpoint()
             t_saved = time.time()
 
-    if master and not diverged:
+    if master and not diverged and (step > start_step or not ckpt):  # a resumed export (--max-steps 0) leaves it as it was
         checkpoint()
     if master:
         say(f"stopped at step {step} after {(time.time() - t_loop) / 60:.2f} min in this call ({train_seconds / 60:.1f} min in total)")

@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nmc.codec import media as M
 from nmc.codec.container import MAX_HEADER_BYTES, Header
@@ -30,7 +30,8 @@ from nmc.codec.interface import Codec, Encoded, Setting
 from nmc.codec.registry import register_codec
 from nmc.codec.threads import one_thread
 
-from .core import GroupDecoder, GroupEncoder, Settings
+if TYPE_CHECKING:
+    from .core import Settings
 
 GROUP = 10  # frames per group: the decoders are fitted once per group (encoder memory: one group)
 MAX_GAUSSIANS = 1 << 23  # per frame; bounds the decoder's state (N x channels int64, 3.7 GiB at SH degree 3)
@@ -86,18 +87,28 @@ class QueenCodec(Codec):
         b'"model_id":"queen-v1","packets":33,"setting":"q2","weights":"none"}'
     )
 
-    def __init__(self, group: int = GROUP, core: Settings = Settings()) -> None:
+    def __init__(self, group: int = GROUP, core: Settings | None = None) -> None:
         """`core` sets the encoder's effort (fitting and gate steps); its `lam` comes from the setting."""
         if not 1 <= group <= MAX_SEQUENCE:
             raise ValueError(f"group={group} is not in [1, {MAX_SEQUENCE}]")
-        self.group, self.core = group, core
+        self.group, self._core = group, core
+
+    @property
+    def core(self) -> Settings:
+        """The encoder's settings. The core imports torch: only once a sequence is coded, not when
+        the codec is made to read a header (`nmc batch` plans a directory from the headers)."""
+        if self._core is None:
+            from .core import Settings
+
+            self._core = Settings()
+        return self._core
 
     def settings(self) -> list[Setting]:
         return SETTINGS
 
     def to(self, device: str) -> QueenCodec:
         """Fit the decoders and the gate on `device` when encoding (decoding is integer work on the CPU)."""
-        self.core = dataclasses.replace(self.core, device=device)
+        self._core = dataclasses.replace(self.core, device=device)
         return self
 
     def encode(self, seq: M.Gaussians, setting: Setting) -> Encoded:
@@ -112,6 +123,8 @@ class QueenCodec(Codec):
         if len(json.dumps(seq.names)) > MAX_HEADER_BYTES // 2:
             raise MediaError(f"the names of {len(seq.names)} frames do not fit one file's header; code the sequence in parts")
         fields = Fields(gaussians=n, sh_degree=seq.layout.sh_degree, normals=seq.layout.normals, group=self.group)
+        from .core import GroupEncoder
+
         encoder = GroupEncoder(seq.layout, dataclasses.replace(self.core, lam=setting.lam))
 
         def packets() -> Iterator[bytes]:
@@ -125,6 +138,8 @@ class QueenCodec(Codec):
         return Encoded(fields, packets(), packet_count(len(seq.names), self.group))
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[Any]) -> M.Gaussians:
+        from .core import GroupDecoder
+
         layout, total = M.GaussianLayout(fields.sh_degree, fields.normals), header.media["frame_count"]
 
         def frames() -> Iterator[M.Matrix]:
