@@ -273,9 +273,9 @@ def run(
         # Files of one size are in flight together, so their calls have one shape and share
         # batches (calls of other shapes run one after another); largest first. The codecs' models
         # are loaded before the workers fork (they inherit them), and the server moves them to
-        # its device as soon as it starts, while the workers read their first files. (Without a
-        # shared network each worker loads its own: on 2 cores the two loads run side by side, and
-        # one load in this process before the fork made the run slower, BENCHMARKS "session 10".)
+        # its device as soon as it starts, while the workers read their first files. Without a shared
+        # network each worker loads its own model: the loads overlap, where one load here before the
+        # fork would be serial (measured no faster on 2 cores, BENCHMARKS "Session 10").
         probes = {job: _probe(job, codec) for job in jobs}
         todo = deque(sorted(jobs, key=lambda job: probes[job][1], reverse=True))
         names = tuple(sorted({c for c, _ in probes.values() if c}))
