@@ -358,7 +358,7 @@ class Codec2(Anchor):
         return list(self._MODES)
 
     def version(self) -> str:
-        return f"pycodec2 {version('pycodec2')}"
+        return f"pycodec2 {version('pycodec2')}, fresh-process decode"  # points of the old in-process decode are not reused
 
     @staticmethod
     def _codec(mode: str) -> Any:
@@ -376,15 +376,27 @@ class Codec2(Anchor):
         frames = [c2.encode(pcm[i : i + n]) for i in range(0, len(pcm), n)]
         return self._MAGIC + bytes([self._MODES[setting], 0]) + b"".join(frames)
 
+    # libcodec2 draws the phases of unvoiced frames from process-wide generators it never resets
+    # (codec2_rand's seed and libc's rand), so a second decode of the same file in one process gave
+    # other samples (up to 0.67 of full scale apart) and `nmc eval`'s Codec2 rows depended on the
+    # order of its decodes. A fresh interpreter decodes as c2dec does, the same samples every time.
+    _DECODE = (
+        "import sys, numpy as np, pycodec2; c2 = pycodec2.Codec2(int(sys.argv[1])); n = c2.bytes_per_frame(); "
+        "body = sys.stdin.buffer.read(); "
+        "sys.stdout.buffer.write(b''.join(c2.decode(body[i : i + n]).astype('<i2').tobytes() for i in range(0, len(body), n)))"
+    )
+
     def decode(self, data: bytes) -> Audio:
+        import sys
+
         if data[:5] != self._MAGIC or data[5] not in self._MODES.values():
             raise MediaError("codec2: not a .c2 file this anchor wrote")
         mode = next(k for k, v in self._MODES.items() if v == data[5])
-        c2 = self._codec(mode)
-        size = c2.bytes_per_frame()
-        body = data[7:]
-        pcm = [c2.decode(body[i : i + size]) for i in range(0, len(body), size)]
-        return Audio.from_array(np.concatenate(pcm).astype(np.float32) / 32768, self.RATE)
+        cmd = [sys.executable, "-c", self._DECODE, mode.rstrip("C")]
+        done = subprocess.run(cmd, input=data[7:], capture_output=True, check=False)
+        if done.returncode != 0:
+            raise MediaError(f"codec2: decoding failed: {done.stderr.decode(errors='replace').strip()[-300:]}")
+        return Audio.from_array(np.frombuffer(done.stdout, "<i2").astype(np.float32) / 32768, self.RATE)
 
 
 # ---------------------------------------------------------------- Gaussian sequences, frame by frame

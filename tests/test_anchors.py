@@ -95,6 +95,14 @@ class TestAudioAnchors:
             assert decoded.sample_rate == 8000 and abs(decoded.frames / 8000 - 2.0) < 0.05
             assert np.abs(decoded.to_array()).max() > 0.05
 
+    def test_codec2_decodes_the_same_samples_every_time(self) -> None:
+        """libcodec2's random phases are process-wide state: decodes in one process must not see each other."""
+        codec2 = A.get_anchor("codec2")
+        data = codec2.encode(speechlike(2.0), "1200")
+        first = codec2.decode(data).to_array()
+        codec2.decode(codec2.encode(speechlike(1.0), "3200"))  # another file in between
+        assert np.array_equal(codec2.decode(data).to_array(), first)
+
     def test_codec2_rejects_foreign_files(self) -> None:
         with pytest.raises(ValueError, match="not a .c2 file"):
             A.get_anchor("codec2").decode(b"RIFF....")
