@@ -2,7 +2,7 @@
 # One device call: train vqgan's recovery transformer (models/vqgan/train_recovery.py) on every GPU.
 #   usage: MINUTES=7 bash scripts/device_recovery.sh     (from the repo root)
 # Carry .data/gpu_recovery (the index maps made here by models/vqgan/index_maps.py, a few MiB) and
-# .whl_vq (the constriction wheel). Without maps there, they are extracted on the GPU first from
+# .whl_vq (the constriction wheel) or .whl. Without maps there, they are extracted on the GPU first from
 # .data/images (carry it: 12.9 MiB) with NETWORK (default: the installed vqgan weights; a base export
 # needs LADDER too). Resumes from CKPT (default .ckpt/recovery), which a warm machine keeps between calls.
 # REC_ARGS adds options (e.g. --total-steps). Back in $OUT (4 files): recovery.log, recovery.safetensors
@@ -21,7 +21,9 @@ MAPS=${MAPS:-.data/gpu_recovery/vqgan_maps.safetensors} CKPT=${CKPT:-.ckpt/recov
 if [ "$DEV" = cuda ]; then NGPU=$(nvidia-smi -L | wc -l); nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; else NGPU=1; fi
 mkdir -p "$OUT" .ckpt "$(dirname "$MAPS")"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-if [ "${INSTALL:-1}" = 1 ]; then "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SCRATCH/site" "${WHL:-.whl_vq}"/*.whl || exit 1; fi
+# WHL: the wheel folder carried (default .whl_vq, else .whl: session 10's first try carried only .whl and failed in 1 s)
+WHL=${WHL:-$([ -d .whl_vq ] && echo .whl_vq || echo .whl)}
+if [ "${INSTALL:-1}" = 1 ]; then "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SCRATCH/site" "$WHL"/*.whl || exit 1; fi
 mkdir -p "$SCRATCH/nmcpkg/nmc" && cp nmc/__init__.py "$SCRATCH/nmcpkg/nmc/"
 for d in codec models cli; do ln -sfn "$PWD/$d" "$SCRATCH/nmcpkg/nmc/$d"; done
 export PYTHONPATH=$SCRATCH/site:$SCRATCH/nmcpkg:$PWD/.data/gpu_stlpips
