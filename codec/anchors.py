@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import struct
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Callable, ClassVar, TypeVar
@@ -381,14 +382,12 @@ class Codec2(Anchor):
     # other samples (up to 0.67 of full scale apart) and `nmc eval`'s Codec2 rows depended on the
     # order of its decodes. A fresh interpreter decodes as c2dec does, the same samples every time.
     _DECODE = (
-        "import sys, numpy as np, pycodec2; c2 = pycodec2.Codec2(int(sys.argv[1])); n = c2.bytes_per_frame(); "
+        "import sys, pycodec2; c2 = pycodec2.Codec2(int(sys.argv[1])); n = c2.bytes_per_frame(); "
         "body = sys.stdin.buffer.read(); "
         "sys.stdout.buffer.write(b''.join(c2.decode(body[i : i + n]).astype('<i2').tobytes() for i in range(0, len(body), n)))"
     )
 
     def decode(self, data: bytes) -> Audio:
-        import sys
-
         if data[:5] != self._MAGIC or data[5] not in self._MODES.values():
             raise MediaError("codec2: not a .c2 file this anchor wrote")
         mode = next(k for k, v in self._MODES.items() if v == data[5])
