@@ -4,7 +4,8 @@ indices and the same samples or pixels.
 `tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic's v2
 weights retired in session 6, hificodec's retired 2026-11-27 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same
 packets; hificodec's rewritten with the weights of 2026-12-03 session 9 (step 17660) by `scripts/rewrite_golden.py`,
-the files of the session-4, -7 and -8 weights are `hificodec_retired_s11970.nmc`, `_s14340.nmc` and `_s15470.nmc`, refused by name): hificodec codes the
+the files of the session-4, -7 and -8 weights are `hificodec_retired_s11970.nmc`, `_s14340.nmc` and `_s15470.nmc`, refused by name;
+mcquic's rewritten with the v3 weights of 2026-12-03 session 11, the v2.1 file is `mcquic_retired_v21.nmc`): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
 at s64 (rewritten with the weights of 2026-12-02 sessions 5 and 6, whose s16 and then s32 rungs got their own
@@ -33,7 +34,7 @@ from nmc.codec.container import END, read_header, read_packets, varint
 DATA = Path(__file__).parent / "data"
 INDICES = {  # codec -> sha256 of the decoded indices (int64, little endian)
     "hificodec": "59258e11a16e154641d938489b48f3c79009c63edbae93d1cd70c6534dda02e1",  # (100 frames, 1 channel, 4 codebooks)
-    "mcquic": "07eedcd78a348158e4e502c0acd8d7296520db37f93ad1ba44fd7a88f1d765e2",  # 180 indices, codebook by codebook
+    "mcquic": "ad667c4f794c0b8fbab7b29a332c5db1711e17ffc370cd39fc46413809a76577",  # 180 indices, codebook by codebook
 }
 GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2, 3)}
 del GOLDEN["hificodec_format1.nmc"]  # written with the retired 2026-11-27 weights: refused (below)
@@ -127,6 +128,17 @@ def test_a_file_of_the_retired_mcquic_v2_weights_names_both_versions() -> None:
         api.decompress((DATA / "mcquic_format1.nmc").read_bytes())
     message = str(refused.value)
     assert "22c2f8fd8616cd4b (mcquic v2 weights" in message and get_codec("mcquic").weights_hash() in message
+
+
+def test_a_file_of_the_retired_mcquic_v21_weights_names_both_versions() -> None:
+    """mcquic_retired_v21.nmc is the format-3 golden of the v2.1 weights (sessions 6-10); v3 (session 11) refuses it by name."""
+    from nmc.codec.errors import WeightsMismatchError
+    from nmc.codec.registry import get_codec
+
+    with pytest.raises(WeightsMismatchError) as refused:
+        api.decompress((DATA / "mcquic_retired_v21.nmc").read_bytes())
+    message = str(refused.value)
+    assert "bc1cc7d93fd6c993 (mcquic v2.1 weights" in message and get_codec("mcquic").weights_hash() in message
 
 
 @pytest.mark.parametrize("name, retired", [("hificodec_format1.nmc", "6553de974051380d (hificodec weights of 2026-11-27"),
