@@ -3,8 +3,9 @@ indices and the same samples or pixels.
 
 `tests/data/<codec>_format1.nmc` were written by main at a7dab17 (container format 1, mcquic's v2
 weights retired in session 6, hificodec's retired 2026-11-27 weights), `<codec>_format2.nmc` by the codec kit (format 2, the same
-packets; hificodec's rewritten with the weights of 2026-12-03 session 9 (step 17660) by `scripts/rewrite_golden.py`,
-the files of the session-4, -7 and -8 weights are `hificodec_retired_s11970.nmc`, `_s14340.nmc` and `_s15470.nmc`, refused by name;
+packets; hificodec's rewritten with the weights of 2026-12-03 session 11 (the mean of steps 17660 and 22070) by
+`scripts/rewrite_golden.py`, the files of the session-4, -7, -8 and -9 weights are `hificodec_retired_s11970.nmc`, `_s14340.nmc`,
+`_s15470.nmc` and `_s17660.nmc`, refused by name;
 mcquic's rewritten with the v3 weights of 2026-12-03 session 11, the v2.1 file is `mcquic_retired_v21.nmc`): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
@@ -33,7 +34,7 @@ from nmc.codec.container import END, read_header, read_packets, varint
 
 DATA = Path(__file__).parent / "data"
 INDICES = {  # codec -> sha256 of the decoded indices (int64, little endian)
-    "hificodec": "59258e11a16e154641d938489b48f3c79009c63edbae93d1cd70c6534dda02e1",  # (100 frames, 1 channel, 4 codebooks)
+    "hificodec": "17c2b2226bd696c14c0dfdddaf47338b8f7f9ed2f5a15986ce35c598a3b8c267",  # (100 frames, 1 channel, 4 codebooks)
     "mcquic": "ad667c4f794c0b8fbab7b29a332c5db1711e17ffc370cd39fc46413809a76577",  # 180 indices, codebook by codebook
 }
 GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2, 3)}
@@ -144,7 +145,8 @@ def test_a_file_of_the_retired_mcquic_v21_weights_names_both_versions() -> None:
 @pytest.mark.parametrize("name, retired", [("hificodec_format1.nmc", "6553de974051380d (hificodec weights of 2026-11-27"),
                                            ("hificodec_retired_s11970.nmc", "d553f07bbb7a7b47 (hificodec weights of 2026-12-02 session 4"),
                                            ("hificodec_retired_s14340.nmc", "7f82764f15a95273 (hificodec weights of 2026-12-03 session 7"),
-                                           ("hificodec_retired_s15470.nmc", "0094e18fd354ca1b (hificodec weights of 2026-12-03 session 8")])
+                                           ("hificodec_retired_s15470.nmc", "0094e18fd354ca1b (hificodec weights of 2026-12-03 session 8"),
+                                           ("hificodec_retired_s17660.nmc", "adc01b93119567ea (hificodec weights of 2026-12-03 session 9")])
 def test_a_file_of_retired_hificodec_weights_names_both_versions(name: str, retired: str) -> None:
     """Files written with earlier hificodec weights (2026-11-27; steps 11970, 14340 and 15470) are refused by name."""
     from nmc.codec.errors import WeightsMismatchError

@@ -132,7 +132,8 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
     retired_weights = {"6553de974051380d": "hificodec weights of 2026-11-27 (step 8320), shipped until 2026-12-02",
                        "d553f07bbb7a7b47": "hificodec weights of 2026-12-02 session 4 (step 11970), shipped until session 7",
                        "7f82764f15a95273": "hificodec weights of 2026-12-03 session 7 (step 14340), shipped until session 8",
-                       "0094e18fd354ca1b": "hificodec weights of 2026-12-03 session 8 (step 15470), shipped until session 9"}
+                       "0094e18fd354ca1b": "hificodec weights of 2026-12-03 session 8 (step 15470), shipped until session 9",
+                       "adc01b93119567ea": "hificodec weights of 2026-12-03 session 9 (step 17660), shipped until session 11"}
     header_dict = (  # format 2: a typical header (the most frequent values), part of the format
         b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
         b'"extra":{"chunk_frames":1500,"codebook_size":1024,"codebooks":4,"frames":60,"groups":2,"hop":320},'
