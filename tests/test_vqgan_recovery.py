@@ -592,6 +592,38 @@ class TestContinuous:
         assert api.decode(opened).pixels.tobytes() == mean.tobytes() and codec.recovery[1] == {16: 0, 256: 2}
         assert "by the received neighbours' mean (the recovery model was not trained on the s64 codebook and decoder)" in str(opened.recovery_line())
 
+    def test_a_concealing_decoder_decodes_only_windows_with_lost_cells(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """A file carrying a concealing decoder for s64 (here a copy of s64's decoder with its output conv's bias moved,
+        so that its pixels differ visibly): under --recover, the windows of the 64x64 tiles whose cells were lost decode
+        through it, the others exactly as with the plain file; a file without losses and the "mean" baseline do not use
+        it; a decoder that does not fit the network is one clear error."""
+        net = ladder_of(weights)
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
+        plain, conceal = tmp_path / "plain.safetensors", tmp_path / "conceal.safetensors"
+        R.save_recovery(plain, model, network_of(weights), {}, R.decoder_hashes(net))
+        state = {k: v.clone() for k, v in net.parts(64)[1].state_dict().items()}
+        last = [k for k in state if k.endswith("bias")][-1]
+        state[last] += 0.5
+        R.save_recovery(conceal, model, network_of(weights), {}, R.decoder_hashes(net), {64: state})
+        assert sorted(R.load_recovery(conceal)[0].decoder_states) == [64]
+        codec = V.VQGANCodec(weights, tile=64, dec_margin=0, recovery_path=conceal)
+        clean = encode(codec, photo(128, 128), "s64")
+        data = lose(clean, {0})  # the first packet of the first tile (rows 0-63, columns 0-63)
+        a = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, dec_margin=0, recovery_path=plain)).pixels
+        b = api.decompress(data, recover=True, codec=codec).pixels
+        assert not np.array_equal(a[:64, :64], b[:64, :64]) and np.array_equal(a[64:], b[64:]) and np.array_equal(a[:, 64:], b[:, 64:])
+        assert np.array_equal(api.decompress(clean, codec=codec).pixels, api.decompress(clean, codec=V.VQGANCodec(weights, tile=64, dec_margin=0)).pixels)
+        codec.concealment = "mean"
+        mean = api.decompress(data, recover=True, codec=codec).pixels
+        assert np.array_equal(mean, api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, dec_margin=0, concealment="mean")).pixels)
+        state["bad"] = torch.zeros(1)
+        R.save_recovery(conceal, model, network_of(weights), {}, R.decoder_hashes(net), {64: state})
+        with pytest.raises(CodecNotFoundError, match="concealing decoder does not fit") as err:
+            api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, recovery_path=conceal))
+        assert "\n" not in str(err.value)
+        with pytest.raises(ValueError, match="only a continuous"):
+            R.save_recovery(conceal, code_model((16,), {16: net.unit_codes(16)}), network_of(weights), {}, None, {16: state})
+
     def test_a_model_for_another_network_is_refused_in_one_line(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         net = ladder_of(weights)
         foreign = tmp_path / "foreign.safetensors"
@@ -630,6 +662,37 @@ class TestContinuous:
         assert f"starts from {pointer} (fresh: code_out.weight, code_out.bias)" in (tmp_path / "next" / "train.log").read_text()
         with pytest.raises(typer.BadParameter, match="--continuous needs code inputs"):
             train_recovery.main(**common, continuous=True, code_inputs=False, ckpt_dir=tmp_path / "bad", max_steps=1)
+
+    def test_tune_decoder_trains_exports_resumes_and_conceals(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """train_recovery.py --continuous --tune-decoder --train-sizes 64: the decoder copy trains (its weights move from
+        the network's), the checkpoint resumes with it (and refuses a run without it), the held-out check scores the fill
+        through it, the export carries it and the codec loads it; --tune-decoder needs one size."""
+        from PIL import Image
+
+        from nmc.models.vqgan import train_recovery
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for i in range(3):
+            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        export, ckpt = tmp_path / "conceal.safetensors", tmp_path / "ckpt"
+        common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1, continuous=True, train_sizes="64")
+        train_recovery.main(**common, tune_decoder=True, ckpt_dir=ckpt, export=export, max_steps=2, eval_sizes="64", decoder_lr=1.0)
+        text = (ckpt / "train.log").read_text()
+        assert "continuous through the concealing decoder" in text.split("eval held-out s64")[1]
+        model = R.load_recovery(export)[0]
+        net = ladder_of(weights)
+        trained, original = model.decoder_states[64], net.parts(64)[1].state_dict()
+        assert trained.keys() == original.keys() and any(not torch.allclose(trained[k].float(), original[k], atol=1e-4) for k in trained)
+        train_recovery.main(**common, tune_decoder=True, ckpt_dir=ckpt, max_steps=3, eval_sizes="")
+        assert "resumed from" in (ckpt / "train.log").read_text()
+        with pytest.raises(typer.BadParameter, match="with the s64 decoder"):
+            train_recovery.main(**common, ckpt_dir=ckpt, max_steps=4, eval_sizes="")
+        with pytest.raises(typer.BadParameter, match="one --train-sizes size"):
+            train_recovery.main(**{**common, "train_sizes": "16,64"}, tune_decoder=True, ckpt_dir=tmp_path / "two", max_steps=1)
+        codec = V.VQGANCodec(weights, recovery_path=export)
+        out = api.decompress(lose(encode(codec, photo()), {0}), recover=True, codec=codec)
+        assert out.pixels.shape == (96, 128, 3) and 64 in codec.model.net.concealers
 
 
 class TestLossChannels:

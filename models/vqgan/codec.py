@@ -43,7 +43,7 @@ from nmc.codec.weights import read_args
 from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
-from .tiling import STRIDE, net_decode, net_decode_codes, net_indices, synthesise, tile_indices
+from .tiling import STRIDE, net_decode, net_decode_codes, net_decode_concealed, net_indices, synthesise, tile_indices
 
 if TYPE_CHECKING:
     import torch
@@ -133,6 +133,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     net_indices = staticmethod(net_indices)  # the network functions `run` calls (tiling.py)
     net_decode = staticmethod(net_decode)
     net_decode_codes = staticmethod(net_decode_codes)
+    net_decode_concealed = staticmethod(net_decode_concealed)
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
                  dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery", fill_steps: int = FILL_STEPS) -> None:  # fmt: skip
@@ -169,6 +170,13 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
         ours_by_size = (decoder_hashes if model.args.continuous else codebook_hashes)(self.model.net)
         covered = {s: model.args.sizes.index(s) for s, h in ours_by_size.items() if codebooks.get(s) == h}
+        try:
+            concealers = model.concealers(self.model.net.args)  # decoders trained to conceal (`--tune-decoder`)
+        except (RuntimeError, KeyError) as err:
+            raise CodecNotFoundError(f"{path}: its concealing decoder does not fit the installed vqgan network ({str(err).splitlines()[0]})") from None
+        for size, g_s in concealers.items():
+            if size in covered:
+                self.model.net.set_concealer(size, g_s)
         return model, covered
 
     def concealment_identity(self) -> str:
@@ -293,12 +301,14 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                     put_alpha(out, decode_plane(payload, h, w), box)
         rest = next(packets, None)  # reads the end record, which the container checks
         assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
-        grid = indices  # the index map, or the code map of a continuous fill
+        grid, concealed = indices, None  # the index map, or the code map of a continuous fill; the cells a concealing decoder sees
         if masked.any():
             grid = self.conceal(indices, masked, k)
             self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment_used(k)}
+            if self.concealment == "recovery" and size in self.model.net.concealers:
+                concealed = masked
         elif lost[1]:
             self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
         for box in boxes:
-            synthesise(self.run, out, grid, box, size, fields.dec_margin, fields.gray)
+            synthesise(self.run, out, grid, box, size, fields.dec_margin, fields.gray, concealed)
         return M.Image(out)

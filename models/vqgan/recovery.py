@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from .network import Ladder
+    from .network import Ladder, VQGANArgs
 
 FORMAT = "nmc-vqgan-recovery-1"
 MARGIN = 4  # cells of context around a window's core
@@ -101,6 +101,7 @@ class IndexTransformer(nn.Module):
     def __init__(self, args: RecoveryArgs):
         super().__init__()
         a = self.args = args
+        self.decoder_states: dict[int, dict[str, Tensor]] = {}  # size -> a concealing decoder's tensors (`load_recovery`)
         if a.continuous and (not a.code_dim or a.pointer):
             raise ValueError("a continuous recovery model needs code inputs (code_dim > 0) and is not a pointer")
         self.offsets = [0, *np.cumsum(a.sizes).tolist()]  # codebook k's rows of the table
@@ -189,6 +190,18 @@ class IndexTransformer(nn.Module):
         """`codes_hash` of each size's codes in the `codes` buffer (what the codec compares with its own codebooks)."""
         return {s: codes_hash(self.unit_codes(k)) for k, s in enumerate(self.args.sizes)}
 
+    def concealers(self, net_args: VQGANArgs) -> dict[int, nn.Module]:
+        """The concealing decoders the file holds (`train_recovery.py --tune-decoder`), built as the network's `g_s`
+        (`net_args`: its base arguments), fp32, eval mode."""
+        from .network import synthesis
+
+        out: dict[int, nn.Module] = {}
+        for size, state in self.decoder_states.items():
+            g_s = synthesis(net_args)
+            g_s.load_state_dict({k: v.float() for k, v in state.items()})
+            out[size] = g_s.eval()
+        return out
+
     def state(self) -> dict[str, Tensor]:
         """Tensors of the shipped file: fp16 weights, fp32 norms, embeddings of positions, biases and unit codes."""
         return {k: v.detach().cpu().half() if v.ndim == 2 and "norm" not in k and k != "codes" else v.detach().cpu().float()
@@ -228,17 +241,25 @@ def decoder_hashes(net: Ladder) -> dict[int, str]:
     return out
 
 
-def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str] | None = None) -> None:
+def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str] | None = None,
+                  decoders: dict[int, dict[str, Tensor]] | None = None) -> None:  # fmt: skip
     """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for (its base
     network's hash and `codes_hash` of each codebook of the training maps: `codebooks`, or with `code_dim`
-    those of the codes it holds; a continuous model: `decoder_hashes` of the network, given as `codebooks`), how."""
+    those of the codes it holds; a continuous model: `decoder_hashes` of the network, given as `codebooks`), how;
+    a continuous model's concealing decoders (`decoders`: size -> `g_s` state) as `decoder.{size}.*` in fp16."""
     from safetensors.torch import save_file
 
     codebooks = model.codebook_hashes() if model.args.code_dim and not model.args.continuous else codebooks or {}
+    decoders = decoders or {}
+    if decoders and not model.args.continuous:
+        raise ValueError("only a continuous recovery model carries concealing decoders")
     meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report),
-            "codebooks": json.dumps({str(s): h for s, h in codebooks.items()})}  # fmt: skip
+            "codebooks": json.dumps({str(s): h for s, h in codebooks.items()}), "decoders": json.dumps(sorted(decoders))}  # fmt: skip
+    tensors = model.state()
+    for size, state in decoders.items():
+        tensors.update({f"decoder.{size}.{k}": v.detach().cpu().half() for k, v in state.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(model.state(), str(path), metadata=meta)
+    save_file(tensors, str(path), metadata=meta)
 
 
 def load_recovery(path: Path) -> tuple[IndexTransformer, str, dict[int, str]]:
@@ -254,7 +275,10 @@ def load_recovery(path: Path) -> tuple[IndexTransformer, str, dict[int, str]]:
             raise ValueError(f"format {meta.get('format')!r}, not {FORMAT}")
         args = json.loads(meta["model_args"])
         model = IndexTransformer(RecoveryArgs(**{**args, "sizes": tuple(args["sizes"])}))
-        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+        model.load_state_dict({k: v.float() for k, v in tensors.items() if not k.startswith("decoder.")})
+        for size in json.loads(meta.get("decoders", "[]")):
+            prefix = f"decoder.{int(size)}."
+            model.decoder_states[int(size)] = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         codebooks = {int(s): str(h) for s, h in json.loads(meta.get("codebooks", "{}")).items()}
     except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         raise ValueError(f"{path}: not a vqgan recovery file ({err})") from None

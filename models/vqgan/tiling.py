@@ -37,12 +37,17 @@ def tile_indices(run: Runner, rgb: npt.NDArray[np.uint8], box: Box, sizes: list[
     return [g[0][cells].astype(np.int64) for g in grids]
 
 
-def synthesise(run: Runner, out: np.ndarray, grid: np.ndarray, box: Box, size: int, margin: int, gray: bool = False) -> None:
+def synthesise(run: Runner, out: np.ndarray, grid: np.ndarray, box: Box, size: int, margin: int, gray: bool = False,
+               masked: np.ndarray | None = None) -> None:  # fmt: skip
     """Decode tile `box` of `out` `(H, W, C)` from `grid`, the index map `(h, w)` of the whole image into the
     codebook of `size` codes (`run("decode")`), or its code map `(h, w, d)` fp32 (`run("decode_codes")`: a
-    continuous recovery fill): the tile's cells and `margin` cells around it."""
+    continuous recovery fill): the tile's cells and `margin` cells around it. With `masked` (the lost cells of a
+    code map, `(h, w)` bool), a window that holds one is decoded by the concealing decoder where the network has
+    one for `size` (`run("decode_concealed")`, `Ladder.set_concealer`); the other windows decode as without loss."""
     wy0, wy1, wx0, wx1 = cell_window(box, margin, (grid.shape[0], grid.shape[1]), STRIDE)
     fn = "decode_codes" if grid.ndim == 3 else "decode"
+    if grid.ndim == 3 and masked is not None and masked[wy0:wy1, wx0:wx1].any():
+        fn = "decode_concealed"
     (pixels,) = run(fn, grid[None, wy0:wy1, wx0:wx1], size=size, gray=out.shape[2] <= 2 or gray)
     put_pixels(out, pixels[0], box, (STRIDE * wy0, STRIDE * wx0))
 
@@ -65,6 +70,11 @@ def net_decode_codes(net: Ladder, codes: torch.Tensor, size: int, gray: bool) ->
     return _pixels(net.synthesize(codes.permute(0, 3, 1, 2), size), gray)
 
 
+def net_decode_concealed(net: Ladder, codes: torch.Tensor, size: int, gray: bool) -> torch.Tensor:
+    """`net_decode_codes` through the concealing decoder of `size` where the network has one (else its own)."""
+    return _pixels(net.synthesize(codes.permute(0, 3, 1, 2), size, concealed=True), gray)
+
+
 def _pixels(x: torch.Tensor, gray: bool) -> torch.Tensor:
     """Decoded `(B, 3, H, W)` in [0, 1] -> uint8 (gray: the mean of the three planes)."""
     import torch
@@ -76,5 +86,6 @@ def _pixels(x: torch.Tensor, gray: bool) -> torch.Tensor:
 
 def local(net: Ladder, device: str = "cpu") -> Runner:
     """A `run` for a bare network (fit_prior.py, tests): the functions above on `device`."""
-    fns: dict[str, Callable[..., Any]] = {"indices": net_indices, "decode": net_decode, "decode_codes": net_decode_codes}
+    fns: dict[str, Callable[..., Any]] = {"indices": net_indices, "decode": net_decode, "decode_codes": net_decode_codes,
+                                          "decode_concealed": net_decode_concealed}  # fmt: skip
     return lambda fn, *arrays, **static: run_on(net, device, fns[fn], arrays, static)

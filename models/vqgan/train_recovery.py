@@ -26,12 +26,19 @@ code vector per lost cell, added to the mean of its received neighbours' unit co
 the head starts at zero, so step 0 fills that mean), with the same crops, losses and decoder but a direct gradient
 (no Gumbel); received cells keep their codes. `--init` may then be a pointer or code-input export: its transformer
 is kept, the code head starts at zero. The held-out check adds the neighbours' mean (the untrained fill).
+
+With `--tune-decoder` (`--continuous` at one `--train-sizes` size S) a copy of S's decoder trains beside the model, at
+`--decoder-lr` times its learning rate, on the same filled maps: a concealing decoder, which sees every lost cell's
+received neighbourhood through its receptive field (LossResilientLIC trains its decoder so). The export carries it
+(`decoder.S.*`); the codec decodes a window with lost cells through it, any other window with the network's own decoder.
 One file, top to bottom, like models/vqgan/train.py:
 
     python models/vqgan/train_recovery.py --tiny --max-steps 20 --maps .data/vqgan_maps.safetensors --ckpt-dir .ckpt/rec-tiny
     python models/vqgan/train_recovery.py --ckpt-dir .ckpt/recovery --max-steps 0 --export recovery.safetensors   # evaluate, export
     python models/vqgan/train_recovery.py --decoded-loss --init POINTER.safetensors --ckpt-dir .ckpt/rec-decoded --batch 4 --crop 128
     python models/vqgan/train_recovery.py --continuous --tiny --max-steps 20 --ckpt-dir .ckpt/rec-cont-tiny --holdout 2
+    python models/vqgan/train_recovery.py --continuous --tune-decoder --train-sizes 1024 --init models/vqgan/weights/recovery.safetensors \
+        --target photo --ckpt-dir .ckpt/rec-conceal --batch 4 --crop 128                        # a concealing decoder
     torchrun --standalone --nproc_per_node=$NGPU models/vqgan/train_recovery.py --minutes 7 --ckpt-dir .ckpt/recovery \\
         --log-file $OUT/recovery.log --export $OUT/recovery.safetensors
 
@@ -45,6 +52,7 @@ received neighbour (what a perfect pointer gets in its first round).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -212,13 +220,15 @@ def pointer_codes(scores: torch.Tensor, indices: torch.Tensor, masked: torch.Ten
 
 
 def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladder, lpips: torch.nn.Module, x: torch.Tensor, k: int, masked: torch.Tensor,
-                 origin: tuple[int, int], codes: torch.Tensor, tau: float, target: str, gen: torch.Generator, autocast: Callable[[], Any]) -> dict[str, torch.Tensor]:  # fmt: skip
+                 origin: tuple[int, int], codes: torch.Tensor, tau: float, target: str, gen: torch.Generator, autocast: Callable[[], Any],
+                 decoder: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
     """Photo crops `x` `[B, 3, H, W]` -> their indices at operating point `k` (the frozen network), the `masked` cells
     filled by the pointer (`pointer_codes`) or a continuous model (`continuous_codes`), decoded by that point's decoder:
     L1 and ST-LPIPS against the loss-free decode of the same indices (`target` "decode") or the photo ("photo"); a
     pointer's cross-entropy (an auxiliary term) and accuracy, a continuous fill's mean cosine with the lost cells' true
     codes (`cos`, and `cos0` of the neighbours' mean it starts from). Cells far from every lost one decode as in the
-    target, so the loss sits around the lost cells."""
+    target, so the loss sits around the lost cells. `decoder` (`--tune-decoder`): the trained copy of that point's `g_s`
+    decodes instead of the frozen one."""
     size = frozen.sizes[k]
     with torch.no_grad():
         indices = frozen.quantize(frozen.features(x), size)
@@ -232,7 +242,10 @@ def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladde
         else:
             scores = net.pointer_logits(feats, masked)
             code_map = pointer_codes(scores, indices, masked, codes, tau, gen)
-        x_hat = frozen.synthesize(code_map, size).float()
+        if decoder is None:
+            x_hat = frozen.synthesize(code_map, size).float()
+        else:
+            x_hat = decoder(frozen.parts(size)[0].out_proj(code_map)).clamp(0, 1).float()
         lp = lpips(x_hat, ref, normalize=True).float().mean()
     stats = {"l1": (x_hat - ref).abs().mean(), "lpips": lp}
     if net.args.continuous:
@@ -249,20 +262,21 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
                      rate: float = 0.2, draws: int = 2, side: int = 512) -> dict[int, dict[str, float]]:  # fmt: skip
     """Per codebook size, mean ST-LPIPS against the photo of the loss-free decode, the nearest-cell copy and the
     model's fill (`pointer`: `fill`; `continuous`: `fill_codes`, and `mean`, the received neighbours' mean it starts
-    from), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a multiple of 16)
+    from; at a size with a concealing decoder (`Ladder.set_concealer`) also `concealed`, that fill through it), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a multiple of 16)
     with the packets of a 2x4 lattice (`packet_cells`, phase 0 as the codec's tiles) lost at `rate`, `draws` seeded
     draws per photo (at least one packet lost). On the model's device."""
     dev, continuous = model.mask_token.device, model.args.continuous
     out: dict[int, dict[str, float]] = {}
     for size in sizes:
         k, unit = model.args.sizes.index(size), frozen.unit_codes(size)
-        sums = dict.fromkeys(("lossfree", "nearest", *(("mean", "continuous") if continuous else ("pointer",)), "lost"), 0.0)
+        conceals = continuous and size in frozen.concealers
+        sums = dict.fromkeys(("lossfree", "nearest", *(("mean", "continuous") if continuous else ("pointer",)), *(("concealed",) if conceals else ()), "lost"), 0.0)
         for p, im in enumerate(photos):
             h, w = (min(d, lim) // 16 * 16 for d, lim in zip(im.shape[1:], (side, side * 3 // 2)))
             x = im[:, :h, :w].float().div(255)[None].to(dev)
             grid = frozen.quantize(frozen.features(x), size)[0].cpu().numpy()
             codes_of = lambda g: unit[torch.from_numpy(g).to(dev)]  # noqa: E731  # (h, w, d), as decode_at gathers them
-            score = lambda c: float(lpips(frozen.synthesize(c.to(dev).permute(2, 0, 1)[None], size), x, normalize=True).mean())  # noqa: E731
+            score = lambda c, hide=False: float(lpips(frozen.synthesize(c.to(dev).permute(2, 0, 1)[None], size, hide), x, normalize=True).mean())  # noqa: E731
             sums["lossfree"] += draws * score(codes_of(grid))
             for d in range(draws):
                 lost = np.random.default_rng([p, d, size]).random(8) < rate
@@ -271,7 +285,10 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
                 sums["nearest"] += score(codes_of(fill_nearest(grid, masked)))
                 if continuous:
                     sums["mean"] += score(torch.from_numpy(fill_mean(grid, masked, unit)))
-                    sums["continuous"] += score(torch.from_numpy(fill_codes(model, grid, masked, k, unit)))
+                    filled = torch.from_numpy(fill_codes(model, grid, masked, k, unit))
+                    sums["continuous"] += score(filled)
+                    if conceals:
+                        sums["concealed"] += score(filled, True)
                 else:
                     sums["pointer"] += score(codes_of(fill(model, grid, masked, k)))
                 sums["lost"] += float(lost.mean())
@@ -329,6 +346,8 @@ def main(
     w_lpips: float = 1.0,
     w_ce: float = 0.0,
     eval_sizes: str = "256,1024",  # --decoded-loss: sizes of the held-out decoded evaluation ("": none)
+    tune_decoder: bool = False,  # --continuous at one --train-sizes size: also train a copy of its decoder on the filled maps (the concealing decoder, exported beside the model)
+    decoder_lr: float = 0.2,  # --tune-decoder: the decoder's learning rate as a fraction of --lr
 ) -> None:
     decoded_loss = decoded_loss or continuous
     if continuous and not code_inputs:
@@ -337,6 +356,8 @@ def main(
         dim, layers, heads, embed, max_side = (TINY[k] for k in ("dim", "layers", "heads", "embed", "max_side"))
         batch, min_side = (2 if decoded_loss else 8) if batch == 64 else batch, min(min_side, 8)
         crop = 64 if decoded_loss and crop == 256 else crop
+    if tune_decoder and (not continuous or len(train_sizes.split(",")) != 1 or not train_sizes):
+        raise typer.BadParameter("--tune-decoder needs --continuous and one --train-sizes size (the operating point whose decoder it copies)")
     if decoded_loss and (crop % 16 or target not in ("decode", "photo")):
         raise typer.BadParameter(f"--crop {crop} must be a multiple of 16 and --target {target!r} 'decode' or 'photo'")
     pointer = (pointer or decoded_loss) and not continuous
@@ -414,14 +435,30 @@ def main(
                 net.tokens.weight[net.offsets[k] : net.offsets[k + 1], :d] = code_scale * codebooks[size][:, :d]
         say(f"token embeddings start from the unit codes (x {code_scale})")
     net.to(device)
+    decoder, dec_size = None, int(train_sizes) if tune_decoder else 0
+    if tune_decoder:  # a trainable copy of the operating point's decoder: from the checkpoint, the --init file or the network
+        decoder = copy.deepcopy(frozen.parts(dec_size)[1]).float().requires_grad_(True)
+        if not ckpt and init is not None and dec_size in start.decoder_states:
+            decoder.load_state_dict({k_: v.float() for k_, v in start.decoder_states[dec_size].items()})
+            say(f"the s{dec_size} decoder starts from {init}'s concealing decoder")
+        decoder.to(device)
+    if ckpt and cmeta.get("decoder_size", 0) != dec_size:
+        raise typer.BadParameter(f"{ckpt_dir}: a checkpoint {'with the s' + str(cmeta['decoder_size']) + ' decoder' if cmeta.get('decoder_size') else 'without a decoder'}; "
+                                 f"this run {'tunes the s' + str(dec_size) + ' decoder' if dec_size else 'tunes no decoder'}")  # fmt: skip
     decayed = ("blocks", "inp", "out", "ptr_")
     decay = [p for n, p in net.named_parameters() if p.ndim == 2 and n.startswith(decayed)]
     other = [p for n, p in net.named_parameters() if not (p.ndim == 2 and n.startswith(decayed))]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95), fused=rt.cuda)  # fmt: skip
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+    trained = [*decay, *other]
+    if decoder is not None:
+        trained += list(decoder.parameters())
+        groups.append({"params": list(decoder.parameters()), "weight_decay": 0.0, "lr_scale": decoder_lr})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=rt.cuda)
     step, train_seconds, warm_from = 0, 0.0, 0
     if ckpt:
         net.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("m/")})
+        if decoder is not None:
+            decoder.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g/")})
         if not ckpt_io.load_optimizer(opt, tensors, "opt", cmeta["opt_groups"]):
             warm_from = cmeta["step"]  # a moment-free checkpoint: fresh moments, warm up again
         step, train_seconds = cmeta["step"], cmeta["train_seconds"]
@@ -430,15 +467,17 @@ def main(
         net.set_codes(codebooks)
         say(f"tokens mapped from the unit codes ({args.code_dim} dims)")
     model = DDP(net, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp else net
+    dec_model = DDP(decoder, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp and decoder is not None else decoder
     say(f"world {rt.world} device {device}; {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters {asdict(args)}")
 
     def checkpoint() -> None:
         if not master:
             return
         t, groups = ckpt_io.optimizer_tensors(opt, "opt", "fp32")
-        ckpt_io.save(ckpt_dir, {**{f"m/{k}": v for k, v in net.state_dict().items()}, **t},
+        dec_t = {f"g/{k}": v for k, v in decoder.state_dict().items()} if decoder is not None else {}
+        ckpt_io.save(ckpt_dir, {**{f"m/{k}": v for k, v in net.state_dict().items()}, **dec_t, **t},
                      {"step": step, "train_seconds": train_seconds, "model_args": asdict(args), "network": meta["network"],
-                      "opt_groups": groups, "config": config})  # fmt: skip
+                      "opt_groups": groups, "config": config, "decoder_size": dec_size})  # fmt: skip
 
     unit = {k: codebooks[s].float().to(device) for k, s in enumerate(sizes)}  # the pointer's targets
     gen = torch.Generator()
@@ -448,14 +487,14 @@ def main(
     while not stop:
         gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
         for g in opt.param_groups:
-            g["lr"] = sched(step, warm_from)
+            g["lr"] = sched(step, warm_from) * g.get("lr_scale", 1.0)
         if decoded_loss:
             k = ks[int(torch.randint(len(ks), (), generator=gen))]
             photo, side = random_crops(train_imgs, batch, crop, (0.5, 1.0), gen), crop // 16
             rate = mask_min + (loss_max - mask_min) * torch.rand(batch, generator=gen)
             m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
             origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
-            stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast)
+            stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast, dec_model)
             loss = w_l1 * stats["l1"] + w_lpips * stats["lpips"] + (w_ce * stats["ce"] if "ce" in stats else 0.0)
             stats = {"loss": loss, **stats}
         else:
@@ -475,7 +514,7 @@ def main(
             stats = {"ce": loss, "acc": acc}
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(trained, grad_clip)
         opt.step()
         step += 1
         train_seconds = seconds0 + time.time() - t_loop
@@ -502,12 +541,16 @@ def main(
         net.eval().float()
         if export:  # first: the evaluation takes minutes
             save_recovery(export, net, meta["network"], {"step": step, "maps": [] if decoded_loss else [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
-                          decoder_hashes(frozen) if args.continuous else {s: codes_hash(codebooks[s]) for s in sizes})  # fmt: skip
+                          decoder_hashes(frozen) if args.continuous else {s: codes_hash(codebooks[s]) for s in sizes},
+                          {dec_size: decoder.state_dict()} if decoder is not None else None)  # fmt: skip
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
         if decoded_loss and held_imgs and eval_sizes:
             t0 = time.time()
+            if decoder is not None:
+                frozen.set_concealer(dec_size, decoder)
             for size, r in evaluate_decoded(net.to(device), frozen, held_imgs, lpips, [int(v) for v in eval_sizes.split(",")]).items():
                 fills = f"neighbours' mean {r['mean']:.4f}, continuous {r['continuous']:.4f}" if args.continuous else f"pointer {r['pointer']:.4f}"
+                fills += f", continuous through the concealing decoder {r['concealed']:.4f}" if "concealed" in r else ""
                 say(f"eval held-out s{size}: {len(held_imgs)} photos x 2 draws, {r['lost']:.3f} of the packets lost; ST-LPIPS loss-free {r['lossfree']:.4f}, "
                     f"nearest cell {r['nearest']:.4f}, {fills}")  # fmt: skip
             say(f"eval took {time.time() - t0:.1f} s")
