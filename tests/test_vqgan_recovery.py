@@ -664,9 +664,9 @@ class TestContinuous:
             train_recovery.main(**common, continuous=True, code_inputs=False, ckpt_dir=tmp_path / "bad", max_steps=1)
 
     def test_tune_decoder_trains_exports_resumes_and_conceals(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
-        """train_recovery.py --continuous --tune-decoder --train-sizes 64: the decoder copy trains (its weights move from
-        the network's), the checkpoint resumes with it (and refuses a run without it), the held-out check scores the fill
-        through it, the export carries it and the codec loads it; --tune-decoder needs one size."""
+        """train_recovery.py --continuous --tune-decoder 64: the decoder copy trains (its weights move from the network's),
+        the checkpoint resumes with it (and refuses a run without it), the held-out check scores the fill through it,
+        the export carries it and the codec loads it; the size must be a trained one; other sizes may train beside it."""
         from PIL import Image
 
         from nmc.models.vqgan import train_recovery
@@ -677,19 +677,24 @@ class TestContinuous:
             Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
         export, ckpt = tmp_path / "conceal.safetensors", tmp_path / "ckpt"
         common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1, continuous=True, train_sizes="64")
-        train_recovery.main(**common, tune_decoder=True, ckpt_dir=ckpt, export=export, max_steps=2, eval_sizes="64", decoder_lr=1.0)
+        train_recovery.main(**common, tune_decoder=64, ckpt_dir=ckpt, export=export, max_steps=2, eval_sizes="64", decoder_lr=1.0)
         text = (ckpt / "train.log").read_text()
         assert "continuous through the concealing decoder" in text.split("eval held-out s64")[1]
         model = R.load_recovery(export)[0]
         net = ladder_of(weights)
         trained, original = model.decoder_states[64], net.parts(64)[1].state_dict()
         assert trained.keys() == original.keys() and any(not torch.allclose(trained[k].float(), original[k], atol=1e-4) for k in trained)
-        train_recovery.main(**common, tune_decoder=True, ckpt_dir=ckpt, max_steps=3, eval_sizes="")
+        train_recovery.main(**common, tune_decoder=64, ckpt_dir=ckpt, max_steps=3, eval_sizes="")
         assert "resumed from" in (ckpt / "train.log").read_text()
         with pytest.raises(typer.BadParameter, match="with the s64 decoder"):
             train_recovery.main(**common, ckpt_dir=ckpt, max_steps=4, eval_sizes="")
-        with pytest.raises(typer.BadParameter, match="one --train-sizes size"):
-            train_recovery.main(**{**common, "train_sizes": "16,64"}, tune_decoder=True, ckpt_dir=tmp_path / "two", max_steps=1)
+        with pytest.raises(typer.BadParameter, match="the size among --train-sizes"):
+            train_recovery.main(**{**common, "train_sizes": "16"}, tune_decoder=64, ckpt_dir=tmp_path / "other", max_steps=1)
+        with pytest.raises(typer.BadParameter, match="no codebook of that size"):
+            train_recovery.main(**{**common, "train_sizes": ""}, tune_decoder=100, ckpt_dir=tmp_path / "none", max_steps=1)
+        two = tmp_path / "two"  # the transformer at two sizes, the decoder on the steps at s64 only
+        train_recovery.main(**{**common, "train_sizes": "16,64"}, tune_decoder=64, ckpt_dir=two, export=two / "x.safetensors", max_steps=3, eval_sizes="")
+        assert sorted(R.load_recovery(two / "x.safetensors")[0].decoder_states) == [64]
         codec = V.VQGANCodec(weights, recovery_path=export)
         out = api.decompress(lose(encode(codec, photo()), {0}), recover=True, codec=codec)
         assert out.pixels.shape == (96, 128, 3) and 64 in codec.model.net.concealers
