@@ -24,7 +24,8 @@ orig = VC.synthesise
 def capture(run, out, grid, box, size_, margin, gray, masked=None):
     grids.setdefault("g", grid); return orig(run, out, grid, box, size_, margin, gray, masked)
 res = {False: [], True: []}
-for path in sorted(Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "images".glob("*.png")):
+DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "images"
+for path in sorted(DEV.glob("*.png")):
     ref = load_reference(path, "image")
     scorer = Scorer("image", lambda: ref, ["st_lpips", "psnr"], "cpu")
     fo = io.BytesIO(); api.compress_to_file(codec, ref, fo, codec.setting("s1024"))
