@@ -311,7 +311,7 @@ class Ladder(VQGAN):
         self.concealers: dict[int, nn.Module] = {}  # size -> a decoder trained to conceal lost cells (`set_concealer`)
 
     def set_concealer(self, size: int, g_s: nn.Module) -> None:
-        """Decode code maps with lost cells at `size` with `g_s` (`synthesize(..., concealed=True)`): a copy of that
+        """Decode code maps with lost cells at `size` with `g_s` (`tiling.net_decode_concealed`): a copy of that
         operating point's decoder fine-tuned on filled maps (`train_recovery.py --tune-decoder`); not part of the
         network's tensors or hashes (it ships in the recovery file)."""
         self.parts(size)  # a known size
@@ -351,15 +351,13 @@ class Ladder(VQGAN):
         """Indices `[B, h, w]` into the codebook of `size` codes -> image `[B, 3, 16h, 16w]` in [0, 1]."""
         return self.synthesize(self.parts(size)[0].indices_to_codes(indices), size)
 
-    def synthesize(self, codes: Tensor, size: int, concealed: bool = False) -> Tensor:
+    def synthesize(self, codes: Tensor, size: int, decoder: nn.Module | None = None) -> Tensor:
         """Unit codes `[B, d, h, w]` (the codebook of `size` codes', or mixtures of them) -> image `[B, 3, 16h, 16w]`
-        in [0, 1] through that operating point's out_proj and g_s (`concealed`: its concealing decoder where one is
-        set); differentiable in `codes` (the recovery pointer's decoded loss trains through it, `train_recovery.py
-        --decoded-loss`)."""
+        in [0, 1] through that operating point's out_proj and g_s, or `decoder` in place of g_s (a concealing decoder);
+        differentiable in `codes` and `decoder` (the recovery pointer's decoded loss trains through it, `train_recovery.py
+        --decoded-loss`, and `--tune-decoder` a decoder)."""
         vq, g_s = self.parts(size)
-        if concealed:
-            g_s = self.concealers.get(size, g_s)
-        return g_s(vq.out_proj(codes)).clamp(0, 1)
+        return (g_s if decoder is None else decoder)(vq.out_proj(codes)).clamp(0, 1)
 
     def model_args(self) -> dict:
         """`model_args` of the weights file (`from_state_dict`'s)."""

@@ -72,7 +72,7 @@ def net_decode_codes(net: Ladder, codes: torch.Tensor, size: int, gray: bool) ->
 
 def net_decode_concealed(net: Ladder, codes: torch.Tensor, size: int, gray: bool) -> torch.Tensor:
     """`net_decode_codes` through the concealing decoder of `size` where the network has one (else its own)."""
-    return _pixels(net.synthesize(codes.permute(0, 3, 1, 2), size, concealed=True), gray)
+    return _pixels(net.synthesize(codes.permute(0, 3, 1, 2), size, net.concealers.get(size)), gray)
 
 
 def _pixels(x: torch.Tensor, gray: bool) -> torch.Tensor:

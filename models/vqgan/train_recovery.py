@@ -244,10 +244,7 @@ def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladde
         else:
             scores = net.pointer_logits(feats, masked)
             code_map = pointer_codes(scores, indices, masked, codes, tau, gen)
-        if decoder is None:
-            x_hat = frozen.synthesize(code_map, size).float()
-        else:
-            x_hat = decoder(frozen.parts(size)[0].out_proj(code_map)).clamp(0, 1).float()
+        x_hat = frozen.synthesize(code_map, size, decoder).float()
         lp = lpips(x_hat, ref, normalize=True).float().mean()
     stats = {"l1": (x_hat - ref).abs().mean(), "lpips": lp}
     if net.args.continuous:
@@ -278,7 +275,7 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
             x = im[:, :h, :w].float().div(255)[None].to(dev)
             grid = frozen.quantize(frozen.features(x), size)[0].cpu().numpy()
             codes_of = lambda g: unit[torch.from_numpy(g).to(dev)]  # noqa: E731  # (h, w, d), as decode_at gathers them
-            score = lambda c, hide=False: float(lpips(frozen.synthesize(c.to(dev).permute(2, 0, 1)[None], size, hide), x, normalize=True).mean())  # noqa: E731
+            score = lambda c, dec=None: float(lpips(frozen.synthesize(c.to(dev).permute(2, 0, 1)[None], size, dec), x, normalize=True).mean())  # noqa: E731
             sums["lossfree"] += draws * score(codes_of(grid))
             for d in range(draws):
                 lost = np.random.default_rng([p, d, size]).random(8) < rate
@@ -290,7 +287,7 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
                     filled = torch.from_numpy(fill_codes(model, grid, masked, k, unit))
                     sums["continuous"] += score(filled)
                     if conceals:
-                        sums["concealed"] += score(filled, True)
+                        sums["concealed"] += score(filled, frozen.concealers[size])
                 else:
                     sums["pointer"] += score(codes_of(fill(model, grid, masked, k)))
                 sums["lost"] += float(lost.mean())
