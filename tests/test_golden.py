@@ -159,9 +159,10 @@ def test_a_file_of_retired_hificodec_weights_names_both_versions(name: str, reti
 
 
 @pytest.mark.parametrize("name, retired", [("vqgan_retired_untuned.nmc", "eabe51d1ee51075b (vqgan weights with the untuned ladder"),
-                                           ("vqgan_retired_s16.nmc", "f5cf0901301a436f (vqgan weights with s16's own decoder only")])
+                                           ("vqgan_retired_s16.nmc", "f5cf0901301a436f (vqgan weights with s16's own decoder only"),
+                                           ("vqgan_retired_s32.nmc", "09eda3a92b1a9cea (vqgan weights with the decoders of s16 and s32 only")])
 def test_a_file_of_retired_vqgan_weights_names_both_versions(name: str, retired: str) -> None:
-    """Files written with earlier vqgan weights (the untuned ladder; s16's decoder only) are refused by name."""
+    """Files written with earlier vqgan weights (the untuned ladder; s16's decoder only; s16's and s32's) are refused by name."""
     from nmc.codec.errors import WeightsMismatchError
     from nmc.codec.registry import get_codec
 

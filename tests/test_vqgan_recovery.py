@@ -5,6 +5,8 @@ and the index-map extraction -> training -> export -> codec path. Tiny random mo
 
 from __future__ import annotations
 
+import copy
+
 import io
 import json
 from pathlib import Path
@@ -564,6 +566,26 @@ class TestContinuous:
         assert delta.grad is not None and float(delta.grad[~masked].abs().sum()) == 0 and bool((delta.grad[masked] != 0).any())
         with pytest.raises(ValueError, match="continuous"):
             R.IndexTransformer(R.RecoveryArgs((16,), **TINY, continuous=True))  # no code inputs
+
+    def test_decoder_hashes_are_the_tensors_bytes(self, weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        """What binds a continuous model to a size does not depend on where the unit codes were computed: normalising them
+        one ulp differently (as a GPU does here and there) leaves every hash as it is, the network in another memory
+        layout too, and on a CUDA machine the network there gives the CPU's hashes; a changed decoder weight changes its
+        size's hash only."""
+        net = ladder_of(weights)
+        ours = R.decoder_hashes(net)
+        normalize = torch.nn.functional.normalize
+        monkeypatch.setattr(torch.nn.functional, "normalize", lambda x, **kw: torch.nextafter(normalize(x, **kw), torch.tensor(2.0)))
+        assert not torch.equal(net.unit_codes(64), normalize(net.parts(64)[0].codebook.float(), dim=-1))  # the codes moved
+        assert R.decoder_hashes(net) == ours
+        monkeypatch.undo()
+        assert R.decoder_hashes(copy.deepcopy(net).to(memory_format=torch.channels_last)) == ours
+        if torch.cuda.is_available():
+            assert R.decoder_hashes(copy.deepcopy(net).cuda()) == ours
+        moved = copy.deepcopy(net)
+        with torch.no_grad():
+            next(moved.parts(256)[1].parameters()).view(-1)[0] += 1e-3
+        assert {s for s, h in R.decoder_hashes(moved).items() if h != ours[s]} == {s for s in net.sizes if net.parts(s)[1] is net.parts(256)[1]}
 
     def test_round_trip_recover_and_threads(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """The file keeps the mode; the codec decodes lost packets with it, the same pixels for 1 or 2 threads, other

@@ -213,7 +213,7 @@ def network_hash(state: dict[str, Tensor]) -> str:
     recovery model was trained on depend on these alone, not on the priors stored beside them."""
     h = hashlib.sha256()
     for name in sorted(state):
-        h.update(name.encode() + b"\0" + state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(name.encode() + b"\0" + state[name].detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -231,13 +231,15 @@ def codebook_hashes(net: Ladder) -> dict[int, str]:
 
 
 def decoder_hashes(net: Ladder) -> dict[int, str]:
-    """Per codebook size, the hash of what a continuous fill is regressed through: the unit codes (`codes_hash`)
-    and that operating point's out_proj and g_s (exact fp32 bytes, as loaded from the weights file)."""
+    """Per codebook size, the hash of what a continuous fill is regressed through: that operating point's codebook,
+    out_proj and g_s, their exact fp32 bytes as loaded from the weights file (`network_hash`). Exact bytes, not the
+    unit codes rounded as `codes_hash` does: on a GPU, normalising 1024 or more codes flips a rounding here and there,
+    and a file trained there would not bind on the CPU (sessions 10 and 12 lost their s1024-s8192 models so)."""
     out = {}
     for size in net.sizes:
         vq, g_s = net.parts(size)
-        tensors = {f"out_proj.{k}": v for k, v in vq.out_proj.state_dict().items()} | {f"g_s.{k}": v for k, v in g_s.state_dict().items()}
-        out[size] = hashlib.sha256(f"{codes_hash(net.unit_codes(size))} {network_hash(tensors)}".encode()).hexdigest()[:16]
+        tensors = {"codebook": vq.codebook} | {f"out_proj.{k}": v for k, v in vq.out_proj.state_dict().items()}
+        out[size] = network_hash(tensors | {f"g_s.{k}": v for k, v in g_s.state_dict().items()})
     return out
 
 
