@@ -9,9 +9,11 @@ for the vqgan weights WEIGHTS; the tensors stay as they are:
   tensors);
 - a size in `--trust` (e.g. `--trust 1024,2048,8192` for a file trained on a GPU against exactly WEIGHTS, which its
   training log shows): restamped without that check;
+- a size bound already as today: kept, unless in `--drop` (to let the codec fill it with the neighbours' mean where
+  that measured better than the model);
 - any other size: left out (the codec falls back to the neighbours' mean there).
 
-    python -P scripts/restamp_recovery.py FILE WEIGHTS OUT [--trust 1024,2048,8192]
+    python -P scripts/restamp_recovery.py FILE WEIGHTS OUT [--trust 1024,2048,8192] [--drop 1024]
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def old_hashes(net: Ladder) -> dict[int, str]:
 
 
 @app.command()
-def main(file: Path, weights: Path, out: Path, trust: str = "") -> None:
+def main(file: Path, weights: Path, out: Path, trust: str = "", drop: str = "") -> None:
     w = read_weights(weights)
     net = Ladder.from_state_dict(w.state, w.args)
     with safe_open(str(file), framework="pt") as f:
@@ -55,12 +57,13 @@ def main(file: Path, weights: Path, out: Path, trust: str = "") -> None:
     if not json.loads(meta["model_args"]).get("continuous"):
         raise typer.BadParameter(f"{file} is not a continuous model (its sizes bind to codes, not decoders)")
     had, old, new = {int(s): h for s, h in json.loads(meta["codebooks"]).items()}, old_hashes(net), decoder_hashes(net)
-    trusted = {int(s) for s in trust.split(",") if s}
-    keep = {s: new[s] for s in had if s in new and (had[s] == old[s] or s in trusted)}
+    trusted, dropped = ({int(s) for s in v.split(",") if s} for v in (trust, drop))
+    keep = {s: new[s] for s in had if s in new and s not in dropped and (had[s] in (old[s], new[s]) or s in trusted)}
     meta["codebooks"] = json.dumps({str(s): h for s, h in sorted(keep.items())})
     save_file(tensors, str(out), metadata=meta)
     for s in sorted(had):
-        why = "old hash matches" if had[s] == old.get(s) else "trusted" if s in keep else "left out: old hash differs"
+        why = ("dropped" if s in dropped else "bound already" if had[s] == new.get(s) else "old hash matches" if had[s] == old.get(s)
+               else "trusted" if s in keep else "left out: old hash differs")
         print(f"s{s}: {why}")
 
 
