@@ -6,7 +6,8 @@ weights retired in session 6, hificodec's retired 2026-11-27 weights), `<codec>_
 packets; hificodec's rewritten with the weights of 2026-12-03 session 11 (the mean of steps 17660 and 22070) by
 `scripts/rewrite_golden.py`, the files of the session-4, -7, -8 and -9 weights are `hificodec_retired_s11970.nmc`, `_s14340.nmc`,
 `_s15470.nmc` and `_s17660.nmc`, refused by name;
-mcquic's rewritten with the v3 weights of 2026-12-03 session 11, the v2.1 file is `mcquic_retired_v21.nmc`): hificodec codes the
+mcquic's rewritten with the v3 weights of step 64320 (2026-12-03 session 12), the v2.1 and step-45240 files are
+`mcquic_retired_v21.nmc` and `mcquic_retired_v3_45240.nmc`): hificodec codes the
 first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of samples/photo_aqua.png
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
 at s64 (rewritten with the weights of 2026-12-02 sessions 5 and 6, whose s16 and then s32 rungs got their own
@@ -35,7 +36,7 @@ from nmc.codec.container import END, read_header, read_packets, varint
 DATA = Path(__file__).parent / "data"
 INDICES = {  # codec -> sha256 of the decoded indices (int64, little endian)
     "hificodec": "17c2b2226bd696c14c0dfdddaf47338b8f7f9ed2f5a15986ce35c598a3b8c267",  # (100 frames, 1 channel, 4 codebooks)
-    "mcquic": "ad667c4f794c0b8fbab7b29a332c5db1711e17ffc370cd39fc46413809a76577",  # 180 indices, codebook by codebook
+    "mcquic": "e90e28a2ea6cafd5f1c8411c80f3ff35dfb5ed5016443b5638ce8724f8fa32db",  # 180 indices, codebook by codebook
 }
 GOLDEN = {f"{codec}_format{v}.nmc": codec for codec in INDICES for v in (1, 2, 3)}
 del GOLDEN["hificodec_format1.nmc"]  # written with the retired 2026-11-27 weights: refused (below)
@@ -131,15 +132,17 @@ def test_a_file_of_the_retired_mcquic_v2_weights_names_both_versions() -> None:
     assert "22c2f8fd8616cd4b (mcquic v2 weights" in message and get_codec("mcquic").weights_hash() in message
 
 
-def test_a_file_of_the_retired_mcquic_v21_weights_names_both_versions() -> None:
-    """mcquic_retired_v21.nmc is the format-3 golden of the v2.1 weights (sessions 6-10); v3 (session 11) refuses it by name."""
+@pytest.mark.parametrize("name, retired", [("mcquic_retired_v21.nmc", "bc1cc7d93fd6c993 (mcquic v2.1 weights"),
+                                           ("mcquic_retired_v3_45240.nmc", "19aa09c84e0476fa (mcquic v3 weights of step 45240")])
+def test_a_file_of_retired_mcquic_v21_or_v3_weights_names_both_versions(name: str, retired: str) -> None:
+    """The format-3 goldens of the v2.1 weights (sessions 6-10) and of v3 at step 45240 (session 11) are refused by name."""
     from nmc.codec.errors import WeightsMismatchError
     from nmc.codec.registry import get_codec
 
     with pytest.raises(WeightsMismatchError) as refused:
-        api.decompress((DATA / "mcquic_retired_v21.nmc").read_bytes())
+        api.decompress((DATA / name).read_bytes())
     message = str(refused.value)
-    assert "bc1cc7d93fd6c993 (mcquic v2.1 weights" in message and get_codec("mcquic").weights_hash() in message
+    assert retired in message and get_codec("mcquic").weights_hash() in message
 
 
 @pytest.mark.parametrize("name, retired", [("hificodec_format1.nmc", "6553de974051380d (hificodec weights of 2026-11-27"),

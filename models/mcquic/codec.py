@@ -101,6 +101,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
         "ba88bdd9a546d455": "mcquic v1 weights, shipped until 2026-12-02",
         "22c2f8fd8616cd4b": "mcquic v2 weights, shipped until 2026-12-02 session 6",
         "bc1cc7d93fd6c993": "mcquic v2.1 weights, shipped until 2026-12-03 session 11",
+        "19aa09c84e0476fa": "mcquic v3 weights of step 45240, shipped until 2026-12-03 session 12",
     }
     auto_priority = 20
     default_setting = "q2"
