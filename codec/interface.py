@@ -142,6 +142,8 @@ class NeuralCodec(Codec, Generic[N]):
     # costs about what its rows cost, and one file's call is padded to them. Fixed per function,
     # so a row never depends on how many files shared its call.
     gpu_rows: ClassVar[dict[str, int]] = {}
+    # Network functions that ONNX Runtime may run on the CPU (`onnx_backend`): those whose export reproduces torch.
+    onnx_functions: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, weights_path: Path | None = None) -> None:
         if weights_path is not None:
@@ -178,12 +180,28 @@ class NeuralCodec(Codec, Generic[N]):
         net.to(self.device)
         return Model(net, w.prior)
 
+    @cached_property
+    def prior(self) -> PriorSet:
+        """The integer priors: the loaded model's, else read alone (numpy only, no torch: the ONNX Runtime path never
+        builds the network; its graphs were exported, and so checked, from the same weights file)."""
+        if "model" in self.__dict__:
+            return self.model.prior
+        from .weights import read_prior
+
+        path = self.weights_path
+        if path is None or not Path(path).is_file():
+            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        try:
+            return read_prior(Path(path))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
+
     def read_fields(self, header: Header) -> Any:
         """`Codec.read_fields`; a `codebook_size` field must also be the model's alphabet."""
         fields = super().read_fields(header)
         size = getattr(fields, "codebook_size", None)
-        if size is not None and size != self.model.prior.alphabet:
-            raise ContainerError(f"{self.name}: header codebook_size {size}, the model has {self.model.prior.alphabet} (file is damaged)")
+        if size is not None and size != self.prior.alphabet:
+            raise ContainerError(f"{self.name}: header codebook_size {size}, the model has {self.prior.alphabet} (file is damaged)")
         return fields
 
     def to(self, device: str) -> NeuralCodec[N]:

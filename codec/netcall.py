@@ -47,8 +47,17 @@ def call(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], stati
 
 
 def run_here(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> tuple[np.ndarray, ...]:
-    """`net_<fn>` of `codec` on the codec's device."""
-    return run_on(codec.model.net, codec.device, getattr(codec, f"net_{fn}"), arrays, static, rows_per_call(codec, fn))
+    """`net_<fn>` of `codec` on the codec's device; on the CPU through ONNX Runtime when this call has a graph
+    (`onnx_backend`: then torch is not imported), else by torch, after which the call is exported for next time."""
+    from . import onnx_backend
+
+    fast = onnx_backend.usable(codec, fn)
+    out = onnx_backend.run(codec, fn, arrays, static) if fast else None
+    if out is None:
+        out = run_on(codec.model.net, codec.device, getattr(codec, f"net_{fn}"), arrays, static, rows_per_call(codec, fn))
+        if fast:
+            onnx_backend.export(codec, fn, arrays, static, out)
+    return out
 
 
 def rows_per_call(codec: NeuralCodec[Any], fn: str) -> int:

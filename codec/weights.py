@@ -67,6 +67,21 @@ def read_args(path: Path) -> dict[str, Any]:
     return dict(json.loads(args_json))
 
 
+def read_prior(path: Path) -> PriorSet:
+    """The integer priors of `path` alone, read with numpy (no torch): what decoding needs besides the network;
+    ValueError if malformed or absent."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith("prior.")}  # noqa: SIM118
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a safetensors file ({err})") from None
+    if not tensors:
+        raise ValueError(f"{path}: no priors (a network-only export: run fit_prior.py)")
+    return PriorSet.from_tensors(tensors)
+
+
 def read_weights(path: Path) -> Weights:
     """The tensors, arguments, priors and report of `path` (never a pickle); ValueError if malformed."""
     from safetensors import SafetensorError, safe_open

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +14,10 @@ import pytest
 from PIL import Image
 from hypothesis import strategies as st
 
+# The suite runs the networks with torch (goldens, pixels); tests/test_onnx_backend.py turns the ONNX Runtime path on
+# where it tests it. No test writes to the user's cache.
+os.environ["NMC_BACKEND"] = "torch"
+os.environ["NMC_CACHE_DIR"] = tempfile.mkdtemp(prefix="nmc-test-cache-")
 sys.path.insert(0, str(Path(__file__).parent))
 import toycodec  # noqa: E402,F401  (registers toy-image and toy-audio)
 from damage import coded_streams, with_header, with_payloads  # noqa: E402,F401  (re-exported for the tests)

@@ -164,7 +164,7 @@ class TestStreaming:
         assert streamed.shape == whole.shape
         assert (streamed == whole).mean() > 0.995  # the same up to float summation order
         y = codec.decode(header, codec.read_fields(header), iter(packets)).to_array()[:, 0]
-        silence = np.repeat(codec.silence_indices(codec.model)[: len(streamed), None], H.DEC_CONTEXT, axis=1)  # the decoder's view of the end
+        silence = np.repeat(codec.silence_indices()[: len(streamed), None], H.DEC_CONTEXT, axis=1)  # the decoder's view of the end
         ref = net.decode(torch.from_numpy(np.concatenate([streamed, silence], axis=1))[None])[0, 0, : len(x)].numpy()
         ref = DCBlocker(1, H.DC_WINDOW)(ref[:, None])[:, 0]  # the codec removes the decoder's DC offset
         assert np.abs(y - ref).max() < 1e-4
@@ -368,7 +368,7 @@ class TestFitPrior:
         (packet,) = F.packet_indices(codec.model.net, [tmp_path / "s.wav"])
         quiet = H.silent_frames(x, 0, len(packet[0]))
         assert 30 < quiet.sum() < 60
-        assert (np.stack(packet)[:, quiet] == codec.silence_indices(codec.model)[:, None]).all()
+        assert (np.stack(packet)[:, quiet] == codec.silence_indices()[:, None]).all()
 
     def test_export_fit_prior_and_code(self, codec: H.HiFiCodecCodec, tmp_path: Path) -> None:
         """A network-only export -> fit_prior.py (the driver) -> a weights file the codec codes with."""

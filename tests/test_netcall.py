@@ -82,7 +82,7 @@ def test_clips_of_similar_lengths_give_calls_of_one_shape(monkeypatch: pytest.Mo
         api.decompress(api.compress("hificodec", M.Audio.from_array(speech(seconds, 0.3), 16000), "2kbps"))
         return list(shapes)
 
-    get_codec("hificodec").silence_indices(get_codec("hificodec").model)  # type: ignore[attr-defined]  # (cached: not in the calls)
+    get_codec("hificodec").silence_indices()  # type: ignore[attr-defined]  # (cached: not in the calls)
     monkeypatch.setattr(netcall, "run_here", spy)
     short, longer, other = calls(1.0), calls(1.2), calls(1.4)
     assert short == longer and [fn for fn, _ in short] == ["encode", "decode"] and short != other

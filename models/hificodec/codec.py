@@ -33,7 +33,7 @@ from nmc.codec.container import Header, pack_streams, unpack_streams
 from nmc.codec.dsp import DCBlocker
 from nmc.codec.errors import ContainerError
 from nmc.codec.fields import MAX_FRAMES, HeaderFields, Int, header_field
-from nmc.codec.interface import Encoded, Model, NeuralCodec, Setting
+from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.media import MAX_AUDIO_CHANNELS
 from nmc.codec.registry import register_codec
 from nmc.codec.windows import exact_length, sub_windows, windows
@@ -146,7 +146,9 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         if not 1 <= chunk_frames <= 0xFFFF or window_frames < 1:
             raise ValueError(f"chunk_frames={chunk_frames} outside [1, 65535] or window_frames={window_frames} < 1")
         self.chunk_frames, self.window_frames = chunk_frames, window_frames
-        self._silence: tuple[Model[HiFiCodec], npt.NDArray[np.int64]] | None = None  # (model, its silence indices)
+        self._silence: npt.NDArray[np.int64] | None = None  # the indices of digital silence (`silence_indices`)
+
+    onnx_functions = ("encode", "decode")  # their exports reproduce torch (`onnx_backend`)
 
     def settings(self) -> list[Setting]:
         return SETTINGS
@@ -164,21 +166,21 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
 
     def encode(self, audio: M.Audio, setting: Setting) -> Encoded:
         assert isinstance(setting, Rate)
-        model = self.model  # loaded now: missing weights fail before the header is written
+        prior = self.prior  # read now: missing weights fail before the header is written
         coded = max(1, round(audio.frames * SAMPLE_RATE / audio.sample_rate))
         frames = -(-coded // HOP)
         fields = Fields(coded_rate=SAMPLE_RATE, coded_channels=audio.channels, coded_frames=coded, hop=HOP, chunk_frames=self.chunk_frames,
-                        frames=frames, codebooks=setting.codebooks, groups=GROUPS, codebook_size=model.prior.alphabet)
+                        frames=frames, codebooks=setting.codebooks, groups=GROUPS, codebook_size=prior.alphabet)
 
         def packets() -> Iterator[bytes]:
             x = M.resample_blocks(M.finite_blocks(audio.blocks(), "hificodec"), audio.sample_rate, SAMPLE_RATE, audio.channels)
             x = exact_length(x, audio.channels, coded, frames * HOP)
             for window, a, b in windows(x, self.chunk_frames * HOP, ENC_CONTEXT * HOP):
-                yield self._encode_chunk(model, window, a // HOP, b // HOP, setting.codebooks)
+                yield self._encode_chunk(window, a // HOP, b // HOP, setting.codebooks)
 
         return Encoded(fields, packets(), -(-frames // self.chunk_frames))
 
-    def encode_indices(self, model: Model[HiFiCodec], x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
+    def encode_indices(self, x: np.ndarray, a: int, b: int, n_cb: int) -> npt.NDArray[np.int64]:
         """Indices `(n_cb, b - a)` of frames a..b of one channel's window `x` (16 kHz, in [-1, 1]),
         computed `window_frames` at a time.
 
@@ -195,14 +197,16 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
             (idx,) = self.run("encode", row, levels=n_cb // GROUPS)
             parts.append(idx[0, :, sa // HOP : sb // HOP].astype(np.int64))
         indices = np.concatenate(parts, axis=1)
-        indices[:, silent_frames(x, a, b)] = self.silence_indices(model)[:n_cb, None]
+        indices[:, silent_frames(x, a, b)] = self.silence_indices()[:n_cb, None]
         return indices
 
-    def silence_indices(self, model: Model[HiFiCodec]) -> npt.NDArray[np.int64]:
-        """The indices (all codebooks) the encoder gives digital silence, away from any edge."""
-        if self._silence is None or self._silence[0] is not model:
-            self._silence = (model, silence_of(lambda z: self.run("encode", z, levels=model.net.config.levels)[0]))
-        return self._silence[1]
+    def silence_indices(self) -> npt.NDArray[np.int64]:
+        """The indices (all codebooks, as many as the priors: `GROUPS` x levels) the encoder gives digital silence,
+        away from any edge."""
+        if self._silence is None:
+            levels = len(self.prior.unigram) // GROUPS
+            self._silence = silence_of(lambda z: self.run("encode", z, levels=levels)[0])
+        return self._silence
 
     @staticmethod
     def net_encode(net: HiFiCodec, x: torch.Tensor, levels: int) -> torch.Tensor:
@@ -218,7 +222,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         if b + DEC_CONTEXT <= len(window):
             return rows
         tail = DEC_CONTEXT + -(len(window) + DEC_CONTEXT) % BUCKET
-        silence = self.silence_indices(self.model)[: rows.shape[1], None]
+        silence = self.silence_indices()[: rows.shape[1], None]
         return np.concatenate([rows, np.broadcast_to(silence, (*rows.shape[:2], tail))], axis=2)
 
     @staticmethod
@@ -226,12 +230,12 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
         """Samples `(B, F * HOP)` of index windows `(B, n_codebooks, F)`."""
         return net.decode(indices)[:, 0].float()
 
-    def _encode_chunk(self, model: Model[HiFiCodec], window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
+    def _encode_chunk(self, window: np.ndarray, a: int, b: int, n_cb: int) -> bytes:
         meta, streams = [_META.pack(b - a)], []
         for x in window.T:
             gain = _gain(x)
             enc = E.Encoder()
-            mask = encode_indices(enc, model.prior, self.encode_indices(model, x / np.float32(gain), a, b, n_cb), GROUPS)
+            mask = encode_indices(enc, self.prior, self.encode_indices(x / np.float32(gain), a, b, n_cb), GROUPS)
             meta.append(_CHANNEL.pack(mask, gain))
             streams.append(enc.to_bytes())
         return pack_streams([b"".join(meta), *streams])
@@ -250,7 +254,7 @@ class HiFiCodecCodec(NeuralCodec["HiFiCodec"]):
             mask, gain = _CHANNEL.unpack_from(meta, _META.size + c * _CHANNEL.size)
             if not (np.isfinite(gain) and gain >= 1):
                 raise ContainerError(f"invalid gain {gain}")
-            out[:, c] = decode_indices(E.Decoder(data), self.model.prior, GROUPS, fields.codebooks, expected, mask).T
+            out[:, c] = decode_indices(E.Decoder(data), self.prior, GROUPS, fields.codebooks, expected, mask).T
             gains.append(gain)
         return out, gains
 

@@ -126,6 +126,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
     # On an H200 a call of 4 photos (768x512) takes 7 ms, of 16 24-30 ms, and `nmc batch` gathers
     # 2-5 per call (docs/BENCHMARKS.md, "One H200"): 16-row calls spent most of the GPU on padding.
     gpu_rows = {"compress": 4, "decompress": 4}
+    onnx_functions = ("compress", "decompress")  # their exports reproduce torch (`onnx_backend`)
 
     def settings(self) -> list[Setting]:
         return SETTINGS
@@ -147,17 +148,17 @@ class McQuicCodec(NeuralCodec["McQuic"]):
         if max(image.width, image.height) > MAX_SIDE:
             raise MediaError(f"mcquic: images up to {MAX_SIDE} pixels a side, got {image.width}x{image.height}")
         rgb, alpha = M.to_rgb8(image)
-        model, stages = self.model, setting.stages
+        prior, stages = self.prior, setting.stages
         boxes = tiles(image.height, image.width, self.tile)
         gray = image.channels >= 3 and bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
         fields = Fields(stride=STRIDE, tile=self.tile, stages=stages, codebooks=[COARSE_M] + [FINE_M] * (stages - 1),
-                        codebook_size=model.prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin, gray=gray)
+                        codebook_size=prior.alphabet, alpha=alpha is not None, dec_margin=self.dec_margin, gray=gray)
 
         def packets() -> Iterator[bytes]:
             for y0, y1, x0, x1 in boxes:
                 grids = tile_indices(self.run, rgb, (y0, y1, x0, x1), stages, self.enc_margin)
                 enc = E.Encoder()
-                mask = encode_tile(enc, model.prior, grids)
+                mask = encode_tile(enc, prior, grids)
                 streams = [_META.pack(*grids[0].shape, mask), enc.to_bytes()]
                 if alpha is not None:
                     streams.append(encode_plane(alpha[y0 : min(y1, image.height), x0 : min(x1, image.width)]))
@@ -173,7 +174,7 @@ class McQuicCodec(NeuralCodec["McQuic"]):
         meta, data, *alpha = unpack_streams(payload, 3 if fields.alpha else 2)
         if len(meta) != _META.size or _META.unpack(meta)[:2] != coarse:
             raise ContainerError(f"bad metadata (expected a tile of {coarse[0]} x {coarse[1]} coarse cells)")
-        grids = decode_tile(E.Decoder(data), self.model.prior, COARSE_M + FINE_M * (fields.stages - 1), coarse, _META.unpack(meta)[2])
+        grids = decode_tile(E.Decoder(data), self.prior, COARSE_M + FINE_M * (fields.stages - 1), coarse, _META.unpack(meta)[2])
         m = header.media
         return grids, decode_plane(alpha[0], min(y1, m["height"]) - y0, min(x1, m["width"]) - x0) if alpha else None
 

@@ -92,6 +92,7 @@ class QueenCodec(Codec):
         if not 1 <= group <= MAX_SEQUENCE:
             raise ValueError(f"group={group} is not in [1, {MAX_SEQUENCE}]")
         self.group, self._core = group, core
+        self._device: str | None = None  # `to`'s, applied when the core is made
 
     @property
     def core(self) -> Settings:
@@ -100,15 +101,18 @@ class QueenCodec(Codec):
         if self._core is None:
             from .core import Settings
 
-            self._core = Settings()
+            self._core = Settings() if self._device is None else Settings(device=self._device)
         return self._core
 
     def settings(self) -> list[Setting]:
         return SETTINGS
 
     def to(self, device: str) -> QueenCodec:
-        """Fit the decoders and the gate on `device` when encoding (decoding is integer work on the CPU)."""
-        self._core = dataclasses.replace(self.core, device=device)
+        """Fit the decoders and the gate on `device` when encoding (decoding is integer work on the CPU); the core
+        (torch) is not imported for it."""
+        self._device = device
+        if self._core is not None:
+            self._core = dataclasses.replace(self._core, device=device)
         return self
 
     def encode(self, seq: M.Gaussians, setting: Setting) -> Encoded:

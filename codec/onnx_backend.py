@@ -1,0 +1,148 @@
+"""The CPU fast path: a codec's network functions run by ONNX Runtime, so that a warm command never imports torch.
+
+Importing torch takes about 2 s of a CLI command's 2.5-3 (docs/BENCHMARKS.md, "Start-up"); onnxruntime takes 0.2 s.
+Every network call goes through `netcall.run_here(codec, fn, arrays, static)`. For a codec that lists the function in
+`onnx_functions`, on the CPU, that call first looks for a graph of exactly this call: the codec, its weights hash,
+the function, its static arguments and the input shapes and dtypes (`graph_path`). If there is one, ONNX Runtime runs
+it on one thread. If not, torch runs the call as always, and the call is then exported (`torch.onnx.export`) and
+checked: ONNX Runtime must give the same indices, pixels within a level and samples within `FLOAT_TOL` on
+these inputs, or the graph is thrown away. So the first call of a shape pays torch and the export; the next ones
+(the same kind of file) start without torch.
+
+The graphs live in `cache_dir()` (`NMC_CACHE_DIR`, else `$XDG_CACHE_HOME/nmc` or `~/.cache/nmc`, then `onnx/`),
+written atomically, at most `MAX_GRAPHS` per codec (the least recently used go: each graph holds its weights, 10-20
+MB). `NMC_BACKEND=torch` turns the fast path off. What changes for users: decoded samples and pixels may differ from
+torch's by float rounding, as a GPU decode does; the indices, tables and so the bytes of every file do not depend on
+it (integer priors), and the export check keeps the indices of the call it was made from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .interface import NeuralCodec
+
+MAX_GRAPHS = 16  # per codec; least recently used first out
+UINT8_TOL, FLOAT_TOL = 1, 1e-3  # largest |onnx - torch| accepted at export: uint8 pixels one level, floats (samples)
+OPSET = 17
+_sessions: dict[Path, Any] = {}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NMC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nmc"
+    return Path(root) / "onnx"
+
+
+def usable(codec: NeuralCodec[Any], fn: str) -> bool:
+    """Whether `fn` of `codec` may take the fast path here."""
+    return (fn in codec.onnx_functions and codec.device == "cpu" and os.environ.get("NMC_BACKEND", "auto") != "torch"
+            and importlib.util.find_spec("onnxruntime") is not None)  # fmt: skip
+
+
+def graph_path(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> Path:
+    """The graph of exactly this call: codec, weights, function, static arguments, input shapes and dtypes."""
+    what = json.dumps([fn, sorted((k, repr(v)) for k, v in static.items()), [(a.shape, a.dtype.str) for a in arrays]])
+    return cache_dir() / f"{codec.name}-{codec.weights_hash()}-{fn}-{hashlib.sha256(what.encode()).hexdigest()[:16]}.onnx"
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    if path not in _sessions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same numbers for any thread count
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        _sessions[path] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return _sessions[path]
+
+
+def _run_graph(path: Path, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    session = _session(path)
+    names = [i.name for i in session.get_inputs()]
+    return tuple(session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(names, arrays)}))
+
+
+def run(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> tuple[np.ndarray, ...] | None:
+    """The call through its graph, or None when there is none yet (or it cannot be loaded)."""
+    path = graph_path(codec, fn, arrays, static)
+    if not path.is_file():
+        return None
+    try:
+        out = _run_graph(path, arrays)
+    except Exception:  # noqa: BLE001  (a damaged or foreign cache file: torch runs the call, the export replaces it)
+        _sessions.pop(path, None)
+        return None
+    os.utime(path)  # recently used
+    return out
+
+
+def export(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any], expected: tuple[np.ndarray, ...]) -> bool:
+    """Export the call that torch just ran (outputs `expected`) to its graph, if ONNX Runtime reproduces it; the
+    fast path needs `onnx` for this. Never fails the command: False when the graph was not kept."""
+    if importlib.util.find_spec("onnx") is None:
+        return False
+    import torch
+
+    path = graph_path(codec, fn, arrays, static)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)
+    os.close(fd)
+    net, call = codec.model.net, getattr(codec, f"net_{fn}")
+
+    class Call(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, *tensors: torch.Tensor) -> Any:
+            return call(self.net, *tensors, **static)
+
+    try:
+        import warnings
+
+        from .threads import one_thread
+
+        with warnings.catch_warnings(), torch.inference_mode(), one_thread():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Call(), tuple(torch.tensor(a) for a in arrays), tmp, dynamo=False, opset_version=OPSET,
+                              input_names=[f"in{i}" for i in range(len(arrays))])  # fmt: skip
+        got = _run_graph(Path(tmp), arrays)
+        _sessions.pop(Path(tmp), None)
+        if not _same(got, expected):
+            return False
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001  (an export that fails leaves the torch path, never the command)
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _prune(codec.name)
+    return True
+
+
+def _same(got: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -> bool:
+    """Integer outputs equal, uint8 within `UINT8_TOL`, floats within `FLOAT_TOL`."""
+    if len(got) != len(expected):
+        return False
+    for g, e in zip(got, expected):
+        if g.shape != e.shape:
+            return False
+        tol = UINT8_TOL if e.dtype == np.uint8 else 0 if np.issubdtype(e.dtype, np.integer) else FLOAT_TOL
+        if g.dtype != e.dtype or not np.abs(g.astype(np.float64) - e.astype(np.float64)).max(initial=0) <= tol:
+            return False
+    return True
+
+
+def _prune(codec: str) -> None:
+    graphs = sorted(cache_dir().glob(f"{codec}-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in graphs[MAX_GRAPHS:]:
+        old.unlink(missing_ok=True)
