@@ -94,9 +94,12 @@ def export(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], sta
     import torch
 
     path = graph_path(codec, fn, arrays, static)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)
-    os.close(fd)
+    try:  # a cache folder that cannot be written: no fast path, the command goes on
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".onnx.part", dir=path.parent)
+        os.close(fd)
+    except OSError:
+        return False
     net, call = codec.model.net, getattr(codec, f"net_{fn}")
 
     class Call(torch.nn.Module):

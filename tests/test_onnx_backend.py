@@ -97,6 +97,16 @@ def test_a_graph_is_bound_to_its_call_and_a_bad_one_is_never_used(tmp_path: Path
     assert list(tmp_path.glob("onnx/*.part")) == []
 
 
+def test_a_cache_that_cannot_be_written_leaves_the_torch_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("NMC_BACKEND", "auto")
+    monkeypatch.setenv("NMC_CACHE_DIR", str(blocker))  # its onnx/ folder cannot be made
+    codec = get_codec("mcquic")
+    window = np.zeros((1, 32, 32, 3), np.uint8)
+    assert codec.run("compress", window, stages=1)[0].shape == (1, 4, 2, 2) and not OB.export(codec, "compress", (window,), {"stages": 1}, ())
+
+
 def test_the_cache_keeps_the_most_recent_graphs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NMC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(OB, "MAX_GRAPHS", 2)
