@@ -42,6 +42,7 @@ for kind, codec, setting, pattern in (("image", "mcquic", "q2", "images/*.png"),
         torch_bytes = with_backend("torch", api.compress, codec, media, setting)
         with_backend("auto", api.compress, codec, media, setting)  # exports this shape's graph (a first run)
         onnx_bytes = with_backend("auto", api.compress, codec, media, setting)
+        with_backend("auto", api.decompress, torch_bytes)  # exports the decoder's graphs of this shape
         a, b = (array(with_backend(k, api.decompress, torch_bytes)) for k in ("torch", "auto"))
         row = {"file": path.name, "same_bytes": torch_bytes == onnx_bytes, "max_diff": float(np.abs(a.astype(np.float64) - b).max())}
         if kind == "image":
