@@ -18,6 +18,7 @@ it (integer priors), and the export check keeps the indices of the call it was m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -37,6 +38,11 @@ OPSET = 17
 _sessions: dict[Path, Any] = {}
 
 
+@functools.cache
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def cache_dir() -> Path:
     root = os.environ.get("NMC_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nmc"
     return Path(root) / "onnx"
@@ -45,7 +51,7 @@ def cache_dir() -> Path:
 def usable(codec: NeuralCodec[Any], fn: str) -> bool:
     """Whether `fn` of `codec` may take the fast path here."""
     return (fn in codec.onnx_functions and codec.device == "cpu" and os.environ.get("NMC_BACKEND", "auto") != "torch"
-            and importlib.util.find_spec("onnxruntime") is not None)  # fmt: skip
+            and _installed("onnxruntime"))  # fmt: skip
 
 
 def graph_path(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> Path:
@@ -89,7 +95,7 @@ def run(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static
 def export(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any], expected: tuple[np.ndarray, ...]) -> bool:
     """Export the call that torch just ran (outputs `expected`) to its graph, if ONNX Runtime reproduces it; the
     fast path needs `onnx` for this. Never fails the command: False when the graph was not kept."""
-    if importlib.util.find_spec("onnx") is None:
+    if not _installed("onnx"):
         return False
     import torch
 
