@@ -153,3 +153,14 @@ def test_the_prior_is_read_without_the_network(monkeypatch: pytest.MonkeyPatch) 
     buf = io.BytesIO()
     api.compress_to_file(fresh, small_photo(), buf, fresh.setting("q1"))
     assert api.decompress(buf.getvalue()).pixels.shape == (32, 48, 3)
+
+
+def test_the_prior_tables_are_the_same_integers_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where torch is not loaded the int8 products of the priors go through numpy: the same integers."""
+    for name in ("hificodec", "mcquic"):
+        prior = get_codec(name).prior.priors[1]
+        with_torch = [prior._dots(c, prior.embed[c]) for c in range(len(prior.embed))]
+        with monkeypatch.context() as m:
+            m.delitem(sys.modules, "torch")
+            without = [prior._dots(c, prior.embed[c]) for c in range(len(prior.embed))]
+        assert all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(with_torch, without))
