@@ -32,9 +32,9 @@ from nmc.codec import api, media as M
 photo = M.read_image(sys.argv[1]); clip = M.read_audio(sys.argv[2])
 photo = M.Image(np.ascontiguousarray(photo.pixels[:64, :96]))
 clip = M.Audio.from_array(clip.to_array()[:16000], clip.sample_rate)
-p = api.compress("mcquic", photo, "q2"); s = api.compress("hificodec", clip, "2kbps")
-np.savez(sys.argv[3], p=np.frombuffer(p, np.uint8), s=np.frombuffer(s, np.uint8),
-         pixels=api.decompress(p).pixels, samples=api.decompress(s).to_array())
+p = api.compress("mcquic", photo, "q2"); s = api.compress("hificodec", clip, "2kbps"); v = api.compress("vqgan", photo, "s64")
+np.savez(sys.argv[3], p=np.frombuffer(p, np.uint8), s=np.frombuffer(s, np.uint8), v=np.frombuffer(v, np.uint8),
+         pixels=api.decompress(p).pixels, samples=api.decompress(s).to_array(), vq=api.decompress(v).pixels)
 print(json.dumps({"torch": "torch" in sys.modules}))
 """
 
@@ -50,18 +50,18 @@ def code(tmp_path: Path, backend: str, name: str) -> tuple[dict[str, np.ndarray]
 
 @pytest.mark.slow
 def test_a_warm_command_imports_no_torch_and_writes_the_same_bytes(tmp_path: Path) -> None:
-    """The first run exports the four calls (torch), the second runs them in ONNX Runtime without importing torch;
-    both write the bytes of the torch path and decode within a level / 1e-3 of it."""
+    """The first run exports the calls (torch), the second runs them in ONNX Runtime without importing torch; both
+    write the bytes of the torch path and decode within a level / 1e-3 of it."""
     torch_run, _ = code(tmp_path, "torch", "torch")
     assert not (tmp_path / "cache").exists()  # NMC_BACKEND=torch writes no graph
     cold, cold_torch = code(tmp_path, "auto", "cold")
     graphs = {p.name.split("-")[0] + "-" + p.name.split("-")[2] for p in (tmp_path / "cache" / "onnx").glob("*.onnx")}
-    assert cold_torch and graphs == {"hificodec-decode", "hificodec-encode", "mcquic-compress", "mcquic-decompress"}
+    assert cold_torch and graphs == {"hificodec-decode", "hificodec-encode", "mcquic-compress", "mcquic-decompress", "vqgan-indices", "vqgan-decode"}
     warm, warm_torch = code(tmp_path, "auto", "warm")
     assert not warm_torch
     for run in (cold, warm):
-        assert run["p"].tobytes() == torch_run["p"].tobytes() and run["s"].tobytes() == torch_run["s"].tobytes()
-    assert np.abs(warm["pixels"].astype(int) - torch_run["pixels"].astype(int)).max() <= 1
+        assert all(run[k].tobytes() == torch_run[k].tobytes() for k in ("p", "s", "v"))
+    assert max(np.abs(warm[k].astype(int) - torch_run[k].astype(int)).max() for k in ("pixels", "vq")) <= 1
     assert np.abs(warm["samples"] - torch_run["samples"]).max() <= 1e-3
 
 
@@ -124,7 +124,7 @@ def test_the_fast_path_is_cpu_only_and_can_be_turned_off(monkeypatch: pytest.Mon
     codec = get_codec("mcquic")
     monkeypatch.setenv("NMC_BACKEND", "auto")
     assert OB.usable(codec, "compress") and not OB.usable(codec, "no-such-function")
-    assert not OB.usable(get_codec("vqgan"), "compress")  # vqgan stays on torch
+    assert OB.usable(get_codec("vqgan"), "decode") and not OB.usable(get_codec("vqgan"), "decode_codes")  # a fill: torch
     monkeypatch.setenv("NMC_BACKEND", "torch")
     assert not OB.usable(codec, "compress")
 

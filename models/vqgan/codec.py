@@ -132,6 +132,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     )
 
     net_indices = staticmethod(net_indices)  # the network functions `run` calls (tiling.py)
+    onnx_functions = ("indices", "decode")  # their exports reproduce torch (`onnx_backend`); recovery stays in torch
     net_decode = staticmethod(net_decode)
     net_decode_codes = staticmethod(net_decode_codes)
     net_decode_concealed = staticmethod(net_decode_concealed)
@@ -238,11 +239,16 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     def settings(self) -> list[Setting]:
         return self._settings
 
+    @property
+    def sizes(self) -> list[int]:
+        """The codebook sizes, in the network's order (`Ladder.sizes`, checked in `build_net`), known without it."""
+        return [s.codebook_size for s in self._settings if isinstance(s, RungSetting)]
+
     def build_net(self, state: dict[str, torch.Tensor], args: dict[str, Any]) -> Ladder:
         from .network import Ladder
 
         net = Ladder.from_state_dict(state, args)
-        if net.sizes != [s.codebook_size for s in self._settings if isinstance(s, RungSetting)]:
+        if net.sizes != self.sizes:
             raise ValueError(f"network codebooks {net.sizes} differ from the file's metadata")
         return net
 
@@ -257,8 +263,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         if max(image.width, image.height) > MAX_SIDE:
             raise MediaError(f"vqgan: images up to {MAX_SIDE} pixels a side, got {image.width}x{image.height}")
         rgb, alpha = M.to_rgb8(image)
-        model, size = self.model, setting.codebook_size
-        k = model.net.sizes.index(size)
+        prior, size = self.prior, setting.codebook_size
+        k = self.sizes.index(size)
         boxes = tiles(image.height, image.width, self.tile, STRIDE)
         fields = Fields(stride=STRIDE, tile=self.tile, interleave=list(self.lattice), alpha=alpha is not None, dec_margin=self.dec_margin,
                         gray=is_gray(image.channels, rgb))  # fmt: skip
@@ -267,17 +273,17 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             for box in boxes:
                 grid = tile_indices(self.run, rgb, box, [size], self.enc_margin)[0]
                 for cells in packet_cells(grid.shape, self.lattice):
-                    yield encode_cells(model.prior, k, grid[cells])
+                    yield encode_cells(prior, k, grid[cells])
                 if alpha is not None:
                     yield encode_plane(alpha_of(alpha, box))
 
         return Encoded(fields, packets(), fields.packets(M.metadata(image)))
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
-        m, model, setting = header.media, self.model, self.setting(header.setting)
+        m, prior, setting = header.media, self.prior, self.setting(header.setting)
         assert isinstance(setting, RungSetting)  # `Fields.consistent`
         size = setting.codebook_size
-        k = model.net.sizes.index(size)
+        k = self.sizes.index(size)
         boxes = tiles(m["height"], m["width"], fields.tile, STRIDE)
         indices = np.zeros((-(-m["height"] // STRIDE), -(-m["width"] // STRIDE)), np.int64)
         masked = np.zeros(indices.shape, bool)
@@ -291,7 +297,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                 if payload is None:
                     masked[cut][cells], lost[0] = True, lost[0] + 1
                 else:
-                    tile[cells] = decode_cells(payload, model.prior, k, tile[cells].shape)
+                    tile[cells] = decode_cells(payload, prior, k, tile[cells].shape)
             if fields.alpha:
                 payload = next(packets)
                 h, w = min(box[1], m["height"]) - box[0], min(box[3], m["width"]) - box[2]
