@@ -614,6 +614,40 @@ class TestContinuous:
         assert api.decode(opened).pixels.tobytes() == mean.tobytes() and codec.recovery[1] == {16: 0, 256: 2}
         assert "by the received neighbours' mean (the recovery model was not trained on the s64 codebook and decoder)" in str(opened.recovery_line())
 
+    def test_a_concealing_decoder_becomes_the_rungs_own(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """`rung_decoder.py` moves a recovery file's s64 decoder into the weights: the same priors and packets, other s64
+        pixels only; the recovery file written beside it carries no decoder and binds s64 to the new decoder, and
+        `restamp_recovery.py --drop 64` unbinds it (the neighbours' mean fills s64)."""
+        import subprocess
+        import sys
+
+        from nmc.models.vqgan import rung_decoder
+
+        net = ladder_of(weights)
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
+        state = {k: v.clone() for k, v in net.parts(64)[1].state_dict().items()}
+        state[[k for k in state if k.endswith("bias")][-1]] += 0.5
+        conceal, new, rec = tmp_path / "conceal.safetensors", tmp_path / "new.safetensors", tmp_path / "rec.safetensors"
+        R.save_recovery(conceal, model, network_of(weights), {}, R.decoder_hashes(net), {64: state})
+        rung_decoder.main(weights=weights, recovery=conceal, size=64, out=new, note="test", recovery_out=rec)
+        before, after = read_weights(weights), read_weights(new)
+        assert after.args["rung_decoders"] == sorted({*before.args.get("rung_decoders", []), 64})
+        assert all(np.array_equal(a, b) for a, b in zip(before.prior.unigram, after.prior.unigram))  # type: ignore[union-attr]
+        old_codec, new_codec = V.VQGANCodec(weights, tile=64), V.VQGANCodec(new, tile=64, recovery_path=rec)
+        for setting in ("s16", "s64"):
+            a, b = encode(old_codec, photo(), setting), encode(new_codec, photo(), setting)
+            assert open_stream(a)[1] == open_stream(b)[1]  # the same packets (the headers name other weights)
+            same = np.array_equal(api.decompress(a, codec=old_codec).pixels, api.decompress(b, codec=new_codec).pixels)
+            assert same == (setting == "s16")
+        loaded, network, bindings = R.load_recovery(rec)
+        assert not loaded.decoder_states and network == network_of(weights)
+        assert bindings[64] == R.decoder_hashes(ladder_of(new))[64] != R.decoder_hashes(net)[64] and new_codec.recovery[1] == {16: 0, 64: 1, 256: 2}
+        script = Path(__file__).resolve().parents[1] / "scripts" / "restamp_recovery.py"
+        subprocess.run([sys.executable, "-P", str(script), str(rec), str(new), str(tmp_path / "drop.safetensors"), "--drop", "64"], check=True, capture_output=True)
+        assert V.VQGANCodec(new, tile=64, recovery_path=tmp_path / "drop.safetensors").recovery[1] == {16: 0, 256: 2}
+        with pytest.raises(typer.BadParameter, match="no decoder for size 16"):
+            rung_decoder.main(weights=weights, recovery=conceal, size=16, out=tmp_path / "x.safetensors", note="", recovery_out=None)
+
     def test_a_concealing_decoder_decodes_only_windows_with_lost_cells(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """A file carrying a concealing decoder for s64 (here a copy of s64's decoder with its output conv's bias moved,
         so that its pixels differ visibly): under --recover, the windows of the 64x64 tiles whose cells were lost decode
