@@ -162,21 +162,29 @@ class NeuralCodec(Codec, Generic[N]):
         """Per codebook, its alphabet; None: one alphabet shared by every codebook."""
         return None
 
+    def _weights_file(self) -> Path:
+        """The weights file; CodecNotFoundError when it is not installed."""
+        path = self.weights_path
+        if path is None or not Path(path).is_file():
+            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        return Path(path)
+
+    def _unusable(self, err: Exception) -> CodecNotFoundError:
+        return CodecNotFoundError(f"{self.weights_path}: not a usable {self.name} weights file ({err})")
+
     @cached_property
     def model(self) -> Model[N]:
         from .weights import read_weights
 
-        path = self.weights_path
-        if path is None or not Path(path).is_file():
-            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        path = self._weights_file()
         try:
-            w = read_weights(Path(path))
+            w = read_weights(path)
             net = self.build_net(w.state, w.args)
             if w.prior is None:
                 raise ValueError("no priors (a network-only export: run fit_prior.py)")
             w.prior.check(self.prior_contexts(net), self.prior_alphabets(net))
         except (KeyError, TypeError, ValueError) as err:
-            raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
+            raise self._unusable(err) from None
         net.to(self.device)
         return Model(net, w.prior)
 
@@ -188,13 +196,11 @@ class NeuralCodec(Codec, Generic[N]):
             return self.model.prior
         from .weights import read_prior
 
-        path = self.weights_path
-        if path is None or not Path(path).is_file():
-            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
+        path = self._weights_file()
         try:
-            return read_prior(Path(path))
+            return read_prior(path)
         except (KeyError, TypeError, ValueError) as err:
-            raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
+            raise self._unusable(err) from None
 
     def read_fields(self, header: Header) -> Any:
         """`Codec.read_fields`; a `codebook_size` field must also be the model's alphabet."""

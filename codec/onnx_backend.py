@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,20 +61,21 @@ def graph_path(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...],
     return cache_dir() / f"{codec.name}-{codec.weights_hash()}-{fn}-{hashlib.sha256(what.encode()).hexdigest()[:16]}.onnx"
 
 
-def _session(path: Path) -> Any:
+def _new_session(path: Path) -> Any:
     import onnxruntime as ort
 
-    if path not in _sessions:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same numbers for any thread count
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3
-        _sessions[path] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return _sessions[path]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # the same numbers for any thread count
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _run_graph(path: Path, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    session = _session(path)
+def _run_graph(path: Path, arrays: tuple[np.ndarray, ...], keep: bool = True) -> tuple[np.ndarray, ...]:
+    """`arrays` through the graph at `path`; its session stays loaded for the next calls unless `keep` is False."""
+    session = _sessions.get(path) or _new_session(path)
+    if keep:
+        _sessions[path] = session
     names = [i.name for i in session.get_inputs()]
     return tuple(session.run(None, {n: np.ascontiguousarray(a) for n, a in zip(names, arrays)}))
 
@@ -117,17 +119,13 @@ def export(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], sta
             return call(self.net, *tensors, **static)
 
     try:
-        import warnings
-
         from .threads import one_thread
 
         with warnings.catch_warnings(), torch.inference_mode(), one_thread():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
             torch.onnx.export(Call(), tuple(torch.tensor(a) for a in arrays), tmp, dynamo=False, opset_version=OPSET,
                               input_names=[f"in{i}" for i in range(len(arrays))])  # fmt: skip
-        got = _run_graph(Path(tmp), arrays)
-        _sessions.pop(Path(tmp), None)
-        if not _same(got, expected):
+        if not _same(_run_graph(Path(tmp), arrays, keep=False), expected):
             return False
         os.replace(tmp, path)
     except Exception:  # noqa: BLE001  (an export that fails leaves the torch path, never the command)

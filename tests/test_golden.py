@@ -12,7 +12,8 @@ first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of sample
 (rows 200-247, columns 300-379, alpha = min(255, 3 x + y)) at q2, vqgan (format 2 only) a 192x256 crop
 at s64 (rewritten with the weights of 2026-12-02 sessions 5 and 6, whose s16 and then s32 rungs got their own
 decoders, by `scripts/rewrite_golden.py`: the s64 indices and pixels are unchanged; the files of the earlier
-weights are `vqgan_retired_untuned.nmc` and `vqgan_retired_s16.nmc`, refused by name). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
+weights are `vqgan_retired_untuned.nmc` and `vqgan_retired_s16.nmc`, refused by name; since session 12, when s1024 got its
+own decoder, also `vqgan_retired_s32.nmc`). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
 these headers). `<codec>_format3.nmc` were written by this version (container format 3, 2026-12-02)
 from the same sources: the same header fields and packets as format 2, in the compact framing.
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the decoded
@@ -120,56 +121,29 @@ def test_a_file_of_the_retired_mcquic_v1_weights_names_both_versions() -> None:
     assert "needs the other weights version" in message
 
 
-def test_a_file_of_the_retired_mcquic_v2_weights_names_both_versions() -> None:
-    """mcquic_format1.nmc was written with the v2 weights; v2.1 (session 6; its format-2 and 3 goldens were
-    rewritten by `scripts/rewrite_golden.py mcquic`) refuses it by name."""
-    from nmc.codec.errors import WeightsMismatchError
-    from nmc.codec.registry import get_codec
-
-    with pytest.raises(WeightsMismatchError) as refused:
-        api.decompress((DATA / "mcquic_format1.nmc").read_bytes())
-    message = str(refused.value)
-    assert "22c2f8fd8616cd4b (mcquic v2 weights" in message and get_codec("mcquic").weights_hash() in message
-
-
-@pytest.mark.parametrize("name, retired", [("mcquic_retired_v21.nmc", "bc1cc7d93fd6c993 (mcquic v2.1 weights"),
-                                           ("mcquic_retired_v3_45240.nmc", "19aa09c84e0476fa (mcquic v3 weights of step 45240")])
-def test_a_file_of_retired_mcquic_v21_or_v3_weights_names_both_versions(name: str, retired: str) -> None:
-    """The format-3 goldens of the v2.1 weights (sessions 6-10) and of v3 at step 45240 (session 11) are refused by name."""
-    from nmc.codec.errors import WeightsMismatchError
-    from nmc.codec.registry import get_codec
-
-    with pytest.raises(WeightsMismatchError) as refused:
-        api.decompress((DATA / name).read_bytes())
-    message = str(refused.value)
-    assert retired in message and get_codec("mcquic").weights_hash() in message
+RETIRED = [  # (file, what the refusal names), the codec is the file name's first word
+    ("mcquic_format1.nmc", "22c2f8fd8616cd4b (mcquic v2 weights"),  # v2.1 (session 6) rewrote the format-2 and 3 goldens
+    ("mcquic_retired_v21.nmc", "bc1cc7d93fd6c993 (mcquic v2.1 weights"),  # sessions 6-10
+    ("mcquic_retired_v3_45240.nmc", "19aa09c84e0476fa (mcquic v3 weights of step 45240"),  # session 11
+    ("hificodec_format1.nmc", "6553de974051380d (hificodec weights of 2026-11-27"),
+    ("hificodec_retired_s11970.nmc", "d553f07bbb7a7b47 (hificodec weights of 2026-12-02 session 4"),
+    ("hificodec_retired_s14340.nmc", "7f82764f15a95273 (hificodec weights of 2026-12-03 session 7"),
+    ("hificodec_retired_s15470.nmc", "0094e18fd354ca1b (hificodec weights of 2026-12-03 session 8"),
+    ("hificodec_retired_s17660.nmc", "adc01b93119567ea (hificodec weights of 2026-12-03 session 9"),
+    ("vqgan_retired_untuned.nmc", "eabe51d1ee51075b (vqgan weights with the untuned ladder"),
+    ("vqgan_retired_s16.nmc", "f5cf0901301a436f (vqgan weights with s16's own decoder only"),
+    ("vqgan_retired_s32.nmc", "09eda3a92b1a9cea (vqgan weights with the decoders of s16 and s32 only"),
+]
 
 
-@pytest.mark.parametrize("name, retired", [("hificodec_format1.nmc", "6553de974051380d (hificodec weights of 2026-11-27"),
-                                           ("hificodec_retired_s11970.nmc", "d553f07bbb7a7b47 (hificodec weights of 2026-12-02 session 4"),
-                                           ("hificodec_retired_s14340.nmc", "7f82764f15a95273 (hificodec weights of 2026-12-03 session 7"),
-                                           ("hificodec_retired_s15470.nmc", "0094e18fd354ca1b (hificodec weights of 2026-12-03 session 8"),
-                                           ("hificodec_retired_s17660.nmc", "adc01b93119567ea (hificodec weights of 2026-12-03 session 9")])
-def test_a_file_of_retired_hificodec_weights_names_both_versions(name: str, retired: str) -> None:
-    """Files written with earlier hificodec weights (2026-11-27; steps 11970, 14340 and 15470) are refused by name."""
+@pytest.mark.parametrize("name, retired", RETIRED)
+def test_a_file_of_retired_weights_names_both_versions(name: str, retired: str) -> None:
+    """Files written with earlier weights of a codec (goldens of each shipped version) are refused, naming both the
+    retired version and the installed weights."""
     from nmc.codec.errors import WeightsMismatchError
     from nmc.codec.registry import get_codec
 
     with pytest.raises(WeightsMismatchError) as refused:
         api.decompress((DATA / name).read_bytes())
     message = str(refused.value)
-    assert retired in message and get_codec("hificodec").weights_hash() in message
-
-
-@pytest.mark.parametrize("name, retired", [("vqgan_retired_untuned.nmc", "eabe51d1ee51075b (vqgan weights with the untuned ladder"),
-                                           ("vqgan_retired_s16.nmc", "f5cf0901301a436f (vqgan weights with s16's own decoder only"),
-                                           ("vqgan_retired_s32.nmc", "09eda3a92b1a9cea (vqgan weights with the decoders of s16 and s32 only")])
-def test_a_file_of_retired_vqgan_weights_names_both_versions(name: str, retired: str) -> None:
-    """Files written with earlier vqgan weights (the untuned ladder; s16's decoder only; s16's and s32's) are refused by name."""
-    from nmc.codec.errors import WeightsMismatchError
-    from nmc.codec.registry import get_codec
-
-    with pytest.raises(WeightsMismatchError) as refused:
-        api.decompress((DATA / name).read_bytes())
-    message = str(refused.value)
-    assert retired in message and get_codec("vqgan").weights_hash() in message
+    assert retired in message and get_codec(name.split("_")[0]).weights_hash() in message
