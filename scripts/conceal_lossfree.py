@@ -1,8 +1,8 @@
-"""Loss-free decodes of the dev photos at s1024, through the network's decoder and through a recovery file's concealing
-decoder (mean ST-LPIPS and PSNR): what a concealing decoder gives with nothing lost, the reference its recovery must be
-judged against.
+"""Loss-free decodes of the dev photos at one codebook size (default 1024), through the network's decoder and through a
+recovery file's concealing decoder for that size (mean ST-LPIPS and PSNR): what a concealing decoder gives with nothing
+lost, the reference its recovery must be judged against.
 
-    python -P scripts/conceal_lossfree.py RECOVERY.safetensors
+    python -P scripts/conceal_lossfree.py RECOVERY.safetensors [SIZE]
 """
 
 import sys
@@ -17,10 +17,9 @@ from nmc.models.vqgan.codec import VQGANCodec
 from nmc.models.vqgan.tiling import net_decode_codes, net_decode_concealed, net_indices
 
 DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "images"
-SIZE = 1024
-
-if len(sys.argv) != 2:
+if len(sys.argv) not in (2, 3):
     raise SystemExit(__doc__)
+SIZE = int((sys.argv[2:] or ["1024"])[0])
 codec = VQGANCodec(recovery_path=Path(sys.argv[1]))
 codec.recovery  # noqa: B018  (loading the file sets its concealing decoder on the network)
 net, unit = codec.model.net, codec.model.net.unit_codes(SIZE)

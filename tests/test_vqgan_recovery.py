@@ -756,6 +756,49 @@ class TestContinuous:
         assert out.pixels.shape == (96, 128, 3) and 64 in codec.model.net.concealers
 
 
+    def test_mean_sizes_train_the_decoder_on_the_mean_and_the_codec_fills_it(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """train_recovery.py --tune-decoder 64 --mean-sizes 64: only the decoder learns (the transformer of --init stays
+        as it was), on the neighbours' mean; the export records s64 as a mean size, and under --recover the codec fills
+        s64 with the mean through that decoder (the pixels of a model whose vector is zero), not with the model."""
+        from PIL import Image
+
+        from nmc.models.vqgan import train_recovery
+
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        for i in range(3):
+            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        net = ladder_of(weights)
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
+        init, export = tmp_path / "init.safetensors", tmp_path / "mean.safetensors"
+        R.save_recovery(init, model, network_of(weights), {}, R.decoder_hashes(net))
+        common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1, continuous=True, train_sizes="64")
+        train_recovery.main(**common, tune_decoder=64, mean_sizes="64", init=init, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=2,
+                            eval_sizes="64", decoder_lr=1.0)  # fmt: skip
+        assert "neighbours' mean" in (tmp_path / "ckpt" / "train.log").read_text().split("through the concealing decoder")[1]
+        trained, start = R.load_recovery(export)[0], R.load_recovery(init)[0]
+        assert trained.mean_sizes == {64} and sorted(trained.decoder_states) == [64]
+        assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), start.state_dict().values()))  # the transformer stays
+        data = lose(encode(V.VQGANCodec(weights, tile=64), photo(), "s64"), {1, 2})
+        zero, as_model = tmp_path / "zero.safetensors", tmp_path / "model.safetensors"
+        decoder = {k: v.float() for k, v in trained.decoder_states[64].items()}
+        R.save_recovery(as_model, trained, network_of(weights), {}, R.decoder_hashes(net), {64: decoder})  # the same tensors, no mean size
+        with torch.no_grad():
+            trained.code_out.weight.zero_()
+            trained.code_out.bias.zero_()
+        R.save_recovery(zero, trained, network_of(weights), {}, R.decoder_hashes(net), {64: decoder})
+        out = {}
+        for name, path in (("mean", export), ("zero", zero), ("model", as_model)):
+            codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+            out[name] = api.decompress(data, recover=True, codec=codec).pixels
+            assert codec.recovered is not None
+            assert (codec.recovered["method"] == "the received neighbours' mean, through the recovery file's concealing decoder") == (name == "mean")
+        assert np.array_equal(out["mean"], out["zero"]) and not np.array_equal(out["mean"], out["model"])
+        with pytest.raises(typer.BadParameter, match="only the --tune-decoder size"):
+            train_recovery.main(**common, tune_decoder=64, mean_sizes="16", ckpt_dir=tmp_path / "bad", max_steps=1)
+        with pytest.raises(ValueError, match="without a concealing decoder"):
+            R.save_recovery(zero, trained, network_of(weights), {}, R.decoder_hashes(net), None, [64])
+
 class TestLossChannels:
     def test_rates_bursts_and_seeds(self) -> None:
         from nmc.codec import loss as L

@@ -205,7 +205,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         model, covered = self.recovery if self.concealment == "recovery" else (None, {})
         codes = self.model.net.unit_codes(size)
         with one_thread():
-            if model is None or size not in covered:  # "mean", or a codebook without a model for it
+            if model is None or size not in covered or size in model.mean_sizes:  # "mean", a codebook without a model for it, or
+                # one whose concealing decoder learnt from the mean (`--mean-sizes`)
                 return fill_mean(indices, masked, codes)
             if model.args.continuous:
                 return fill_codes(model, indices, masked, covered[size], codes)
@@ -217,7 +218,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return self.concealment
         size, (model, covered) = self.model.net.sizes[k], self.recovery
         if size in covered:
-            return self.concealment
+            return "the received neighbours' mean, through the recovery file's concealing decoder" if size in model.mean_sizes else self.concealment
         if model is None:
             return f"the received neighbours' mean (no recovery model installed at {self.recovery_path})"
         return f"the received neighbours' mean (the recovery model was not trained on the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"

@@ -102,6 +102,7 @@ class IndexTransformer(nn.Module):
         super().__init__()
         a = self.args = args
         self.decoder_states: dict[int, dict[str, Tensor]] = {}  # size -> a concealing decoder's tensors (`load_recovery`)
+        self.mean_sizes: set[int] = set()  # sizes filled with the neighbours' mean, through their concealing decoder
         if a.continuous and (not a.code_dim or a.pointer):
             raise ValueError("a continuous recovery model needs code inputs (code_dim > 0) and is not a pointer")
         self.offsets = [0, *np.cumsum(a.sizes).tolist()]  # codebook k's rows of the table
@@ -244,19 +245,24 @@ def decoder_hashes(net: Ladder) -> dict[int, str]:
 
 
 def save_recovery(path: Path, model: IndexTransformer, network: str, report: dict, codebooks: dict[int, str] | None = None,
-                  decoders: dict[int, dict[str, Tensor]] | None = None) -> None:  # fmt: skip
+                  decoders: dict[int, dict[str, Tensor]] | None = None, mean_sizes: list[int] | None = None) -> None:  # fmt: skip
     """The shipped file: the model's tensors, its arguments, the vqgan network it was trained for (its base
     network's hash and `codes_hash` of each codebook of the training maps: `codebooks`, or with `code_dim`
     those of the codes it holds; a continuous model: `decoder_hashes` of the network, given as `codebooks`), how;
-    a continuous model's concealing decoders (`decoders`: size -> `g_s` state) as `decoder.{size}.*` in fp16."""
+    a continuous model's concealing decoders (`decoders`: size -> `g_s` state) as `decoder.{size}.*` in fp16, and the sizes
+    among them that fill lost cells with the received neighbours' mean instead of the model (`mean_sizes`: their
+    decoder was trained on those fills)."""
     from safetensors.torch import save_file
 
     codebooks = model.codebook_hashes() if model.args.code_dim and not model.args.continuous else codebooks or {}
     decoders = decoders or {}
     if decoders and not model.args.continuous:
         raise ValueError("only a continuous recovery model carries concealing decoders")
+    if not set(mean_sizes or ()) <= set(decoders):
+        raise ValueError(f"mean sizes {mean_sizes} without a concealing decoder (it holds {sorted(decoders)})")
     meta = {"format": FORMAT, "model_args": json.dumps(asdict(model.args)), "network": network, "report": json.dumps(report),
-            "codebooks": json.dumps({str(s): h for s, h in codebooks.items()}), "decoders": json.dumps(sorted(decoders))}  # fmt: skip
+            "codebooks": json.dumps({str(s): h for s, h in codebooks.items()}), "decoders": json.dumps(sorted(decoders)),
+            "mean_sizes": json.dumps(sorted(mean_sizes or []))}  # fmt: skip
     tensors = model.state()
     for size, state in decoders.items():
         tensors.update({f"decoder.{size}.{k}": v.detach().cpu().half() for k, v in state.items()})
@@ -281,6 +287,7 @@ def load_recovery(path: Path) -> tuple[IndexTransformer, str, dict[int, str]]:
         for size in json.loads(meta.get("decoders", "[]")):
             prefix = f"decoder.{int(size)}."
             model.decoder_states[int(size)] = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        model.mean_sizes = {int(s) for s in json.loads(meta.get("mean_sizes", "[]"))} & set(model.decoder_states)
         codebooks = {int(s): str(h) for s, h in json.loads(meta.get("codebooks", "{}")).items()}
     except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         raise ValueError(f"{path}: not a vqgan recovery file ({err})") from None

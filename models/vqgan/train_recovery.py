@@ -223,26 +223,27 @@ def pointer_codes(scores: torch.Tensor, indices: torch.Tensor, masked: torch.Ten
 
 def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladder, lpips: torch.nn.Module, x: torch.Tensor, k: int, masked: torch.Tensor,
                  origin: tuple[int, int], codes: torch.Tensor, tau: float, target: str, gen: torch.Generator, autocast: Callable[[], Any],
-                 decoder: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+                 decoder: torch.nn.Module | None = None, mean: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """Photo crops `x` `[B, 3, H, W]` -> their indices at operating point `k` (the frozen network), the `masked` cells
     filled by the pointer (`pointer_codes`) or a continuous model (`continuous_codes`), decoded by that point's decoder:
     L1 and ST-LPIPS against the loss-free decode of the same indices (`target` "decode") or the photo ("photo"); a
     pointer's cross-entropy (an auxiliary term) and accuracy, a continuous fill's mean cosine with the lost cells' true
     codes (`cos`, and `cos0` of the neighbours' mean it starts from). Cells far from every lost one decode as in the
     target, so the loss sits around the lost cells. `decoder` (`--tune-decoder`): the trained copy of that point's `g_s`
-    decodes instead of the frozen one."""
+    decodes instead of the frozen one. `mean` (`--mean-sizes`): the lost cells take the received neighbours' mean (the
+    transformer is not run; only the concealing decoder learns)."""
     size = frozen.sizes[k]
     with torch.no_grad():
         indices = frozen.quantize(frozen.features(x), size)
         ref = frozen.decode_at(indices, size) if target == "decode" else x
     with autocast():
-        feats = model(indices, masked, k, origin)  # through DDP: its gradient hooks
         if net.args.continuous:
             own, near = codes[indices], nearest_codes(indices, masked, codes)
-            filled = continuous_codes(net.code_delta(feats), own, masked, near)
+            delta = torch.zeros_like(own) if mean else net.code_delta(model(indices, masked, k, origin))  # model: through DDP, its hooks
+            filled = continuous_codes(delta, own, masked, near)
             code_map = filled.permute(0, 3, 1, 2)
         else:
-            scores = net.pointer_logits(feats, masked)
+            scores = net.pointer_logits(model(indices, masked, k, origin), masked)
             code_map = pointer_codes(scores, indices, masked, codes, tau, gen)
         x_hat = frozen.synthesize(code_map, size, decoder).float()
         lp = lpips(x_hat, ref, normalize=True).float().mean()
@@ -261,7 +262,8 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
                      rate: float = 0.2, draws: int = 2, side: int = 512) -> dict[int, dict[str, float]]:  # fmt: skip
     """Per codebook size, mean ST-LPIPS against the photo of the loss-free decode, the nearest-cell copy and the
     model's fill (`pointer`: `fill`; `continuous`: `fill_codes`, and `mean`, the received neighbours' mean it starts
-    from; at a size with a concealing decoder (`Ladder.set_concealer`) also `concealed`, that fill through it), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a multiple of 16)
+    from; at a size with a concealing decoder (`Ladder.set_concealer`) also `concealed` and `mean_concealed`, those fills
+    through it, and `lossfree_concealed`, the intact map through it), on the held-out photos (uint8 `[3, H, W]`, the top-left `side` x 1.5 `side` pixels, a multiple of 16)
     with the packets of a 2x4 lattice (`packet_cells`, phase 0 as the codec's tiles) lost at `rate`, `draws` seeded
     draws per photo (at least one packet lost). On the model's device."""
     dev, continuous = model.mask_token.device, model.args.continuous
@@ -269,7 +271,8 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
     for size in sizes:
         k, unit = model.args.sizes.index(size), frozen.unit_codes(size)
         conceals = continuous and size in frozen.concealers
-        sums = dict.fromkeys(("lossfree", "nearest", *(("mean", "continuous") if continuous else ("pointer",)), *(("concealed",) if conceals else ()), "lost"), 0.0)
+        sums = dict.fromkeys(("lossfree", "nearest", *(("mean", "continuous") if continuous else ("pointer",)),
+                              *(("concealed", "mean_concealed", "lossfree_concealed") if conceals else ()), "lost"), 0.0)  # fmt: skip
         for p, im in enumerate(photos):
             h, w = (min(d, lim) // 16 * 16 for d, lim in zip(im.shape[1:], (side, side * 3 // 2)))
             x = im[:, :h, :w].float().div(255)[None].to(dev)
@@ -277,17 +280,21 @@ def evaluate_decoded(model: IndexTransformer, frozen: Ladder, photos: list[torch
             codes_of = lambda g: unit[torch.from_numpy(g).to(dev)]  # noqa: E731  # (h, w, d), as decode_at gathers them
             score = lambda c, dec=None: float(lpips(frozen.synthesize(c.to(dev).permute(2, 0, 1)[None], size, dec), x, normalize=True).mean())  # noqa: E731
             sums["lossfree"] += draws * score(codes_of(grid))
+            if conceals:
+                sums["lossfree_concealed"] += draws * score(codes_of(grid), frozen.concealers[size])
             for d in range(draws):
                 lost = np.random.default_rng([p, d, size]).random(8) < rate
                 lost[np.random.default_rng([p, d, size, 1]).integers(8)] |= not lost.any()
                 masked = lost_cells(grid.shape, np.flatnonzero(lost))
                 sums["nearest"] += score(codes_of(fill_nearest(grid, masked)))
                 if continuous:
-                    sums["mean"] += score(torch.from_numpy(fill_mean(grid, masked, unit)))
+                    mean = torch.from_numpy(fill_mean(grid, masked, unit))
+                    sums["mean"] += score(mean)
                     filled = torch.from_numpy(fill_codes(model, grid, masked, k, unit))
                     sums["continuous"] += score(filled)
                     if conceals:
                         sums["concealed"] += score(filled, frozen.concealers[size])
+                        sums["mean_concealed"] += score(mean, frozen.concealers[size])
                 else:
                     sums["pointer"] += score(codes_of(fill(model, grid, masked, k)))
                 sums["lost"] += float(lost.mean())
@@ -347,6 +354,8 @@ def main(
     eval_sizes: str = "256,1024",  # --decoded-loss: sizes of the held-out decoded evaluation ("": none)
     tune_decoder: int = 0,  # --continuous: a codebook size whose decoder a trained copy conceals lost cells (exported beside the model); 0: none
     decoder_lr: float = 0.2,  # --tune-decoder: the decoder's learning rate as a fraction of --lr
+    mean_sizes: str = "",  # --tune-decoder: sizes whose lost cells the codec fills with the received neighbours' mean (the
+    # concealing decoder learns to draw from it; the transformer is not run there), recorded in the exported file
 ) -> None:
     decoded_loss = decoded_loss or continuous
     if continuous and not code_inputs:
@@ -361,6 +370,9 @@ def main(
         raise typer.BadParameter(f"--crop {crop} must be a multiple of 16 and --target {target!r} 'decode' or 'photo'")
     pointer = (pointer or decoded_loss) and not continuous
     config = {k: str(v) if isinstance(v, Path) else [str(p) for p in v] if isinstance(v, list) else v for k, v in locals().items()}
+    mean_set = {int(v) for v in mean_sizes.split(",") if v}
+    if mean_set and mean_set != {tune_decoder}:
+        raise typer.BadParameter(f"--mean-sizes {mean_sizes}: only the --tune-decoder size ({tune_decoder}) can learn from the mean")
     sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
     t_start = time.time()
     rt = runtime.start()
@@ -497,7 +509,7 @@ def main(
             m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
             origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
             stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast,
-                                    dec_model if sizes[k] == dec_size else None)  # fmt: skip
+                                    dec_model if sizes[k] == dec_size else None, sizes[k] in mean_set)  # fmt: skip
             loss = w_l1 * stats["l1"] + w_lpips * stats["lpips"] + (w_ce * stats["ce"] if "ce" in stats else 0.0)
             stats = {"loss": loss, **stats}
         else:
@@ -545,7 +557,7 @@ def main(
         if export:  # first: the evaluation takes minutes
             save_recovery(export, net, meta["network"], {"step": step, "maps": [] if decoded_loss else [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
                           decoder_hashes(frozen) if args.continuous else {s: codes_hash(codebooks[s]) for s in sizes},
-                          {dec_size: decoder.state_dict()} if decoder is not None else None)  # fmt: skip
+                          {dec_size: decoder.state_dict()} if decoder is not None else None, sorted(mean_set))  # fmt: skip
             say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
         if decoded_loss and held_imgs and eval_sizes:
             t0 = time.time()
@@ -553,7 +565,8 @@ def main(
                 frozen.set_concealer(dec_size, decoder)
             for size, r in evaluate_decoded(net.to(device), frozen, held_imgs, lpips, [int(v) for v in eval_sizes.split(",")]).items():
                 fills = f"neighbours' mean {r['mean']:.4f}, continuous {r['continuous']:.4f}" if args.continuous else f"pointer {r['pointer']:.4f}"
-                fills += f", continuous through the concealing decoder {r['concealed']:.4f}" if "concealed" in r else ""
+                fills += (f"; through the concealing decoder: continuous {r['concealed']:.4f}, neighbours' mean {r['mean_concealed']:.4f}, "
+                          f"loss-free {r['lossfree_concealed']:.4f}") if "concealed" in r else ""  # fmt: skip
                 say(f"eval held-out s{size}: {len(held_imgs)} photos x 2 draws, {r['lost']:.3f} of the packets lost; ST-LPIPS loss-free {r['lossfree']:.4f}, "
                     f"nearest cell {r['nearest']:.4f}, {fills}")  # fmt: skip
             say(f"eval took {time.time() - t0:.1f} s")
