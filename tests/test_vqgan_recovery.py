@@ -647,6 +647,15 @@ class TestContinuous:
         assert V.VQGANCodec(new, tile=64, recovery_path=tmp_path / "drop.safetensors").recovery[1] == {16: 0, 256: 2}
         with pytest.raises(typer.BadParameter, match="no decoder for size 16"):
             rung_decoder.main(weights=weights, recovery=conceal, size=16, out=tmp_path / "x.safetensors", note="", recovery_out=None)
+        from nmc.models.vqgan import slim_weights  # the copy a GPU call carries: what s64 (kept) or s16 reads is unchanged
+
+        for keep, same in (("64", {16, 64, 256}), ("", {16, 256})):
+            slim_weights.main(weights=new, keep=keep, out=tmp_path / "slim.safetensors")
+            full, slim = R.decoder_hashes(ladder_of(new)), R.decoder_hashes(ladder_of(tmp_path / "slim.safetensors"))
+            assert {s for s in full if full[s] == slim[s]} >= same and (64 in same or full[64] != slim[64])
+            assert network_of(tmp_path / "slim.safetensors") == network_of(new)
+        with pytest.raises(typer.BadParameter, match="no own decoder for \\[256\\]"):
+            slim_weights.main(weights=new, keep="256", out=tmp_path / "x.safetensors")
 
     def test_a_concealing_decoder_decodes_only_windows_with_lost_cells(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """A file carrying a concealing decoder for s64 (here a copy of s64's decoder with its output conv's bias moved,
