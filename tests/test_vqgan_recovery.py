@@ -805,6 +805,13 @@ class TestContinuous:
         assert np.array_equal(out["mean"], out["zero"]) and not np.array_equal(out["mean"], out["model"])
         with pytest.raises(typer.BadParameter, match="only the --tune-decoder size"):
             train_recovery.main(**common, tune_decoder=64, mean_sizes="16", ckpt_dir=tmp_path / "bad", max_steps=1)
+        intact = tmp_path / "intact.safetensors"  # --loss-max 0: the control, the decoder on intact maps (no cell masked)
+        train_recovery.main(**common, tune_decoder=64, mean_sizes="64", init=init, ckpt_dir=tmp_path / "intact", export=intact, max_steps=2,
+                            eval_sizes="", decoder_lr=1.0, loss_max=0.0)  # fmt: skip
+        assert "cos" not in (tmp_path / "intact" / "train.log").read_text().split("step 2 loss")[1].split("\n")[0]
+        assert any(not torch.equal(a, b) for a, b in zip(R.load_recovery(intact)[0].decoder_states[64].values(), trained.decoder_states[64].values()))
+        with pytest.raises(typer.BadParameter, match="trains a decoder alone"):
+            train_recovery.main(**common, tune_decoder=64, ckpt_dir=tmp_path / "bad", max_steps=1, loss_max=0.0)
         with pytest.raises(ValueError, match="without a concealing decoder"):
             R.save_recovery(zero, trained, network_of(weights), {}, R.decoder_hashes(net), None, [64])
 

@@ -249,9 +249,10 @@ def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladde
         lp = lpips(x_hat, ref, normalize=True).float().mean()
     stats = {"l1": (x_hat - ref).abs().mean(), "lpips": lp}
     if net.args.continuous:
-        with torch.no_grad():
-            start = continuous_codes(torch.zeros_like(own), own, masked, near)
-            stats["cos"], stats["cos0"] = (F.cosine_similarity(f[masked].float(), own[masked], dim=-1).mean() for f in (filled, start))
+        if masked.any():  # not on intact maps (--loss-max 0)
+            with torch.no_grad():
+                start = continuous_codes(torch.zeros_like(own), own, masked, near)
+                stats["cos"], stats["cos0"] = (F.cosine_similarity(f[masked].float(), own[masked], dim=-1).mean() for f in (filled, start))
         return stats
     ce, acc = pointer_loss(scores, indices, masked, codes)
     return {**stats, "ce": ce, "acc": acc}
@@ -345,7 +346,8 @@ def main(
     data: Path = Path(".data/images"),  # --decoded-loss: training photos (never dev); --holdout of them evaluate
     crop: int = 256,  # --decoded-loss: crop side in pixels (a multiple of 16, at most --max-side cells)
     train_sizes: str = "",  # --decoded-loss: codebook sizes to train on, e.g. "256,1024" (default: all, the codec fills every one)
-    loss_max: float = 0.4,  # --decoded-loss: each of the 8 packets (2x4 lattice) lost with a probability in [mask_min, loss_max]
+    loss_max: float = 0.4,  # --decoded-loss: each of the 8 packets (2x4 lattice) lost with a probability in [mask_min, loss_max];
+    # 0: nothing lost (with --mean-sizes S: S's decoder trains on intact maps, the control for a concealing decoder)
     tau: float = 1.0,  # --decoded-loss: Gumbel-softmax temperature of the backward mixture
     target: str = "decode",  # --decoded-loss: the loss-free decode of the same indices ("decode") or the photo ("photo")
     w_l1: float = 1.0,  # --decoded-loss weights: L1, ST-LPIPS, the pointer's cross-entropy (auxiliary)
@@ -373,6 +375,8 @@ def main(
     mean_set = {int(v) for v in mean_sizes.split(",") if v}
     if mean_set and mean_set != {tune_decoder}:
         raise typer.BadParameter(f"--mean-sizes {mean_sizes}: only the --tune-decoder size ({tune_decoder}) can learn from the mean")
+    if decoded_loss and loss_max <= 0 and (not mean_set or train_sizes != str(tune_decoder)):
+        raise typer.BadParameter("--loss-max 0 (intact maps) trains a decoder alone: give --tune-decoder S --train-sizes S --mean-sizes S")
     sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
     t_start = time.time()
     rt = runtime.start()
@@ -506,7 +510,7 @@ def main(
             k = ks[int(torch.randint(len(ks), (), generator=torch.Generator().manual_seed(seed + 104729 * step) if dec_size else gen))]
             photo, side = random_crops(train_imgs, batch, crop, (0.5, 1.0), gen), crop // 16
             rate = mask_min + (loss_max - mask_min) * torch.rand(batch, generator=gen)
-            m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
+            m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device) if loss_max > 0 else torch.zeros(batch, side, side, dtype=torch.bool, device=device)
             origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
             stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast,
                                     dec_model if sizes[k] == dec_size else None, sizes[k] in mean_set)  # fmt: skip
