@@ -218,7 +218,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         if self.concealment != "recovery":
             return self.concealment
         size, (model, covered) = self.model.net.sizes[k], self.recovery
-        if size in covered:
+        if size in covered and model is not None:
             return "the received neighbours' mean, through the recovery file's concealing decoder" if size in model.mean_sizes else self.concealment
         if model is None:
             return f"the received neighbours' mean (no recovery model installed at {self.recovery_path})"

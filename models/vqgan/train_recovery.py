@@ -510,7 +510,9 @@ def main(
             k = ks[int(torch.randint(len(ks), (), generator=torch.Generator().manual_seed(seed + 104729 * step) if dec_size else gen))]
             photo, side = random_crops(train_imgs, batch, crop, (0.5, 1.0), gen), crop // 16
             rate = mask_min + (loss_max - mask_min) * torch.rand(batch, generator=gen)
-            m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device) if loss_max > 0 else torch.zeros(batch, side, side, dtype=torch.bool, device=device)
+            m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
+            if loss_max <= 0:  # intact maps (the control)
+                m = torch.zeros_like(m)
             origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
             stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast,
                                     dec_model if sizes[k] == dec_size else None, sizes[k] in mean_set)  # fmt: skip
