@@ -423,7 +423,8 @@ def fill_mean(grid: IntArray, masked: BoolArray, codes: Tensor) -> npt.NDArray[n
     are never read. Deterministic on one thread."""
     g, m = torch.from_numpy(np.where(masked, 0, grid))[None], torch.from_numpy(masked)[None]
     codes = codes.float().cpu()
-    return continuous_codes(torch.zeros(()), codes[g], m, nearest_codes(g, m, codes))[0].numpy()
+    alone = m & ~neighbours(~m, False).any(-1)  # masked cells without a received neighbour: rare, and the nearest copy imports scipy
+    return continuous_codes(torch.zeros(()), codes[g], m, nearest_codes(g, m, codes) if alone.any() else codes[g])[0].numpy()
 
 
 def continuous_codes(delta: Tensor, own: Tensor, masked: Tensor, fallback: Tensor) -> Tensor:
