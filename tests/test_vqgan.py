@@ -178,14 +178,14 @@ class TestLadder:
         """The installed untuned rungs as a ladder file: codes numbered as installed (their priors and recovery
         maps fit), each base code labelled with its nearest rung code (the codec's cosine lookup, here in
         float64); the rungs with their own decoders (s16 since 2026-12-02 session 5, s32 since session 6, s1024 since 2026-12-03
-        session 12) are left out."""
+        session 12, s256 and s2048 since session 13) are left out."""
         L.main(from_weights=WEIGHTS, out=tmp_path / "ladder.safetensors")
         w = read_weights(WEIGHTS)
         net = Ladder.from_state_dict(w.state, w.args)
         base = net.unit_codes(net.vq.size).double()
         untuned = [s for s in net.sizes[:-1] if s not in w.args["rung_decoders"]]
         with safe_open(str(tmp_path / "ladder.safetensors"), "pt") as f:
-            assert net.sizes[:-1] == [16, 32, 64, 128, 256, 512, 1024, 2048] and w.args["rung_decoders"] == [16, 32, 1024]
+            assert net.sizes[:-1] == [16, 32, 64, 128, 256, 512, 1024, 2048] and w.args["rung_decoders"] == [16, 32, 256, 1024, 2048]
             assert json.loads(f.metadata()["rungs"]) == untuned
             for s in untuned:
                 codebook, labels = f.get_tensor(f"rung.{s}.codebook"), f.get_tensor(f"rung.{s}.labels")

@@ -744,7 +744,7 @@ class TestContinuous:
         common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1, continuous=True, train_sizes="64")
         train_recovery.main(**common, tune_decoder=64, ckpt_dir=ckpt, export=export, max_steps=2, eval_sizes="64", decoder_lr=1.0)
         text = (ckpt / "train.log").read_text()
-        assert "continuous through the concealing decoder" in text.split("eval held-out s64")[1]
+        assert "through the concealing decoder: continuous" in text.split("eval held-out s64")[1]
         model = R.load_recovery(export)[0]
         net = ladder_of(weights)
         trained, original = model.decoder_states[64], net.parts(64)[1].state_dict()
