@@ -71,6 +71,17 @@ def code_model(sizes: tuple[int, ...], codebooks: dict[int, torch.Tensor], point
     return model.eval()
 
 
+def training_photos(tmp_path: Path) -> Path:
+    """A folder of three small photos, what the `train_recovery.py` tests train and hold out on."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+    return photos
+
+
 @pytest.fixture(scope="module")
 def codec(weights: Path, recovery_file: Path) -> V.VQGANCodec:  # noqa: F811
     return V.VQGANCodec(weights, tile=64, recovery_path=recovery_file)
@@ -443,14 +454,9 @@ def _good_file(codec: V.VQGANCodec) -> bytes:
 
 def test_maps_train_export_and_recover(weights: Path, tmp_path: Path) -> None:  # noqa: F811
     """index_maps.py -> train_recovery.py --tiny -> the exported file recovers lost packets in the codec."""
-    from PIL import Image
-
     from nmc.models.vqgan import index_maps, train_recovery
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(3):
-        Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+    photos = training_photos(tmp_path)
     maps = tmp_path / "maps.safetensors"
     index_maps.main(network=weights, out=maps, data=photos, ladder=None, scales="1,0.5", flips=True, shifts="0,8", device="cpu")
     read, which, meta, codebooks = index_maps.read_maps(maps)
@@ -498,14 +504,9 @@ class TestDecodedLoss:
 
     def test_train_export_init_and_recover(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """train_recovery.py --decoded-loss --tiny on photos -> the export recovers in the codec and starts another run."""
-        from PIL import Image
-
         from nmc.models.vqgan import train_recovery
 
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        for i in range(3):
-            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        photos = training_photos(tmp_path)
         export, log = tmp_path / "rec.safetensors", tmp_path / "ckpt" / "train.log"
         train_recovery.main(maps=[], decoded_loss=True, network=weights, data=photos, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, tiny=True,
                             holdout=1, warmup=1, log_every=1, eval_sizes="64", w_ce=0.1)  # fmt: skip
@@ -702,14 +703,9 @@ class TestContinuous:
     def test_train_export_recover_and_init_from_a_pointer(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """train_recovery.py --continuous --tiny: it logs the fill's code cosine beside its start's (cos0), the held-out
         check names both fills, the export recovers in the codec; a pointer export starts a run (its head fresh)."""
-        from PIL import Image
-
         from nmc.models.vqgan import train_recovery
 
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        for i in range(3):
-            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        photos = training_photos(tmp_path)
         export, log = tmp_path / "cont.safetensors", tmp_path / "ckpt" / "train.log"
         common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1)
         train_recovery.main(**common, continuous=True, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, eval_sizes="64")
@@ -732,14 +728,9 @@ class TestContinuous:
         """train_recovery.py --continuous --tune-decoder 64: the decoder copy trains (its weights move from the network's),
         the checkpoint resumes with it (and refuses a run without it), the held-out check scores the fill through it,
         the export carries it and the codec loads it; the size must be a trained one; other sizes may train beside it."""
-        from PIL import Image
-
         from nmc.models.vqgan import train_recovery
 
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        for i in range(3):
-            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        photos = training_photos(tmp_path)
         export, ckpt = tmp_path / "conceal.safetensors", tmp_path / "ckpt"
         common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1, continuous=True, train_sizes="64")
         train_recovery.main(**common, tune_decoder=64, ckpt_dir=ckpt, export=export, max_steps=2, eval_sizes="64", decoder_lr=1.0)
@@ -769,14 +760,9 @@ class TestContinuous:
         """train_recovery.py --tune-decoder 64 --mean-sizes 64: only the decoder learns (the transformer of --init stays
         as it was), on the neighbours' mean; the export records s64 as a mean size, and under --recover the codec fills
         s64 with the mean through that decoder (the pixels of a model whose vector is zero), not with the model."""
-        from PIL import Image
-
         from nmc.models.vqgan import train_recovery
 
-        photos = tmp_path / "photos"
-        photos.mkdir()
-        for i in range(3):
-            Image.fromarray(photo(96, 128, 50 * i, 70 * i)).save(photos / f"p{i}.png")
+        photos = training_photos(tmp_path)
         net = ladder_of(weights)
         model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
         init, export = tmp_path / "init.safetensors", tmp_path / "mean.safetensors"

@@ -227,14 +227,11 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     @cached_property
     def _settings(self) -> list[Setting]:
         """The weights file's operating points, from its metadata (the network is loaded on first use only)."""
-        path = self.weights_path
-        if path is None or not Path(path).is_file():
-            raise CodecNotFoundError(f"{self.name} weights not found at {path} (the model is not installed)")
         try:
-            args = read_args(path)
+            args = read_args(self._weights_file())
             base, rungs = int(args["codebook_size"]), sorted(int(s) for s in args["rungs"])
         except (KeyError, TypeError, ValueError) as err:
-            raise CodecNotFoundError(f"{path}: not a usable {self.name} weights file ({err})") from None
+            raise self._unusable(err) from None
         settings: list[Setting] = [_setting(s, False) for s in rungs]
         return settings + [_setting(base, True)]
 
