@@ -24,14 +24,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Generator
 
 from . import media as M
 from .container import Header, read_header
 from .errors import NmcError
 from .netcall import Server
-from .files import Summary, compress_path, decompress_path, default_output, remove_live_temps, remove_stale_temps
+from .files import Summary, compress_path, decompress_path, default_output, exit_now, remove_stale_temps
 
 STOP_SECONDS = 5  # how long a stopped worker may take to remove its temporary file before it is killed
 WORKER_DIED = "the worker process coding this file died (killed, or out of memory?)"
@@ -123,14 +122,9 @@ def run_job(job: Job, codec: str, quality: str | None, resume: bool, force: bool
         return Result(job, "failed", error=f"{type(err).__name__}: {err}")
 
 
-def _exit_now(signum: int, frame: FrameType | None) -> None:
-    remove_live_temps()
-    os._exit(128 + signum)
-
-
 def _init_worker(server: tuple[str, bytes] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the main process decides
-    signal.signal(signal.SIGTERM, _exit_now)  # how the main process stops a worker (first: importing torch takes seconds)
+    signal.signal(signal.SIGTERM, exit_now)  # how the main process stops a worker (first: importing torch takes seconds)
     import torch
 
     torch.set_num_threads(1)

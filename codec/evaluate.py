@@ -418,8 +418,11 @@ _worker_coders: dict[str, Coder] = {}
 def _init_worker(points: Any, threads: int, device: str) -> None:
     import signal
 
+    from .files import exit_now
+
     global _worker_points
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the main process stops the pool
+    signal.signal(signal.SIGTERM, exit_now)  # how the main process stops the pool after an error
     _worker_points = points
     import torch
 

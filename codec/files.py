@@ -165,6 +165,13 @@ def remove_live_temps() -> None:
         _remove(tmp)
 
 
+def exit_now(signum: int, frame: object) -> None:
+    """SIGTERM handler of a worker process: its unfinished outputs removed, then out at once, without a traceback (a
+    forked worker would otherwise inherit the CLI's handler and print one when its pool is stopped)."""
+    remove_live_temps()
+    os._exit(128 + signum)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

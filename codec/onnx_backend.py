@@ -18,6 +18,7 @@ it (integer priors), and the export check keeps the indices of the call it was m
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -33,7 +34,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .interface import NeuralCodec
 
-MAX_GRAPHS = 16  # per codec; least recently used first out
+MAX_GRAPHS = 24  # per codec, least recently used first out: vqgan's nine settings need 18 (an indices and a decode graph each)
 UINT8_TOL, FLOAT_TOL = 1, 1e-3  # largest |onnx - torch| accepted at export: uint8 pixels one level, floats (samples)
 OPSET = 17
 _sessions: dict[Path, Any] = {}
@@ -90,7 +91,8 @@ def run(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static
     except Exception:  # noqa: BLE001  (a damaged or foreign cache file: torch runs the call, the export replaces it)
         _sessions.pop(path, None)
         return None
-    os.utime(path)  # recently used
+    with contextlib.suppress(OSError):  # recently used (unless another process pruned it meanwhile)
+        os.utime(path)
     return out
 
 
@@ -149,7 +151,14 @@ def _same(got: tuple[np.ndarray, ...], expected: tuple[np.ndarray, ...]) -> bool
     return True
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # pruned by another process meanwhile (parallel `nmc eval` workers export at once)
+        return 0.0
+
+
 def _prune(codec: str) -> None:
-    graphs = sorted(cache_dir().glob(f"{codec}-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    graphs = sorted(cache_dir().glob(f"{codec}-*.onnx"), key=_mtime, reverse=True)
     for old in graphs[MAX_GRAPHS:]:
         old.unlink(missing_ok=True)

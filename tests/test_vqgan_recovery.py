@@ -658,6 +658,34 @@ class TestContinuous:
         with pytest.raises(typer.BadParameter, match="no own decoder for \\[256\\]"):
             slim_weights.main(weights=new, keep="256", out=tmp_path / "x.safetensors")
 
+    def test_the_base_point_gets_a_decoder_of_its_own(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """`rung_decoder.py` on the base's size (s256 here, s8192 installed): the base network, its hash, every packet
+        and the other sizes' pixels stay; s256 decodes through the new decoder, and a slim copy without it through the
+        base's again."""
+        from nmc.models.vqgan import rung_decoder, slim_weights
+
+        net = ladder_of(weights)
+        assert net.vq.size == 256 and net.parts(256)[1] is net.g_s
+        model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
+        state = {k: v.clone() for k, v in net.g_s.state_dict().items()}
+        state[[k for k in state if k.endswith("bias")][-1]] += 0.5
+        conceal, new = tmp_path / "conceal.safetensors", tmp_path / "new.safetensors"
+        R.save_recovery(conceal, model, network_of(weights), {}, R.decoder_hashes(net), {256: state})
+        rung_decoder.main(weights=weights, recovery=conceal, size=256, out=new, note="test", recovery_out=None)
+        tuned = ladder_of(new)
+        assert network_of(new) == network_of(weights) and tuned.sizes == net.sizes and read_weights(new).args["rungs"] == read_weights(weights).args["rungs"]
+        assert tuned.parts(256)[0] is tuned.vq and tuned.parts(256)[1] is not tuned.g_s and 256 in read_weights(new).args["rung_decoders"]
+        old_codec, new_codec = V.VQGANCodec(weights, tile=64), V.VQGANCodec(new, tile=64)
+        for setting in ("s16", "s256"):
+            a, b = encode(old_codec, photo(), setting), encode(new_codec, photo(), setting)
+            assert open_stream(a)[1] == open_stream(b)[1]
+            same = np.array_equal(api.decompress(a, codec=old_codec).pixels, api.decompress(b, codec=new_codec).pixels)
+            assert same == (setting == "s16")
+        slim_weights.main(weights=new, keep="", out=tmp_path / "slim.safetensors")
+        assert R.decoder_hashes(ladder_of(tmp_path / "slim.safetensors"))[256] == R.decoder_hashes(net)[256]
+        with pytest.raises(typer.BadParameter, match="no operating point of 100 codes"):
+            rung_decoder.main(weights=weights, recovery=conceal, size=100, out=tmp_path / "x.safetensors", note="", recovery_out=None)
+
     def test_a_concealing_decoder_decodes_only_windows_with_lost_cells(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """A file carrying a concealing decoder for s64 (here a copy of s64's decoder with its output conv's bias moved,
         so that its pixels differ visibly): under --recover, the windows of the 64x64 tiles whose cells were lost decode

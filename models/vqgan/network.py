@@ -280,11 +280,13 @@ def synthesis(a: VQGANArgs) -> nn.Sequential:
 
 class Rung(nn.Module):
     """One ladder rung: a k-means codebook of `size` entries with its own (fine-tuned) 1x1 convolutions,
-    and its own fine-tuned decoder when `decoder` (else the base's)."""
+    and its own fine-tuned decoder when `decoder` (else the base's). The base's operating point may have a rung
+    entry too, holding only its own decoder (`vq` None: it quantizes with the base's codebook)."""
 
     def __init__(self, a: VQGANArgs, size: int, decoder: bool):
         super().__init__()
-        self.vq = FactorizedVQ(a.enc_channels[-1], a.dec_channels[-1], size, a.code_dim)
+        base = size == a.codebook_size
+        self.vq = None if base else FactorizedVQ(a.enc_channels[-1], a.dec_channels[-1], size, a.code_dim)
         self.g_s = synthesis(a) if decoder else None
 
 
@@ -297,16 +299,20 @@ class Ladder(VQGAN):
 
     Codebook sizes (`sizes`) name the operating points: each rung's, and the base's. The state holds the
     base network's tensors as `train.py --export` writes them, then `rungs.{S}.vq.*` (and `rungs.{S}.g_s.*`).
+    The base's operating point may decode with a decoder of its own, `rungs.{base}.g_s.*`: outside the base
+    network's tensors (`base_of`), so the base network, its hash and every index stay as they were.
 
     Args:
         args (VQGANArgs): the base network.
-        rungs (dict[int, bool]): codebook size of each rung -> whether it has its own decoder.
+        rungs (dict[int, bool]): codebook size of each rung -> whether it has its own decoder (the base's size:
+            True, its own decoder).
     """
 
     def __init__(self, args: VQGANArgs, rungs: dict[int, bool]):
         super().__init__(args)
-        if any(s >= args.codebook_size or s < 2 for s in rungs):
-            raise ValueError(f"rungs {sorted(rungs)} must have 2 to {args.codebook_size - 1} codes (the base has {args.codebook_size})")
+        base = args.codebook_size
+        if any(s > base or s < 2 or (s == base and not dec) for s, dec in rungs.items()):
+            raise ValueError(f"rungs {sorted(rungs)} must have 2 to {base - 1} codes (the base has {base}; it may have a decoder of its own)")
         self.rungs = nn.ModuleDict({str(s): Rung(args, s, dec) for s, dec in sorted(rungs.items())})
         self.concealers: dict[int, nn.Module] = {}  # size -> a decoder trained to conceal lost cells (`set_concealer`)
 
@@ -320,15 +326,15 @@ class Ladder(VQGAN):
     @property
     def sizes(self) -> list[int]:
         """Codebook sizes of the operating points, ascending: the rungs', then the base's."""
-        return [int(s) for s in self.rungs] + [self.vq.size]
+        return [int(s) for s in self.rungs if int(s) != self.vq.size] + [self.vq.size]
 
     def parts(self, size: int) -> tuple[FactorizedVQ, nn.Module]:
         """The quantizer and decoder of the operating point with `size` codes."""
+        rung = cast(Rung | None, self.rungs[str(size)] if str(size) in self.rungs else None)
         if size == self.vq.size:
-            return self.vq, self.g_s
-        if str(size) not in self.rungs:
+            return self.vq, rung.g_s if rung is not None and rung.g_s is not None else self.g_s
+        if rung is None or rung.vq is None:
             raise ValueError(f"no rung of {size} codes (sizes: {self.sizes})")
-        rung = cast(Rung, self.rungs[str(size)])
         return rung.vq, rung.g_s or self.g_s
 
     def unit_codes(self, size: int) -> Tensor:
@@ -361,7 +367,7 @@ class Ladder(VQGAN):
 
     def model_args(self) -> dict:
         """`model_args` of the weights file (`from_state_dict`'s)."""
-        return {**asdict(self.args), "rungs": sorted(int(s) for s in self.rungs),
+        return {**asdict(self.args), "rungs": self.sizes[:-1],
                 "rung_decoders": sorted(int(s) for s, r in self.rungs.items() if r.g_s is not None)}  # fmt: skip
 
     @classmethod
@@ -369,7 +375,8 @@ class Ladder(VQGAN):
         """Build from the weights file's tensors and `model_args`; fp32, eval mode."""
         args = dict(model_args)
         rungs, decoders = args.pop("rungs"), set(args.pop("rung_decoders"))
-        net = cls(args_from_dict(args), {int(s): s in decoders for s in rungs})
+        base = {args["codebook_size"]: True} if args["codebook_size"] in decoders else {}  # the base's own decoder
+        net = cls(args_from_dict(args), {int(s): s in decoders for s in rungs} | base)
         net.load_state_dict({k: v.float() for k, v in state_dict.items()})
         return net.eval()
 

@@ -1,4 +1,5 @@
-"""Give one operating point of an assembled vqgan weights file its own decoder, taken from a recovery file.
+"""Give one operating point of an assembled vqgan weights file (a rung, or the base's) its own decoder, taken from a
+recovery file.
 
 `train_recovery.py --tune-decoder S` trains a copy of size S's decoder beside the recovery transformer
 (`decoder.S.*` in the recovery file). When that copy also decodes intact maps better than the decoder the
@@ -40,8 +41,9 @@ def main(
     recovery_out: Path | None = typer.Option(None, help="the recovery file again, without this decoder, bound to the new weights"),
 ) -> None:
     w = read_weights(weights)
-    if size not in w.args.get("rungs", []):
-        raise typer.BadParameter(f"{weights} has no rung {size} (rungs: {w.args.get('rungs')})")
+    sizes = [*w.args.get("rungs", []), w.args["codebook_size"]]  # the base's point may have a decoder of its own too
+    if size not in sizes:
+        raise typer.BadParameter(f"{weights} has no operating point of {size} codes (sizes: {sizes})")
     prefix = f"decoder.{size}."
     with safe_open(str(recovery), framework="pt") as f:
         rec_meta, rec = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
