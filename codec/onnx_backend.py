@@ -34,7 +34,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .interface import NeuralCodec
 
-MAX_GRAPHS = 24  # per codec, least recently used first out: vqgan's nine settings need 18 (an indices and a decode graph each)
+MAX_GRAPHS = 24  # per codec, least recently used first out: a ladder of nine settings needs 18 (an indices and a decode graph each)
 UINT8_TOL, FLOAT_TOL = 1, 1e-3  # largest |onnx - torch| accepted at export: uint8 pixels one level, floats (samples)
 OPSET = 17
 _sessions: dict[Path, Any] = {}

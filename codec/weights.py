@@ -24,6 +24,8 @@ import numpy as np
 from .prior import PriorSet
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
 FORMAT = "nmc-weights-1"
@@ -82,14 +84,17 @@ def read_prior(path: Path) -> PriorSet:
     return PriorSet.from_tensors(tensors)
 
 
-def read_weights(path: Path) -> Weights:
-    """The tensors, arguments, priors and report of `path` (never a pickle); ValueError if malformed."""
+def read_weights(path: Path, network: Callable[[str], bool] | None = None) -> Weights:
+    """The tensors, arguments, priors and report of `path` (never a pickle); ValueError if malformed. `network`:
+    which network tensors (by name in `state`) to read; the others are not read from the disk at all."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta, names = f.metadata() or {}, list(f.keys())
-            tensors = {k: f.get_tensor(k) for k in names}
+            prefix = "net." if meta.get("format") == FORMAT else ""
+            wanted = [k for k in names if network is None or k.startswith("prior.") or network(k[len(prefix):])]
+            tensors = {k: f.get_tensor(k) for k in wanted}
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a safetensors file ({err})") from None
     prior_tensors = {k: t.numpy() for k, t in tensors.items() if k.startswith("prior.")}

@@ -8,7 +8,9 @@ HOW: truth (the true index: the loss-free decode), recovery (the codec's own fil
 nearest copy / the neighbours' mean as code maps, so that a concealing decoder decodes them), and with G > 1 k-means
 groups of the codebook's unit codes, each lost cell's group known (a redundant coarse copy that always arrived):
 centroid (the group's centroid), snapmean / snapcont (the group's code nearest the neighbours' mean / the continuous
-model's vector), constrained (an index model's argmax within the group).
+model's vector), constrained (an index model's argmax within the group); reencode / reencodehard (the neighbours' mean
+decoded, encoded again by g_a and in_proj, and each lost cell given that unit latent / its nearest code), meannorm (the
+neighbours' mean scaled to unit length, the length of a received code).
 """
 import hashlib, io, os, sys
 from pathlib import Path
@@ -48,6 +50,17 @@ def conceal(indices, masked, k_):
         return codes[torch.from_numpy(R.fill_nearest(indices, masked))].numpy()
     if how == "meancodes":
         return R.fill_mean(indices, masked, codes)
+    if how == "meannorm":
+        mean = torch.from_numpy(R.fill_mean(indices, masked, codes))
+        return torch.where(torch.from_numpy(masked)[..., None], torch.nn.functional.normalize(mean, dim=-1), mean).numpy()
+    if how in ("reencode", "reencodehard"):  # what the encoder makes of the decoded mean fill, at the lost cells only
+        net, mean = codec.model.net, torch.from_numpy(R.fill_mean(indices, masked, codes))
+        vq = net.parts(size)[0]
+        with torch.inference_mode():
+            x = net.synthesize(mean.permute(2, 0, 1)[None], size).clamp(0, 1)
+            z = vq.latent(net.features(x))[0, :, : mean.shape[0], : mean.shape[1]]  # [d, h, w] unit
+            z = codes[vq.codes_to_indices(z[None])[0]] if how == "reencodehard" else z.permute(1, 2, 0)
+        return torch.where(torch.from_numpy(masked)[..., None], z, mean).numpy()
     if how == "centroid":
         out = codes[torch.from_numpy(np.where(masked, 0, indices))].numpy().copy()
         out[masked] = cent[g][torch.from_numpy(masked)].numpy()

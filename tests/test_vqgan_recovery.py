@@ -330,7 +330,7 @@ class TestRecoveryFile:
         opened = api.open_file(io.BytesIO(data), recover=True, codec=codec)
         out = api.decode(opened).pixels
         mean = api.decompress(data, recover=True, codec=V.VQGANCodec(weights, tile=64, concealment="mean")).pixels
-        assert out.tobytes() == mean.tobytes() and "by the received neighbours' mean (the recovery model was not trained on the s64 codebook)" in str(opened.recovery_line())
+        assert out.tobytes() == mean.tobytes() and "by the received neighbours' mean (the recovery model is not bound to the s64 codebook)" in str(opened.recovery_line())
         assert codec.recovery[1] == {16: 0, 256: 2}
 
 
@@ -613,7 +613,7 @@ class TestContinuous:
         codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
         opened = api.open_file(io.BytesIO(data), recover=True, codec=codec)
         assert api.decode(opened).pixels.tobytes() == mean.tobytes() and codec.recovery[1] == {16: 0, 256: 2}
-        assert "by the received neighbours' mean (the recovery model was not trained on the s64 codebook and decoder)" in str(opened.recovery_line())
+        assert "by the received neighbours' mean (the recovery model is not bound to the s64 codebook and decoder)" in str(opened.recovery_line())
 
     def test_a_concealing_decoder_becomes_the_rungs_own(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """`rung_decoder.py` moves a recovery file's s64 decoder into the weights: the same priors and packets, other s64
@@ -675,6 +675,8 @@ class TestContinuous:
         tuned = ladder_of(new)
         assert network_of(new) == network_of(weights) and tuned.sizes == net.sizes and read_weights(new).args["rungs"] == read_weights(weights).args["rungs"]
         assert tuned.parts(256)[0] is tuned.vq and tuned.parts(256)[1] is not tuned.g_s and 256 in read_weights(new).args["rung_decoders"]
+        base = read_weights(new, network=lambda name: not name.startswith("rungs."))  # what --recover hashes: the decoders not read
+        assert sorted(base.state) == sorted(k for k in read_weights(new).state if not k.startswith("rungs.")) and base.prior is not None
         old_codec, new_codec = V.VQGANCodec(weights, tile=64), V.VQGANCodec(new, tile=64)
         for setting in ("s16", "s256"):
             a, b = encode(old_codec, photo(), setting), encode(new_codec, photo(), setting)

@@ -169,7 +169,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         except ValueError as err:
             raise CodecNotFoundError(str(err)) from None
         assert self.weights_path is not None  # `self.model` loaded it
-        ours = network_hash({k: v for k, v in read_weights(Path(self.weights_path)).state.items() if not k.startswith("rungs.")})
+        base = read_weights(Path(self.weights_path), network=lambda name: not name.startswith("rungs.")).state  # not the 9 decoders
+        ours = network_hash(base)
         if network != ours:
             raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
         ours_by_size = (decoder_hashes if model.args.continuous else codebook_hashes)(self.model.net)
@@ -215,7 +216,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return fill(model, indices, masked, covered[size], self.fill_steps)
 
     def concealment_used(self, k: int) -> str:
-        """What `conceal` fills codebook k's lost cells with: the recovery model only knows the codebooks it was trained on."""
+        """What `conceal` fills codebook k's lost cells with: the recovery model fills only the codebooks it is bound to (those it
+        was trained on, less those left to the mean where the mean measured better: `restamp_recovery.py --drop`)."""
         if self.concealment != "recovery":
             return self.concealment
         size, (model, covered) = self.model.net.sizes[k], self.recovery
@@ -223,7 +225,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return "the received neighbours' mean, through the recovery file's concealing decoder" if size in model.mean_sizes else self.concealment
         if model is None:
             return f"the received neighbours' mean (no recovery model installed at {self.recovery_path})"
-        return f"the received neighbours' mean (the recovery model was not trained on the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
+        return f"the received neighbours' mean (the recovery model is not bound to the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
 
     @cached_property
     def _settings(self) -> list[Setting]:
