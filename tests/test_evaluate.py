@@ -128,6 +128,21 @@ class TestRun:
         with pytest.raises(ValueError, match="encoder broke"):
             evaluate.run([dataset], [], ["jpeg"], tmp_path / "r", IMAGE_METRICS, workers=2)
 
+    def test_a_worker_error_from_the_cli_is_one_line(self, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+        """The workers stopped after another one failed on a damaged file print nothing (they once inherited the CLI's
+        SIGTERM handler and each printed a traceback)."""
+        from nmc.codec.errors import ContainerError
+
+        def boom(*args: object) -> bytes:
+            raise ContainerError("encoder broke")
+
+        monkeypatch.setattr(A.JPEG, "encode", boom)
+        with pytest.raises(SystemExit) as exit_info:
+            main(["eval", str(dataset), "--anchors", "jpeg", "--report", str(tmp_path / "r"), "--workers", "2"])
+        err = capfd.readouterr().err
+        assert exit_info.value.code != 0 and "encoder broke" in err and "Traceback" not in err
+
     def test_audio_with_learned_codec_and_anchor(self, speech_dir: Path, tmp_path: Path) -> None:
         metrics = {"audio": ["si_sdr", "mel_distance"]}
         report = evaluate.run([speech_dir], ["toy-audio"], ["opus"], tmp_path / "r", metrics)
