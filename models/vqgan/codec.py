@@ -169,7 +169,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         except ValueError as err:
             raise CodecNotFoundError(str(err)) from None
         assert self.weights_path is not None  # `self.model` loaded it
-        base = read_weights(Path(self.weights_path), network=lambda name: not name.startswith("rungs.")).state  # not the 9 decoders
+        base = read_weights(Path(self.weights_path), network=lambda name: not name.startswith("rungs.")).state  # not the rungs' codebooks and decoders
         ours = network_hash(base)
         if network != ours:
             raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
