@@ -7,8 +7,9 @@ Sources: every photo of `../shared/data/train/images` plus the files listed in
 each checked against its sha256). Large photos are downscaled with an area (box) filter, so
 random crops look like the dev photos (themselves downscaled originals) instead of soft,
 noisy full-resolution pixels; high-resolution extras are also stored at a second, coarser
-scale. Everything is written as WebP (quality 88, ~39 dB against its source) to stay within
-the 14 MiB that a device call can carry. Refuses reserved packages and dev-set source files.
+scale (an entry's `sides` lists the scales it keeps instead). Everything is written as WebP
+(quality 88, ~39 dB against its source) to stay within the 15 MiB that a device call can carry
+beside the slim vqgan weights. Refuses reserved packages and dev-set source files.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ Image.MAX_IMAGE_PIXELS = 200_000_000  # the largest wallpapers have 44 MP
 
 def apt_download(package: str, version: str, suite: str, sources: dict[str, str], debs: Path) -> Path:
     """The cached `.deb` of `package=version`, downloaded with apt-get (a private apt state for other suites)."""
-    found = sorted(debs.glob(f"{package}_{version.split(':')[-1]}_*.deb"))
+    found = sorted(debs.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))  # apt writes an epoch's colon as %3a
     if found:
         return found[0]
     debs.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def main(
     extra_sides: str = "1536,768",  # scales stored for each extra photo (only those smaller than the photo)
     min_side: int = 256,  # drop photos whose short side ends up below one training crop
     quality: int = 88,  # WebP quality (method 6): ~39 dB PSNR against the downscaled source
-    budget_mib: float = 14.0,  # fail if the result is larger
+    budget_mib: float = 15.0,  # fail if the result is larger (a GPU call carries it beside the slim weights: DEVNOTES)
 ) -> None:
     if "dev" in train.resolve().parts:
         raise typer.BadParameter(f"refusing to build training data from a dev set: {train}")
@@ -115,7 +116,8 @@ def main(
                 raise SystemExit(f"{package} {e['member']}: sha256 differs from {manifest}")
             im = Image.open(io.BytesIO(raw)).convert("RGB")
             stem = f"extra_{package.split('-')[0]}_{Path(e['member']).stem}"
-            for side in [s for s in sides if s < max(im.size)] or [max(im.size)]:
+            own = e.get("sides", sides)  # an entry may keep fewer scales (the build's budget)
+            for side in [s for s in own if s < max(im.size)] or [max(im.size)]:
                 write(downscale(im, side), f"{stem}_{side}")
 
     size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
