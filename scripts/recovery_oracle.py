@@ -57,7 +57,7 @@ def conceal(indices, masked, k_):
         net, mean = codec.model.net, torch.from_numpy(R.fill_mean(indices, masked, codes))
         vq = net.parts(size)[0]
         with torch.inference_mode():
-            x = net.synthesize(mean.permute(2, 0, 1)[None], size).clamp(0, 1)
+            x = net.synthesize(mean.permute(2, 0, 1)[None], size)  # in [0, 1]
             z = vq.latent(net.features(x))[0, :, : mean.shape[0], : mean.shape[1]]  # [d, h, w] unit
             z = codes[vq.codes_to_indices(z[None])[0]] if how == "reencodehard" else z.permute(1, 2, 0)
         return torch.where(torch.from_numpy(masked)[..., None], z, mean).numpy()

@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from nmc.codec.weights import read_weights
-from nmc.models.vqgan.network import Ladder
+from nmc.models.vqgan.network import Ladder, base_of
 from nmc.models.vqgan.recovery import decoder_hashes, network_hash
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -52,7 +52,7 @@ def main(file: Path, weights: Path, out: Path, trust: str = "", drop: str = "") 
     net = Ladder.from_state_dict(w.state, w.args)
     with safe_open(str(file), framework="pt") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    if meta["network"] != network_hash({k: v for k, v in w.state.items() if not k.startswith("rungs.")}):
+    if meta["network"] != network_hash(base_of(w.state, w.args)[0]):
         raise typer.BadParameter(f"{file} was trained for network {meta['network']}, not for {weights}'s")
     if not json.loads(meta["model_args"]).get("continuous"):
         raise typer.BadParameter(f"{file} is not a continuous model (its sizes bind to codes, not decoders)")

@@ -27,7 +27,7 @@ from nmc.codec.api import header_dictionary
 from nmc.codec.loss import with_lost
 from nmc.codec.weights import read_weights
 from nmc.models.vqgan.codec import VQGANCodec
-from nmc.models.vqgan.network import Ladder
+from nmc.models.vqgan.network import Ladder, base_of
 from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, fill_codes, network_hash, save_recovery
 
 
@@ -60,7 +60,7 @@ def main(
         if code_inputs:
             model.set_codes({s: net.unit_codes(s) for s in sizes})
         recovery = tmp / "random.safetensors"
-        save_recovery(recovery, model, network_hash({k: v for k, v in w.state.items() if not k.startswith("rungs.")}), {"random": True},
+        save_recovery(recovery, model, network_hash(base_of(w.state, w.args)[0]), {"random": True},
                       codebook_hashes(net))
     codec = VQGANCodec(weights, recovery_path=recovery, fill_steps=steps)
     px = np.asarray(Image.open(image).convert("RGB"))

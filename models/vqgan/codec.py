@@ -159,6 +159,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         neighbours' mean (`fill_mean`); a file that is not a model for this network: an error."""
         from nmc.codec.weights import read_weights
 
+        from .network import is_base
         from .recovery import codebook_hashes, decoder_hashes, load_recovery, network_hash
 
         path = self.recovery_path
@@ -169,8 +170,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         except ValueError as err:
             raise CodecNotFoundError(str(err)) from None
         assert self.weights_path is not None  # `self.model` loaded it
-        base = read_weights(Path(self.weights_path), network=lambda name: not name.startswith("rungs.")).state  # not the rungs' codebooks and decoders
-        ours = network_hash(base)
+        ours = network_hash(read_weights(Path(self.weights_path), network=is_base).state)  # the rungs' tensors not read
         if network != ours:
             raise CodecNotFoundError(f"{path}: recovery model for network {network}; the installed vqgan network is {ours}")
         ours_by_size = (decoder_hashes if model.args.continuous else codebook_hashes)(self.model.net)

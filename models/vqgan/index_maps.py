@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from nmc.codec.weights import read_weights
 from nmc.models.trainkit.corpus import training_files
 from nmc.models.trainkit.images import IMAGE_EXTS
-from nmc.models.vqgan.network import Ladder, args_from_dict
+from nmc.models.vqgan.network import Ladder, args_from_dict, base_of
 from nmc.models.vqgan.recovery import network_hash
 
 FORMAT = "nmc-vqgan-maps-1"
@@ -59,8 +59,7 @@ def load_network(network: Path, ladder: Path | None) -> tuple[Ladder, dict[int, 
                     s = int(key.split(".")[1])
                     labels[s] = f.get_tensor(key).long()
                     codebooks[s] = F.normalize(f.get_tensor(f"rung.{s}.codebook").float(), dim=1)
-    base = {k: v for k, v in w.state.items() if not k.startswith("rungs.")}
-    return net, labels, codebooks, network_hash(base)
+    return net, labels, codebooks, network_hash(base_of(w.state, w.args)[0])
 
 
 def variants(rgb: np.ndarray, scales: list[float], flips: bool, shifts: list[int]) -> list[torch.Tensor]:

@@ -386,10 +386,16 @@ def args_from_dict(d: dict) -> VQGANArgs:
     return VQGANArgs(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
+def is_base(name: str) -> bool:
+    """Whether a weights file's tensor `name` belongs to the base network (not to a rung: its codebook, 1x1 convolutions
+    or own decoder, the base point's own decoder included): what `network_hash` binds a recovery file to."""
+    return not name.startswith("rungs.")
+
+
 def base_of(state_dict: dict[str, Tensor], model_args: dict) -> tuple[dict[str, Tensor], dict]:
     """The base network's tensors and `model_args` in a weights file: a base export's as they are, an
     assembled file's (`Ladder`: the codec's, the installed one) without its rungs."""
-    return ({k: v for k, v in state_dict.items() if not k.startswith("rungs.")},
+    return ({k: v for k, v in state_dict.items() if is_base(k)},
             {k: v for k, v in model_args.items() if k not in ("rungs", "rung_decoders")})  # fmt: skip
 
 
