@@ -9,6 +9,7 @@ decode and their mean over all 16 decodes (draws that lost nothing included, as 
 
 import hashlib
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from nmc.codec.container import read_header
 from nmc.codec.evaluate import Scorer, load_reference
 from nmc.models.vqgan.codec import VQGANCodec
 
-DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "images"
+DEV = Path(os.environ.get("DEVCHECK_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "images")
 
 rec, how, setting = Path(sys.argv[1]), (sys.argv[2:3] or ["recovery"])[0], (sys.argv[3:4] or ["s256"])[0]
 channel = (sys.argv[4:5] or ["independent"])[0]
