@@ -5,6 +5,7 @@
 Each dev photo is coded at the setting, loses packets at 20 % on the channel (default independent; 2 draws, the seeds of `nmc eval
 --loss` with seed 0, so the rows match its records), and is decoded with the fill; prints ST-LPIPS and PSNR per
 decode and their mean over all 16 decodes (draws that lost nothing included, as `nmc eval` counts them).
+DEVCHECK_DIR=FOLDER checks that folder's PNGs instead of dev (e.g. held-out training photos through the codec).
 """
 
 import hashlib
