@@ -1,13 +1,15 @@
 """Build mcquic's training photos in `.data/images/` (ignored; carried to the GPU machine).
 
-    python scripts/prepare_images.py            # -> .data/images/*.webp, prints count and MiB
+    python scripts/prepare_images.py            # -> .data/images/PACKAGE/PHOTO[@SIDE].webp, prints count and MiB
 
 Sources: every photo of `../shared/data/train/images` plus the files listed in
 `data/images_extra.json` (Debian packages, fetched with `apt-get download` into `.cache/debs`,
 each checked against its sha256). Large photos are downscaled with an area (box) filter, so
 random crops look like the dev photos (themselves downscaled originals) instead of soft,
 noisy full-resolution pixels; high-resolution extras are also stored at a second, coarser
-scale (an entry's `sides` lists the scales it keeps instead). Everything is written as WebP
+scale (an entry's `sides` lists the scales it keeps instead). Each photo goes to a folder named
+after its source package, its scales named `PHOTO@SIDE`: training holds out whole photos and
+can balance the sources by folder (models/trainkit/images.py). Everything is written as WebP
 (quality 88, ~39 dB against its source) to stay within the 15 MiB that a device call can carry
 beside the slim vqgan weights. Refuses reserved packages and dev-set source files.
 """
@@ -72,7 +74,7 @@ def downscale(im: Image.Image, max_side: int) -> Image.Image:
 def main(
     train: Path = Path("../shared/data/train/images"),  # the project's training photos (never dev)
     manifest: Path = Path("data/images_extra.json"),  # extra photos from Debian packages
-    dev_manifest: Path = Path("../shared/data/MANIFEST.json"),  # its dev entries are refused
+    shared_manifest: Path = Path("../shared/data/MANIFEST.json"),  # its dev entries are refused; train entries name their package
     out: Path = Path(".data/images"),  # rebuilt from scratch
     debs: Path = Path(".cache/debs"),
     max_side: int = 640,  # long side of the shared training photos after downscaling
@@ -83,7 +85,8 @@ def main(
 ) -> None:
     if "dev" in train.resolve().parts:
         raise typer.BadParameter(f"refusing to build training data from a dev set: {train}")
-    dev = [e for e in json.loads(dev_manifest.read_text()) if e.get("split") == "dev"]
+    shared = json.loads(shared_manifest.read_text())
+    dev = [e for e in shared if e.get("split") == "dev"]
     dev_sha, dev_members = {e["source_sha256"] for e in dev}, {(e["package"], e["member"]) for e in dev}
     extra = json.loads(manifest.read_text())
     if out.exists():
@@ -91,16 +94,18 @@ def main(
     out.mkdir(parents=True)
     kept, dropped = 0, []
 
-    def write(im: Image.Image, name: str) -> None:
+    def write(im: Image.Image, package: str, name: str) -> None:
         nonlocal kept
         if min(im.size) < min_side:
             dropped.append(f"{name} {im.size[0]}x{im.size[1]}")
             return
-        im.save(out / f"{name}.webp", "WEBP", quality=quality, method=6)
+        (out / package).mkdir(exist_ok=True)
+        im.save(out / package / f"{name}.webp", "WEBP", quality=quality, method=6)
         kept += 1
 
+    package_of = {Path(e["file"]).name: e["package"] for e in shared if e.get("split") == "train"}
     for path in sorted(p for p in train.iterdir() if p.suffix.lower() in IMAGE_EXTS):
-        write(downscale(Image.open(path).convert("RGB"), max_side), path.stem)
+        write(downscale(Image.open(path).convert("RGB"), max_side), package_of[path.name], path.stem)
 
     by_deb: dict[tuple[str, str, str], list[dict]] = {}
     for e in extra["files"]:
@@ -115,12 +120,11 @@ def main(
             if hashlib.sha256(raw).hexdigest() != e["sha256"]:
                 raise SystemExit(f"{package} {e['member']}: sha256 differs from {manifest}")
             im = Image.open(io.BytesIO(raw)).convert("RGB")
-            stem = f"extra_{package.split('-')[0]}_{Path(e['member']).stem}"
             own = e.get("sides", sides)  # an entry may keep fewer scales (the build's budget)
             for side in [s for s in own if s < max(im.size)] or [max(im.size)]:
-                write(downscale(im, side), f"{stem}_{side}")
+                write(downscale(im, side), package, f"{Path(e['member']).stem}@{side}")
 
-    size = sum(p.stat().st_size for p in out.iterdir()) / 2**20
+    size = sum(p.stat().st_size for p in out.rglob("*.webp")) / 2**20
     print(f"{out}: {kept} images, {size:.2f} MiB ({len(extra['files'])} extra photos from {len(by_deb)} packages)")
     if dropped:
         print(f"dropped (short side < {min_side}): {', '.join(dropped)}")

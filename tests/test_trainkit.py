@@ -86,6 +86,34 @@ def test_training_files_refuse_the_dev_set(tmp_path: Path) -> None:
         training_files(tmp_path / "train", (".flac",))
 
 
+def test_held_out_photos_are_whole_and_sources_can_be_tempered(tmp_path: Path) -> None:
+    """Every scale of a held-out photo is held out (`PHOTO@SIDE` in its package's folder), and `source_weights`
+    gives each folder n ** (1 - power) of the draws."""
+    from PIL import Image
+
+    from nmc.models.trainkit.images import random_crops, source_weights, split_files
+
+    names = ["big/a", "big/b", "big/c", "big/d", "big/e", "big/f", "wall/x@1536", "wall/x@768", "wall/y@768"]
+    for n in names:
+        (tmp_path / n).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (32, 32)).save(tmp_path / f"{n}.png")
+    for holdout in range(1, 8):
+        train, held = split_files(tmp_path, holdout)
+        assert sorted(train + held) == sorted(tmp_path.rglob("*.png"))
+        assert ((tmp_path / "wall/x@1536.png") in held) == ((tmp_path / "wall/x@768.png") in held)
+        assert len({p.stem.split("@")[0] for p in held}) == holdout
+    files = split_files(tmp_path, 0)[0]
+    w = source_weights(files, 0.5)
+    per_folder = {d: sum(float(x) for x, p in zip(w, files) if p.parent.name == d) for d in ("big", "wall")}
+    assert per_folder["big"] == pytest.approx(6**0.5) and per_folder["wall"] == pytest.approx(3**0.5)
+    assert torch.equal(source_weights(files, 0.0), torch.ones(len(files), dtype=torch.float64))
+    images = [torch.full((3, 32, 32), i, dtype=torch.uint8) for i in range(len(files))]
+    only_last = torch.zeros(len(files), dtype=torch.float64)
+    only_last[-1] = 1
+    x = random_crops(images, 4, 16, (1.0, 1.0), torch.Generator().manual_seed(0), only_last)
+    assert torch.allclose(x, torch.full_like(x, (len(files) - 1) / 255))
+
+
 def _train(ckpt: Path, steps: int, data: Path) -> None:
     cmd = [sys.executable, str(ROOT / "models/hificodec/train.py"), "--tiny", "--data", str(data), "--ckpt-dir", str(ckpt),
            "--max-steps", str(steps), "--ckpt-optim", "fp32", "--disc-start", "2", "--restart-every", "3",

@@ -70,7 +70,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
-from nmc.models.trainkit.images import load_images, random_crops
+from nmc.models.trainkit.images import random_crops, read_image, source_weights, split_files
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import load_network, read_maps
@@ -345,6 +345,7 @@ def main(
     network: Path = Path("models/vqgan/weights/vqgan.safetensors"),  # --decoded-loss: the frozen vqgan (the codec's file)
     data: Path = Path(".data/images"),  # --decoded-loss: training photos (never dev); --holdout of them evaluate
     crop: int = 256,  # --decoded-loss: crop side in pixels (a multiple of 16, at most --max-side cells)
+    balance: float = 0.0,  # --decoded-loss: temper the photo sources (trainkit.images.source_weights: 0 every photo alike, 1 every package)
     train_sizes: str = "",  # --decoded-loss: codebook sizes to train on, e.g. "256,1024" (default: all, the codec fills every one)
     loss_max: float = 0.4,  # --decoded-loss: each of the 8 packets (2x4 lattice) lost with a probability in [mask_min, loss_max];
     # 0: nothing lost (with --mean-sizes S: S's decoder trains on intact maps, the control for a concealing decoder)
@@ -392,10 +393,11 @@ def main(
         sizes, meta = frozen.sizes, {"network": net_hash}
         ks = [sizes.index(int(v)) for v in train_sizes.split(",")] if train_sizes else list(range(len(sizes)))
         try:
-            train_imgs, held_imgs = load_images(data, holdout)
+            train_files, held_files = split_files(data, holdout)
         except ValueError as e:
             raise typer.BadParameter(f"--data {data}: {e}") from None
-        train_imgs = [im.to(device) for im in train_imgs]
+        train_imgs, held_imgs = [read_image(p).to(device) for p in train_files], [read_image(p) for p in held_files]
+        crop_weights = source_weights(train_files, balance) if balance else None
         lpips = st_lpips_net(device)
         variants: list[Any] = [{"decoded_loss": str(data), "network": str(network), "target": target, "sizes": [sizes[k] for k in ks], "continuous": continuous}]
         held: dict[int, list[torch.Tensor]] = {sizes[0]: []}
@@ -508,7 +510,7 @@ def main(
         if decoded_loss:
             # with a concealing decoder every rank takes the same size (its DDP copy joins only the steps at its size)
             k = ks[int(torch.randint(len(ks), (), generator=torch.Generator().manual_seed(seed + 104729 * step) if dec_size else gen))]
-            photo, side = random_crops(train_imgs, batch, crop, (0.5, 1.0), gen), crop // 16
+            photo, side = random_crops(train_imgs, batch, crop, (0.5, 1.0), gen, crop_weights), crop // 16
             rate = mask_min + (loss_max - mask_min) * torch.rand(batch, generator=gen)
             m = packet_masks(batch, side, side, (2, 4), rate, gen, at_least_one=True).to(device)
             if loss_max <= 0:  # intact maps (the control)
