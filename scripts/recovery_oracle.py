@@ -10,7 +10,9 @@ groups of the codebook's unit codes, each lost cell's group known (a redundant c
 centroid (the group's centroid), snapmean / snapcont (the group's code nearest the neighbours' mean / the continuous
 model's vector), constrained (an index model's argmax within the group); reencode / reencodehard (the neighbours' mean
 decoded, encoded again by g_a and in_proj, and each lost cell given that unit latent / its nearest code), meannorm (the
-neighbours' mean scaled to unit length, the length of a received code).
+neighbours' mean scaled to unit length, the length of a received code), meanscale (the mean times SCALE), harmonic
+(Laplace inpainting: ITERS rounds of each lost cell taking the mean of its 8 neighbours' current codes, from the mean
+fill), blend (ALPHA x the mean + (1 - ALPHA) x the nearest copy's code).
 """
 import hashlib, io, os, sys
 from pathlib import Path
@@ -53,6 +55,20 @@ def conceal(indices, masked, k_):
     if how == "meannorm":
         mean = torch.from_numpy(R.fill_mean(indices, masked, codes))
         return torch.where(torch.from_numpy(masked)[..., None], torch.nn.functional.normalize(mean, dim=-1), mean).numpy()
+    if how == "harmonic":  # Laplace inpainting: the mean fill, then every lost cell the mean of all 8 neighbours' current codes
+        c, m = torch.from_numpy(R.fill_mean(indices, masked, codes)), torch.from_numpy(masked)
+        inside = R.neighbours(torch.ones_like(m)[None], False)[0][..., None]  # [h, w, 8, 1]
+        for _ in range(int(os.environ.get("ITERS", "10"))):
+            avg = (R.neighbours(c[None], 0.0)[0] * inside).sum(-2) / inside.sum(-2)
+            c = torch.where(m[..., None], avg, c)
+        return c.numpy()
+    if how == "meanscale":  # the mean fill times SCALE at the lost cells
+        mean, m = torch.from_numpy(R.fill_mean(indices, masked, codes)), torch.from_numpy(masked)[..., None]
+        return torch.where(m, mean * float(os.environ["SCALE"]), mean).numpy()
+    if how == "blend":  # ALPHA x the mean fill + (1 - ALPHA) x the nearest copy's code (sharper than the mean)
+        mean, m = torch.from_numpy(R.fill_mean(indices, masked, codes)), torch.from_numpy(masked)[..., None]
+        near, alpha = codes[torch.from_numpy(R.fill_nearest(indices, masked))], float(os.environ["ALPHA"])
+        return torch.where(m, alpha * mean + (1 - alpha) * near, mean).numpy()
     if how in ("reencode", "reencodehard"):  # what the encoder makes of the decoded mean fill, at the lost cells only
         net, mean = codec.model.net, torch.from_numpy(R.fill_mean(indices, masked, codes))
         vq = net.parts(size)[0]

@@ -91,18 +91,18 @@ def test_held_out_photos_are_whole_and_sources_can_be_tempered(tmp_path: Path) -
     gives each folder n ** (1 - power) of the draws."""
     from PIL import Image
 
-    from nmc.models.trainkit.images import random_crops, source_weights, split_files
+    from nmc.models.trainkit.images import random_crops, source_weights, split_photos
 
     names = ["big/a", "big/b", "big/c", "big/d", "big/e", "big/f", "wall/x@1536", "wall/x@768", "wall/y@768"]
     for n in names:
         (tmp_path / n).parent.mkdir(exist_ok=True)
         Image.new("RGB", (32, 32)).save(tmp_path / f"{n}.png")
     for holdout in range(1, 8):
-        train, held = split_files(tmp_path, holdout)
+        train, held = split_photos(tmp_path, holdout)
         assert sorted(train + held) == sorted(tmp_path.rglob("*.png"))
         assert ((tmp_path / "wall/x@1536.png") in held) == ((tmp_path / "wall/x@768.png") in held)
         assert len({p.stem.split("@")[0] for p in held}) == holdout
-    files = split_files(tmp_path, 0)[0]
+    files = split_photos(tmp_path, 0)[0]
     w = source_weights(files, 0.5)
     per_folder = {d: sum(float(x) for x, p in zip(w, files) if p.parent.name == d) for d in ("big", "wall")}
     assert per_folder["big"] == pytest.approx(6**0.5) and per_folder["wall"] == pytest.approx(3**0.5)

@@ -20,7 +20,7 @@ def photo_of(path: Path) -> str:
     return f"{path.parent.name}/{path.stem.split('@')[0]}"
 
 
-def split_files(root: Path, holdout: int) -> tuple[list[Path], list[Path]]:
+def split_photos(root: Path, holdout: int) -> tuple[list[Path], list[Path]]:
     """The image files under `root`: those that train and those of `holdout` photos kept apart, evenly spaced. Whole
     photos are held out (every scale of one), so no held-out photo trains at another scale.
 
@@ -33,8 +33,9 @@ def split_files(root: Path, holdout: int) -> tuple[list[Path], list[Path]]:
 
 
 def load_images(root: Path, holdout: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """The images of `split_files` as uint8 `[3, H, W]` tensors: (training, held out)."""
-    return tuple([read_image(p) for p in part] for part in split_files(root, holdout))  # type: ignore[return-value]
+    """The images of `split_photos` as uint8 `[3, H, W]` tensors: (training, held out)."""
+    train, held = split_photos(root, holdout)
+    return [read_image(p) for p in train], [read_image(p) for p in held]
 
 
 def read_image(path: Path) -> torch.Tensor:

@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from nmc.codec.weights import read_weights
 from nmc.models.trainkit.corpus import training_files
+from nmc.models.trainkit.images import photo_of
 from nmc.models.trainkit.images import IMAGE_EXTS
 from nmc.models.vqgan.network import Ladder, args_from_dict, base_of
 from nmc.models.vqgan.recovery import network_hash
@@ -104,6 +105,7 @@ def main(
         paths = training_files(data, IMAGE_EXTS)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    photo_id = {k: i for i, k in enumerate(dict.fromkeys(photo_of(path) for path in paths))}  # the scales of one photo: one id
     for p, path in enumerate(paths):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         for x in variants(rgb, scale_list, flips, shift_list):
@@ -111,7 +113,7 @@ def main(
             for s in net.sizes:
                 maps[s].append(net.quantize(y, s)[0].cpu().flatten().to(torch.int16))
             shapes.append(y.shape[-2:])
-            photos.append(p)
+            photos.append(photo_id[photo_of(path)])  # train_recovery.py holds out whole photos by this id
         if p % 20 == 0:
             print(f"{p + 1}/{len(paths)} photos, {len(shapes)} maps, {time.time() - t0:.0f} s", flush=True)
     tensors = {f"maps.{s}": torch.cat(m) for s, m in maps.items()}
@@ -119,7 +121,7 @@ def main(
     tensors.update({f"codebook.{s}": cb.float().contiguous() for s, cb in codebooks.items()})
     tensors["shapes"] = torch.tensor(shapes, dtype=torch.int32)
     tensors["photo"] = torch.tensor(photos, dtype=torch.int32)
-    meta = {"format": FORMAT, "sizes": json.dumps(sizes), "network": base_hash, "photos": str(len(paths)),
+    meta = {"format": FORMAT, "sizes": json.dumps(sizes), "network": base_hash, "photos": str(len(photo_id)),
             "variants": json.dumps({"scales": scale_list, "flips": flips, "shifts": shift_list, "ladder": str(ladder) if ladder else None})}  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata=meta)

@@ -70,7 +70,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nmc.models.trainkit import checkpoint as ckpt_io
 from nmc.models.trainkit import runtime
-from nmc.models.trainkit.images import random_crops, read_image, source_weights, split_files
+from nmc.models.trainkit.images import random_crops, read_image, source_weights, split_photos
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import load_network, read_maps
@@ -393,7 +393,7 @@ def main(
         sizes, meta = frozen.sizes, {"network": net_hash}
         ks = [sizes.index(int(v)) for v in train_sizes.split(",")] if train_sizes else list(range(len(sizes)))
         try:
-            train_files, held_files = split_files(data, holdout)
+            train_files, held_files = split_photos(data, holdout)
         except ValueError as e:
             raise typer.BadParameter(f"--data {data}: {e}") from None
         train_imgs, held_imgs = [read_image(p).to(device) for p in train_files], [read_image(p) for p in held_files]
