@@ -787,6 +787,29 @@ class TestContinuous:
         assert out.pixels.shape == (96, 128, 3) and 64 in codec.model.net.concealers
 
 
+    def test_adversarial_decoder_resumes_exactly_and_needs_a_decoder(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
+        """--w-adv: a PatchGAN trains beside the concealing decoder (its losses logged); 2 steps, then 2 more resumed from the
+        checkpoint, give the decoder and discriminator of 4 steps in one run, bit for bit; a checkpoint with a
+        discriminator refuses a run without one, and --w-adv needs --tune-decoder."""
+        from nmc.models.trainkit import checkpoint as ckpt_io
+        from nmc.models.vqgan import train_recovery
+
+        photos = training_photos(tmp_path)
+        common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1, continuous=True,
+                      train_sizes="64", tune_decoder=64, mean_sizes="64", eval_sizes="", decoder_lr=1.0, w_adv=0.5, adv_ramp=2)  # fmt: skip
+        one, two = tmp_path / "one", tmp_path / "two"
+        train_recovery.main(**common, ckpt_dir=one, max_steps=4)
+        train_recovery.main(**common, ckpt_dir=two, max_steps=2)
+        train_recovery.main(**common, ckpt_dir=two, max_steps=4)
+        assert " adv " in (one / "train.log").read_text() and "resumed from" in (two / "train.log").read_text()
+        a, b = (ckpt_io.load(d)[0] for d in (one, two))  # type: ignore[index]
+        assert any(k.startswith("d/") for k in a) and a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("d/", "g/")))
+        with pytest.raises(typer.BadParameter, match="with a discriminator"):
+            train_recovery.main(**{**common, "w_adv": 0.0}, ckpt_dir=two, max_steps=5)
+        with pytest.raises(typer.BadParameter, match="--tune-decoder"):
+            train_recovery.main(**{**common, "tune_decoder": 0, "mean_sizes": ""}, ckpt_dir=tmp_path / "none", max_steps=1)
+
     def test_mean_sizes_train_the_decoder_on_the_mean_and_the_codec_fills_it(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """train_recovery.py --tune-decoder 64 --mean-sizes 64: only the decoder learns (the transformer of --init stays
         as it was), on the neighbours' mean; the export records s64 as a mean size, and under --recover the codec fills

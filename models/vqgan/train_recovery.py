@@ -74,11 +74,11 @@ from nmc.models.trainkit.images import random_crops, read_image, source_weights,
 from nmc.models.trainkit.logger import Logger
 from nmc.models.trainkit.schedule import Schedule
 from nmc.models.vqgan.index_maps import load_network, read_maps
-from nmc.models.vqgan.network import Ladder
+from nmc.models.vqgan.network import Ladder, PatchDiscriminator
 from nmc.models.vqgan.packets import packet_cells
 from nmc.models.vqgan.recovery import (SLOTS, IndexTransformer, RecoveryArgs, best_slots, codes_hash, continuous_codes, decoder_hashes, fill, fill_codes,
                                        fill_mean, fill_nearest, load_recovery, nearest_codes, neighbours, save_recovery)  # fmt: skip
-from nmc.models.vqgan.train import st_lpips_net
+from nmc.models.vqgan.train import TINY_DISC, st_lpips_net
 
 TINY = {"dim": 32, "layers": 2, "heads": 2, "embed": 16, "max_side": 16}
 LATTICES = [(2, 4), (4, 2), (2, 2), (4, 4), (1, 8), (8, 1), (3, 3)]  # packets of a tile: (rows, columns)
@@ -223,7 +223,7 @@ def pointer_codes(scores: torch.Tensor, indices: torch.Tensor, masked: torch.Ten
 
 def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladder, lpips: torch.nn.Module, x: torch.Tensor, k: int, masked: torch.Tensor,
                  origin: tuple[int, int], codes: torch.Tensor, tau: float, target: str, gen: torch.Generator, autocast: Callable[[], Any],
-                 decoder: torch.nn.Module | None = None, mean: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+                 decoder: torch.nn.Module | None = None, mean: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:  # fmt: skip
     """Photo crops `x` `[B, 3, H, W]` -> their indices at operating point `k` (the frozen network), the `masked` cells
     filled by the pointer (`pointer_codes`) or a continuous model (`continuous_codes`), decoded by that point's decoder:
     L1 and ST-LPIPS against the loss-free decode of the same indices (`target` "decode") or the photo ("photo"); a
@@ -231,7 +231,7 @@ def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladde
     codes (`cos`, and `cos0` of the neighbours' mean it starts from). Cells far from every lost one decode as in the
     target, so the loss sits around the lost cells. `decoder` (`--tune-decoder`): the trained copy of that point's `g_s`
     decodes instead of the frozen one. `mean` (`--mean-sizes`): the lost cells take the received neighbours' mean (the
-    transformer is not run; only the concealing decoder learns)."""
+    transformer is not run; only the concealing decoder learns). Returns the stats, the decode and its target."""
     size = frozen.sizes[k]
     with torch.no_grad():
         indices = frozen.quantize(frozen.features(x), size)
@@ -253,9 +253,9 @@ def decoded_loss_of(net: IndexTransformer, model: torch.nn.Module, frozen: Ladde
             with torch.no_grad():
                 start = continuous_codes(torch.zeros_like(own), own, masked, near)
                 stats["cos"], stats["cos0"] = (F.cosine_similarity(f[masked].float(), own[masked], dim=-1).mean() for f in (filled, start))
-        return stats
+        return stats, x_hat, ref
     ce, acc = pointer_loss(scores, indices, masked, codes)
-    return {**stats, "ce": ce, "acc": acc}
+    return {**stats, "ce": ce, "acc": acc}, x_hat, ref
 
 
 @torch.no_grad()
@@ -357,6 +357,8 @@ def main(
     eval_sizes: str = "256,1024",  # --decoded-loss: sizes of the held-out decoded evaluation ("": none)
     tune_decoder: int = 0,  # --continuous: a codebook size whose decoder a trained copy conceals lost cells (exported beside the model); 0: none
     decoder_lr: float = 0.2,  # --tune-decoder: the decoder's learning rate as a fraction of --lr
+    w_adv: float = 0.0,  # --tune-decoder: weight of a PatchGAN hinge loss on the concealing decoder's output (0: no GAN)
+    adv_ramp: int = 500,  # --w-adv: steps over which its weight rises linearly from 0 (the discriminator trains from the start)
     mean_sizes: str = "",  # --tune-decoder: sizes whose lost cells the codec fills with the received neighbours' mean (the
     # concealing decoder learns to draw from it; the transformer is not run there), recorded in the exported file
 ) -> None:
@@ -376,6 +378,8 @@ def main(
     mean_set = {int(v) for v in mean_sizes.split(",") if v}
     if mean_set and mean_set != {tune_decoder}:
         raise typer.BadParameter(f"--mean-sizes {mean_sizes}: only the --tune-decoder size ({tune_decoder}) can learn from the mean")
+    if w_adv and not tune_decoder:
+        raise typer.BadParameter("--w-adv trains a concealing decoder adversarially: give --tune-decoder S")
     if decoded_loss and loss_max <= 0 and (not mean_set or train_sizes != str(tune_decoder)):
         raise typer.BadParameter("--loss-max 0 (intact maps) trains a decoder alone: give --tune-decoder S --train-sizes S --mean-sizes S")
     sched = Schedule(lr, warmup, total_steps, min_lr_frac, "cosine")
@@ -473,11 +477,19 @@ def main(
         trained += list(decoder.parameters())
         groups.append({"params": list(decoder.parameters()), "weight_decay": 0.0, "lr_scale": decoder_lr})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=rt.cuda)
+    disc = PatchDiscriminator(**(TINY_DISC if tiny else {})).to(device) if w_adv else None  # training only: never exported
+    opt_d = torch.optim.Adam([{"params": list(disc.parameters()), "lr_scale": decoder_lr}], lr=lr, betas=(0.5, 0.9), fused=rt.cuda) if disc else None
+    if ckpt and cmeta.get("adversarial", False) != bool(disc):
+        raise typer.BadParameter(f"{ckpt_dir}: a checkpoint {'with' if cmeta.get('adversarial') else 'without'} a discriminator; this run "
+                                 f"{'trains one (--w-adv)' if disc else 'trains none'}")  # fmt: skip
     step, train_seconds, warm_from = 0, 0.0, 0
     if ckpt:
         net.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("m/")})
         if decoder is not None:
             decoder.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g/")})
+        if disc is not None and opt_d is not None:
+            disc.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d/")})
+            ckpt_io.load_optimizer(opt_d, tensors, "opt_d", cmeta["opt_d_groups"])  # without moments: fresh, warmed up with opt's
         if not ckpt_io.load_optimizer(opt, tensors, "opt", cmeta["opt_groups"]):
             warm_from = cmeta["step"]  # a moment-free checkpoint: fresh moments, warm up again
         step, train_seconds = cmeta["step"], cmeta["train_seconds"]
@@ -487,6 +499,7 @@ def main(
         say(f"tokens mapped from the unit codes ({args.code_dim} dims)")
     model = DDP(net, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp else net
     dec_model = DDP(decoder, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp and decoder is not None else decoder
+    d_model = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp and disc is not None else disc
     say(f"world {rt.world} device {device}; {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters {asdict(args)}")
 
     def checkpoint() -> None:
@@ -494,9 +507,13 @@ def main(
             return
         t, groups = ckpt_io.optimizer_tensors(opt, "opt", "fp32")
         dec_t = {f"g/{k}": v for k, v in decoder.state_dict().items()} if decoder is not None else {}
-        ckpt_io.save(ckpt_dir, {**{f"m/{k}": v for k, v in net.state_dict().items()}, **dec_t, **t},
+        d_t, d_groups = ckpt_io.optimizer_tensors(opt_d, "opt_d", "fp32") if opt_d is not None else ({}, [])
+        if disc is not None:
+            d_t.update({f"d/{k}": v for k, v in disc.state_dict().items()})
+        ckpt_io.save(ckpt_dir, {**{f"m/{k}": v for k, v in net.state_dict().items()}, **dec_t, **d_t, **t},
                      {"step": step, "train_seconds": train_seconds, "model_args": asdict(args), "network": meta["network"],
-                      "opt_groups": groups, "config": config, "decoder_size": dec_size})  # fmt: skip
+                      "opt_groups": groups, "opt_d_groups": d_groups, "config": config, "decoder_size": dec_size,
+                      "adversarial": disc is not None})  # fmt: skip
 
     unit = {k: codebooks[s].float().to(device) for k, s in enumerate(sizes)}  # the pointer's targets
     gen = torch.Generator()
@@ -505,7 +522,7 @@ def main(
     stop, diverged, first_step = step >= max_steps, False, step
     while not stop:
         gen.manual_seed(seed + 7919 * rt.rank + 104729 * step)
-        for g in opt.param_groups:
+        for g in [*opt.param_groups, *(opt_d.param_groups if opt_d else [])]:
             g["lr"] = sched(step, warm_from) * g.get("lr_scale", 1.0)
         if decoded_loss:
             # with a concealing decoder every rank takes the same size (its DDP copy joins only the steps at its size)
@@ -516,9 +533,21 @@ def main(
             if loss_max <= 0:  # intact maps (the control)
                 m = torch.zeros_like(m)
             origin = (int(torch.randint(args.max_side - side + 1, (), generator=gen)), int(torch.randint(args.max_side - side + 1, (), generator=gen)))
-            stats = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast,
-                                    dec_model if sizes[k] == dec_size else None, sizes[k] in mean_set)  # fmt: skip
+            stats, x_hat, ref = decoded_loss_of(net, model, frozen, lpips, photo, k, m, origin, unit[k], tau, target, gen, rt.autocast,
+                                                dec_model if sizes[k] == dec_size else None, sizes[k] in mean_set)  # fmt: skip
             loss = w_l1 * stats["l1"] + w_lpips * stats["lpips"] + (w_ce * stats["ce"] if "ce" in stats else 0.0)
+            if disc is not None and d_model is not None and opt_d is not None and sizes[k] == dec_size:  # hinge GAN, as train.py
+                with rt.autocast():
+                    real, fake = d_model(torch.cat([ref, x_hat.detach()])).float().chunk(2)  # one DDP forward
+                loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                disc.requires_grad_(False)  # the generator's term: D frozen and called without DDP
+                with rt.autocast():
+                    adv = -disc(x_hat).float().mean()
+                loss = loss + w_adv * min(1.0, (step + 1) / max(1, adv_ramp)) * adv
+                stats.update(d=loss_d.detach(), adv=adv.detach())
             stats = {"loss": loss, **stats}
         else:
             k = int(torch.randint(len(sizes), (), generator=gen))
@@ -537,6 +566,8 @@ def main(
             stats = {"ce": loss, "acc": acc}
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if disc is not None:
+            disc.requires_grad_(True)
         gnorm = torch.nn.utils.clip_grad_norm_(trained, grad_clip)
         opt.step()
         step += 1
