@@ -13,7 +13,8 @@
 # are encoded there by NETWORK; carry .data/gpu_stlpips too (scripts/stage_stlpips.sh: the GPU image lacks ST-LPIPS).
 # A dry run on a CPU machine (a few photos in IMAGES, scratch files under SCRATCH instead of /tmp):
 #   DEV=cpu PY=/work/main/.venv/bin/python INSTALL=0 SCRATCH=/tmp/dry IMAGES=DIR MAPS=/tmp/dry/maps.safetensors \
-#   OUT=/tmp/dry/out MINUTES=1 REC_ARGS="--tiny --max-steps 20 --holdout 1" bash scripts/device_recovery.sh
+#   CKPT=/tmp/dry/ckpt OUT=/tmp/dry/out MINUTES=1 REC_ARGS="--tiny --max-steps 20 --holdout 1" bash scripts/device_recovery.sh
+# (CKPT: else the dry run leaves .ckpt/recovery, which the next dry run resumes or refuses.)
 set -uo pipefail
 MINUTES=${MINUTES:?minutes}
 OUT=${OUT:-/tmp/out} DEV=${DEV:-cuda} PY=${PY:-python3} SCRATCH=${SCRATCH:-/tmp} IMAGES=${IMAGES:-.data/images}
