@@ -27,9 +27,10 @@ def split_photos(root: Path, holdout: int) -> tuple[list[Path], list[Path]]:
     Raises ValueError for a development-set folder or one without images (`corpus.training_files`).
     """
     paths = training_files(root, IMAGE_EXTS)
-    photos = list(dict.fromkeys(photo_of(p) for p in paths))
+    of = [photo_of(p) for p in paths]
+    photos = list(dict.fromkeys(of))
     held = {photos[i] for i in range(0, len(photos), max(1, len(photos) // holdout))[:holdout]} if holdout else set()
-    return [p for p in paths if photo_of(p) not in held], [p for p in paths if photo_of(p) in held]
+    return [p for p, ph in zip(paths, of) if ph not in held], [p for p, ph in zip(paths, of) if ph in held]
 
 
 def load_images(root: Path, holdout: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

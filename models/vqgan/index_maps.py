@@ -34,8 +34,7 @@ from safetensors.torch import save_file
 
 from nmc.codec.weights import read_weights
 from nmc.models.trainkit.corpus import training_files
-from nmc.models.trainkit.images import photo_of
-from nmc.models.trainkit.images import IMAGE_EXTS
+from nmc.models.trainkit.images import IMAGE_EXTS, photo_of
 from nmc.models.vqgan.network import Ladder, args_from_dict, base_of
 from nmc.models.vqgan.recovery import network_hash
 
