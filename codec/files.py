@@ -254,6 +254,7 @@ def compress_path(
     force: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
     mono: bool = False,
+    packets: int | None = None,
 ) -> Summary:
     start = time.perf_counter()
     if str(input) == "-" and codec == "auto":
@@ -266,6 +267,8 @@ def compress_path(
         check_target(Path(output), force)  # before reading and coding the input
     kind = api.get_codec(codec).media if str(input) == "-" else M.media_kind(input)
     c = api.resolve_codec(codec, kind, target_bpp if target_bpp is not None else bitrate)
+    if packets is not None:
+        c = c.with_packets(packets)
     _, media = api.load_media(input, kind)
     notes = {}
     if mono:

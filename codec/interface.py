@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Iterable, Iterator, Ty
 import numpy as np
 
 from .container import Header
-from .errors import CodecNotFoundError, ContainerError
+from .errors import CodecNotFoundError, ContainerError, MediaError
 from .fields import HeaderFields
 from .prior import PriorSet
 
@@ -103,6 +103,11 @@ class Codec(ABC):
         """The setting used when the user names none."""
         settings = self.settings()
         return self.setting(self.default_setting) if self.default_setting else settings[len(settings) // 2]
+
+    def with_packets(self, packets: int) -> Codec:
+        """This codec splitting each unit it codes into `packets` interleaved packets (`nmc compress --packets`), where
+        the codec can recover a lost one; the others refuse."""
+        raise MediaError(f"--packets: codec {self.name} does not split its data over interleaved packets")
 
     def setting(self, name: str) -> Setting:
         for s in self.settings():

@@ -5,7 +5,8 @@
 Each dev photo is coded at the setting, loses packets at 20 % on the channel (default independent; 2 draws, the seeds of `nmc eval
 --loss` with seed 0, so the rows match its records), and is decoded with the fill; prints ST-LPIPS and PSNR per
 decode and their mean over all 16 decodes (draws that lost nothing included, as `nmc eval` counts them).
-DEVCHECK_DIR=FOLDER checks that folder's PNGs instead of dev (e.g. held-out training photos through the codec).
+DEVCHECK_DIR=FOLDER checks that folder's PNGs instead of dev (e.g. held-out training photos through the codec);
+PACKETS=N codes N index packets per tile instead of 8; WEIGHTS=FILE another vqgan weights file.
 """
 
 import hashlib
@@ -26,7 +27,7 @@ DEV = Path(os.environ.get("DEVCHECK_DIR") or Path(__file__).resolve().parents[1]
 
 rec, how, setting = Path(sys.argv[1]), (sys.argv[2:3] or ["recovery"])[0], (sys.argv[3:4] or ["s256"])[0]
 channel = (sys.argv[4:5] or ["independent"])[0]
-codec = VQGANCodec(recovery_path=rec, concealment=how)
+codec = VQGANCodec(Path(os.environ["WEIGHTS"]) if os.environ.get("WEIGHTS") else None, recovery_path=rec, concealment=how, packets=int(os.environ.get("PACKETS", "8")))
 scores = []
 for path in sorted(DEV.glob("*.png")):
     ref, sha = load_reference(path, "image"), hashlib.sha256(path.read_bytes()).hexdigest()

@@ -349,6 +349,12 @@ class TestRecover:
         assert not (tmp_path / "out.wav").exists()
 
 
+def test_packets_refused_by_a_codec_that_does_not_interleave(capsys, tmp_path: Path, image_file: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "x.nmc"
+    assert_user_error(run(capsys, "compress", str(image_file), "-c", "toy-image", "--packets", "16", "-o", str(out)), "--packets: codec toy-image")
+    assert not out.exists()
+
+
 def test_usage_error_is_one_line(capsys) -> None:  # noqa: ANN001
     code, _, err = run(capsys, "compress", "x.png", "--bogus")
     assert code == 2

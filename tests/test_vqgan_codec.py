@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nmc.codec import api, registry
 from nmc.codec import entropy as E
+from nmc.codec import loss as L
 from nmc.codec import media as M
 from nmc.codec.errors import CodecNotFoundError, ContainerError, MediaError, NmcError
 from nmc.codec.prior import ContextPrior, PriorSet
@@ -310,6 +311,28 @@ class TestChoice:
         assert registry.codec_for_media("image") == registry.codec_for_media("image", lowest) == top.name
         assert registry.codec_for_media("image", lowest * 0.99) == "vqgan"
         assert registry.codec_for_media("image", 1e-6) == "vqgan"  # nothing reaches it: the codec that goes lowest
+
+    def test_packets_per_tile_is_a_compress_option(self, tmp_path: Path) -> None:
+        from nmc.codec.files import compress_path
+
+        src = tmp_path / "x.png"
+        Image.fromarray(photo(64, 128)).save(src)  # one tile of 4 x 8 cells
+        compress_path(src, tmp_path / "8.nmc", "vqgan")
+        compress_path(src, tmp_path / "16.nmc", "vqgan", packets=16)
+        files = {n: (tmp_path / f"{n}.nmc").read_bytes() for n in (8, 16)}
+        for n, lattice in ((8, [2, 4]), (16, [4, 4])):
+            header, packets = open_stream(files[n])
+            assert header.extra["interleave"] == lattice and header.packets == len(list(packets)) == n
+        codec = registry.get_codec("vqgan")
+        assert np.array_equal(decode(codec, files[8]), decode(codec, files[16]))  # the same indices, packed otherwise
+        assert codec.lattice == (2, 4)  # the shared codec is unchanged: --packets codes through a copy
+        lost = L.with_lost(files[16], np.eye(16, dtype=bool)[5], api.header_dictionary)
+        no_model = V.VQGANCodec(codec.weights_path, recovery_path=Path("/nonexistent"))  # the neighbours' mean fills
+        assert api.decompress(lost, recover=True, codec=no_model).pixels.shape == (64, 128, 3)
+        for bad in (0, 65):
+            with pytest.raises(MediaError, match="1 to 64 index packets per tile"):
+                compress_path(src, tmp_path / "bad.nmc", "vqgan", packets=bad)
+        assert not (tmp_path / "bad.nmc").exists()
 
     def test_auto_with_target_bpp_through_the_files_api(self, tmp_path: Path) -> None:
         from nmc.codec.files import compress_path

@@ -23,6 +23,7 @@ synthesised (`tiling.net_decode_codes`). A lost alpha packet leaves its tile opa
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,6 +151,15 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         if concealment not in CONCEALMENTS:
             raise ValueError(f"concealment must be one of {CONCEALMENTS}, got {concealment!r}")
         self.concealment, self.fill_steps = concealment, fill_steps
+
+    def with_packets(self, packets: int) -> VQGANCodec:
+        """A copy that codes `packets` index packets per tile, on the squarest lattice a x b = `packets` (a prime
+        count: one row of packets, each a set of columns); it shares what this one has loaded."""
+        if not 1 <= packets <= MAX_PACKETS:
+            raise MediaError(f"--packets: vqgan codes 1 to {MAX_PACKETS} index packets per tile, got {packets}")
+        codec = copy.copy(self)
+        codec.lattice = interleave(packets)
+        return codec
 
     @cached_property
     def recovery(self) -> tuple[IndexTransformer | None, dict[int, int]]:
