@@ -10,7 +10,7 @@ noisy full-resolution pixels; high-resolution extras are also stored at a second
 scale (an entry's `sides` lists the scales it keeps instead). Each photo goes to a folder named
 after its source package, its scales named `PHOTO@SIDE`: training holds out whole photos and
 can balance the sources by folder (models/trainkit/images.py). Everything is written as WebP
-(quality 88, ~39 dB against its source) to stay within the 17 MiB that a device call can carry
+(quality 88, ~39 dB against its source) to stay within the 20.5 MiB that a device call can carry
 beside the slim vqgan weights. Refuses reserved packages and dev-set source files.
 """
 
@@ -81,7 +81,7 @@ def main(
     extra_sides: str = "1536,768",  # scales stored for each extra photo (only those smaller than the photo)
     min_side: int = 256,  # drop photos whose short side ends up below one training crop
     quality: int = 88,  # WebP quality (method 6): ~39 dB PSNR against the downscaled source
-    budget_mib: float = 17.0,  # fail if the result is larger (a GPU call carries it beside the slim weights: DEVNOTES)
+    budget_mib: float = 20.5,  # fail if the result is larger (a GPU call carries it beside the slim weights: DEVNOTES)
 ) -> None:
     if "dev" in train.resolve().parts:
         raise typer.BadParameter(f"refusing to build training data from a dev set: {train}")
@@ -122,7 +122,8 @@ def main(
             im = Image.open(io.BytesIO(raw)).convert("RGB")
             own = e.get("sides", sides)  # an entry may keep fewer scales (the build's budget)
             for side in [s for s in own if s < max(im.size)] or [max(im.size)]:
-                write(downscale(im, side), package, f"{Path(e['member']).stem}@{side}")
+                photo = Path(e["member"]).stem.replace("@", "-")  # `@` separates the photo from its scale (e.g. `land@2x.jpg`)
+                write(downscale(im, side), package, f"{photo}@{side}")
 
     size = sum(p.stat().st_size for p in out.rglob("*.webp")) / 2**20
     print(f"{out}: {kept} images, {size:.2f} MiB ({len(extra['files'])} extra photos from {len(by_deb)} packages)")
