@@ -94,8 +94,11 @@ def main(
     out.mkdir(parents=True)
     kept, dropped = 0, []
 
-    def write(im: Image.Image, package: str, name: str) -> None:
+    def write(im: Image.Image, package: str, photo: str, side: int | None = None) -> None:
+        """Store `im` as PACKAGE/PHOTO[@SIDE].webp; an `@` of the photo's own name (e.g. `land@2x.jpg`) becomes `-`, since
+        `@` separates a photo from its scale (models/trainkit/images.photo_of)."""
         nonlocal kept
+        name = photo.replace("@", "-") + (f"@{side}" if side else "")
         if min(im.size) < min_side:
             dropped.append(f"{name} {im.size[0]}x{im.size[1]}")
             return
@@ -122,8 +125,7 @@ def main(
             im = Image.open(io.BytesIO(raw)).convert("RGB")
             own = e.get("sides", sides)  # an entry may keep fewer scales (the build's budget)
             for side in [s for s in own if s < max(im.size)] or [max(im.size)]:
-                photo = Path(e["member"]).stem.replace("@", "-")  # `@` separates the photo from its scale (e.g. `land@2x.jpg`)
-                write(downscale(im, side), package, f"{photo}@{side}")
+                write(downscale(im, side), package, Path(e["member"]).stem, side)
 
     size = sum(p.stat().st_size for p in out.rglob("*.webp")) / 2**20
     print(f"{out}: {kept} images, {size:.2f} MiB ({len(extra['files'])} extra photos from {len(by_deb)} packages)")
