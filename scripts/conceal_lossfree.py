@@ -3,8 +3,12 @@ recovery file's concealing decoder for that size (mean ST-LPIPS and PSNR): what 
 lost, the reference its recovery must be judged against.
 
     python -P scripts/conceal_lossfree.py RECOVERY.safetensors [SIZE]
+
+WEIGHTS=FILE another vqgan weights file (the one the recovery file's decoder was trained from: a recovery file binds
+the decoders it was trained against, and a decoder it does not bind is not loaded).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,7 +24,7 @@ DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dev" / "
 if len(sys.argv) not in (2, 3):
     raise SystemExit(__doc__)
 SIZE = int((sys.argv[2:] or ["1024"])[0])
-codec = VQGANCodec(recovery_path=Path(sys.argv[1]))
+codec = VQGANCodec(Path(os.environ["WEIGHTS"]) if os.environ.get("WEIGHTS") else None, recovery_path=Path(sys.argv[1]))
 codec.recovery  # noqa: B018  (loading the file sets its concealing decoder on the network)
 net, unit = codec.model.net, codec.model.net.unit_codes(SIZE)
 scores: dict[str, list[tuple[float, float]]] = {"base decoder": [], "concealing decoder": []}

@@ -137,6 +137,7 @@ RETIRED = [  # (file, what the refusal names), the codec is the file name's firs
     ("vqgan_retired_s2048.nmc", "e7ddaf262205e9ca (vqgan weights with the decoders of s16, s32, s256, s1024 and s2048 only"),
     ("vqgan_retired_s14.nmc", "0f3e97db6a443925 (vqgan weights with session 14's decoders"),
     ("vqgan_retired_session16.nmc", "f154ddc75635a3dd (vqgan weights with session 16's decoders"),
+    ("vqgan_retired_session17.nmc", "de498570616a4dcb (vqgan weights with session 17's decoders"),
 ]
 
 

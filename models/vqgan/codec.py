@@ -121,6 +121,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         "e7ddaf262205e9ca": "vqgan weights with the decoders of s16, s32, s256, s1024 and s2048 only, shipped until 2026-12-03 session 14",
         "0f3e97db6a443925": "vqgan weights with session 14's decoders (every size its own), shipped until 2026-12-04 session 16",
         "f154ddc75635a3dd": "vqgan weights with session 16's decoders, shipped until 2026-12-04 session 17",
+        "de498570616a4dcb": "vqgan weights with session 17's decoders, shipped until 2026-12-04 session 18",
     }
     description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
     weights_path = WEIGHTS
