@@ -213,10 +213,11 @@ class TestFill:
         assert (R.fill_nearest(grid, np.ones((3, 3), bool)) == 0).all()
 
     def test_neighbours_mean(self) -> None:
-        """`fill_mean`: each masked cell the plain mean of its received 8-neighbours' codes (cells off the map and
-        masked ones do not count), a masked cell without one (a 3 x 3 hole's centre) the nearest received cell's
-        code, nothing received at all index 0's code (as `fill_nearest`). Received cells bit for bit, masked cells
-        never read, the same bytes on 1 and 2 threads, and what a continuous model fills with a zero head."""
+        """`fill_mean`: each masked cell the mean of its received 8-neighbours' codes, the diagonal ones weighing
+        `DIAGONAL` (cells off the map and masked ones do not count), a masked cell without one (a 3 x 3 hole's centre)
+        the nearest received cell's code, nothing received at all index 0's code (as `fill_nearest`). Received cells
+        bit for bit, masked cells never read, the same bytes on 1 and 2 threads, and what a continuous model fills
+        with a zero head."""
         codes = torch.nn.functional.normalize(torch.randn(20, 8, generator=torch.Generator().manual_seed(5)), dim=1)
         rng = np.random.default_rng(6)
         grid, masked = rng.integers(0, 20, (9, 11)), rng.random((9, 11)) < 0.3
@@ -230,8 +231,9 @@ class TestFill:
         assert a[~masked].tobytes() == own[~masked].tobytes()
         near = R.fill_nearest(grid, masked)
         for y, x in zip(*np.nonzero(masked)):
-            around = [(y + dy, x + dx) for dy, dx in R.SLOTS if 0 <= y + dy < 9 and 0 <= x + dx < 11 and not masked[y + dy, x + dx]]
-            want = own[tuple(np.array(around).T)].astype(np.float64).mean(0) if around else codes[near[y, x]].numpy()
+            around = [(y + dy, x + dx, 1.0 if dy == 0 or dx == 0 else R.DIAGONAL) for dy, dx in R.SLOTS
+                      if 0 <= y + dy < 9 and 0 <= x + dx < 11 and not masked[y + dy, x + dx]]  # fmt: skip
+            want = sum(w * own[v, u].astype(np.float64) for v, u, w in around) / sum(w for *_, w in around) if around else codes[near[y, x]].numpy()
             assert np.allclose(a[y, x], want, atol=1e-6), (y, x)
         assert masked[2:5, 3:6].all() and a[3, 4].tobytes() == codes[near[3, 4]].numpy().tobytes()  # the hole's centre: a copy
         assert (R.fill_mean(grid, np.ones((9, 11), bool), codes) == codes[0].numpy()).all()
@@ -533,7 +535,7 @@ class TestContinuous:
     def test_fill_is_finite_keeps_received_codes_and_does_not_depend_on_threads(self) -> None:
         """20 x 37 cells in 16-cell windows; a 5 x 5 hole whose centre has no received neighbour. Received cells: their
         code, bit for bit; masked cells: never read. With the head at zero (a fresh model), a masked cell is the mean
-        of its received neighbours' codes, or the nearest received cell's code."""
+        of its received neighbours' codes (`fill_mean`'s weights), or the nearest received cell's code."""
         codes = torch.nn.functional.normalize(torch.randn(80, 8, generator=torch.Generator().manual_seed(11)), dim=1)
         model = code_model((16, 64), {16: codes[:16], 64: codes[16:]}, continuous=True)
         rng = np.random.default_rng(12)
@@ -552,8 +554,9 @@ class TestContinuous:
             model.code_out.weight.zero_()
         zero = R.fill_codes(model, grid, masked, 1, codes[16:])
         y, x = next((y, x) for y, x in zip(*np.nonzero(masked)) if 0 < y < 19 and 0 < x < 36 and not masked[y - 1 : y + 2, x - 1 : x + 2].all())
-        around = ~masked[y - 1 : y + 2, x - 1 : x + 2]
-        assert np.allclose(zero[y, x], own[y - 1 : y + 2, x - 1 : x + 2][around].mean(0), atol=1e-6)
+        around = ~masked[y - 1 : y + 2, x - 1 : x + 2] * np.array([[R.DIAGONAL, 1, R.DIAGONAL], [1, 0, 1], [R.DIAGONAL, 1, R.DIAGONAL]])
+        want = (own[y - 1 : y + 2, x - 1 : x + 2] * around[..., None]).sum((0, 1)) / around.sum()
+        assert np.allclose(zero[y, x], want, atol=1e-6)
         near = R.fill_nearest(grid, masked)[5, 22]  # the hole's centre
         assert np.array_equal(zero[5, 22], codes[16:][near].numpy())
 
