@@ -277,12 +277,20 @@ def training_clips() -> dict[str, list[tuple[str, Path]]]:
             groups[speaker(e)].append((label, SHARED / e["file"]))
     for name, cap in SHARED_CAP_MINUTES.items():
         groups[name] = capped(groups[name], cap * 60)
-    for row in json.loads(ADDED_MANIFEST.read_text()):
+    for row in distinct(json.loads(ADDED_MANIFEST.read_text())):
         path = unpack(row["package"], row["version"]) / row["member"]
         if sha256(path) != row["sha256"]:
             raise SystemExit(f"sha256 mismatch: {row['package']} {row['member']}")
         groups[row["group"]].append((row["package"], path))
     return groups
+
+
+def distinct(rows: list[dict]) -> list[dict]:
+    """The rows of the added list with one per content (sha256), the first kept: hedgewars-data (voice packs) and
+    tuxpaint-stamps-default (stamps) ship some clips more than once, 130 extra copies in all, and a clip should not
+    train at double weight."""
+    seen: set[str] = set()
+    return [r for r in rows if not (r["sha256"] in seen or seen.add(r["sha256"]))]
 
 
 def capped(clips: list[tuple[str, Path]], seconds: float) -> list[tuple[str, Path]]:

@@ -31,7 +31,8 @@ def test_every_added_file_is_traceable_licensed_and_not_reserved(name: str) -> N
         assert not RESERVED.match(e["package"]), e
         assert not suites or e["suite"] in suites, e
     assert len({(e["package"], e["member"]) for e in files}) == len(files), "a file listed twice"
-    if name.startswith("images"):  # (speech_added.json lists 107 clips that hedgewars-data ships twice, as two voices)
+    if name.startswith("images"):  # (speech_added.json lists 130 extra copies of clips that hedgewars-data and
+        # tuxpaint-stamps-default ship more than once; prepare_speech.distinct keeps one of each for training)
         assert len({e["sha256"] for e in files}) == len(files), "the same bytes listed twice"
 
 

@@ -54,3 +54,13 @@ def test_added_list_matches_the_sources() -> None:
     assert by_group["tuxpaint_ru"] <= 12 * 60 and by_group["tuxpaint_fr"] <= 12 * 60
     # no Italian, and no Tux Paint language whose KLettres reader is a dev or held-out voice
     assert not any(g.endswith(("_it", "_nl", "_lt", "_ml", "_pt_BR")) for g in by_group)
+
+
+def test_a_clip_listed_twice_trains_once() -> None:
+    """hedgewars-data and tuxpaint-stamps-default ship some clips more than once (the same bytes); the training set
+    keeps the first."""
+    rows = [dict(sha256="a", group="x"), dict(sha256="b", group="x"), dict(sha256="a", group="y")]
+    assert ps.distinct(rows) == rows[:2]
+    listed = json.loads((ROOT / "data" / "speech_added.json").read_text())
+    kept = ps.distinct(listed)
+    assert len({r["sha256"] for r in kept}) == len(kept) == len({r["sha256"] for r in listed}) < len(listed)
