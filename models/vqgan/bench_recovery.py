@@ -28,7 +28,7 @@ from nmc.codec.loss import with_lost
 from nmc.codec.weights import read_weights
 from nmc.models.vqgan.codec import VQGANCodec
 from nmc.models.vqgan.network import Ladder, base_of
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, fill_codes, network_hash, save_recovery
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, fill_codes, fill_mean, network_hash, save_recovery
 
 
 def main(
@@ -74,10 +74,8 @@ def main(
     api.decompress(damaged, recover=True, codec=codec)
     recovered = codec.recovered
     size = codec.setting(setting).codebook_size  # type: ignore[attr-defined]
-    if size not in codec.recovery[1]:
-        raise typer.BadParameter(f"the recovery model was not trained on the s{size} codebook of {weights}")
-    k, rec = codec.recovery[1][size], codec.recovery[0]  # the model's rung of that codebook
-    assert rec is not None
+    # a codebook the model does not bind is filled with the neighbours' mean under --recover: time that fill
+    k, rec = codec.recovery[1].get(size, 0), codec.recovery[0] if size in codec.recovery[1] else None
     times: dict[str, list[float]] = {"decode with recovery": [], "loss-free decode": [], "fill alone": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -96,14 +94,16 @@ def main(
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            if rec.args.continuous:  # a code vector per lost cell (--recovery of train_recovery.py --continuous)
+            if rec is None:
+                fill_mean(grid, masked, codec.model.net.unit_codes(size))
+            elif rec.args.continuous:  # a code vector per lost cell (--recovery of train_recovery.py --continuous)
                 fill_codes(rec, grid, masked, k, codec.model.net.unit_codes(size))
             else:
                 fill(rec, grid, masked, k, steps)
         times["fill alone"].append(time.perf_counter() - t0)
-    params = sum(p.numel() for p in rec.parameters()) / 1e6
+    how = f"recovery model {sum(p.numel() for p in rec.parameters()) / 1e6:.2f} M parameters {rec.args}, {steps} rounds" if rec else "the neighbours' mean"
     print(f"{image.name} {px.shape[1]}x{px.shape[0]} ({cells[1]}x{cells[0]} cells), {setting}, {int(mask.sum())} of {n} packets lost "
-          f"({recovered}), {steps} rounds; recovery model {params:.2f} M parameters {rec.args}; {threads} thread(s), best of {repeats}:")  # fmt: skip
+          f"({recovered}); {how}; {threads} thread(s), best of {repeats}:")  # fmt: skip
     for name, ts in times.items():
         print(f"  {name}: {min(ts):.3f} s")
 
