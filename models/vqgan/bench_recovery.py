@@ -6,7 +6,8 @@
 Without `--recovery`, a random recovery model of the given size (`--dim`, `--layers`, ...) is bound to
 the weights (speed does not depend on training). Times, best of `--repeats`: the whole decode of the
 damaged file through the codec (entropy decoding, fill, synthesis), the loss-free decode, and the
-fill alone; the process runs with `--threads` torch threads (the codec's networks run on one anyway).
+fill alone (the codec's `conceal`: the model where it binds the codebook, else the neighbours' mean); the process runs
+with `--threads` torch threads (the codec's networks and its fill run on one anyway).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from nmc.codec.loss import with_lost
 from nmc.codec.weights import read_weights
 from nmc.models.vqgan.codec import VQGANCodec
 from nmc.models.vqgan.network import Ladder, base_of
-from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, fill, fill_codes, fill_mean, network_hash, save_recovery
+from nmc.models.vqgan.recovery import IndexTransformer, RecoveryArgs, codebook_hashes, network_hash, save_recovery
 
 
 def main(
@@ -74,8 +75,8 @@ def main(
     api.decompress(damaged, recover=True, codec=codec)
     recovered = codec.recovered
     size = codec.setting(setting).codebook_size  # type: ignore[attr-defined]
-    # a codebook the model does not bind is filled with the neighbours' mean under --recover: time that fill
-    k, rec = codec.recovery[1].get(size, 0), codec.recovery[0] if size in codec.recovery[1] else None
+    model, covered = codec.recovery
+    rec = model if size in covered else None  # else --recover fills the neighbours' mean, which is what is timed
     times: dict[str, list[float]] = {"decode with recovery": [], "loss-free decode": [], "fill alone": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -94,12 +95,7 @@ def main(
     for _ in range(repeats):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            if rec is None:
-                fill_mean(grid, masked, codec.model.net.unit_codes(size))
-            elif rec.args.continuous:  # a code vector per lost cell (--recovery of train_recovery.py --continuous)
-                fill_codes(rec, grid, masked, k, codec.model.net.unit_codes(size))
-            else:
-                fill(rec, grid, masked, k, steps)
+            codec.conceal(grid, masked, codec.sizes.index(size))  # the codec's own fill, on one thread as in a decode
         times["fill alone"].append(time.perf_counter() - t0)
     how = f"recovery model {sum(p.numel() for p in rec.parameters()) / 1e6:.2f} M parameters {rec.args}, {steps} rounds" if rec else "the neighbours' mean"
     print(f"{image.name} {px.shape[1]}x{px.shape[0]} ({cells[1]}x{cells[0]} cells), {setting}, {int(mask.sum())} of {n} packets lost "
