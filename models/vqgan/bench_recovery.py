@@ -75,8 +75,8 @@ def main(
     api.decompress(damaged, recover=True, codec=codec)
     recovered = codec.recovered
     size = codec.setting(setting).codebook_size  # type: ignore[attr-defined]
-    model, covered = codec.recovery
-    rec = model if size in covered else None  # else --recover fills the neighbours' mean, which is what is timed
+    installed, covered = codec.recovery
+    rec = installed if size in covered else None  # else --recover fills the neighbours' mean, which is what is timed
     times: dict[str, list[float]] = {"decode with recovery": [], "loss-free decode": [], "fill alone": []}
     for _ in range(repeats):
         t0 = time.perf_counter()
