@@ -438,7 +438,7 @@ def continuous_codes(delta: Tensor, own: Tensor, masked: Tensor, fallback: Tenso
     `--continuous`)."""
     weight = neighbours(~masked, False)[..., None] * own.new_tensor(SLOT_WEIGHTS)[:, None]  # [B, h, w, 8, 1]
     total = weight.sum(-2)
-    mean = (neighbours(own, 0.0) * weight).sum(-2) / total.clamp(min=DIAGONAL)
+    mean = (neighbours(own, 0.0) * weight).sum(-2) / total.clamp(min=DIAGONAL)  # DIAGONAL: the least total of a cell with one
     base = torch.where(total > 0, mean, fallback)
     return torch.where(masked[..., None], base + delta, own)
 
