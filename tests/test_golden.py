@@ -13,7 +13,8 @@ first 2 s of samples/speech_es.flac at 2kbps, mcquic a 48x80 RGBA crop of sample
 at s64 (rewritten with the weights of 2026-12-02 sessions 5 and 6, whose s16 and then s32 rungs got their own
 decoders, by `scripts/rewrite_golden.py`: the s64 indices and pixels are unchanged; the files of the earlier
 weights are `vqgan_retired_untuned.nmc` and `vqgan_retired_s16.nmc`, refused by name; since session 12, when s1024 got its
-own decoder, also `vqgan_retired_s32.nmc`). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
+own decoder, also `vqgan_retired_s32.nmc`; since session 19, whose encoder chooses other indices
+(`models/vqgan/resilient.py`), the rewritten files also hold other indices). Format 2 also pins each codec's preset header dictionary (a changed dictionary cannot inflate
 these headers). `<codec>_format3.nmc` were written by this version (container format 3, 2026-12-02)
 from the same sources: the same header fields and packets as format 2, in the compact framing.
 The indices' hash pins the bitstream (a change to encoder and decoder together fails it); the decoded
@@ -44,7 +45,7 @@ del GOLDEN["hificodec_format1.nmc"]  # written with the retired 2026-11-27 weigh
 del GOLDEN["mcquic_format1.nmc"]  # written with the v2 weights, retired in session 6: refused (below)
 GOLDEN["vqgan_format2.nmc"] = "vqgan"  # rows 100-291, columns 200-455 of samples/photo_aqua.png at s64 (main, 2026-12-02)
 GOLDEN["vqgan_format3.nmc"] = "vqgan"
-INDICES["vqgan"] = "b5b0af105be286357711e1e888f29e97214fe2840cfd2a33e1b9e8a7ed0e24f4"  # 192 indices, packet by packet
+INDICES["vqgan"] = "b84b22fc6a884f309735033794ec3c252b321ef1038944a28b685044ae350774"  # 192 indices, packet by packet
 DECODED = DATA / "golden_decoded.npz"  # codec -> the decoded media (float32 samples (32000, 1) with the 0.1 s DC blocker; uint8 pixels)
 TOLERANCE = {"hificodec": 1e-3, "mcquic": 2, "vqgan": 2}  # largest difference: -60 dBFS of a sample; 2 of 255 levels
 
@@ -138,6 +139,7 @@ RETIRED = [  # (file, what the refusal names), the codec is the file name's firs
     ("vqgan_retired_s14.nmc", "0f3e97db6a443925 (vqgan weights with session 14's decoders"),
     ("vqgan_retired_session16.nmc", "f154ddc75635a3dd (vqgan weights with session 16's decoders"),
     ("vqgan_retired_session17.nmc", "de498570616a4dcb (vqgan weights with session 17's decoders"),
+    ("vqgan_retired_session18.nmc", "6a43b3d1f31e628c (vqgan weights with session 18's decoders"),
 ]
 
 

@@ -97,6 +97,27 @@ def test_a_graph_is_bound_to_its_call_and_a_bad_one_is_never_used(tmp_path: Path
     assert list(tmp_path.glob("onnx/*.part")) == []
 
 
+def test_a_graph_is_bound_to_the_code_that_exported_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an upgrade that changes a codec's own code (e.g. vqgan's choice of indices), the graphs of the old code are
+    not used: the graph's name holds a hash of the codec's package sources."""
+    pkg = tmp_path / "fakecodec"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "network.py").write_text("ANSWER = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import fakecodec.network  # noqa: F401
+
+    first = OB.code_hash("fakecodec.network")
+    (pkg / "network.py").write_text("ANSWER = 2\n")
+    OB.code_hash.cache_clear()
+    assert OB.code_hash("fakecodec.network") != first and OB.code_hash("fakecodec") == OB.code_hash("fakecodec.network")
+    codec = get_codec("mcquic")
+    window = np.zeros((1, 32, 48, 3), np.uint8)
+    before = OB.graph_path(codec, "compress", (window,), {"stages": 2})
+    monkeypatch.setattr(OB, "code_hash", lambda module: "other code")
+    assert OB.graph_path(codec, "compress", (window,), {"stages": 2}) != before
+
+
 def test_a_cache_that_cannot_be_written_leaves_the_torch_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")

@@ -122,6 +122,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         "0f3e97db6a443925": "vqgan weights with session 14's decoders (every size its own), shipped until 2026-12-04 session 16",
         "f154ddc75635a3dd": "vqgan weights with session 16's decoders, shipped until 2026-12-04 session 17",
         "de498570616a4dcb": "vqgan weights with session 17's decoders, shipped until 2026-12-04 session 18",
+        "6a43b3d1f31e628c": "vqgan weights with session 18's decoders, shipped until 2026-12-04 session 19",
     }
     description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
     weights_path = WEIGHTS

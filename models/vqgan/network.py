@@ -348,9 +348,12 @@ class Ladder(VQGAN):
 
     @torch.no_grad()
     def quantize(self, y: Tensor, size: int) -> Tensor:
-        """Encoder features -> indices `[B, h, w]` into the codebook of `size` codes."""
+        """Encoder features -> indices `[B, h, w]` into the codebook of `size` codes: the encoder's choice, which
+        weighs each cell's distortion against its neighbours' concealment (`resilient.resilient_indices`)."""
+        from .resilient import resilient_indices
+
         vq = self.parts(size)[0]
-        return vq.codes_to_indices(vq.latent(y))
+        return resilient_indices(vq.latent(y).permute(0, 2, 3, 1), vq.unit_codes())
 
     @torch.no_grad()
     def decode_at(self, indices: Tensor, size: int) -> Tensor:
