@@ -76,7 +76,7 @@ def learned_coder(name: str) -> Coder:
     from .registry import get_codec
 
     codec = get_codec(name)
-    identity = f"{codec.model_id} {codec.weights_hash()} {format_id(codec.header_dict)}"  # the header's size counts in the rate
+    identity = f"{codec.model_id} {codec.weights_hash()} {codec.code_hash()} {format_id(codec.header_dict)}"  # the header's size counts in the rate
     return Coder(
         name, codec.media, [s.name for s in codec.settings()], identity,
         lambda media, setting: api.compress(name, media, setting), api.decompress, False, codec.default().name,

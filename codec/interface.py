@@ -11,6 +11,7 @@ core loads the file and its priors on first use.
 from __future__ import annotations
 
 import hashlib
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -98,6 +99,11 @@ class Codec(ABC):
     def weights_hash(self) -> str:
         """First 64 bits of the weights file's SHA-256, so a file is never decoded with other weights."""
         return file_sha256(self.weights_path)[:16] if self.weights_path else "none"
+
+    def code_hash(self) -> str:
+        """First 64 bits of a SHA-256 of the codec's own package sources (its network functions and what they call):
+        what a cached result of this codec's code (an ONNX graph, an `nmc eval` point) is bound to besides the weights."""
+        return package_sha256(type(self).__module__)[:16]
 
     def default(self) -> Setting:
         """The setting used when the user names none."""
@@ -234,3 +240,12 @@ class NeuralCodec(Codec, Generic[N]):
 @cache
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@cache
+def package_sha256(module: str) -> str:
+    """SHA-256 of the `.py` files (names and bytes) in the folder of the imported `module`."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(str(sys.modules[module].__file__)).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

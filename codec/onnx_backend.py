@@ -24,7 +24,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -59,21 +58,11 @@ def usable(codec: NeuralCodec[Any], fn: str) -> bool:
 
 def graph_path(codec: NeuralCodec[Any], fn: str, arrays: tuple[np.ndarray, ...], static: dict[str, Any]) -> Path:
     """The graph of exactly this call: codec, weights, function, static arguments, input shapes and dtypes, and the
-    codec's code (`code_hash`)."""
+    codec's code (`NeuralCodec.code_hash`: an upgrade that changes what a network function computes must not keep
+    running the graphs of the old code)."""
     what = json.dumps([fn, sorted((k, repr(v)) for k, v in static.items()), [(a.shape, a.dtype.str) for a in arrays],
-                       code_hash(type(codec).__module__)])  # fmt: skip
+                       codec.code_hash()])  # fmt: skip
     return cache_dir() / f"{codec.name}-{codec.weights_hash()}-{fn}-{hashlib.sha256(what.encode()).hexdigest()[:16]}.onnx"
-
-
-@functools.cache
-def code_hash(module: str) -> str:
-    """The source of the folder that holds `module` (a codec's own package: its network functions and what they call).
-    A graph records what the code computed when it was exported; an upgrade that changes the encoder's choice or a
-    decoder must not keep running the old graph, so a change to that code names other graphs."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(str(sys.modules[module].__file__)).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _new_session(path: Path) -> Any:

@@ -100,6 +100,8 @@ def test_a_graph_is_bound_to_its_call_and_a_bad_one_is_never_used(tmp_path: Path
 def test_a_graph_is_bound_to_the_code_that_exported_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After an upgrade that changes a codec's own code (e.g. vqgan's choice of indices), the graphs of the old code are
     not used: the graph's name holds a hash of the codec's package sources."""
+    from nmc.codec.interface import package_sha256
+
     pkg = tmp_path / "fakecodec"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
@@ -107,15 +109,19 @@ def test_a_graph_is_bound_to_the_code_that_exported_it(tmp_path: Path, monkeypat
     monkeypatch.syspath_prepend(str(tmp_path))
     import fakecodec.network  # noqa: F401
 
-    first = OB.code_hash("fakecodec.network")
+    first = package_sha256("fakecodec.network")
     (pkg / "network.py").write_text("ANSWER = 2\n")
-    OB.code_hash.cache_clear()
-    assert OB.code_hash("fakecodec.network") != first and OB.code_hash("fakecodec") == OB.code_hash("fakecodec.network")
+    package_sha256.cache_clear()
+    assert package_sha256("fakecodec.network") != first and package_sha256("fakecodec") == package_sha256("fakecodec.network")
     codec = get_codec("mcquic")
     window = np.zeros((1, 32, 48, 3), np.uint8)
     before = OB.graph_path(codec, "compress", (window,), {"stages": 2})
-    monkeypatch.setattr(OB, "code_hash", lambda module: "other code")
+    from nmc.codec.evaluate import learned_coder
+
+    identity = learned_coder("mcquic").identity  # `nmc eval`'s cached points are bound to the code too
+    monkeypatch.setattr(type(codec), "code_hash", lambda self: "other code")
     assert OB.graph_path(codec, "compress", (window,), {"stages": 2}) != before
+    assert learned_coder("mcquic").identity != identity
 
 
 def test_a_cache_that_cannot_be_written_leaves_the_torch_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
