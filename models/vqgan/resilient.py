@@ -28,47 +28,46 @@ from .recovery import SLOT_WEIGHTS, SLOTS
 WEIGHT = 0.5  # dev, s16-s8192 (vqgan CARD "Session 19"): of 0.5, 0.75, 1, 1.5 and 2 the best rate-quality trade
 CANDIDATES = 8  # 16 chose the same decodes on dev
 SWEEPS = 3  # 6 gave the same quality
+KERNEL = dict(zip(SLOTS, SLOT_WEIGHTS))  # (dy, dx) -> weight of that neighbour in a fill
 
 
-def shifted(t: Tensor, dy: int, dx: int) -> Tensor:
-    """`[B, h, w, ...]` -> out[:, y, x] = t[:, y + dy, x + dx], zero outside the map."""
-    h, w = t.shape[1:3]
-    pad = [0, 0] * (t.dim() - 3) + [1, 1, 1, 1]  # F.pad pads the last axes first: none for the trailing ones
-    return F.pad(t, pad)[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-
-
-def neighbour_sum(t: Tensor) -> Tensor:
-    """`[B, h, w, ...]` -> each cell's `SLOT_WEIGHTS`-weighted sum of its in-map neighbours' values."""
-    out = torch.zeros_like(t)
-    for (dy, dx), wt in zip(SLOTS, SLOT_WEIGHTS):
-        out = out + wt * shifted(t, dy, dx)
-    return out
+def neighbour_sum(t: Tensor, power: int = 1) -> Tensor:
+    """`[B, h, w, ...]` -> each cell's sum of its in-map neighbours' values, weighted by `SLOT_WEIGHTS` (to `power`):
+    one depthwise 3 x 3 convolution, zero padded."""
+    flat = t.reshape(*t.shape[:3], -1).permute(0, 3, 1, 2)  # [B, C, h, w]
+    kernel = torch.tensor([[KERNEL.get((dy, dx), 0.0) ** power for dx in (-1, 0, 1)] for dy in (-1, 0, 1)], dtype=t.dtype, device=t.device)
+    out = F.conv2d(flat, kernel.expand(flat.shape[1], 1, 3, 3), padding=1, groups=flat.shape[1])
+    return out.permute(0, 2, 3, 1).reshape(t.shape)
 
 
 def resilient_indices(z: Tensor, codes: Tensor, weight: float = WEIGHT, candidates: int = CANDIDATES, sweeps: int = SWEEPS) -> Tensor:
     """Unit latents `z` `[B, h, w, d]` and unit codes `codes` `[S, d]` -> indices `[B, h, w]` minimising `J` (module
-    docstring). Deterministic on one thread; traceable (fixed shapes, no data-dependent control flow)."""
+    docstring). Deterministic on one thread; traceable (fixed shapes, no data-dependent control flow).
+
+    Changing cell i from its code q to a candidate c moves each neighbour j's fill by `beta (c - q)`, `beta` = i's slot
+    weight (the same in both directions) over j's weight total `W_j`, so j's term `|a_j - beta (c - q)|^2` (`a_j = z_j -
+    m_j`, j's fill residual now) grows by `beta^2 |c - q|^2 - 2 beta a_j . (c - q)`. Summed over i's in-map neighbours:
+    `curv |c - q|^2 - 2 pull . (c - q)`, with `curv` the weighted sum of `1 / W_j^2` (squared weights) and `pull` that of
+    `a_j / W_j`, two convolutions: a small graph for ONNX Runtime."""
     cos = z @ codes.t()  # [B, h, w, S]
     k = min(candidates, codes.shape[0])
     top = cos.topk(k, dim=-1).indices  # [B, h, w, k], nearest first
-    choice = torch.zeros_like(top[..., 0])  # position in `top`
     if weight == 0 or k == 1:
         return top[..., 0]
     own = 2 - 2 * cos.gather(-1, top)  # |z - e|^2 of each candidate
     cand = codes[top]  # [B, h, w, k, d]
-    inside = torch.ones_like(z[..., 0])
-    total = neighbour_sum(inside)  # m_j's denominator
-    b, h, w = z.shape[:3]
+    total = neighbour_sum(torch.ones_like(z[..., :1])).clamp(min=1e-6)  # W_j, [B, h, w, 1] (0 only in a 1 x 1 map)
+    curv = neighbour_sum(total.reciprocal().square(), power=2)  # [B, h, w, 1]
+    b, h, w, d = z.shape
     rows, cols = torch.arange(h, device=z.device)[:, None] % 3, torch.arange(w, device=z.device)[None] % 3
+    choice = torch.zeros_like(top[..., 0])  # position in `top`
     for _ in range(sweeps):
         for cls in range(9):
-            chosen = cand.gather(3, choice[..., None, None].expand(b, h, w, 1, z.shape[-1]))[..., 0, :]  # [B, h, w, d]
-            sums = neighbour_sum(chosen)  # [B, h, w, d]
-            cost = own
-            for (dy, dx), wt in zip(SLOTS, SLOT_WEIGHTS):  # neighbour j = i + (dy, dx); i is j's neighbour in the mirrored
-                # slot, whose weight is the same
-                m = (shifted(sums, dy, dx)[..., None, :] + wt * (cand - chosen[..., None, :])) / shifted(total, dy, dx).clamp(min=1e-6)[..., None, None]
-                cost = cost + weight * shifted(inside, dy, dx)[..., None] * (shifted(z, dy, dx)[..., None, :] - m).square().sum(-1)
+            chosen = cand.gather(3, choice[..., None, None].expand(b, h, w, 1, d))  # [B, h, w, 1, d]
+            residual = z - neighbour_sum(chosen[..., 0, :]) / total  # a_j, [B, h, w, d]
+            pull = neighbour_sum(residual / total)
+            step = cand - chosen  # c - q, [B, h, w, k, d]
+            cost = own + weight * (curv * step.square().sum(-1) - 2 * (step * pull[..., None, :]).sum(-1))
             visit = (rows == cls // 3) & (cols == cls % 3)
             choice = torch.where(visit, cost.argmin(-1), choice)
     return top.gather(-1, choice[..., None])[..., 0]
