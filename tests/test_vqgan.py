@@ -173,6 +173,22 @@ class TestLadder:
         with pytest.raises(typer.BadParameter, match="every rung was fine-tuned"):
             L.main(from_weights=tmp_path / "all_tuned.safetensors", out=tmp_path / "x.safetensors")
 
+    def test_an_assembled_file_keeps_every_decoder_when_refitted(self, tiny: VQGAN, tmp_path: Path) -> None:
+        """`fit_prior.py --network` of an assembled file (a refit of the priors) keeps each rung's decoder and the base
+        point's own (`rungs.{base}.g_s`; session 19's refit dropped it)."""
+        save(tiny, tmp_path / "net.safetensors")
+        L.main(network=tmp_path / "net.safetensors", out=tmp_path / "kmeans.safetensors", rungs="4,8", data=None, seed=0)
+        w = assemble(tmp_path / "net.safetensors", tmp_path / "kmeans.safetensors", [])
+        own = Ladder(tiny.args, {4: True, 8: False, tiny.args.codebook_size: True})
+        own.load_state_dict(Ladder.from_state_dict(w.state, w.args).state_dict(), strict=False)
+        for p in own.parameters():
+            p.data.add_(0.01)  # decoders of their own that differ from the base's
+        write_weights(tmp_path / "own.safetensors", Weights(export_tensors(own), own.model_args()))
+        again = assemble(tmp_path / "own.safetensors", None, [])
+        before = read_weights(tmp_path / "own.safetensors").state
+        assert set(again.state) == set(before) and again.args["rung_decoders"] == [4, tiny.args.codebook_size]
+        assert all(torch.equal(again.state[k], before[k]) for k in before)
+
     def test_from_the_installed_weights(self, tmp_path: Path) -> None:
         """Every installed operating point decodes with a decoder of its own since 2026-12-03 session 14 (s16 since session
         5, s32 since 6, s1024 since 12, s256 and s2048 since 13; s64, s128, s512 and the base's s8192 since 14), so the

@@ -50,7 +50,7 @@ def assemble(network: Path, ladder: Path | None, rungs: list[Path]) -> Weights:
     parts: dict[int, dict[str, torch.Tensor]] = {}  # codebook size -> the rung's tensors (names below `rungs.S.`)
     if "rungs" in base.args:  # an assembled file (--assemble-only, or the codec's): its rungs, then the changes
         whole = Ladder.from_state_dict(base.state, base.args)
-        for s in whole.sizes[:-1]:
+        for s in map(int, whole.rungs):  # the base's own decoder (`rungs.{base}.g_s`) too, not only the rungs'
             parts[s] = {k[len(f"rungs.{s}.") :]: v for k, v in whole.state_dict().items() if k.startswith(f"rungs.{s}.")}
         base.state, base.args = base_of(base.state, base.args)
     net = VQGAN.from_state_dict(base.state, base.args)
