@@ -123,6 +123,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         "f154ddc75635a3dd": "vqgan weights with session 16's decoders, shipped until 2026-12-04 session 17",
         "de498570616a4dcb": "vqgan weights with session 17's decoders, shipped until 2026-12-04 session 18",
         "6a43b3d1f31e628c": "vqgan weights with session 18's decoders, shipped until 2026-12-04 session 19",
+        "136bc44c73ac2ada": "vqgan weights with session 19's decoders and the priors of nearest-code maps, shipped in 2026-12-04 session 19",
     }
     description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
     weights_path = WEIGHTS
