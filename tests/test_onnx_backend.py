@@ -17,6 +17,8 @@ import pytest
 from nmc.codec import api
 from nmc.codec import media as M
 from nmc.codec import onnx_backend as OB
+from nmc.codec.evaluate import learned_coder
+from nmc.codec.interface import package_sha256
 from nmc.codec.registry import get_codec
 
 pytest.importorskip("onnxruntime")
@@ -100,8 +102,6 @@ def test_a_graph_is_bound_to_its_call_and_a_bad_one_is_never_used(tmp_path: Path
 def test_a_graph_is_bound_to_the_code_that_exported_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """After an upgrade that changes a codec's own code (e.g. vqgan's choice of indices), the graphs of the old code are
     not used: the graph's name holds a hash of the codec's package sources."""
-    from nmc.codec.interface import package_sha256
-
     pkg = tmp_path / "fakecodec"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
@@ -116,8 +116,6 @@ def test_a_graph_is_bound_to_the_code_that_exported_it(tmp_path: Path, monkeypat
     codec = get_codec("mcquic")
     window = np.zeros((1, 32, 48, 3), np.uint8)
     before = OB.graph_path(codec, "compress", (window,), {"stages": 2})
-    from nmc.codec.evaluate import learned_coder
-
     identity = learned_coder("mcquic").identity  # `nmc eval`'s cached points are bound to the code too
     monkeypatch.setattr(type(codec), "code_hash", lambda self: "other code")
     assert OB.graph_path(codec, "compress", (window,), {"stages": 2}) != before

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .resilient import resilient_indices
+
 __all__ = [
     "ChannelNorm", "FactorizedVQ", "ForwardResult", "Ladder", "PatchDiscriminator", "Rung", "VQGAN", "VQGANArgs", "VQResult",
     "args_from_dict", "base_of", "export_tensors",
@@ -350,8 +352,6 @@ class Ladder(VQGAN):
     def quantize(self, y: Tensor, size: int) -> Tensor:
         """Encoder features -> indices `[B, h, w]` into the codebook of `size` codes: the encoder's choice, which
         weighs each cell's distortion against its neighbours' concealment (`resilient.resilient_indices`)."""
-        from .resilient import resilient_indices
-
         vq = self.parts(size)[0]
         return resilient_indices(vq.latent(y).permute(0, 2, 3, 1), vq.unit_codes())
 
