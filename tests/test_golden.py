@@ -141,6 +141,7 @@ RETIRED = [  # (file, what the refusal names), the codec is the file name's firs
     ("vqgan_retired_session17.nmc", "de498570616a4dcb (vqgan weights with session 17's decoders"),
     ("vqgan_retired_session18.nmc", "6a43b3d1f31e628c (vqgan weights with session 18's decoders"),
     ("vqgan_retired_session19.nmc", "136bc44c73ac2ada (vqgan weights with session 19's decoders and the priors of nearest-code maps"),
+    ("vqgan_retired_session20.nmc", "737df5967b1bc6a6 (vqgan weights with session 19's decoders and refitted priors"),
 ]
 
 

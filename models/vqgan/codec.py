@@ -124,6 +124,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         "de498570616a4dcb": "vqgan weights with session 17's decoders, shipped until 2026-12-04 session 18",
         "6a43b3d1f31e628c": "vqgan weights with session 18's decoders, shipped until 2026-12-04 session 19",
         "136bc44c73ac2ada": "vqgan weights with session 19's decoders and the priors of nearest-code maps, shipped in 2026-12-04 session 19",
+        "737df5967b1bc6a6": "vqgan weights with session 19's decoders and refitted priors, shipped until 2026-12-04 session 20",
     }
     description = "VQGAN image codec for extreme rates: codebook ladder, context-coded indices, tiled, interleaved packets"
     weights_path = WEIGHTS
