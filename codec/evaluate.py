@@ -692,13 +692,17 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     (out / "report.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
     _write_csv(report["records"], out / "report.csv")
     plots = write_plots(report, out)
-    loss_plots = []
-    if report.get("loss"):
-        from .loss import write_plots as loss_plots_of
-
-        loss_plots = loss_plots_of(report["loss"], out, {k: m.label for k, m in METRICS.items()})
-    (out / "report.md").write_text(markdown(report, plots) + loss_markdown(report.get("loss"), loss_plots))
+    (out / "report.md").write_text(markdown(report, plots) + loss_markdown(report.get("loss"), write_loss_plots(report, out)))
     write_page(report, out, plots)
+
+
+def write_loss_plots(report: dict[str, Any], out: Path) -> list[str]:
+    """The `--loss` plots (`loss.write_plots`) of a report that has a loss section; their PNG names."""
+    if not report.get("loss"):
+        return []
+    from .loss import write_plots as loss_plots_of
+
+    return loss_plots_of(report["loss"], out, {k: m.label for k, m in METRICS.items()})
 
 
 def rebuild_page(report_dir: str | Path) -> Path:
@@ -714,6 +718,7 @@ def rebuild_page(report_dir: str | Path) -> Path:
         raise MediaError(f"{out / 'report.json'}: not valid JSON ({err})") from None
     if not isinstance(report, dict) or not {"meta", "records", "means", "bd_rate"} <= report.keys():
         raise MediaError(f"{out / 'report.json'}: not a report written by nmc eval")
+    write_loss_plots(report, out)
     return write_page(report, out, write_plots(report, out))
 
 

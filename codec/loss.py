@@ -85,8 +85,9 @@ def means(records: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, A
 
 
 def write_plots(loss: dict[str, Any], out: Any, labels: dict[str, str]) -> list[str]:
-    """One plot per metric: mean quality against loss rate, a line per codec setting, channel and
-    concealment (solid: independent, dashed: burst), the loss-free decode at rate 0; PNG names."""
+    """One figure per metric: mean quality against loss rate, a panel per codec setting (shared axes), a colour per
+    concealment (the same in every panel), solid for independent drops and dashed for bursts, the loss-free decode
+    at rate 0; PNG names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,19 +96,23 @@ def write_plots(loss: dict[str, Any], out: Any, labels: dict[str, str]) -> list[
 
     names = []
     rows = loss["means"]
+    panels = list(dict.fromkeys((r["codec"], r["setting"]) for r in rows))
+    colours = {how: f"C{i}" for i, how in enumerate(dict.fromkeys(r["concealment"] for r in rows))}
     for metric in loss["metrics"]:
-        fig, ax = plt.subplots(figsize=(6, 4.2), dpi=100)
-        for key in dict.fromkeys((r["codec"], r["setting"], r["channel"], r["concealment"]) for r in rows):
-            pts = sorted((r["loss"], r[metric]) for r in rows if (r["codec"], r["setting"], r["channel"], r["concealment"]) == key)
-            free = loss["loss_free"].get(f"{key[0]} {key[1]}", {}).get(metric)
-            if free is not None:
-                pts = [(0.0, free), *pts]
-            label = f"{key[0]} {key[1]} {key[3]}, {key[2]}"
-            ax.plot(*zip(*pts), "-o" if key[2] == "independent" else "--s", ms=3, lw=1.2, label=label)
-        ax.set_xlabel("packet loss rate")
-        ax.set_ylabel(labels.get(metric, metric))
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        fig, axes = plt.subplots(1, len(panels), figsize=(1 + 4.2 * len(panels), 4.2), dpi=100, sharey=True, squeeze=False)
+        for ax, (codec, setting) in zip(axes[0], panels):
+            free = loss["loss_free"].get(f"{codec} {setting}", {}).get(metric)
+            for channel, how in dict.fromkeys((r["channel"], r["concealment"]) for r in rows if (r["codec"], r["setting"]) == (codec, setting)):
+                pts = sorted((r["loss"], r[metric]) for r in rows if (r["codec"], r["setting"], r["channel"], r["concealment"]) == (codec, setting, channel, how))
+                if free is not None:
+                    pts = [(0.0, free), *pts]
+                style = "-o" if channel == "independent" else "--s"
+                ax.plot(*zip(*pts), style, color=colours[how], ms=3, lw=1.2, label=f"{how}, {channel}")
+            ax.set_title(f"{codec} {setting}", fontsize=9)
+            ax.set_xlabel("packet loss rate")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel(labels.get(metric, metric))
         fig.tight_layout()
         names.append(f"loss_{metric}.png")
         fig.savefig(out / names[-1])

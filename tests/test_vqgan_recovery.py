@@ -901,5 +901,8 @@ def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, mo
         assert "## Packet loss" in md and (tmp_path / "r" / "loss_psnr.png").exists()
         again = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2)
         assert again["loss"]["records"] == loss["records"]  # from the cache
+        (tmp_path / "r" / "loss_psnr.png").unlink()
+        evaluate.rebuild_page(tmp_path / "r")  # `nmc eval --html-only`: every plot again, the loss plots too
+        assert (tmp_path / "r" / "loss_psnr.png").exists()
     finally:
         registry.get_codec.cache_clear()
