@@ -63,6 +63,7 @@ SLOTS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))  
 # than equal weights on dev (s256, s1024) and on 16 training photos (RECOVERY.md "Session 18").
 DIAGONAL = 0.3
 SLOT_WEIGHTS = tuple(DIAGONAL if dy and dx else 1.0 for dy, dx in SLOTS)
+KERNEL = dict(zip(SLOTS, SLOT_WEIGHTS))  # (dy, dx) -> weight of that neighbour in a fill
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -306,6 +307,15 @@ def neighbours(t: Tensor, outside: float | bool) -> Tensor:
     return torch.stack([padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy, dx in SLOTS], dim=3)
 
 
+def neighbour_sum(t: Tensor, power: int = 1) -> Tensor:
+    """`[B, h, w, ...]` -> each cell's sum of its in-map neighbours' values, weighted by `SLOT_WEIGHTS` (to `power`):
+    one depthwise 3 x 3 convolution, zero padded."""
+    flat = t.reshape(*t.shape[:3], -1).permute(0, 3, 1, 2)  # [B, C, h, w]
+    kernel = torch.tensor([[KERNEL.get((dy, dx), 0.0) ** power for dx in (-1, 0, 1)] for dy in (-1, 0, 1)], dtype=t.dtype, device=t.device)
+    out = F.conv2d(flat, kernel.expand(flat.shape[1], 1, 3, 3), padding=1, groups=flat.shape[1])
+    return out.permute(0, 2, 3, 1).reshape(t.shape)
+
+
 def best_slots(indices: Tensor, masked: Tensor, codes: Tensor) -> Tensor:
     """The pointer's targets: `[B, h, w, 8]` bool, the received neighbours whose unit code (`codes` `[S, d]`)
     has the highest cosine with the cell's own (`indices` `[B, h, w]`, true everywhere); all of them on a tie
@@ -436,9 +446,9 @@ def continuous_codes(delta: Tensor, own: Tensor, masked: Tensor, fallback: Tenso
     its received neighbours' codes (weighted by `SLOT_WEIGHTS`) plus `delta` `[B, h, w, d]` (`code_delta`); a masked
     cell without a received neighbour: `fallback` (`nearest_codes`) plus `delta`. Differentiable in `delta` (training:
     `--continuous`)."""
-    weight = neighbours(~masked, False)[..., None] * own.new_tensor(SLOT_WEIGHTS)[:, None]  # [B, h, w, 8, 1]
-    total = weight.sum(-2)
-    mean = (neighbours(own, 0.0) * weight).sum(-2) / total.clamp(min=DIAGONAL)  # DIAGONAL: the least total of a cell with one
+    received = (~masked)[..., None].to(own.dtype)  # [B, h, w, 1]
+    total = neighbour_sum(received)
+    mean = neighbour_sum(own * received) / total.clamp(min=DIAGONAL)  # DIAGONAL: the least total of a cell with one
     base = torch.where(total > 0, mean, fallback)
     return torch.where(masked[..., None], base + delta, own)
 

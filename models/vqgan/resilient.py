@@ -20,24 +20,13 @@ codec's `indices` network call (`tiling.net_indices` -> `Ladder.quantize`), so O
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .recovery import SLOT_WEIGHTS, SLOTS
+from .recovery import neighbour_sum
 
 WEIGHT = 0.5  # dev, s16-s8192 (vqgan CARD "Session 19"): of 0.5, 0.75, 1, 1.5 and 2 the best rate-quality trade
 CANDIDATES = 8  # 16 chose the same decodes on dev
 SWEEPS = 3  # 6 gave the same quality
-KERNEL = dict(zip(SLOTS, SLOT_WEIGHTS))  # (dy, dx) -> weight of that neighbour in a fill
-
-
-def neighbour_sum(t: Tensor, power: int = 1) -> Tensor:
-    """`[B, h, w, ...]` -> each cell's sum of its in-map neighbours' values, weighted by `SLOT_WEIGHTS` (to `power`):
-    one depthwise 3 x 3 convolution, zero padded."""
-    flat = t.reshape(*t.shape[:3], -1).permute(0, 3, 1, 2)  # [B, C, h, w]
-    kernel = torch.tensor([[KERNEL.get((dy, dx), 0.0) ** power for dx in (-1, 0, 1)] for dy in (-1, 0, 1)], dtype=t.dtype, device=t.device)
-    out = F.conv2d(flat, kernel.expand(flat.shape[1], 1, 3, 3), padding=1, groups=flat.shape[1])
-    return out.permute(0, 2, 3, 1).reshape(t.shape)
 
 
 def resilient_indices(z: Tensor, codes: Tensor, weight: float = WEIGHT, candidates: int = CANDIDATES, sweeps: int = SWEEPS) -> Tensor:
