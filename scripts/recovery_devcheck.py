@@ -3,8 +3,9 @@
     python -P scripts/recovery_devcheck.py RECOVERY.safetensors [recovery|mean|nearest|frequent] [s256] [independent|burst]
 
 Each dev photo is coded at the setting, loses packets at 20 % on the channel (default independent; 2 draws, the seeds of `nmc eval
---loss` with seed 0, so the rows match its records), and is decoded with the fill; prints ST-LPIPS and PSNR per
-decode and their mean over all 16 decodes (draws that lost nothing included, as `nmc eval` counts them).
+--loss` with seed 0, so the rows match its records; DRAWS=N draws 0 .. N-1, as `--loss-draws N`), and is decoded with the
+fill; prints ST-LPIPS and PSNR per decode and their mean over all decodes (draws that lost nothing included, as `nmc
+eval` counts them).
 DEVCHECK_DIR=FOLDER checks that folder's PNGs instead of dev (e.g. held-out training photos through the codec);
 PACKETS=N codes N index packets per tile instead of 8; WEIGHTS=FILE another vqgan weights file.
 """
@@ -36,7 +37,7 @@ for path in sorted(DEV.glob("*.png")):
     api.compress_to_file(codec, ref, fo, codec.setting(setting))
     data = fo.getvalue()
     packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
-    for draw in range(2):
+    for draw in range(int(os.environ.get("DRAWS", "2"))):
         lost = L.lost_packets(packets, 0.2, channel, L.seed_of(0, sha, channel, 0.2, draw))
         s = scorer.scores([api.decompress(L.with_lost(data, lost, api.header_dictionary), recover=True, codec=codec)])[0]
         scores.append((s["st_lpips"], s["psnr"]))

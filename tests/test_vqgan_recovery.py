@@ -755,6 +755,12 @@ class TestContinuous:
         train_recovery.main(**common, decoded_loss=True, ckpt_dir=tmp_path / "ptr", export=pointer, max_steps=1, eval_sizes="")
         train_recovery.main(**common, continuous=True, ckpt_dir=tmp_path / "next", init=pointer, max_steps=1, eval_sizes="")
         assert f"starts from {pointer} (fresh: code_out.weight, code_out.bias)" in (tmp_path / "next" / "train.log").read_text()
+        for fresh_head, kept in ((False, True), (True, False)):  # a continuous export keeps its head unless --fresh-head
+            again = tmp_path / f"again{fresh_head}"
+            train_recovery.main(**common, continuous=True, ckpt_dir=again, init=export, fresh_head=fresh_head, max_steps=0, eval_sizes="",
+                                export=again / "x.safetensors")  # fmt: skip
+            head = R.load_recovery(again / "x.safetensors")[0].code_out.weight.detach()
+            assert torch.equal(head, model.code_out.weight.detach().half().float()) is kept and (float(head.abs().sum()) == 0) is not kept
         with pytest.raises(typer.BadParameter, match="--continuous needs code inputs"):
             train_recovery.main(**common, continuous=True, code_inputs=False, ckpt_dir=tmp_path / "bad", max_steps=1)
 

@@ -25,7 +25,7 @@ With `--continuous` (implies `--decoded-loss`; RecoveryArgs.continuous) the mode
 code vector per lost cell, added to the mean of its received neighbours' unit codes (`recovery.continuous_codes`;
 the head starts at zero, so step 0 fills that mean), with the same crops, losses and decoder but a direct gradient
 (no Gumbel); received cells keep their codes. `--init` may then be a pointer or code-input export: its transformer
-is kept, the code head starts at zero. The held-out check adds the neighbours' mean (the untrained fill).
+is kept, the code head starts at zero (a continuous export keeps its head, unless `--fresh-head`). The held-out check adds the neighbours' mean (the untrained fill).
 
 With `--tune-decoder S` (`--continuous`, S one of the sizes trained) a copy of S's decoder trains beside the model, at
 `--decoder-lr` times its learning rate, on the steps at S: a concealing decoder, which sees every lost cell's received
@@ -357,6 +357,7 @@ def main(
     eval_sizes: str = "256,1024",  # --decoded-loss: sizes of the held-out decoded evaluation ("": none)
     tune_decoder: int = 0,  # --continuous: a codebook size whose decoder a trained copy conceals lost cells (exported beside the model); 0: none
     decoder_lr: float = 0.2,  # --tune-decoder: the decoder's learning rate as a fraction of --lr
+    fresh_head: bool = False,  # --continuous --init FILE, a continuous model: its code head starts at zero too (step 0 fills the mean)
     w_adv: float = 0.0,  # --tune-decoder: weight of a PatchGAN hinge loss on the concealing decoder's output (0: no GAN)
     adv_ramp: int = 500,  # --w-adv: steps over which its weight rises linearly from 0 (the discriminator trains from the start)
     mean_sizes: str = "",  # --tune-decoder: sizes whose lost cells the codec fills with the received neighbours' mean (the
@@ -448,6 +449,10 @@ def main(
     net = IndexTransformer(args)
     if not ckpt and init is not None:
         fresh, _ = net.load_state_dict(start.state_dict(), strict=not continuous)  # strict: the same kind; else the head is new
+        if fresh_head and continuous:  # e.g. a head learnt through other decoders: start from the plain mean again
+            with torch.no_grad():
+                net.code_out.weight.zero_(), net.code_out.bias.zero_()
+            fresh = sorted({*fresh, "code_out.weight", "code_out.bias"})
         say(f"starts from {init}" + (f" (fresh: {', '.join(fresh)})" if fresh else ""))
     elif not ckpt and not args.code_dim:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
         with torch.no_grad():
