@@ -736,14 +736,17 @@ class TestContinuous:
 
     def test_train_export_recover_and_init_from_a_pointer(self, weights: Path, tmp_path: Path) -> None:  # noqa: F811
         """train_recovery.py --continuous --tiny: it logs the fill's code cosine beside its start's (cos0), the held-out
-        check names both fills, the export recovers in the codec; a pointer export starts a run (its head fresh)."""
+        check names both fills, the export recovers in the codec, `--export-every` exports along the way; a pointer export
+        starts a run (its head fresh), a continuous one keeps its head unless `--fresh-head`."""
         from nmc.models.vqgan import train_recovery
 
         photos = training_photos(tmp_path)
         export, log = tmp_path / "cont.safetensors", tmp_path / "ckpt" / "train.log"
         common = dict(maps=[], network=weights, data=photos, tiny=True, holdout=1, warmup=1, log_every=1)
-        train_recovery.main(**common, continuous=True, ckpt_dir=tmp_path / "ckpt", export=export, max_steps=3, eval_sizes="64")
+        train_recovery.main(**common, continuous=True, ckpt_dir=tmp_path / "ckpt", export=export, export_every=2, max_steps=3, eval_sizes="64")
         text = log.read_text()
+        assert sorted(p.name for p in tmp_path.glob("cont*.safetensors")) == ["cont-s2.safetensors", "cont.safetensors"]  # --export-every
+        assert R.load_recovery(tmp_path / "cont-s2.safetensors")[0].args.continuous and "exported " + str(tmp_path / "cont-s2.safetensors") in text
         assert "step 3 loss" in text and "cos0" in text and "neighbours' mean" in text.split("eval held-out s64")[1] and "continuous" in text.split("eval held-out s64")[1]
         model, network, hashes = R.load_recovery(export)
         assert model.args.continuous and not model.args.pointer and network == network_of(weights) and hashes == R.decoder_hashes(ladder_of(weights))

@@ -310,6 +310,7 @@ def main(
     ckpt_dir: Path = Path(".ckpt/recovery"),  # resumes from here if it holds ckpt.json
     log_file: Path | None = None,  # default CKPT_DIR/train.log
     export: Path | None = None,  # the shipped recovery file (fp16), written at the end
+    export_every: int = 0,  # > 0: also export every this many steps, as EXPORT's name with -sSTEP (checkpoints to judge on dev)
     init: Path | None = None,  # a fresh run starts from this recovery file (an export: its kind and size; a checkpoint in --ckpt-dir wins)
     minutes: float = 0.0,  # wall-time budget of this call (0: none); rank 0 decides
     max_steps: int = 10**9,  # stop at this total step count (resume-aware)
@@ -507,6 +508,12 @@ def main(
     d_model = DDP(disc, device_ids=[rt.local_rank] if rt.cuda else None) if rt.ddp and disc is not None else disc
     say(f"world {rt.world} device {device}; {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters {asdict(args)}")
 
+    def write_export(path: Path) -> None:
+        save_recovery(path, net, meta["network"], {"step": step, "maps": [] if decoded_loss else [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
+                      decoder_hashes(frozen) if args.continuous else {s: codes_hash(codebooks[s]) for s in sizes},
+                      {dec_size: decoder.state_dict()} if decoder is not None else None, sorted(mean_set))  # fmt: skip
+        say(f"exported {path} ({path.stat().st_size / 2**20:.2f} MiB)")
+
     def checkpoint() -> None:
         if not master:
             return
@@ -584,6 +591,8 @@ def main(
             say(f"step {step} " + " ".join(f"{k_} {v / n:.4f}" for k_, v in sums.items()) + f" | lr {sched(step, warm_from):.2e} | {n / dt:.2f} steps/s | "
                 f"{(time.time() - t_start) / 60:.1f} min")  # fmt: skip
             sums, t_log, step_log = {}, time.time(), step
+        if master and export and export_every and step % export_every == 0 and step < max_steps:
+            write_export(export.with_name(f"{export.stem}-s{step}{export.suffix}"))
         if step % sync_every == 0 or step >= max_steps:
             over = step >= max_steps or (minutes > 0 and time.time() - t_start > 60 * minutes)
             over_all, bad, save = rt.agree(float(over), float(not math.isfinite(loss.item())), float(time.time() - t_saved > 60 * save_minutes))
@@ -599,10 +608,7 @@ def main(
         say(f"stopped at step {step} ({train_seconds / 60:.1f} training minutes in all)")
         net.eval().float()
         if export:  # first: the evaluation takes minutes
-            save_recovery(export, net, meta["network"], {"step": step, "maps": [] if decoded_loss else [str(p) for p in maps], "variants": variants, "train_minutes": round(train_seconds / 60, 2)},
-                          decoder_hashes(frozen) if args.continuous else {s: codes_hash(codebooks[s]) for s in sizes},
-                          {dec_size: decoder.state_dict()} if decoder is not None else None, sorted(mean_set))  # fmt: skip
-            say(f"exported {export} ({export.stat().st_size / 2**20:.2f} MiB)")
+            write_export(export)
         if decoded_loss and held_imgs and eval_sizes:
             t0 = time.time()
             if decoder is not None:
