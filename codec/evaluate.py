@@ -361,7 +361,8 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
     names = [m for c in chosen for m in metrics[get_codec_class(c).media]]
     free = {f"{m['codec']} {m['setting']}": {k: m.get(k) for k in names} for m in means if m["codec"] in chosen}
     return {"rates": rates, "channels": list(L.CHANNELS), "burst": L.BURST, "draws": draws, "seed": seed, "settings": chosen,
-            "metrics": list(dict.fromkeys(names)), "records": records, "means": L.means(records, list(dict.fromkeys(names))), "loss_free": free}  # fmt: skip
+            "metrics": list(dict.fromkeys(names)), "records": records, "means": L.means(records, list(dict.fromkeys(names))), "loss_free": free,
+            "baselines": {c: list(get_codec_class(c).baseline_concealments) for c in chosen}}  # fmt: skip
 
 
 def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, workers: int, threads: int) -> dict[int, list[dict[str, Any]]]:
@@ -806,7 +807,10 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
 
 
 def loss_markdown(loss: dict[str, Any] | None, plots: list[str]) -> str:
-    """The packet-loss section of report.md: how the losses were drawn, the mean table, the plots."""
+    """The packet-loss section of report.md: how the losses were drawn, the mean table, the share of the gap each
+    concealment closes (`loss.gap_closed`), the plots."""
+    from .loss import gap_closed
+
     if not loss:
         return ""
     lines = ["", "## Packet loss (`--loss`)", "",
@@ -817,6 +821,16 @@ def loss_markdown(loss: dict[str, Any] | None, plots: list[str]) -> str:
     cols = ["lost_share", *loss["metrics"]]
     rows = [[m["codec"], m["setting"], m["channel"], m["loss"], m["concealment"], m["decodes"], *(m[c] for c in cols)] for m in loss["means"]]
     lines += [_md_table(["codec", "setting", "channel", "loss", "concealment", "decodes", *cols], rows), ""]
+    gaps = gap_closed(loss, {k: m.higher_is_better for k, m in METRICS.items()})
+    if gaps:
+        lines += ["### Share of the gap closed", "",
+                  "Per metric, how much of the gap between the better of the codec's simple concealments ("
+                  + "; ".join(f"{c}: {', '.join(b)}" for c, b in loss["baselines"].items() if b)
+                  + ") and the loss-free decode each other concealment closes: 100 % decodes as if nothing were lost, 0 % as the "
+                  "better baseline.", "",
+                  _md_table(["codec", "setting", "channel", "loss", "concealment", *loss["metrics"]],
+                            [[*(g[k] for k in ("codec", "setting", "channel", "loss", "concealment")),
+                              *(f"{100 * g[m]:.1f} %" if math.isfinite(g[m]) else "–" for m in loss["metrics"])] for g in gaps]), ""]  # fmt: skip
     return "\n".join(lines + [f"![{p}]({p})" for p in plots] + [""])
 
 

@@ -72,6 +72,8 @@ class Codec(ABC):
     can_recover: ClassVar[bool] = False  # True: decode() accepts lost packets (None) under --recover
     recovered: dict[str, Any] | None = None  # what the last decode filled in for lost packets (counts; None: nothing lost)
     concealments: ClassVar[tuple[str, ...]] = ()  # codecs that can recover: how lost data is filled, the codec's own way first
+    baseline_concealments: ClassVar[tuple[str, ...]] = ()  # the simple ones among them: `nmc eval --loss` reports the share of
+    # the gap between the better of these and the loss-free decode that each other concealment closes
     concealment: str = ""  # the one decode uses (`nmc eval --loss` compares them all)
 
     def concealment_identity(self) -> str:

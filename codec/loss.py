@@ -84,6 +84,28 @@ def means(records: list[dict[str, Any]], metrics: list[str]) -> list[dict[str, A
     return rows
 
 
+def gap_closed(loss: dict[str, Any], higher_is_better: dict[str, bool]) -> list[dict[str, Any]]:
+    """Per codec, setting, channel, rate and concealment other than the codec's baselines (`loss["baselines"]`), for each
+    metric: the share of the gap between the better baseline there and the loss-free decode that it closes, (b - x) / (b -
+    loss-free); nan where no baseline or loss-free mean is known or the two agree. `higher_is_better`: per metric."""
+    means = {(m["codec"], m["setting"], m["channel"], m["loss"], m["concealment"]): m for m in loss["means"]}
+    rows = []
+    for (codec, setting, channel, rate, how), m in means.items():
+        baselines = loss.get("baselines", {}).get(codec, [])
+        if not baselines or how in baselines:
+            continue
+        free = loss["loss_free"].get(f"{codec} {setting}", {})
+        row: dict[str, Any] = {"codec": codec, "setting": setting, "channel": channel, "loss": rate, "concealment": how}
+        for metric in loss["metrics"]:
+            vals = [v for b in baselines if (v := means.get((codec, setting, channel, rate, b), {}).get(metric)) is not None and math.isfinite(v)]
+            best = (max if higher_is_better[metric] else min)(vals) if vals else math.nan
+            f, x = free.get(metric), m.get(metric)
+            ok = f is not None and x is not None and math.isfinite(best) and best != f
+            row[metric] = (best - x) / (best - f) if ok else math.nan
+        rows.append(row)
+    return rows
+
+
 def write_plots(loss: dict[str, Any], out: Any, labels: dict[str, str]) -> list[str]:
     """One figure per metric: mean quality against loss rate, a panel per codec setting (shared axes), a colour per
     concealment (the same in every panel), solid for independent drops and dashed for bursts, the loss-free decode

@@ -9,6 +9,7 @@ import copy
 
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -880,6 +881,24 @@ class TestLossChannels:
         with pytest.raises(ValueError, match="channel"):
             L.lost_packets(5, 0.1, "erasure", 0)
 
+    def test_gap_closed_against_the_better_baseline_in_each_direction(self) -> None:
+        """The share of the gap: against the better baseline per metric (lower ST-LPIPS, higher PSNR), baselines get no row,
+        nan where the baseline decodes as well as no loss; a report without baselines (made before them) gets no rows."""
+        from nmc.codec import loss as L
+
+        def mean(how: str, lp: float, psnr: float) -> dict:
+            return {"codec": "c", "setting": "s", "channel": "independent", "loss": 0.2, "concealment": how, "st_lpips": lp, "psnr": psnr}
+
+        loss = {"metrics": ["st_lpips", "psnr"], "loss_free": {"c s": {"st_lpips": 0.05, "psnr": 25.0}}, "baselines": {"c": ["near", "freq"]},
+                "means": [mean("own", 0.06, 25.0), mean("near", 0.07, 23.0), mean("freq", 0.09, 24.0)]}  # fmt: skip
+        (row,) = L.gap_closed(loss, {"st_lpips": False, "psnr": True})
+        assert row["concealment"] == "own" and row["st_lpips"] == pytest.approx(0.5) and row["psnr"] == pytest.approx(1.0)
+        loss["means"][0]["psnr"] = 24.5
+        assert L.gap_closed(loss, {"st_lpips": False, "psnr": True})[0]["psnr"] == pytest.approx(0.5)  # from freq's 24, the better
+        loss["loss_free"]["c s"]["psnr"] = 24.0
+        assert math.isnan(L.gap_closed(loss, {"st_lpips": False, "psnr": True})[0]["psnr"])  # no gap to close
+        assert L.gap_closed({**loss, "baselines": {}}, {"st_lpips": False, "psnr": True}) == []
+
     def test_with_lost_damages_exactly_those_packets(self, codec: V.VQGANCodec, tmp_path: Path) -> None:
         from nmc.codec import loss as L
         from nmc.codec.api import header_dictionary
@@ -908,6 +927,7 @@ def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, mo
         assert len({r["seed"] for r in loss["records"]}) == 4 and {m["channel"] for m in loss["means"]} == {"independent", "burst"}
         md = (tmp_path / "r" / "report.md").read_text()
         assert "## Packet loss" in md and (tmp_path / "r" / "loss_psnr.png").exists()
+        assert loss["baselines"] == {"vqgan": ["nearest", "frequent"]} and "### Share of the gap closed" in md and "| vqgan | s16 | burst | 0.3 | mean |" in md
         again = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2)
         assert again["loss"]["records"] == loss["records"]  # from the cache
         (tmp_path / "r" / "loss_psnr.png").unlink()

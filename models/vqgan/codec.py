@@ -132,6 +132,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     header_fields = Fields
     can_recover = True  # lost index packets are predicted (`recovery.py`)
     concealments = CONCEALMENTS
+    baseline_concealments = ("nearest", "frequent")  # issue 10's simple baselines; "mean" is the model-free fill
     recovery_path: Path | None = RECOVERY
     header_dict = (  # format 2: a typical header (the most frequent values), part of the format
         b'{"coder":{"coder":"range","library":"constriction","perfect":false,"version":"0.5.0"},'
