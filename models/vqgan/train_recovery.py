@@ -25,7 +25,8 @@ With `--continuous` (implies `--decoded-loss`; RecoveryArgs.continuous) the mode
 code vector per lost cell, added to the mean of its received neighbours' unit codes (`recovery.continuous_codes`;
 the head starts at zero, so step 0 fills that mean), with the same crops, losses and decoder but a direct gradient
 (no Gumbel); received cells keep their codes. `--init` may then be a pointer or code-input export: its transformer
-is kept, the code head starts at zero (a continuous export keeps its head, unless `--fresh-head`). The held-out check adds the neighbours' mean (the untrained fill).
+is kept, the code head starts at zero (a continuous export keeps its head, unless `--fresh-head`). The held-out check
+adds the neighbours' mean (the untrained fill).
 
 With `--tune-decoder S` (`--continuous`, S one of the sizes trained) a copy of S's decoder trains beside the model, at
 `--decoder-lr` times its learning rate, on the steps at S: a concealing decoder, which sees every lost cell's received
@@ -451,8 +452,8 @@ def main(
     if not ckpt and init is not None:
         fresh, _ = net.load_state_dict(start.state_dict(), strict=not continuous)  # strict: the same kind; else the head is new
         if fresh_head and continuous:  # e.g. a head learnt through other decoders: start from the plain mean again
-            with torch.no_grad():
-                net.code_out.weight.zero_(), net.code_out.bias.zero_()
+            torch.nn.init.zeros_(net.code_out.weight)
+            torch.nn.init.zeros_(net.code_out.bias)
             fresh = sorted({*fresh, "code_out.weight", "code_out.bias"})
         say(f"starts from {init}" + (f" (fresh: {', '.join(fresh)})" if fresh else ""))
     elif not ckpt and not args.code_dim:  # token embeddings start from the unit codes: neighbouring codes, neighbouring tokens
