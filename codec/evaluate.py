@@ -213,8 +213,9 @@ def run(
             at `loss_settings` (default: each codec's default setting), `loss_draws` seeded draws
             per file, channel and rate, seeds derived from `loss_seed`.
         device (str): where the codecs' networks and the ST-LPIPS and MS-SSIM networks run.
-        workers (int): files evaluated in parallel processes (each with `threads` threads).
-            This process's allocator keeps freed memory (`keep_freed_memory`).
+        workers (int): files evaluated in parallel processes (each with `threads` threads), and on the
+            CPU the (file, setting) units of `loss`. This process's allocator keeps freed memory
+            (`keep_freed_memory`).
     """
     from . import api
     from .metrics import use_device
@@ -243,7 +244,8 @@ def run(
         records, sources = _run_points(files, jobs, cache, metrics, progress, out, media_at, workers, threads, device)
         report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
         if loss:
-            report["loss"] = _loss_points(files, coders, cache, metrics, report["means"], loss, loss_settings or [], loss_draws, loss_seed, progress, device)
+            report["loss"] = _loss_points(files, coders, cache, metrics, report["means"], loss, loss_settings or [], loss_draws, loss_seed, progress, device,
+                                          workers)  # fmt: skip
     write_report(report, out)
     return report
 
@@ -311,58 +313,100 @@ def get_codec_class(name: str) -> Any:
 
 
 def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metrics: dict[str, list[str]], means: list[dict[str, Any]],
-                 rates: list[float], settings: list[str], draws: int, seed: int, progress: Progress | None, device: str) -> dict[str, Any]:  # fmt: skip
+                 rates: list[float], settings: list[str], draws: int, seed: int, progress: Progress | None, device: str,
+                 workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """Every codec that can recover, on every file of its kind, at the chosen settings: each channel x
     rate x draw loses packets (`loss.lost_packets`), and the damaged file is decoded with each of the
-    codec's concealments. Returns the loss section of the report (records, means, the loss-free means)."""
-    from . import api
+    codec's concealments. On the CPU with `workers` > 1 the (file, setting) units run in forked processes,
+    in order; the cache is written here. Returns the loss section of the report (records, means, the loss-free means)."""
+    import multiprocessing
+    import signal
+
     from . import loss as L
     from .registry import get_codec
 
-    records: list[dict[str, Any]] = []
     chosen: dict[str, list[str]] = {}
+    units: list[tuple[Coder, Path, str]] = []
     for coder in (c for c in coders if not c.is_anchor and get_codec_class(c.name).can_recover):
-        codec = get_codec(coder.name)
-        chosen[coder.name] = [s for s in settings if s in coder.settings] or [coder.default or codec.default().name]
-        paths = [p for p in files if M.media_kind(p) == coder.media]
-        total, done = len(paths) * len(chosen[coder.name]) * len(L.CHANNELS) * len(rates) * draws, 0
-        for path in paths:
-            ref, sha = load_reference(path, coder.media), hashlib.sha256(path.read_bytes()).hexdigest()
-            scorer = Scorer(coder.media, lambda: ref, metrics[coder.media], device)  # noqa: B023 (used in this iteration only)
-            for setting in chosen[coder.name]:
-                data = coder.encode(ref, setting)
-                packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
-                for channel in L.CHANNELS:
-                    for rate in rates:
-                        for draw in range(draws):
-                            s = L.seed_of(seed, sha, channel, rate, draw)
-                            lost = L.lost_packets(packets, rate, channel, s)
-                            damaged = L.with_lost(data, lost, api.header_dictionary)
-                            same: dict[str, Any] | None = None  # nothing lost: every concealment decodes the same
-                            for how in codec.concealments:
-                                key = f"{sha}|{coder.name}|{coder.identity}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {seed} {how}"
-                                record = cache.get(key, metrics[coder.media])
-                                if record is None:
-                                    if same is None or lost.any():
-                                        codec.concealment = how
-                                        try:
-                                            decoded = api.decompress(damaged, recover=True, codec=codec)
-                                        finally:
-                                            codec.concealment = codec.concealments[0]
-                                        same = scorer.scores([decoded])[0]
-                                    record = {"file": str(path), "codec": coder.name, "setting": setting, "channel": channel, "loss": rate,
-                                              "draw": draw, "seed": s, "lost": int(lost.sum()), "packets": packets, "concealment": how,
-                                              **{m: same[m] for m in metrics[coder.media]}}  # fmt: skip
-                                    cache.put(key, record)
-                                records.append(record)
-                            done += 1
-                            if progress:
-                                progress(done, total, f"loss {path.name} {channel} {rate:g} #{draw}")
+        chosen[coder.name] = [s for s in settings if s in coder.settings] or [coder.default or get_codec(coder.name).default().name]
+        units += [(coder, path, s) for path in files if M.media_kind(path) == coder.media for s in chosen[coder.name]]
+    _loss_job.update(units=units, cache=cache, metrics=metrics, rates=rates, draws=draws, seed=seed, device=device)
+    per_unit = len(L.CHANNELS) * len(rates) * draws
+    records: list[dict[str, Any]] = []
+    try:
+        if workers > 1 and device == "cpu" and len(units) > 1:
+            # fork: the loaded models are shared; Ctrl-C reaches the main process, which stops the pool
+            with multiprocessing.get_context("fork").Pool(min(workers, len(units)), signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
+                results = pool.imap(_loss_unit, range(len(units)))
+                for i, points in enumerate(results):
+                    records += _keep_loss_points(points, cache, progress, i, len(units), per_unit, units[i][1])
+        else:
+            for i in range(len(units)):
+                records += _keep_loss_points(_loss_unit(i), cache, progress, i, len(units), per_unit, units[i][1])
+    finally:
+        _loss_job.clear()
     names = [m for c in chosen for m in metrics[get_codec_class(c).media]]
     free = {f"{m['codec']} {m['setting']}": {k: m.get(k) for k in names} for m in means if m["codec"] in chosen}
     return {"rates": rates, "channels": list(L.CHANNELS), "burst": L.BURST, "draws": draws, "seed": seed, "settings": chosen,
             "metrics": list(dict.fromkeys(names)), "records": records, "means": L.means(records, list(dict.fromkeys(names))), "loss_free": free,
             "baselines": {c: list(get_codec_class(c).baseline_concealments) for c in chosen}}  # fmt: skip
+
+
+_loss_job: dict[str, Any] = {}  # what `_loss_unit` works on: set before the pool forks, so only unit numbers travel
+
+
+def _keep_loss_points(points: list[tuple[str, dict[str, Any], bool]], cache: PointCache, progress: Progress | None, i: int, n: int,
+                      per_unit: int, path: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """A unit's records, its new points written to the cache (here, in one process)."""
+    for key, record, new in points:
+        if new:
+            cache.put(key, record)
+    if progress:
+        progress((i + 1) * per_unit, n * per_unit, f"loss {path.name}")
+    return [record for _, record, _ in points]
+
+
+def _loss_unit(i: int) -> list[tuple[str, dict[str, Any], bool]]:
+    """Unit `i` of `_loss_job`: one file coded at one setting, each channel x rate x draw x concealment decoded and
+    scored (cached points reused); (cache key, record, new) in a fixed order."""
+    from . import api
+    from . import loss as L
+    from .registry import get_codec
+
+    job = _loss_job
+    coder, path, setting = job["units"][i]
+    cache, metrics = job["cache"], job["metrics"][coder.media]
+    codec = get_codec(coder.name)
+    ref, sha = load_reference(path, coder.media), hashlib.sha256(path.read_bytes()).hexdigest()
+    scorer = Scorer(coder.media, lambda: ref, metrics, job["device"])
+    data = coder.encode(ref, setting)
+    packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
+    out = []
+    for channel in L.CHANNELS:
+        for rate in job["rates"]:
+            for draw in range(job["draws"]):
+                s = L.seed_of(job["seed"], sha, channel, rate, draw)
+                lost = L.lost_packets(packets, rate, channel, s)
+                damaged = L.with_lost(data, lost, api.header_dictionary)
+                same: dict[str, Any] | None = None  # nothing lost: every concealment decodes the same
+                for how in codec.concealments:
+                    key = f"{sha}|{coder.name}|{coder.identity}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {job['seed']} {how}"
+                    record = cache.get(key, metrics)
+                    if record is not None:
+                        out.append((key, record, False))
+                        continue
+                    if same is None or lost.any():
+                        codec.concealment = how
+                        try:
+                            decoded = api.decompress(damaged, recover=True, codec=codec)
+                        finally:
+                            codec.concealment = codec.concealments[0]
+                        same = scorer.scores([decoded])[0]
+                    record = {"file": str(path), "codec": coder.name, "setting": setting, "channel": channel, "loss": rate,
+                              "draw": draw, "seed": s, "lost": int(lost.sum()), "packets": packets, "concealment": how,
+                              **{m: same[m] for m in metrics}}  # fmt: skip
+                    out.append((key, record, True))
+    return out
 
 
 def _run_parallel(tasks: list[FileTask], index: list[int], report: Report, workers: int, threads: int) -> dict[int, list[dict[str, Any]]]:
