@@ -33,7 +33,7 @@ def eval_command(
     metrics: Optional[str] = typer.Option(None, "--metrics", "-m", help="Metrics to compute (default per media: psnr,ms_ssim,st_lpips / pesq,stoi,visqol_speech,si_sdr,mel_distance / view_psnr,view_ssim,view_st_lpips)."),
     report: Path = typer.Option(Path("reports/eval"), "--report", "-r", help="Report directory (also holds the resume cache)."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads for codecs and metrics (per worker)."),
-    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Files evaluated in parallel processes, and on the CPU the files and settings of --loss (0: one per CPU core)."),
+    workers: int = typer.Option(0, "--workers", "-w", min=0, help="Files evaluated in parallel processes, on the CPU those of --loss too (0: one per CPU core)."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " Also for the ST-LPIPS and MS-SSIM networks."),
     media_at: Optional[str] = typer.Option(None, "--media-at", help="Keep decoded media for report.html only at each codec's setting closest to these rates (bpp, kbit/s or MB/frame), e.g. 0.1,0.25,0.5. Default: every setting."),
     loss: Optional[str] = typer.Option(None, "--loss", help="Packet loss rates to simulate for codecs that can recover, e.g. 0.05,0.1,0.2,0.3 (independent and burst drops; quality with each concealment)."),

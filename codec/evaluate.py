@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -213,9 +214,8 @@ def run(
             at `loss_settings` (default: each codec's default setting), `loss_draws` seeded draws
             per file, channel and rate, seeds derived from `loss_seed`.
         device (str): where the codecs' networks and the ST-LPIPS and MS-SSIM networks run.
-        workers (int): files evaluated in parallel processes (each with `threads` threads), and on the
-            CPU the (file, setting) units of `loss`. This process's allocator keeps freed memory
-            (`keep_freed_memory`).
+        workers (int): files evaluated in parallel processes (each with `threads` threads), on the CPU
+            those of `loss` too. This process's allocator keeps freed memory (`keep_freed_memory`).
     """
     from . import api
     from .metrics import use_device
@@ -317,8 +317,8 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
                  workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """Every codec that can recover, on every file of its kind, at the chosen settings: each channel x
     rate x draw loses packets (`loss.lost_packets`), and the damaged file is decoded with each of the
-    codec's concealments. On the CPU with `workers` > 1 the (file, setting) units run in forked processes,
-    in order; the cache is written here. Returns the loss section of the report (records, means, the loss-free means)."""
+    codec's concealments. On the CPU with `workers` > 1 the files run in forked processes, in order; the cache is
+    written here. Returns the loss section of the report (records, means, the loss-free means)."""
     import multiprocessing
     import signal
 
@@ -326,23 +326,32 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
     from .registry import get_codec
 
     chosen: dict[str, list[str]] = {}
-    units: list[tuple[Coder, Path, str]] = []
+    units: list[tuple[Coder, Path, list[str]]] = []  # a file and the settings it is coded at
     for coder in (c for c in coders if not c.is_anchor and get_codec_class(c.name).can_recover):
         chosen[coder.name] = [s for s in settings if s in coder.settings] or [coder.default or get_codec(coder.name).default().name]
-        units += [(coder, path, s) for path in files if M.media_kind(path) == coder.media for s in chosen[coder.name]]
+        units += [(coder, path, chosen[coder.name]) for path in files if M.media_kind(path) == coder.media]
     _loss_job.update(units=units, cache=cache, metrics=metrics, rates=rates, draws=draws, seed=seed, device=device)
-    per_unit = len(L.CHANNELS) * len(rates) * draws
+    sizes = [len(u[2]) * len(L.CHANNELS) * len(rates) * draws for u in units]  # damaged files per unit, for the progress
     records: list[dict[str, Any]] = []
+
+    def keep(i: int, points: list[tuple[str, dict[str, Any], bool]]) -> None:
+        """Unit i's records; its new points go to the cache here, in one process."""
+        for key, record, new in points:
+            if new:
+                cache.put(key, record)
+            records.append(record)
+        if progress:
+            progress(sum(sizes[: i + 1]), sum(sizes), f"loss {units[i][1].name}")
+
     try:
         if workers > 1 and device == "cpu" and len(units) > 1:
             # fork: the loaded models are shared; Ctrl-C reaches the main process, which stops the pool
             with multiprocessing.get_context("fork").Pool(min(workers, len(units)), signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
-                results = pool.imap(_loss_unit, range(len(units)))
-                for i, points in enumerate(results):
-                    records += _keep_loss_points(points, cache, progress, i, len(units), per_unit, units[i][1])
+                for i, points in enumerate(pool.imap(_loss_unit, range(len(units)))):
+                    keep(i, points)
         else:
             for i in range(len(units)):
-                records += _keep_loss_points(_loss_unit(i), cache, progress, i, len(units), per_unit, units[i][1])
+                keep(i, _loss_unit(i))
     finally:
         _loss_job.clear()
     names = [m for c in chosen for m in metrics[get_codec_class(c).media]]
@@ -355,57 +364,45 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
 _loss_job: dict[str, Any] = {}  # what `_loss_unit` works on: set before the pool forks, so only unit numbers travel
 
 
-def _keep_loss_points(points: list[tuple[str, dict[str, Any], bool]], cache: PointCache, progress: Progress | None, i: int, n: int,
-                      per_unit: int, path: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """A unit's records, its new points written to the cache (here, in one process)."""
-    for key, record, new in points:
-        if new:
-            cache.put(key, record)
-    if progress:
-        progress((i + 1) * per_unit, n * per_unit, f"loss {path.name}")
-    return [record for _, record, _ in points]
-
-
 def _loss_unit(i: int) -> list[tuple[str, dict[str, Any], bool]]:
-    """Unit `i` of `_loss_job`: one file coded at one setting, each channel x rate x draw x concealment decoded and
-    scored (cached points reused); (cache key, record, new) in a fixed order."""
+    """Unit `i` of `_loss_job`: one file coded at each of its settings, each channel x rate x draw x concealment decoded
+    and scored (cached points reused); (cache key, record, new) in a fixed order."""
     from . import api
     from . import loss as L
     from .registry import get_codec
 
     job = _loss_job
-    coder, path, setting = job["units"][i]
+    coder, path, settings = job["units"][i]
     cache, metrics = job["cache"], job["metrics"][coder.media]
     codec = get_codec(coder.name)
     ref, sha = load_reference(path, coder.media), hashlib.sha256(path.read_bytes()).hexdigest()
     scorer = Scorer(coder.media, lambda: ref, metrics, job["device"])
-    data = coder.encode(ref, setting)
-    packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
     out = []
-    for channel in L.CHANNELS:
-        for rate in job["rates"]:
-            for draw in range(job["draws"]):
-                s = L.seed_of(job["seed"], sha, channel, rate, draw)
-                lost = L.lost_packets(packets, rate, channel, s)
-                damaged = L.with_lost(data, lost, api.header_dictionary)
-                same: dict[str, Any] | None = None  # nothing lost: every concealment decodes the same
-                for how in codec.concealments:
-                    key = f"{sha}|{coder.name}|{coder.identity}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {job['seed']} {how}"
-                    record = cache.get(key, metrics)
-                    if record is not None:
-                        out.append((key, record, False))
-                        continue
-                    if same is None or lost.any():
-                        codec.concealment = how
-                        try:
-                            decoded = api.decompress(damaged, recover=True, codec=codec)
-                        finally:
-                            codec.concealment = codec.concealments[0]
-                        same = scorer.scores([decoded])[0]
-                    record = {"file": str(path), "codec": coder.name, "setting": setting, "channel": channel, "loss": rate,
-                              "draw": draw, "seed": s, "lost": int(lost.sum()), "packets": packets, "concealment": how,
-                              **{m: same[m] for m in metrics}}  # fmt: skip
-                    out.append((key, record, True))
+    for setting in settings:
+        data = coder.encode(ref, setting)
+        packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
+        for channel, rate, draw in itertools.product(L.CHANNELS, job["rates"], range(job["draws"])):
+            s = L.seed_of(job["seed"], sha, channel, rate, draw)
+            lost = L.lost_packets(packets, rate, channel, s)
+            damaged = L.with_lost(data, lost, api.header_dictionary)
+            same: dict[str, Any] | None = None  # nothing lost: every concealment decodes the same
+            for how in codec.concealments:
+                key = f"{sha}|{coder.name}|{coder.identity}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {job['seed']} {how}"
+                record = cache.get(key, metrics)
+                if record is not None:
+                    out.append((key, record, False))
+                    continue
+                if same is None or lost.any():
+                    codec.concealment = how
+                    try:
+                        decoded = api.decompress(damaged, recover=True, codec=codec)
+                    finally:
+                        codec.concealment = codec.concealments[0]
+                    same = scorer.scores([decoded])[0]
+                record = {"file": str(path), "codec": coder.name, "setting": setting, "channel": channel, "loss": rate,
+                          "draw": draw, "seed": s, "lost": int(lost.sum()), "packets": packets, "concealment": how,
+                          **{m: same[m] for m in metrics}}  # fmt: skip
+                out.append((key, record, True))
     return out
 
 

@@ -933,7 +933,7 @@ def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, mo
         (tmp_path / "r" / "loss_psnr.png").unlink()
         evaluate.rebuild_page(tmp_path / "r")  # `nmc eval --html-only`: every plot again, the loss plots too
         assert (tmp_path / "r" / "loss_psnr.png").exists()
-        Image.fromarray(photo(96, 128)[::-1].copy()).save(tmp_path / "b.png")  # two files: two units for two processes
+        Image.fromarray(photo(96, 128)[::-1].copy()).save(tmp_path / "b.png")  # two files for two processes
         runs = [evaluate.run([tmp_path / "a.png", tmp_path / "b.png"], ["vqgan"], [], tmp_path / f"w{w}", {"image": ["psnr"]}, loss=[0.3],
                              loss_settings=["s16"], loss_draws=2, workers=w)["loss"]["records"] for w in (1, 2)]  # fmt: skip
         assert len(runs[0]) == 2 * len(loss["records"]) and runs[1] == runs[0]  # the same records, in the same order
