@@ -40,6 +40,7 @@ def eval_command(
     loss_settings: Optional[str] = typer.Option(None, "--loss-settings", help="Settings to simulate losses at, comma-separated (default: each codec's default setting)."),
     loss_draws: int = typer.Option(4, "--loss-draws", min=1, help="Seeded loss patterns per file, channel and rate."),
     loss_seed: int = typer.Option(0, "--loss-seed", help="Seed the loss patterns derive from (recorded in the report)."),
+    conceal_check: bool = typer.Option(False, "--conceal-check", help="With --loss: compress the files that lose packets as `nmc compress --conceal-check` does (vqgan: the encoder chooses how --recover conceals each photo)."),
     html_only: Optional[Path] = typer.Option(None, "--html-only", help="Only rebuild DIR/report.html (and plots) from an existing report; nothing is recomputed."),
     as_json: bool = typer.Option(False, "--json", help="Print report.json on stdout."),
 ) -> None:
@@ -68,6 +69,8 @@ def eval_command(
         loss_rates = []
     if loss_rates is not None and (not loss_rates or not all(0 < r < 1 for r in loss_rates)):
         raise typer.BadParameter(f"expected loss rates in (0, 1) like 0.05,0.1,0.2, got {loss!r}", param_hint="--loss")
+    if conceal_check and not loss_rates:
+        raise typer.BadParameter("--conceal-check applies to the files of --loss", param_hint="--conceal-check")
     chosen = _names(metrics)
     unknown = [m for m in chosen if m not in METRICS]
     if unknown:
@@ -80,6 +83,7 @@ def eval_command(
             progress=lambda done, total, label: bar.update(task, completed=done, total=total, description=label[:48]), threads=threads, media_at=rates,
             device=resolve(device), workers=workers or os.cpu_count() or 1,
             loss=loss_rates, loss_settings=_names(loss_settings), loss_draws=loss_draws, loss_seed=loss_seed,
+            conceal_check=conceal_check,
         )  # fmt: skip
     if as_json:
         print((report / "report.json").read_text())

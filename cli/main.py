@@ -40,6 +40,7 @@ def compress(
     target_bpp: Optional[float] = typer.Option(None, "--target-bpp", help="Images: the best setting whose real size is at most this many bits per pixel."),
     mono: bool = typer.Option(False, "--mono", help="Audio: downmix to one channel before coding (recorded in the header)."),
     packets: Optional[int] = typer.Option(None, "--packets", help="vqgan: index packets per tile (default 8), interleaved so that a lost one leaves scattered holes; more packets cost a little rate (models/vqgan/CARD.md)."),
+    conceal_check: bool = typer.Option(False, "--conceal-check", help="vqgan: try `--recover` on the photo while compressing (a quarter of its packets lost, two trial decodes: a few seconds more) and write in the header which decoder conceals it better."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     force: bool = typer.Option(False, "--force", "-f", help=FORCE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
@@ -54,7 +55,7 @@ def compress(
     with progress() as bar:
         task = bar.add_task("compressing", total=None)
         summary = compress_path(
-            input, output, codec, quality, bitrate, target_bpp, force, lambda done, total: bar.update(task, completed=done, total=total), mono, packets
+            input, output, codec, quality, bitrate, target_bpp, force, lambda done, total: bar.update(task, completed=done, total=total), mono, packets, conceal_check
         )
     emit(summary.as_dict(), as_json, summary.line(), output == "-")
 

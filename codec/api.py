@@ -250,10 +250,10 @@ def decompress_from_file(fo: IO[bytes], recover: bool = False, codec: Codec | No
     return Decoded(opened.header, decode(opened))
 
 
-def compress(codec_name: str, media: Media, setting: str | None = None) -> bytes:
-    """In-memory `compress_to_file`: returns the whole .nmc file."""
+def compress(codec_name: str | Codec, media: Media, setting: str | None = None) -> bytes:
+    """In-memory `compress_to_file` (a codec by name, or an instance with its options): returns the whole .nmc file."""
     kind = {M.Image: "image", M.Audio: "audio", M.Gaussians: "gaussians"}[type(media)]
-    codec = resolve_codec(codec_name, kind)
+    codec = resolve_codec(codec_name, kind) if isinstance(codec_name, str) else codec_name
     buf = io.BytesIO()
     compress_to_file(codec, media, buf, choose_setting(codec, setting))
     return buf.getvalue()

@@ -22,6 +22,7 @@ directory then gets:
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -197,6 +198,7 @@ def run(
     loss_settings: list[str] | None = None,
     loss_draws: int = 4,
     loss_seed: int = 0,
+    conceal_check: bool = False,
 ) -> dict[str, Any]:
     """Evaluate, write every report file into `report_dir`, and return the report.
 
@@ -212,7 +214,8 @@ def run(
             closest to these rates, in bpp or kbit/s; None keeps every point's.
         loss (list): packet loss rates to simulate (`codec/loss.py`) for the codecs that can recover,
             at `loss_settings` (default: each codec's default setting), `loss_draws` seeded draws
-            per file, channel and rate, seeds derived from `loss_seed`.
+            per file, channel and rate, seeds derived from `loss_seed`; `conceal_check`: the files that lose packets
+            are compressed as `nmc compress --conceal-check` makes them.
         device (str): where the codecs' networks and the ST-LPIPS and MS-SSIM networks run.
         workers (int): files evaluated in parallel processes (each with `threads` threads), on the CPU
             those of `loss` too. This process's allocator keeps freed memory (`keep_freed_memory`).
@@ -245,7 +248,7 @@ def run(
         report = build_report(records, coders, metrics, [str(d) for d in datasets], sources)
         if loss:
             report["loss"] = _loss_points(files, coders, cache, metrics, report["means"], loss, loss_settings or [], loss_draws, loss_seed, progress, device,
-                                          workers)  # fmt: skip
+                                          workers, conceal_check)  # fmt: skip
     write_report(report, out)
     return report
 
@@ -314,10 +317,10 @@ def get_codec_class(name: str) -> Any:
 
 def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metrics: dict[str, list[str]], means: list[dict[str, Any]],
                  rates: list[float], settings: list[str], draws: int, seed: int, progress: Progress | None, device: str,
-                 workers: int = 1) -> dict[str, Any]:  # fmt: skip
-    """Every codec that can recover, on every file of its kind, at the chosen settings: each channel x
-    rate x draw loses packets (`loss.lost_packets`), and the damaged file is decoded with each of the
-    codec's concealments. On the CPU with `workers` > 1 the files run in forked processes, in order; the cache is
+                 workers: int = 1, conceal_check: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Every codec that can recover, on every file of its kind, at the chosen settings (compressed with its
+    `with_conceal_check` under `conceal_check`): each channel x rate x draw loses packets (`loss.lost_packets`),
+    and the damaged file is decoded with each of the codec's concealments. On the CPU with `workers` > 1 the files run in forked processes, in order; the cache is
     written here. Returns the loss section of the report (records, means, the loss-free means)."""
     import multiprocessing
     import signal
@@ -330,7 +333,7 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
     for coder in (c for c in coders if not c.is_anchor and get_codec_class(c.name).can_recover):
         chosen[coder.name] = [s for s in settings if s in coder.settings] or [coder.default or get_codec(coder.name).default().name]
         units += [(coder, path, chosen[coder.name]) for path in files if M.media_kind(path) == coder.media]
-    _loss_job.update(units=units, cache=cache, metrics=metrics, rates=rates, draws=draws, seed=seed, device=device)
+    _loss_job.update(units=units, cache=cache, metrics=metrics, rates=rates, draws=draws, seed=seed, device=device, conceal_check=conceal_check)
     sizes = [len(u[2]) * len(L.CHANNELS) * len(rates) * draws for u in units]  # damaged files per unit, for the progress
     records: list[dict[str, Any]] = []
 
@@ -356,7 +359,7 @@ def _loss_points(files: list[Path], coders: list[Coder], cache: PointCache, metr
         _loss_job.clear()
     names = [m for c in chosen for m in metrics[get_codec_class(c).media]]
     free = {f"{m['codec']} {m['setting']}": {k: m.get(k) for k in names} for m in means if m["codec"] in chosen}
-    return {"rates": rates, "channels": list(L.CHANNELS), "burst": L.BURST, "draws": draws, "seed": seed, "settings": chosen,
+    return {"rates": rates, "channels": list(L.CHANNELS), "burst": L.BURST, "draws": draws, "seed": seed, "conceal_check": conceal_check, "settings": chosen,
             "metrics": list(dict.fromkeys(names)), "records": records, "means": L.means(records, list(dict.fromkeys(names))), "loss_free": free,
             "baselines": {c: list(get_codec_class(c).baseline_concealments) for c in chosen}}  # fmt: skip
 
@@ -377,9 +380,12 @@ def _loss_unit(i: int) -> list[tuple[str, dict[str, Any], bool]]:
     codec = get_codec(coder.name)
     ref, sha = load_reference(path, coder.media), hashlib.sha256(path.read_bytes()).hexdigest()
     scorer = Scorer(coder.media, lambda: ref, metrics, job["device"])
+    encode, checked = coder.encode, " conceal-check" if job["conceal_check"] else ""
+    if checked:
+        encode = functools.partial(api.compress, codec.with_conceal_check())
     out = []
     for setting in settings:
-        data = coder.encode(ref, setting)
+        data = encode(ref, setting)
         packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
         for channel, rate, draw in itertools.product(L.CHANNELS, job["rates"], range(job["draws"])):
             s = L.seed_of(job["seed"], sha, channel, rate, draw)
@@ -387,7 +393,7 @@ def _loss_unit(i: int) -> list[tuple[str, dict[str, Any], bool]]:
             damaged = L.with_lost(data, lost, api.header_dictionary)
             same: dict[str, Any] | None = None  # nothing lost: every concealment decodes the same
             for how in codec.concealments:
-                key = f"{sha}|{coder.name}|{coder.identity}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {job['seed']} {how}"
+                key = f"{sha}|{coder.name}|{coder.identity}{checked}|{codec.concealment_identity()}|{setting}|loss {channel} {rate} {draw} {job['seed']} {how}"
                 record = cache.get(key, metrics)
                 if record is not None:
                     out.append((key, record, False))

@@ -255,6 +255,7 @@ def compress_path(
     progress: Callable[[int, int | None], None] | None = None,
     mono: bool = False,
     packets: int | None = None,
+    conceal_check: bool = False,
 ) -> Summary:
     start = time.perf_counter()
     if str(input) == "-" and codec == "auto":
@@ -269,6 +270,8 @@ def compress_path(
     c = api.resolve_codec(codec, kind, target_bpp if target_bpp is not None else bitrate)
     if packets is not None:
         c = c.with_packets(packets)
+    if conceal_check:
+        c = c.with_conceal_check()
     _, media = api.load_media(input, kind)
     notes = {}
     if mono:

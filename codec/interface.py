@@ -117,6 +117,11 @@ class Codec(ABC):
         the codec can recover a lost one; the others refuse."""
         raise MediaError(f"--packets: codec {self.name} does not split its data over interleaved packets")
 
+    def with_conceal_check(self) -> Codec:
+        """This codec trying `--recover` on what it codes and writing in the header how a decoder conceals it best
+        (`nmc compress --conceal-check`), where the codec has a choice to make; the others refuse."""
+        raise MediaError(f"--conceal-check: codec {self.name} has no concealment to choose")
+
     def setting(self, name: str) -> Setting:
         for s in self.settings():
             if s.name == name:

@@ -7,7 +7,8 @@ Each dev photo is coded at the setting, loses packets at 20 % on the channel (de
 fill; prints ST-LPIPS and PSNR per decode and their mean over all decodes (draws that lost nothing included, as `nmc
 eval` counts them).
 DEVCHECK_DIR=FOLDER checks that folder's PNGs instead of dev (e.g. held-out training photos through the codec);
-PACKETS=N codes N index packets per tile instead of 8; WEIGHTS=FILE another vqgan weights file.
+PACKETS=N codes N index packets per tile instead of 8; WEIGHTS=FILE another vqgan weights file; CONCEAL_CHECK=1 compresses as
+`nmc compress --conceal-check` does (prints which photos the encoder sends to the setting's own decoder).
 """
 
 import hashlib
@@ -28,7 +29,8 @@ DEV = Path(os.environ.get("DEVCHECK_DIR") or Path(__file__).resolve().parents[1]
 
 rec, how, setting = Path(sys.argv[1]), (sys.argv[2:3] or ["recovery"])[0], (sys.argv[3:4] or ["s256"])[0]
 channel = (sys.argv[4:5] or ["independent"])[0]
-codec = VQGANCodec(Path(os.environ["WEIGHTS"]) if os.environ.get("WEIGHTS") else None, recovery_path=rec, concealment=how, packets=int(os.environ.get("PACKETS", "8")))
+codec = VQGANCodec(Path(os.environ["WEIGHTS"]) if os.environ.get("WEIGHTS") else None, recovery_path=rec, concealment=how, packets=int(os.environ.get("PACKETS", "8")),
+                   conceal_check=os.environ.get("CONCEAL_CHECK") == "1")  # fmt: skip
 scores = []
 for path in sorted(DEV.glob("*.png")):
     ref, sha = load_reference(path, "image"), hashlib.sha256(path.read_bytes()).hexdigest()
@@ -36,7 +38,10 @@ for path in sorted(DEV.glob("*.png")):
     fo = io.BytesIO()
     api.compress_to_file(codec, ref, fo, codec.setting(setting))
     data = fo.getvalue()
-    packets = read_header(io.BytesIO(data), api.header_dictionary).packets or 0
+    header = read_header(io.BytesIO(data), api.header_dictionary)
+    packets = header.packets or 0
+    if header.extra.get("no_concealer"):
+        print(f"{path.name}: the encoder's trial chose the setting's own decoder", flush=True)
     for draw in range(int(os.environ.get("DRAWS", "2"))):
         lost = L.lost_packets(packets, 0.2, channel, L.seed_of(0, sha, channel, 0.2, draw))
         s = scorer.scores([api.decompress(L.with_lost(data, lost, api.header_dictionary), recover=True, codec=codec)])[0]

@@ -352,6 +352,7 @@ class TestRecover:
 def test_packets_refused_by_a_codec_that_does_not_interleave(capsys, tmp_path: Path, image_file: Path) -> None:  # noqa: ANN001
     out = tmp_path / "x.nmc"
     assert_user_error(run(capsys, "compress", str(image_file), "-c", "toy-image", "--packets", "16", "-o", str(out)), "--packets: codec toy-image")
+    assert_user_error(run(capsys, "compress", str(image_file), "-c", "toy-image", "--conceal-check", "-o", str(out)), "--conceal-check: codec toy-image")
     assert not out.exists()
 
 

@@ -205,6 +205,8 @@ class TestCommandLine:
         assert "toy-image" in err and "BD-rate" not in err  # no anchor given
         assert cli("eval", str(dataset), "-a", "jpeg", "-m", "nope", "-r", str(tmp_path / "r")) == 2
         assert "unknown metric" in capsys.readouterr().err
+        assert cli("eval", str(dataset), "-a", "jpeg", "--conceal-check", "-r", str(tmp_path / "r")) == 2
+        assert "--conceal-check applies to the files of --loss" in capsys.readouterr().err
         assert cli("eval", str(tmp_path / "missing"), "-a", "jpeg", "-r", str(tmp_path / "r")) == 1
 
     def test_bench_json(self, dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -910,6 +910,50 @@ class TestLossChannels:
         assert describe(tmp_path / "x.nmc")["damaged_packets"] == [0, 7, 31]
 
 
+def test_conceal_check_writes_the_trials_choice_and_recover_obeys_it(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`with_conceal_check` (`nmc compress --conceal-check`): at a size with a concealing decoder that fills the mean, the
+    encoder decodes up to two tiles with a quarter of their packets lost through both decoders and, when the concealing
+    one's is the farther (ST-LPIPS, rigged here), writes `no_concealer`: the same packets, and under --recover the
+    pixels of the mean through the setting's own decoder; when it is the nearer, the file is the unchecked one's."""
+    from nmc.codec.api import header_dictionary
+    from nmc.codec.container import read_header
+    from nmc.codec.reference import ImageReference
+
+    net = ladder_of(weights)
+    model = code_model((16, 64, 256), {s: net.unit_codes(s) for s in (16, 64, 256)}, continuous=True)
+    torch.manual_seed(3)
+    decoder = {k: v + 0.05 * torch.randn_like(v) for k, v in net.parts(64)[1].state_dict().items()}  # another decoder
+    path = tmp_path / "conceal.safetensors"
+    R.save_recovery(path, model, network_of(weights), {}, R.decoder_hashes(net), {64: decoder}, [64])
+    codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
+    plain, calls, files = encode(codec, photo()), [], {}
+    for worse in (False, True):  # the concealing decoder's trial decode the nearer, then the farther
+        monkeypatch.setattr(ImageReference, "st_lpips", lambda self, d, worse=worse: calls.append((self.rgb.shape, len(d))) or [0.5 + worse, 1.0])
+        files[worse] = encode(codec.with_conceal_check(), photo())
+    assert calls == [((64, 64, 3), 2), ((32, 64, 3), 2)] * 2  # 96 x 128 pixels in tiles of 64: the first and the last tried
+    assert files[False] == plain and files[True] != plain and open_stream(files[True])[1] == open_stream(plain)[1]
+    assert read_header(io.BytesIO(files[True]), header_dictionary).extra["no_concealer"] is True
+    assert np.array_equal(api.decompress(files[True], codec=codec).pixels, api.decompress(plain, codec=codec).pixels)
+    own = api.decompress(lose(files[True], {1, 2}), recover=True, codec=codec).pixels
+    assert codec.recovered is not None and codec.recovered["method"] == "the received neighbours' mean, through the setting's own decoder, as the file asks"
+    concealed = api.decompress(lose(plain, {1, 2}), recover=True, codec=codec).pixels
+    mean = api.decompress(lose(plain, {1, 2}), recover=True, codec=V.VQGANCodec(weights, tile=64, recovery_path=path, concealment="mean")).pixels
+    assert np.array_equal(own, mean) and not np.array_equal(own, concealed)
+    monkeypatch.undo()
+    # the real metric: the trial's choice is what --recover's two decodes of the same losses give on the tried tiles
+    checked = read_header(io.BytesIO(encode(codec.with_conceal_check(), photo())), header_dictionary).extra.get("no_concealer", False)
+    damaged = lose(plain, {0, 4, 24, 28})  # `trial_lost(8)` of the first tile and the last
+    decodes = [api.decompress(damaged, recover=True, codec=c).pixels for c in (codec, V.VQGANCodec(weights, tile=64, recovery_path=path, concealment="mean"))]
+    worse = 0.0
+    for crop in (np.s_[0:64, 0:64], np.s_[64:96, 64:128]):
+        concealer, own = ImageReference(np.ascontiguousarray(photo()[crop]), "cpu").st_lpips([d[crop].copy() for d in decodes])
+        worse += (concealer - own) * photo()[crop].shape[0] * photo()[crop].shape[1]
+    assert checked == (worse > 0)
+    assert encode(codec.with_conceal_check(), photo(), "s16") == encode(codec, photo(), "s16")  # no concealing decoder at s16: no trial
+    assert encode(codec.with_packets(1).with_conceal_check(), photo()) == encode(codec.with_packets(1), photo())  # nothing to lose a quarter of
+    assert V.trial_lost(8) == [0, 4] and V.trial_lost(2) == [0] and V.trial_lost(64) == list(range(0, 64, 4))
+
+
 def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     from PIL import Image
 
@@ -930,6 +974,11 @@ def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, mo
         assert loss["baselines"] == {"vqgan": ["nearest", "frequent"]} and "### Share of the gap closed" in md and "| vqgan | s16 | burst | 0.3 | mean |" in md
         again = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2)
         assert again["loss"]["records"] == loss["records"]  # from the cache
+        cached = len((tmp_path / "r" / "cache.jsonl").read_text().splitlines())
+        checked = evaluate.run([tmp_path / "a.png"], ["vqgan"], [], tmp_path / "r", {"image": ["psnr"]}, loss=[0.3], loss_settings=["s16"], loss_draws=2,
+                               conceal_check=True)["loss"]  # fmt: skip
+        assert checked["conceal_check"] and not loss["conceal_check"]  # recorded; no concealing decoder here, so the same files
+        assert checked["records"] == loss["records"] and len((tmp_path / "r" / "cache.jsonl").read_text().splitlines()) == cached + len(loss["records"])
         (tmp_path / "r" / "loss_psnr.png").unlink()
         evaluate.rebuild_page(tmp_path / "r")  # `nmc eval --html-only`: every plot again, the loss plots too
         assert (tmp_path / "r" / "loss_psnr.png").exists()

@@ -24,6 +24,7 @@ synthesised (`tiling.net_decode_codes`). A lost alpha packet leaves its tile opa
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
 from nmc.codec.weights import read_args
-from nmc.codec.tiling import MAX_SIDE, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
+from nmc.codec.tiling import MAX_SIDE, Box, alpha_of, check_geometry, is_gray, new_canvas, put_alpha, tiles
 
 from .packets import MAX_PACKETS, decode_cells, encode_cells, interleave, packet_cells, packet_count
 from .tiling import STRIDE, net_decode, net_decode_codes, net_decode_concealed, net_indices, synthesise, tile_indices
@@ -62,6 +63,16 @@ TILE = 1024  # pixels per tile side, a multiple of STRIDE
 PACKETS = 8  # index packets per tile (2 x 4 interleave): a 768x512 photo survives the loss of one
 ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its choice, not part of the format)
 DEC_MARGIN = 8  # cells of neighbouring indices the decoder sees (g_s reaches ~6.5)
+
+
+TRIAL_TILES = 2  # tiles of a photo that `--conceal-check` tries (a 768 x 512 photo is one; each costs two decodes)
+
+
+def trial_lost(packets: int) -> list[int]:
+    """The packets of a tile that `trial_prefers_own` loses: a quarter of them (at least one), spread over the lattice's
+    rows: of the default 2 x 4, packets 0 and 4 (every fourth cell of every row)."""
+    n = max(1, packets // 4)
+    return [i * packets // n for i in range(n)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +99,9 @@ class Fields(HeaderFields):
     alpha: bool = header_field(BOOL)
     dec_margin: int = header_field(Int(0, 64))
     gray: bool = header_field(BOOL, default=False)  # R=G=B colour image: one decoded plane copied to all three
+    # the encoder's trial (`conceal_check`) found the concealing decoder worse on this photo: --recover decodes the
+    # neighbours' mean through the setting's own decoder
+    no_concealer: bool = header_field(BOOL, default=False)
 
     @property
     def lattice(self) -> tuple[int, int]:
@@ -148,7 +162,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
     net_decode_concealed = staticmethod(net_decode_concealed)
 
     def __init__(self, weights_path: Path | None = None, tile: int = TILE, packets: int = PACKETS, enc_margin: int = ENC_MARGIN,
-                 dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery", fill_steps: int = FILL_STEPS) -> None:  # fmt: skip
+                 dec_margin: int = DEC_MARGIN, recovery_path: Path | None = None, concealment: str = "recovery", fill_steps: int = FILL_STEPS,
+                 conceal_check: bool = False) -> None:  # fmt: skip
         super().__init__(weights_path)
         check_geometry(tile, enc_margin, dec_margin, STRIDE)
         self.tile, self.lattice, self.enc_margin, self.dec_margin = tile, interleave(packets), enc_margin, dec_margin
@@ -156,7 +171,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             self.recovery_path = Path(recovery_path)
         if concealment not in CONCEALMENTS:
             raise ValueError(f"concealment must be one of {CONCEALMENTS}, got {concealment!r}")
-        self.concealment, self.fill_steps = concealment, fill_steps
+        self.concealment, self.fill_steps, self.conceal_check = concealment, fill_steps, conceal_check
 
     def with_packets(self, packets: int) -> VQGANCodec:
         """A copy that codes `packets` index packets per tile, on the squarest lattice a x b = `packets` (a prime
@@ -165,6 +180,13 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             raise MediaError(f"--packets: vqgan codes 1 to {MAX_PACKETS} index packets per tile, got {packets}")
         codec = copy.copy(self)
         codec.lattice = interleave(packets)
+        return codec
+
+    def with_conceal_check(self) -> VQGANCodec:
+        """A copy whose encoder tries `--recover` on each photo and writes in the header whether the concealing
+        decoder or the setting's own decoder conceals it better (`trial_prefers_own`)."""
+        codec = copy.copy(self)
+        codec.conceal_check = True
         return codec
 
     @cached_property
@@ -209,20 +231,20 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             return "recovery none: neighbours' mean"  # a new key: "recovery none steps 2" cached the nearest copy
         return f"recovery {file_sha256(Path(path))[:16]} steps {self.fill_steps}"
 
-    def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int) -> np.ndarray:
-        """`indices` with the `masked` cells filled by `self.concealment`, or with the neighbours' mean or a
-        continuous recovery model the code map `(h, w, d)` fp32 (`fill_mean`, `fill_codes`); one thread: the same
+    def conceal(self, indices: np.ndarray, masked: np.ndarray, k: int, how: str | None = None) -> np.ndarray:
+        """`indices` with the `masked` cells filled by `how` (default `self.concealment`), or with the neighbours' mean
+        or a continuous recovery model the code map `(h, w, d)` fp32 (`fill_mean`, `fill_codes`); one thread: the same
         pixels for any thread count."""
         from nmc.codec.threads import one_thread
 
         from .recovery import fill, fill_codes, fill_frequent, fill_mean, fill_nearest
 
-        size = self.model.net.sizes[k]
-        if self.concealment == "frequent":
+        size, how = self.model.net.sizes[k], how or self.concealment
+        if how == "frequent":
             return fill_frequent(indices, masked, int(np.argmax(self.model.prior.unigram[k])))
-        if self.concealment == "nearest":
+        if how == "nearest":
             return fill_nearest(indices, masked)
-        model, covered = self.recovery if self.concealment == "recovery" else (None, {})
+        model, covered = self.recovery if how == "recovery" else (None, {})
         codes = self.model.net.unit_codes(size)
         with one_thread():
             if model is None or size not in covered or size in model.mean_sizes:  # "mean", a codebook without a model for it, or
@@ -232,14 +254,18 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                 return fill_codes(model, indices, masked, covered[size], codes)
             return fill(model, indices, masked, covered[size], self.fill_steps)
 
-    def concealment_used(self, k: int) -> str:
+    def concealment_used(self, k: int, own_decoder: bool = False) -> str:
         """What `conceal` fills codebook k's lost cells with: the recovery model fills only the codebooks it is bound to (those it
-        was trained on, less those left to the mean where the mean measured better: `restamp_recovery.py --drop`)."""
+        was trained on, less those left to the mean where the mean measured better: `restamp_recovery.py --drop`);
+        `own_decoder`: the file asks for the setting's own decoder instead of a concealing one (`no_concealer`)."""
         if self.concealment != "recovery":
             return self.concealment
         size, (model, covered) = self.model.net.sizes[k], self.recovery
+        if size in covered and model is not None and size in model.mean_sizes:
+            decoder = "the setting's own decoder, as the file asks" if own_decoder and size in self.model.net.concealers else "the recovery file's concealing decoder"
+            return f"the received neighbours' mean, through {decoder}"
         if size in covered and model is not None:
-            return "the received neighbours' mean, through the recovery file's concealing decoder" if size in model.mean_sizes else self.concealment
+            return self.concealment
         if model is None:
             return f"the received neighbours' mean (no recovery model installed at {self.recovery_path})"
         return f"the received neighbours' mean (the recovery model is not bound to the s{size} {'codebook and decoder' if model.args.continuous else 'codebook'})"
@@ -287,16 +313,50 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         boxes = tiles(image.height, image.width, self.tile, STRIDE)
         fields = Fields(stride=STRIDE, tile=self.tile, interleave=list(self.lattice), alpha=alpha is not None, dec_margin=self.dec_margin,
                         gray=is_gray(image.channels, rgb))  # fmt: skip
+        grids: list[np.ndarray] = []  # the tiles' index maps, when the trial below needs them all before the first packet
+        if self.conceal_check and math.prod(self.lattice) > 1 and size in self.recovery[1] and size in self.model.net.concealers:
+            grids = [tile_indices(self.run, rgb, box, [size], self.enc_margin)[0] for box in boxes]
+            fields = dataclasses.replace(fields, no_concealer=self.trial_prefers_own(rgb, boxes, grids, k, fields))
 
         def packets() -> Iterator[bytes]:
-            for box in boxes:
-                grid = tile_indices(self.run, rgb, box, [size], self.enc_margin)[0]
+            for i, box in enumerate(boxes):
+                grid = grids[i] if grids else tile_indices(self.run, rgb, box, [size], self.enc_margin)[0]
                 for cells in packet_cells(grid.shape, self.lattice):
                     yield encode_cells(prior, k, grid[cells])
                 if alpha is not None:
                     yield encode_plane(alpha_of(alpha, box))
 
         return Encoded(fields, packets(), fields.packets(M.metadata(image)))
+
+    def trial_prefers_own(self, rgb: np.ndarray, boxes: list[Box], grids: list[np.ndarray], k: int, fields: Fields) -> bool:
+        """The encoder's trial of `--recover` (`conceal_check`), on up to `TRIAL_TILES` tiles spread over the photo: a
+        quarter of each one's index packets lost (`trial_lost`), their cells filled as `--recover` fills them, the tile
+        decoded through the concealing decoder and through the setting's own; True when the concealing decoder's decodes
+        are the farther from the photo (ST-LPIPS, weighted by the tiles' pixels). The concealing decoders draw most
+        photos' lost cells better, but some textures worse (wood grain: models/vqgan/RECOVERY.md "Session 22"), and only
+        the encoder has the photo to tell."""
+        from nmc.codec.reference import ImageReference
+
+        shape = (-(-rgb.shape[0] // STRIDE), -(-rgb.shape[1] // STRIDE))
+        indices, masked = np.zeros(shape, np.int64), np.zeros(shape, bool)
+        tried = sorted({round(i * (len(boxes) - 1) / max(1, TRIAL_TILES - 1)) for i in range(min(TRIAL_TILES, len(boxes)))})
+        for i, (box, grid) in enumerate(zip(boxes, grids)):
+            cut = (slice(box[0] // STRIDE, box[1] // STRIDE), slice(box[2] // STRIDE, box[3] // STRIDE))
+            indices[cut] = grid
+            cells = packet_cells(grid.shape, self.lattice)
+            for j in trial_lost(len(cells)) if i in tried else []:
+                masked[cut][cells[j]] = True
+        codes, size = self.conceal(indices, masked, k, "recovery"), self.sizes[k]
+        out, worse = np.empty(rgb.shape, np.uint8), 0.0  # the concealing decoder's ST-LPIPS less its own's, x pixels
+        for box in (boxes[i] for i in tried):
+            y0, y1, x0, x1 = box[0], min(box[1], rgb.shape[0]), box[2], min(box[3], rgb.shape[1])
+            decodes = []
+            for concealed in (masked, None):  # the concealing decoder (the tile's window holds lost cells); its own
+                synthesise(self.run, out, codes, box, size, fields.dec_margin, fields.gray, concealed)
+                decodes.append(out[y0:y1, x0:x1].copy())
+            concealer, own = ImageReference(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.device).st_lpips(decodes)
+            worse += (concealer - own) * (y1 - y0) * (x1 - x0)
+        return worse > 0
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
         m, prior, setting = header.media, self.prior, self.setting(header.setting)
@@ -330,8 +390,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         grid, concealed = indices, None  # the index map, or the code map of a continuous fill; the cells a concealing decoder sees
         if masked.any():
             grid = self.conceal(indices, masked, k)
-            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment_used(k)}
-            if self.concealment == "recovery" and size in self.model.net.concealers:
+            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment_used(k, fields.no_concealer)}
+            if self.concealment == "recovery" and size in self.model.net.concealers and not fields.no_concealer:
                 concealed = masked
         elif lost[1]:
             self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
