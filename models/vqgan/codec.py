@@ -336,6 +336,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         photos' lost cells better, but some textures worse (wood grain: models/vqgan/RECOVERY.md "Session 22"), and only
         the encoder has the photo to tell."""
         from nmc.codec.reference import ImageReference
+        from nmc.codec.threads import one_thread
 
         shape = (-(-rgb.shape[0] // STRIDE), -(-rgb.shape[1] // STRIDE))
         indices, masked = np.zeros(shape, np.int64), np.zeros(shape, bool)
@@ -354,7 +355,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
             for concealed in (masked, None):  # the concealing decoder (the tile's window holds lost cells); its own
                 synthesise(self.run, out, codes, box, size, fields.dec_margin, fields.gray, concealed)
                 decodes.append(out[y0:y1, x0:x1].copy())
-            concealer, own = ImageReference(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.device).st_lpips(decodes)
+            with one_thread():  # the choice, and so the file's bytes, the same for any thread count
+                concealer, own = ImageReference(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.device).st_lpips(decodes)
             worse += (concealer - own) * (y1 - y0) * (x1 - x0)
         return worse > 0
 
