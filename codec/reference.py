@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang 2003, as pytorch_msssim
 MS_SSIM_WINDOW, MS_SSIM_SIGMA, MS_SSIM_K = 11, 1.5, (0.01, 0.03)
 MS_SSIM_MIN_SIDE = (MS_SSIM_WINDOW - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)  # 160: smaller has no 5 scales
+ST_LPIPS_MIN_SIDE = 20  # ST-LPIPS's blur-pooled AlexNet reflect-pads a feature map that is 1 pixel wide at 20 or less
 Uint8Image = npt.NDArray[np.uint8]
 
 
@@ -51,8 +52,12 @@ class ImageReference:
     # ------------------------------------------------------------ ST-LPIPS
 
     def st_lpips(self, decoded: Sequence[Uint8Image]) -> list[float]:
-        """Shift-tolerant LPIPS (alex) of each decoded image against the original; lower is closer."""
+        """Shift-tolerant LPIPS (alex) of each decoded image against the original; lower is closer; NaN for images
+        whose shorter side is `ST_LPIPS_MIN_SIDE` pixels or less."""
         import torch
+
+        if min(self.rgb.shape[:2]) <= ST_LPIPS_MIN_SIDE:
+            return [math.nan] * len(decoded)
 
         from .threads import exact_cuda
 

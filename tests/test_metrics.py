@@ -61,6 +61,7 @@ class TestImageMetrics:
         a = photo(64, 64)
         assert Q.st_lpips(a, a) == pytest.approx(0.0, abs=1e-6)
         assert 0 < Q.st_lpips(a, noisy(a, 5)) < Q.st_lpips(a, noisy(a, 40))
+        assert math.isnan(Q.st_lpips(a[:20, :64], a[:20, :64])) and Q.st_lpips(a[:21, :64], a[:21, :64]) == 0  # too small for its network
 
     def test_reference_matches_the_libraries(self) -> None:
         """`ImageReference` (original's work done once, a batch of decoded images) gives the

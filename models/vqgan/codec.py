@@ -66,6 +66,7 @@ DEC_MARGIN = 8  # cells of neighbouring indices the decoder sees (g_s reaches ~6
 
 
 TRIAL_TILES = 2  # tiles of a photo that `--conceal-check` tries (a 768 x 512 photo is one; each costs two decodes)
+TRIAL_MIN_SIDE = 64  # pixels a side: a smaller tile (an edge of the image) is not tried: too few cells to lose a quarter of
 
 
 def trial_lost(packets: int) -> list[int]:
@@ -314,7 +315,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         fields = Fields(stride=STRIDE, tile=self.tile, interleave=list(self.lattice), alpha=alpha is not None, dec_margin=self.dec_margin,
                         gray=is_gray(image.channels, rgb))  # fmt: skip
         grids: list[np.ndarray] = []  # the tiles' index maps, when the trial below needs them all before the first packet
-        if self.conceal_check and math.prod(self.lattice) > 1 and size in self.recovery[1] and size in self.model.net.concealers:
+        if self.conceal_check and size in self.recovery[1] and size in self.model.net.concealers:
             grids = [tile_indices(self.run, rgb, box, [size], self.enc_margin)[0] for box in boxes]
             fields = dataclasses.replace(fields, no_concealer=self.trial_prefers_own(rgb, boxes, grids, k, fields))
 
@@ -329,8 +330,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         return Encoded(fields, packets(), fields.packets(M.metadata(image)))
 
     def trial_prefers_own(self, rgb: np.ndarray, boxes: list[Box], grids: list[np.ndarray], k: int, fields: Fields) -> bool:
-        """The encoder's trial of `--recover` (`conceal_check`), on up to `TRIAL_TILES` tiles spread over the photo: a
-        quarter of each one's index packets lost (`trial_lost`), their cells filled as `--recover` fills them, the tile
+        """The encoder's trial of `--recover` (`conceal_check`), on up to `TRIAL_TILES` tiles spread over the photo (of those
+        with `TRIAL_MIN_SIDE` pixels a side and two packets or more; none: False): a quarter of each one's index packets lost (`trial_lost`), their cells filled as `--recover` fills them, the tile
         decoded through the concealing decoder and through the setting's own; True when the concealing decoder's decodes
         are the farther from the photo (ST-LPIPS, weighted by the tiles' pixels). The concealing decoders draw most
         photos' lost cells better, but some textures worse (wood grain: models/vqgan/RECOVERY.md "Session 22"), and only
@@ -340,7 +341,12 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
         shape = (-(-rgb.shape[0] // STRIDE), -(-rgb.shape[1] // STRIDE))
         indices, masked = np.zeros(shape, np.int64), np.zeros(shape, bool)
-        tried = sorted({round(i * (len(boxes) - 1) / max(1, TRIAL_TILES - 1)) for i in range(min(TRIAL_TILES, len(boxes)))})
+        crops = [(box[0], min(box[1], rgb.shape[0]), box[2], min(box[3], rgb.shape[1])) for box in boxes]
+        fit = [i for i, (c, g) in enumerate(zip(crops, grids)) if min(c[1] - c[0], c[3] - c[2]) >= TRIAL_MIN_SIDE and
+               len(packet_cells(g.shape, self.lattice)) > 1]  # fmt: skip
+        tried = sorted({fit[round(i * (len(fit) - 1) / max(1, TRIAL_TILES - 1))] for i in range(min(TRIAL_TILES, len(fit)))})
+        if not tried:
+            return False
         for i, (box, grid) in enumerate(zip(boxes, grids)):
             cut = (slice(box[0] // STRIDE, box[1] // STRIDE), slice(box[2] // STRIDE, box[3] // STRIDE))
             indices[cut] = grid
@@ -349,8 +355,8 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                 masked[cut][cells[j]] = True
         codes, size = self.conceal(indices, masked, k, "recovery"), self.sizes[k]
         out, worse = np.empty(rgb.shape, np.uint8), 0.0  # the concealing decoder's ST-LPIPS less its own's, x pixels
-        for box in (boxes[i] for i in tried):
-            y0, y1, x0, x1 = box[0], min(box[1], rgb.shape[0]), box[2], min(box[3], rgb.shape[1])
+        for i in tried:
+            box, (y0, y1, x0, x1) = boxes[i], crops[i]
             decodes = []
             for concealed in (masked, None):  # the concealing decoder (the tile's window holds lost cells); its own
                 synthesise(self.run, out, codes, box, size, fields.dec_margin, fields.gray, concealed)
