@@ -78,6 +78,19 @@ class IntList:
 
 
 @dataclass(frozen=True)
+class HexBits:
+    """A bitmap as a string of up to `max_len` lowercase hex digits, 4 bits each, the first bit the first digit's highest."""
+
+    max_len: int
+
+    def ok(self, value: Any) -> bool:
+        return type(value) is str and len(value) <= self.max_len and all(c in "0123456789abcdef" for c in value)
+
+    def __str__(self) -> str:
+        return f"a string of at most {self.max_len} lowercase hex digits"
+
+
+@dataclass(frozen=True)
 class FrameNames:
     """Distinct frame file names (`media.is_frame_name`: `*.ply`, no path, not hidden): a decoder
     writes files under these names, so a crafted header must not name `../x` or `/etc/x`."""

@@ -69,6 +69,27 @@ class ImageReference:
             total = sum(lin(torch.square(f - r)).mean(dim=(2, 3)) for lin, f, r in zip(model.lins, feats, self._lpips))
             return [float(v) for v in torch.as_tensor(total).flatten().cpu()]
 
+    def st_lpips_maps(self, decoded: Sequence[Uint8Image]) -> npt.NDArray[np.float32]:
+        """Where ST-LPIPS sees each decoded image differ: `(N, H, W)`, each layer's distances upsampled (bilinear) to
+        the image and summed, so a map's mean is about `st_lpips`; NaN for images whose shorter side is
+        `ST_LPIPS_MIN_SIDE` pixels or less."""
+        import torch
+        import torch.nn.functional as F
+
+        from .threads import exact_cuda
+
+        h, w = self.rgb.shape[:2]
+        if min(h, w) <= ST_LPIPS_MIN_SIDE:
+            return np.full((len(decoded), h, w), np.nan, np.float32)
+        model = _lpips_model(self.device)
+        with torch.no_grad(), exact_cuda():
+            if self._lpips is None:
+                self._lpips = _lpips_features(model, self.tensor([self.rgb]))
+            feats = _lpips_features(model, self.tensor(decoded))
+            maps = sum(F.interpolate(lin(torch.square(f - r)), size=(h, w), mode="bilinear", align_corners=False)
+                       for lin, f, r in zip(model.lins, feats, self._lpips))  # fmt: skip
+            return torch.as_tensor(maps)[:, 0].float().cpu().numpy()
+
     # ------------------------------------------------------------ MS-SSIM
 
     def ms_ssim(self, decoded: Sequence[Uint8Image]) -> list[float]:

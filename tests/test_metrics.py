@@ -87,6 +87,19 @@ class TestImageMetrics:
         with pytest.raises(ValueError, match="differs from the reference"):
             ref.ms_ssim([a[:100]])
 
+    def test_st_lpips_maps_locate_the_difference(self) -> None:
+        """`ImageReference.st_lpips_maps`: a map's mean is about ST-LPIPS, and it is larger where the image was changed."""
+        from nmc.codec.reference import ImageReference
+
+        a = photo()
+        b = a.copy()
+        b[:, : a.shape[1] // 2] = noisy(a, 30)[:, : a.shape[1] // 2]  # the left half damaged
+        ref = ImageReference(a)
+        (m,) = ref.st_lpips_maps([b])
+        assert m.shape == a.shape[:2] and m.mean() == pytest.approx(ref.st_lpips([b])[0], rel=0.1)
+        assert m[:, : a.shape[1] // 2 - 16].mean() > 5 * m[:, a.shape[1] // 2 + 16 :].mean()
+        assert not ref.st_lpips_maps([a]).any() and np.isnan(ImageReference(a[:20]).st_lpips_maps([a[:20]])).all()
+
     def test_st_lpips_import_leaves_no_stubs(self) -> None:
         Q._st_lpips_model("alex")
         for name in Q._STLPIPS_UNUSED_IMPORTS:

@@ -910,11 +910,12 @@ class TestLossChannels:
         assert describe(tmp_path / "x.nmc")["damaged_packets"] == [0, 7, 31]
 
 
-def test_conceal_check_writes_the_trials_choice_and_recover_obeys_it(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_conceal_check_writes_the_trials_blocks_and_recover_obeys_them(weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     """`with_conceal_check` (`nmc compress --conceal-check`): at a size with a concealing decoder that fills the mean, the
-    encoder decodes up to two tiles with a quarter of their packets lost through both decoders and, when the concealing
-    one's is the farther (ST-LPIPS, rigged here), writes `no_concealer`: the same packets, and under --recover the
-    pixels of the mean through the setting's own decoder; when it is the nearer, the file is the unchecked one's."""
+    encoder decodes each tile of 64 pixels a side with a quarter of its packets lost through both decoders and writes in
+    `own_blocks` the blocks where ST-LPIPS's map (rigged here) finds the concealing decoder's the farther: the same
+    packets, and under --recover those blocks' pixels from the setting's own decoder, the others from the concealing
+    one. With the real metric the blocks are what --recover's two decodes of the same losses give."""
     from nmc.codec.api import header_dictionary
     from nmc.codec.container import read_header
     from nmc.codec.reference import ImageReference
@@ -926,34 +927,65 @@ def test_conceal_check_writes_the_trials_choice_and_recover_obeys_it(weights: Pa
     path = tmp_path / "conceal.safetensors"
     R.save_recovery(path, model, network_of(weights), {}, R.decoder_hashes(net), {64: decoder}, [64])
     codec = V.VQGANCodec(weights, tile=64, recovery_path=path)
-    plain, calls, files = encode(codec, photo()), [], {}
-    for worse in (False, True):  # the concealing decoder's trial decode the nearer, then the farther
-        monkeypatch.setattr(ImageReference, "st_lpips", lambda self, d, worse=worse: calls.append((self.rgb.shape, len(d))) or [0.5 + worse, 1.0])
-        files[worse] = encode(codec.with_conceal_check(), photo())
-    assert calls == [((64, 64, 3), 2)] * 4  # 96 x 128 pixels in tiles of 64: the two of 64 x 64 tried (the others are 32 high)
-    small = photo(48, 128)  # no tile 64 pixels a side: no trial, though the rigged metric says "worse"
-    assert encode(codec.with_conceal_check(), small) == encode(codec, small) and len(calls) == 4
-    assert files[False] == plain and files[True] != plain and open_stream(files[True])[1] == open_stream(plain)[1]
-    assert read_header(io.BytesIO(files[True]), header_dictionary).extra["no_concealer"] is True
-    assert np.array_equal(api.decompress(files[True], codec=codec).pixels, api.decompress(plain, codec=codec).pixels)
-    own = api.decompress(lose(files[True], {1, 2}), recover=True, codec=codec).pixels
-    assert codec.recovered is not None and codec.recovered["method"] == "the received neighbours' mean, through the setting's own decoder, as the file asks"
+    monkeypatch.setattr(V, "OWN_BLOCK", 2)  # blocks of 32 pixels: 3 x 4 of them on the 96 x 128 photo
+
+    def rigged(self: ImageReference, decoded: list[np.ndarray]) -> np.ndarray:
+        """The own decoder the nearer in each tile's top-left 32 x 32 pixels, the farther elsewhere."""
+        calls.append(self.rgb.shape)
+        own = np.full(self.rgb.shape[:2], 2.0, np.float32)
+        own[:32, :32] = 0
+        return np.stack([np.ones_like(own), own])
+
+    plain, calls = encode(codec, photo()), []
+    monkeypatch.setattr(ImageReference, "st_lpips_maps", rigged)
+    checked = encode(codec.with_conceal_check(), photo())
+    assert calls == [(64, 64, 3)] * 2  # in tiles of 64: the two of 64 x 64 tried (the two below are 32 high)
+    assert read_header(io.BytesIO(checked), header_dictionary).extra["own_blocks"] == "a00"  # blocks (0, 0) and (0, 2): 1010 0000 0000
+    assert open_stream(checked)[1] == open_stream(plain)[1]
+    assert np.array_equal(api.decompress(checked, codec=codec).pixels, api.decompress(plain, codec=codec).pixels)
+    out = api.decompress(lose(checked, {1, 2}), recover=True, codec=codec).pixels
+    assert codec.recovered is not None and "% of them through the setting's own decoder, as the file asks" in codec.recovered["method"]
     concealed = api.decompress(lose(plain, {1, 2}), recover=True, codec=codec).pixels
     mean = api.decompress(lose(plain, {1, 2}), recover=True, codec=V.VQGANCodec(weights, tile=64, recovery_path=path, concealment="mean")).pixels
-    assert np.array_equal(own, mean) and not np.array_equal(own, concealed)
+    own = np.zeros((96, 128), bool)
+    own[:32, :32] = own[:32, 64:96] = True
+    assert np.array_equal(out[own], mean[own]) and np.array_equal(out[~own], concealed[~own]) and not np.array_equal(mean[own], concealed[own])
+    small = photo(48, 128)  # no tile 64 pixels a side: no trial, though the rigged metric prefers some blocks
+    assert encode(codec.with_conceal_check(), small) == encode(codec, small) and len(calls) == 2
+    monkeypatch.setattr(ImageReference, "st_lpips_maps", lambda self, d: np.stack([np.zeros(self.rgb.shape[:2])] * 2))
+    assert encode(codec.with_conceal_check(), photo()) == plain  # no block set: no field
     monkeypatch.undo()
-    # the real metric: the trial's choice is what --recover's two decodes of the same losses give on the tried tiles
-    checked = read_header(io.BytesIO(encode(codec.with_conceal_check(), photo())), header_dictionary).extra.get("no_concealer", False)
-    damaged = lose(plain, {0, 4, 8, 12})  # `trial_lost(8)` of the first two tiles
+    monkeypatch.setattr(V, "OWN_BLOCK", 2)
+    # the real metric: the trial's blocks are those --recover's two decodes of the same losses give, map summed per block
+    blocks = read_header(io.BytesIO(encode(codec.with_conceal_check(), photo())), header_dictionary).extra.get("own_blocks", "")
+    damaged = lose(plain, {0, 4, 8, 12})  # `trial_lost(8)` of the two tiles tried
     decodes = [api.decompress(damaged, recover=True, codec=c).pixels for c in (codec, V.VQGANCodec(weights, tile=64, recovery_path=path, concealment="mean"))]
-    worse = 0.0
-    for crop in (np.s_[0:64, 0:64], np.s_[0:64, 64:128]):
-        concealer, own = ImageReference(np.ascontiguousarray(photo()[crop]), "cpu").st_lpips([d[crop].copy() for d in decodes])
-        worse += (concealer - own) * photo()[crop].shape[0] * photo()[crop].shape[1]
-    assert checked == (worse > 0)
+    worse = np.zeros((3, 4))
+    for x0 in (0, 64):
+        crop = np.s_[0:64, x0 : x0 + 64]
+        a, b = ImageReference(np.ascontiguousarray(photo()[crop])).st_lpips_maps([d[crop].copy() for d in decodes])
+        worse[:2, x0 // 32 : x0 // 32 + 2] += (a - b).reshape(2, 32, 2, 32).sum(axis=(1, 3))
+    assert blocks == V.pack_blocks(worse > 0)
     assert encode(codec.with_conceal_check(), photo(), "s16") == encode(codec, photo(), "s16")  # no concealing decoder at s16: no trial
     assert encode(codec.with_packets(1).with_conceal_check(), photo()) == encode(codec.with_packets(1), photo())  # nothing to lose a quarter of
     assert V.trial_lost(8) == [0, 4] and V.trial_lost(2) == [0] and V.trial_lost(64) == list(range(0, 64, 4))
+
+
+def test_own_blocks_pack_and_are_checked() -> None:
+    """`own_blocks`: 4 blocks a hex digit, raster order, the first the highest bit; a header whose bitmap has another length
+    than the image's blocks is refused."""
+    from nmc.codec.container import Header
+
+    own = np.zeros((3, 5), bool)
+    own[0, 0] = own[1, 2] = own[2, 4] = True
+    assert V.pack_blocks(own) == "8102" and V.pack_blocks(~np.ones((2, 2), bool)) == ""  # 1000 0001 0000 001(0)
+    cells = V.unpack_blocks("8102", (3 * V.OWN_BLOCK - 1, 5 * V.OWN_BLOCK))
+    assert np.array_equal(cells[:: V.OWN_BLOCK, :: V.OWN_BLOCK], own) and cells.shape == (3 * V.OWN_BLOCK - 1, 5 * V.OWN_BLOCK)
+    media = {"kind": "image", "width": 5 * V.OWN_BLOCK * 16, "height": 3 * V.OWN_BLOCK * 16, "channels": 3, "bit_depth": 8}
+    header = Header("vqgan", "vqgan-v1", "x", media, "s64", {}, 8, {})
+    for bits, ok in (("8102", True), ("", True), ("81", False), ("81020", False)):
+        fields = V.Fields(stride=16, tile=1024, interleave=[2, 4], alpha=False, dec_margin=8, own_blocks=bits)
+        assert fields.consistent(header, V._setting(64, False)) is ok
 
 
 def test_eval_loss_report(weights: Path, recovery_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811

@@ -37,7 +37,7 @@ import numpy as np
 from nmc.codec import media as M
 from nmc.codec.container import Header
 from nmc.codec.errors import CodecNotFoundError, MediaError
-from nmc.codec.fields import BOOL, HeaderFields, Int, IntList, header_field
+from nmc.codec.fields import BOOL, HeaderFields, HexBits, Int, IntList, header_field
 from nmc.codec.interface import Encoded, NeuralCodec, Setting
 from nmc.codec.plane import decode_plane, encode_plane
 from nmc.codec.registry import register_codec
@@ -65,15 +65,39 @@ ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its cho
 DEC_MARGIN = 8  # cells of neighbouring indices the decoder sees (g_s reaches ~6.5)
 
 
-TRIAL_TILES = 2  # tiles of a photo that `--conceal-check` tries (a 768 x 512 photo is one; each costs two decodes)
+OWN_BLOCK = 8  # cells a side of the blocks for which `--conceal-check` chooses the decoder of lost cells (128 pixels)
 TRIAL_MIN_SIDE = 64  # pixels a side: a smaller tile (an edge of the image) is not tried: too few cells to lose a quarter of
 
 
 def trial_lost(packets: int) -> list[int]:
-    """The packets of a tile that `trial_prefers_own` loses: a quarter of them (at least one), spread over the lattice's
+    """The packets of a tile that `trial_own_blocks` loses: a quarter of them (at least one), spread over the lattice's
     rows: of the default 2 x 4, packets 0 and 4 (every fourth cell of every row)."""
     n = max(1, packets // 4)
     return [i * packets // n for i in range(n)]
+
+
+def block_grid(cells: tuple[int, int]) -> tuple[int, int]:
+    """Blocks of `OWN_BLOCK` x `OWN_BLOCK` cells over an index map of `cells` (the last row and column may be smaller)."""
+    return -(-cells[0] // OWN_BLOCK), -(-cells[1] // OWN_BLOCK)
+
+
+def pack_blocks(own: np.ndarray) -> str:
+    """The header's `own_blocks` of a bool block map (raster order, 4 blocks a hex digit, the first the highest bit);
+    "" when no block is set."""
+    if not own.any():
+        return ""
+    bits = np.zeros(-(-own.size // 4) * 4, np.uint8)
+    bits[: own.size] = own.ravel()
+    return "".join(f"{v:x}" for v in bits.reshape(-1, 4) @ np.array([8, 4, 2, 1]))
+
+
+def unpack_blocks(hexbits: str, cells: tuple[int, int]) -> np.ndarray:
+    """The cells of an index map of `cells` whose blocks `own_blocks` sets ("": none), bool `cells`."""
+    bh, bw = block_grid(cells)
+    if not hexbits:
+        return np.zeros(cells, bool)
+    bits = np.array([(int(c, 16) >> (3 - i)) & 1 for c in hexbits for i in range(4)], bool)[: bh * bw].reshape(bh, bw)
+    return np.kron(bits, np.ones((OWN_BLOCK, OWN_BLOCK), bool))[: cells[0], : cells[1]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +109,11 @@ def _setting(size: int, base: bool) -> RungSetting:
     bits = math.log2(size)
     what = f"{size}-entry {'base ' if base else ''}codebook: {bits:g} bit per 16x16 pixels before entropy coding"
     return RungSetting(f"s{size}", bits / STRIDE**2, "bpp", what, codebook_size=size)
+
+
+def _cells(media: dict[str, Any]) -> tuple[int, int]:
+    """The index map's cells (rows, columns) of an image of `media`."""
+    return -(-media["height"] // STRIDE), -(-media["width"] // STRIDE)
 
 
 def _spans(cells: int, tile: int) -> list[int]:
@@ -100,9 +129,9 @@ class Fields(HeaderFields):
     alpha: bool = header_field(BOOL)
     dec_margin: int = header_field(Int(0, 64))
     gray: bool = header_field(BOOL, default=False)  # R=G=B colour image: one decoded plane copied to all three
-    # the encoder's trial (`conceal_check`) found the concealing decoder worse on this photo: --recover decodes the
-    # neighbours' mean through the setting's own decoder
-    no_concealer: bool = header_field(BOOL, default=False)
+    # blocks of `OWN_BLOCK` cells where the encoder's trial (`conceal_check`) found the concealing decoder the worse:
+    # under --recover their pixels come from the setting's own decoder
+    own_blocks: str = header_field(HexBits(1 << 16), default="")
 
     @property
     def lattice(self) -> tuple[int, int]:
@@ -119,6 +148,7 @@ class Fields(HeaderFields):
             isinstance(setting, RungSetting) and self.tile % STRIDE == 0 and len(self.interleave) == 2
             and self.interleave[0] * self.interleave[1] <= MAX_PACKETS and max(m["width"], m["height"]) <= MAX_SIDE
             and (m["channels"] in (2, 4) or not self.alpha) and header.packets == self.packets(m)
+            and (not self.own_blocks or len(self.own_blocks) == -(-math.prod(block_grid(_cells(m))) // 4))
         )  # fmt: skip
 
 
@@ -185,7 +215,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
     def with_conceal_check(self) -> VQGANCodec:
         """A copy whose encoder tries `--recover` on each photo and writes in the header whether the concealing
-        decoder or the setting's own decoder conceals it better (`trial_prefers_own`)."""
+        decoder or the setting's own decoder conceals each block of it better (`trial_own_blocks`)."""
         codec = copy.copy(self)
         codec.conceal_check = True
         return codec
@@ -255,16 +285,16 @@ class VQGANCodec(NeuralCodec["Ladder"]):
                 return fill_codes(model, indices, masked, covered[size], codes)
             return fill(model, indices, masked, covered[size], self.fill_steps)
 
-    def concealment_used(self, k: int, own_decoder: bool = False) -> str:
+    def concealment_used(self, k: int, own_share: float = 0.0) -> str:
         """What `conceal` fills codebook k's lost cells with: the recovery model fills only the codebooks it is bound to (those it
         was trained on, less those left to the mean where the mean measured better: `restamp_recovery.py --drop`);
-        `own_decoder`: the file asks for the setting's own decoder instead of a concealing one (`no_concealer`)."""
+        `own_share`: the share of the lost cells the file sends to the setting's own decoder (`own_blocks`)."""
         if self.concealment != "recovery":
             return self.concealment
         size, (model, covered) = self.model.net.sizes[k], self.recovery
         if size in covered and model is not None and size in model.mean_sizes:
-            decoder = "the setting's own decoder, as the file asks" if own_decoder and size in self.model.net.concealers else "the recovery file's concealing decoder"
-            return f"the received neighbours' mean, through {decoder}"
+            own = f" ({100 * own_share:.0f} % of them through the setting's own decoder, as the file asks)" if own_share else ""
+            return f"the received neighbours' mean, through the recovery file's concealing decoder{own}"
         if size in covered and model is not None:
             return self.concealment
         if model is None:
@@ -317,7 +347,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         grids: list[np.ndarray] = []  # the tiles' index maps, when the trial below needs them all before the first packet
         if self.conceal_check and size in self.recovery[1] and size in self.model.net.concealers:
             grids = [tile_indices(self.run, rgb, box, [size], self.enc_margin)[0] for box in boxes]
-            fields = dataclasses.replace(fields, no_concealer=self.trial_prefers_own(rgb, boxes, grids, k, fields))
+            fields = dataclasses.replace(fields, own_blocks=pack_blocks(self.trial_own_blocks(rgb, boxes, grids, k, fields)))
 
         def packets() -> Iterator[bytes]:
             for i, box in enumerate(boxes):
@@ -329,41 +359,40 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
         return Encoded(fields, packets(), fields.packets(M.metadata(image)))
 
-    def trial_prefers_own(self, rgb: np.ndarray, boxes: list[Box], grids: list[np.ndarray], k: int, fields: Fields) -> bool:
-        """The encoder's trial of `--recover` (`conceal_check`), on up to `TRIAL_TILES` tiles spread over the photo (of those
-        with `TRIAL_MIN_SIDE` pixels a side and two packets or more; none: False): a quarter of each one's index packets lost (`trial_lost`), their cells filled as `--recover` fills them, the tile
-        decoded through the concealing decoder and through the setting's own; True when the concealing decoder's decodes
-        are the farther from the photo (ST-LPIPS, weighted by the tiles' pixels). The concealing decoders draw most
-        photos' lost cells better, but some textures worse (wood grain: models/vqgan/RECOVERY.md "Session 22"), and only
-        the encoder has the photo to tell."""
+    def trial_own_blocks(self, rgb: np.ndarray, boxes: list[Box], grids: list[np.ndarray], k: int, fields: Fields) -> np.ndarray:
+        """The encoder's trial of `--recover` (`conceal_check`): in each tile of `TRIAL_MIN_SIDE` pixels a side and two
+        packets or more, a quarter of the index packets lost (`trial_lost`) and their cells filled as `--recover` fills
+        them; the tile decoded through the concealing decoder and through the setting's own, and ST-LPIPS's map of each
+        against the photo summed over each block of `OWN_BLOCK` cells. Returns the blocks whose own decode is the nearer,
+        bool `block_grid`. The concealing decoder draws most lost cells better, but some textures worse (wood grain:
+        models/vqgan/RECOVERY.md "Session 22"), and only the encoder has the photo to tell."""
         from nmc.codec.reference import ImageReference
         from nmc.codec.threads import one_thread
 
-        shape = (-(-rgb.shape[0] // STRIDE), -(-rgb.shape[1] // STRIDE))
-        indices, masked = np.zeros(shape, np.int64), np.zeros(shape, bool)
-        crops = [(box[0], min(box[1], rgb.shape[0]), box[2], min(box[3], rgb.shape[1])) for box in boxes]
-        fit = [i for i, (c, g) in enumerate(zip(crops, grids)) if min(c[1] - c[0], c[3] - c[2]) >= TRIAL_MIN_SIDE and
-               len(packet_cells(g.shape, self.lattice)) > 1]  # fmt: skip
-        tried = sorted({fit[round(i * (len(fit) - 1) / max(1, TRIAL_TILES - 1))] for i in range(min(TRIAL_TILES, len(fit)))})
-        if not tried:
-            return False
-        for i, (box, grid) in enumerate(zip(boxes, grids)):
+        cells = (-(-rgb.shape[0] // STRIDE), -(-rgb.shape[1] // STRIDE))
+        indices, masked = np.zeros(cells, np.int64), np.zeros(cells, bool)
+        tried = []
+        for box, grid in zip(boxes, grids):
+            crop = (box[0], min(box[1], rgb.shape[0]), box[2], min(box[3], rgb.shape[1]))
             cut = (slice(box[0] // STRIDE, box[1] // STRIDE), slice(box[2] // STRIDE, box[3] // STRIDE))
             indices[cut] = grid
-            cells = packet_cells(grid.shape, self.lattice)
-            for j in trial_lost(len(cells)) if i in tried else []:
-                masked[cut][cells[j]] = True
+            parts = packet_cells(grid.shape, self.lattice)
+            if min(crop[1] - crop[0], crop[3] - crop[2]) >= TRIAL_MIN_SIDE and len(parts) > 1:
+                tried.append((box, crop))
+                for j in trial_lost(len(parts)):
+                    masked[cut][parts[j]] = True
         codes, size = self.conceal(indices, masked, k, "recovery"), self.sizes[k]
-        out, worse = np.empty(rgb.shape, np.uint8), 0.0  # the concealing decoder's ST-LPIPS less its own's, x pixels
-        for i in tried:
-            box, (y0, y1, x0, x1) = boxes[i], crops[i]
+        worse = np.zeros(block_grid(cells))  # the concealing decoder's ST-LPIPS less the own decoder's, summed per block
+        out = np.empty(rgb.shape, np.uint8)
+        for box, (y0, y1, x0, x1) in tried:
             decodes = []
             for concealed in (masked, None):  # the concealing decoder (the tile's window holds lost cells); its own
                 synthesise(self.run, out, codes, box, size, fields.dec_margin, fields.gray, concealed)
                 decodes.append(out[y0:y1, x0:x1].copy())
             with one_thread():  # the choice, and so the file's bytes, the same for any thread count
-                concealer, own = ImageReference(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.device).st_lpips(decodes)
-            worse += (concealer - own) * (y1 - y0) * (x1 - x0)
+                concealer, own = ImageReference(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.device).st_lpips_maps(decodes)
+            ys, xs = np.arange(y0, y1) // (STRIDE * OWN_BLOCK), np.arange(x0, x1) // (STRIDE * OWN_BLOCK)
+            np.add.at(worse, (ys[:, None], xs[None, :]), concealer - own)
         return worse > 0
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
@@ -396,13 +425,23 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         rest = next(packets, None)  # reads the end record, which the container checks
         assert rest is None  # the header's packet count is the tiles' (`Fields.consistent`)
         grid, concealed = indices, None  # the index map, or the code map of a continuous fill; the cells a concealing decoder sees
+        own = np.zeros(indices.shape, bool)  # cells whose pixels come from the setting's own decoder though a concealer is used
         if masked.any():
             grid = self.conceal(indices, masked, k)
-            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1], "method": self.concealment_used(k, fields.no_concealer)}
-            if self.concealment == "recovery" and size in self.model.net.concealers and not fields.no_concealer:
-                concealed = masked
+            if self.concealment == "recovery" and size in self.model.net.concealers:
+                concealed, own = masked, unpack_blocks(fields.own_blocks, indices.shape)
+            self.recovered = {"packets": lost[0] + lost[1], "indices": int(masked.sum()), "alpha_packets": lost[1],
+                              "method": self.concealment_used(k, float((own & masked).sum() / masked.sum()))}  # fmt: skip
         elif lost[1]:
             self.recovered = {"packets": lost[1], "indices": 0, "alpha_packets": lost[1], "method": self.concealment}
+        alt = np.empty_like(out) if own.any() else out  # the own decoder's pixels of the tiles that have own blocks
         for box in boxes:
             synthesise(self.run, out, grid, box, size, fields.dec_margin, fields.gray, concealed)
+            own_cells = own[box[0] // STRIDE : box[1] // STRIDE, box[2] // STRIDE : box[3] // STRIDE]
+            if own_cells.any():
+                synthesise(self.run, alt, grid, box, size, fields.dec_margin, fields.gray)
+                y0, x0, color = box[0], box[2], 1 if out.shape[2] <= 2 else 3
+                pick = np.kron(own_cells, np.ones((STRIDE, STRIDE), bool))[: out.shape[0] - y0, : out.shape[1] - x0]
+                y1, x1 = y0 + pick.shape[0], x0 + pick.shape[1]
+                np.copyto(out[y0:y1, x0:x1, :color], alt[y0:y1, x0:x1, :color], where=pick[..., None])
         return M.Image(out)
