@@ -8,7 +8,7 @@ fill; prints ST-LPIPS and PSNR per decode and their mean over all decodes (draws
 eval` counts them).
 DEVCHECK_DIR=FOLDER checks that folder's PNGs instead of dev (e.g. held-out training photos through the codec);
 PACKETS=N codes N index packets per tile instead of 8; WEIGHTS=FILE another vqgan weights file; CONCEAL_CHECK=1 compresses as
-`nmc compress --conceal-check` does (prints which photos the encoder sends to the setting's own decoder).
+`nmc compress --conceal-check` does (prints the blocks the encoder sends to the setting's own decoder).
 """
 
 import hashlib
@@ -40,8 +40,8 @@ for path in sorted(DEV.glob("*.png")):
     data = fo.getvalue()
     header = read_header(io.BytesIO(data), api.header_dictionary)
     packets = header.packets or 0
-    if header.extra.get("no_concealer"):
-        print(f"{path.name}: the encoder's trial chose the setting's own decoder", flush=True)
+    if header.extra.get("own_blocks"):
+        print(f"{path.name}: the encoder's trial sends blocks {header.extra['own_blocks']} to the setting's own decoder", flush=True)
     for draw in range(int(os.environ.get("DRAWS", "2"))):
         lost = L.lost_packets(packets, 0.2, channel, L.seed_of(0, sha, channel, 0.2, draw))
         s = scorer.scores([api.decompress(L.with_lost(data, lost, api.header_dictionary), recover=True, codec=codec)])[0]

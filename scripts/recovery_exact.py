@@ -87,7 +87,7 @@ def main() -> None:
                 mask[list(lost)] = True
                 codec.concealment = "recovery" if fill == "lossfree" else fill
                 s = scorer.scores([api.decompress(L.with_lost(data, mask, api.header_dictionary), recover=True, codec=codec)])[0]
-                records.append({"file": path.name, "file_sha": sha, "fill": fill, "lost": list(lost), "packets": n, "no_concealer": bool(header.extra.get("no_concealer")),
+                records.append({"file": path.name, "file_sha": sha, "fill": fill, "lost": list(lost), "packets": n, "own_blocks": header.extra.get("own_blocks", ""),
                                 "st_lpips": s["st_lpips"], "psnr": s["psnr"]})  # fmt: skip
             out.write_text(json.dumps(records))
             print(f"{path.name} {fill}: {len(patterns)} patterns", flush=True)

@@ -939,7 +939,7 @@ def test_conceal_check_writes_the_trials_blocks_and_recover_obeys_them(weights: 
     plain, calls = encode(codec, photo()), []
     monkeypatch.setattr(ImageReference, "st_lpips_maps", rigged)
     checked = encode(codec.with_conceal_check(), photo())
-    assert calls == [(64, 64, 3)] * 2  # in tiles of 64: the two of 64 x 64 tried (the two below are 32 high)
+    assert calls == [(64, 64, 3)] * 4  # in tiles of 64: the two of 64 x 64 tried (the two below are 32 high), two losses each
     assert read_header(io.BytesIO(checked), header_dictionary).extra["own_blocks"] == "a00"  # blocks (0, 0) and (0, 2): 1010 0000 0000
     assert open_stream(checked)[1] == open_stream(plain)[1]
     assert np.array_equal(api.decompress(checked, codec=codec).pixels, api.decompress(plain, codec=codec).pixels)
@@ -951,24 +951,25 @@ def test_conceal_check_writes_the_trials_blocks_and_recover_obeys_them(weights: 
     own[:32, :32] = own[:32, 64:96] = True
     assert np.array_equal(out[own], mean[own]) and np.array_equal(out[~own], concealed[~own]) and not np.array_equal(mean[own], concealed[own])
     small = photo(48, 128)  # no tile 64 pixels a side: no trial, though the rigged metric prefers some blocks
-    assert encode(codec.with_conceal_check(), small) == encode(codec, small) and len(calls) == 2
+    assert encode(codec.with_conceal_check(), small) == encode(codec, small) and len(calls) == 4
     monkeypatch.setattr(ImageReference, "st_lpips_maps", lambda self, d: np.stack([np.zeros(self.rgb.shape[:2])] * 2))
     assert encode(codec.with_conceal_check(), photo()) == plain  # no block set: no field
     monkeypatch.undo()
     monkeypatch.setattr(V, "OWN_BLOCK", 2)
     # the real metric: the trial's blocks are those --recover's two decodes of the same losses give, map summed per block
     blocks = read_header(io.BytesIO(encode(codec.with_conceal_check(), photo())), header_dictionary).extra.get("own_blocks", "")
-    damaged = lose(plain, {0, 4, 8, 12})  # `trial_lost(8)` of the two tiles tried
-    decodes = [api.decompress(damaged, recover=True, codec=c).pixels for c in (codec, V.VQGANCodec(weights, tile=64, recovery_path=path, concealment="mean"))]
     worse = np.zeros((3, 4))
-    for x0 in (0, 64):
-        crop = np.s_[0:64, x0 : x0 + 64]
-        a, b = ImageReference(np.ascontiguousarray(photo()[crop])).st_lpips_maps([d[crop].copy() for d in decodes])
-        worse[:2, x0 // 32 : x0 // 32 + 2] += (a - b).reshape(2, 32, 2, 32).sum(axis=(1, 3))
+    for lost in ({0, 4, 8, 12}, {2, 6, 10, 14}):  # `trial_lost(8)`'s two losses in the two tiles tried
+        damaged = lose(plain, lost)
+        decodes = [api.decompress(damaged, recover=True, codec=c).pixels for c in (codec, V.VQGANCodec(weights, tile=64, recovery_path=path, concealment="mean"))]
+        for x0 in (0, 64):
+            crop = np.s_[0:64, x0 : x0 + 64]
+            a, b = ImageReference(np.ascontiguousarray(photo()[crop])).st_lpips_maps([d[crop].copy() for d in decodes])
+            worse[:2, x0 // 32 : x0 // 32 + 2] += (a - b).reshape(2, 32, 2, 32).sum(axis=(1, 3))
     assert blocks == V.pack_blocks(worse > 0)
     assert encode(codec.with_conceal_check(), photo(), "s16") == encode(codec, photo(), "s16")  # no concealing decoder at s16: no trial
     assert encode(codec.with_packets(1).with_conceal_check(), photo()) == encode(codec.with_packets(1), photo())  # nothing to lose a quarter of
-    assert V.trial_lost(8) == [0, 4] and V.trial_lost(2) == [0] and V.trial_lost(64) == list(range(0, 64, 4))
+    assert V.trial_lost(8) == [[0, 4], [2, 6]] and V.trial_lost(2) == [[0], [1]] and V.trial_lost(64) == [list(range(0, 64, 4)), list(range(2, 64, 4))]
 
 
 def test_own_blocks_pack_and_are_checked() -> None:

@@ -65,15 +65,16 @@ ENC_MARGIN = 128  # pixels of image around a tile that the encoder sees (its cho
 DEC_MARGIN = 8  # cells of neighbouring indices the decoder sees (g_s reaches ~6.5)
 
 
-OWN_BLOCK = 8  # cells a side of the blocks for which `--conceal-check` chooses the decoder of lost cells (128 pixels)
+OWN_BLOCK = 4  # cells a side of the blocks for which `--conceal-check` chooses the decoder of lost cells (64 pixels)
 TRIAL_MIN_SIDE = 64  # pixels a side: a smaller tile (an edge of the image) is not tried: too few cells to lose a quarter of
 
 
-def trial_lost(packets: int) -> list[int]:
-    """The packets of a tile that `trial_own_blocks` loses: a quarter of them (at least one), spread over the lattice's
-    rows: of the default 2 x 4, packets 0 and 4 (every fourth cell of every row)."""
+def trial_lost(packets: int) -> list[list[int]]:
+    """The two losses of a tile's packets that `trial_own_blocks` tries, each a quarter of them (at least one), spread
+    over the lattice's rows: of the default 2 x 4, packets 0 and 4 (every fourth cell of every row), then 2 and 6."""
     n = max(1, packets // 4)
-    return [i * packets // n for i in range(n)]
+    first = [i * packets // n for i in range(n)]
+    return [first, [j + max(1, packets // (2 * n)) for j in first]]
 
 
 def block_grid(cells: tuple[int, int]) -> tuple[int, int]:
@@ -361,38 +362,41 @@ class VQGANCodec(NeuralCodec["Ladder"]):
 
     def trial_own_blocks(self, rgb: np.ndarray, boxes: list[Box], grids: list[np.ndarray], k: int, fields: Fields) -> np.ndarray:
         """The encoder's trial of `--recover` (`conceal_check`): in each tile of `TRIAL_MIN_SIDE` pixels a side and two
-        packets or more, a quarter of the index packets lost (`trial_lost`) and their cells filled as `--recover` fills
-        them; the tile decoded through the concealing decoder and through the setting's own, and ST-LPIPS's map of each
-        against the photo summed over each block of `OWN_BLOCK` cells. Returns the blocks whose own decode is the nearer,
-        bool `block_grid`. The concealing decoder draws most lost cells better, but some textures worse (wood grain:
-        models/vqgan/RECOVERY.md "Session 22"), and only the encoder has the photo to tell."""
+        packets or more, each loss of `trial_lost` in turn (a quarter of the index packets) with its cells filled as
+        `--recover` fills them; the tile decoded through the concealing decoder and through the setting's own, and
+        ST-LPIPS's map of each against the photo summed over each block of `OWN_BLOCK` cells and both losses. Returns the
+        blocks whose own decodes are the nearer, bool `block_grid`. The concealing decoder draws most lost cells better,
+        but some textures worse (wood grain: models/vqgan/RECOVERY.md "Session 22"), and only the encoder has the photo."""
         from nmc.codec.reference import ImageReference
         from nmc.codec.threads import one_thread
 
         cells = (-(-rgb.shape[0] // STRIDE), -(-rgb.shape[1] // STRIDE))
-        indices, masked = np.zeros(cells, np.int64), np.zeros(cells, bool)
-        tried = []
+        indices = np.zeros(cells, np.int64)
+        tried = []  # (box, its pixels in the image, its cells, its packets' cells, the photo there)
         for box, grid in zip(boxes, grids):
             crop = (box[0], min(box[1], rgb.shape[0]), box[2], min(box[3], rgb.shape[1]))
             cut = (slice(box[0] // STRIDE, box[1] // STRIDE), slice(box[2] // STRIDE, box[3] // STRIDE))
             indices[cut] = grid
             parts = packet_cells(grid.shape, self.lattice)
             if min(crop[1] - crop[0], crop[3] - crop[2]) >= TRIAL_MIN_SIDE and len(parts) > 1:
-                tried.append((box, crop))
-                for j in trial_lost(len(parts)):
-                    masked[cut][parts[j]] = True
-        codes, size = self.conceal(indices, masked, k, "recovery"), self.sizes[k]
+                tried.append((box, crop, cut, parts, ImageReference(np.ascontiguousarray(rgb[crop[0] : crop[1], crop[2] : crop[3]]), self.device)))
         worse = np.zeros(block_grid(cells))  # the concealing decoder's ST-LPIPS less the own decoder's, summed per block
-        out = np.empty(rgb.shape, np.uint8)
-        for box, (y0, y1, x0, x1) in tried:
-            decodes = []
-            for concealed in (masked, None):  # the concealing decoder (the tile's window holds lost cells); its own
-                synthesise(self.run, out, codes, box, size, fields.dec_margin, fields.gray, concealed)
-                decodes.append(out[y0:y1, x0:x1].copy())
-            with one_thread():  # the choice, and so the file's bytes, the same for any thread count
-                concealer, own = ImageReference(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.device).st_lpips_maps(decodes)
-            ys, xs = np.arange(y0, y1) // (STRIDE * OWN_BLOCK), np.arange(x0, x1) // (STRIDE * OWN_BLOCK)
-            np.add.at(worse, (ys[:, None], xs[None, :]), concealer - own)
+        out, size = np.empty(rgb.shape, np.uint8), self.sizes[k]
+        for loss in range(2):
+            masked = np.zeros(cells, bool)
+            for _, _, cut, parts, _ in tried:
+                for j in trial_lost(len(parts))[loss]:
+                    masked[cut][parts[j]] = True
+            codes = self.conceal(indices, masked, k, "recovery")
+            for box, (y0, y1, x0, x1), _, _, ref in tried:
+                decodes = []
+                for concealed in (masked, None):  # the concealing decoder (the tile's window holds lost cells); its own
+                    synthesise(self.run, out, codes, box, size, fields.dec_margin, fields.gray, concealed)
+                    decodes.append(out[y0:y1, x0:x1].copy())
+                with one_thread():  # the choice, and so the file's bytes, the same for any thread count
+                    concealer, own = ref.st_lpips_maps(decodes)
+                ys, xs = np.arange(y0, y1) // (STRIDE * OWN_BLOCK), np.arange(x0, x1) // (STRIDE * OWN_BLOCK)
+                np.add.at(worse, (ys[:, None], xs[None, :]), concealer - own)
         return worse > 0
 
     def decode(self, header: Header, fields: Fields, packets: Iterator[bytes | None]) -> M.Image:
