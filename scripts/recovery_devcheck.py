@@ -35,9 +35,7 @@ scores = []
 for path in sorted(DEV.glob("*.png")):
     ref, sha = load_reference(path, "image"), hashlib.sha256(path.read_bytes()).hexdigest()
     scorer = Scorer("image", lambda: ref, ["st_lpips", "psnr"], "cpu")  # noqa: B023 (used in this iteration only)
-    fo = io.BytesIO()
-    api.compress_to_file(codec, ref, fo, codec.setting(setting))
-    data = fo.getvalue()
+    data = api.compress(codec, ref, setting)
     header = read_header(io.BytesIO(data), api.header_dictionary)
     packets = header.packets or 0
     if header.extra.get("own_blocks"):

@@ -72,9 +72,7 @@ def main() -> None:
     for path in sorted(DEV.glob("*.png"))[worker::workers]:
         ref = load_reference(path, "image")
         scorer = Scorer("image", lambda: ref, ["st_lpips", "psnr"], "cpu")  # noqa: B023 (used in this iteration only)
-        fo = io.BytesIO()
-        api.compress_to_file(codec, ref, fo, codec.setting(setting))
-        data = fo.getvalue()
+        data = api.compress(codec, ref, setting)
         header = read_header(io.BytesIO(data), api.header_dictionary)
         n = header.packets or 0
         sha = hashlib.sha256(data).hexdigest()[:16]
