@@ -56,18 +56,11 @@ class ImageReference:
         whose shorter side is `ST_LPIPS_MIN_SIDE` pixels or less."""
         import torch
 
-        if min(self.rgb.shape[:2]) <= ST_LPIPS_MIN_SIDE:
+        layers = self._st_lpips_layers(decoded)
+        if layers is None:
             return [math.nan] * len(decoded)
-
-        from .threads import exact_cuda
-
-        model = _lpips_model(self.device)
-        with torch.no_grad(), exact_cuda():  # on a GPU: fp32 convolutions, not TF32
-            if self._lpips is None:
-                self._lpips = _lpips_features(model, self.tensor([self.rgb]))
-            feats = _lpips_features(model, self.tensor(decoded))
-            total = sum(lin(torch.square(f - r)).mean(dim=(2, 3)) for lin, f, r in zip(model.lins, feats, self._lpips))
-            return [float(v) for v in torch.as_tensor(total).flatten().cpu()]
+        total = sum(d.mean(dim=(2, 3)) for d in layers)
+        return [float(v) for v in torch.as_tensor(total).flatten().cpu()]
 
     def st_lpips_maps(self, decoded: Sequence[Uint8Image]) -> npt.NDArray[np.float32]:
         """Where ST-LPIPS sees each decoded image differ: `(N, H, W)`, each layer's distances upsampled (bilinear) to
@@ -76,19 +69,28 @@ class ImageReference:
         import torch
         import torch.nn.functional as F
 
+        h, w = self.rgb.shape[:2]
+        layers = self._st_lpips_layers(decoded)
+        if layers is None:
+            return np.full((len(decoded), h, w), np.nan, np.float32)
+        maps = sum(F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False) for d in layers)
+        return torch.as_tensor(maps)[:, 0].float().cpu().numpy()
+
+    def _st_lpips_layers(self, decoded: Sequence[Uint8Image]) -> list[torch.Tensor] | None:
+        """Per layer, ST-LPIPS's weighted distance of each decoded image at each position, `(N, 1, h, w)`; None when
+        the original is too small for its network."""
+        import torch
+
         from .threads import exact_cuda
 
-        h, w = self.rgb.shape[:2]
-        if min(h, w) <= ST_LPIPS_MIN_SIDE:
-            return np.full((len(decoded), h, w), np.nan, np.float32)
+        if min(self.rgb.shape[:2]) <= ST_LPIPS_MIN_SIDE:
+            return None
         model = _lpips_model(self.device)
-        with torch.no_grad(), exact_cuda():
+        with torch.no_grad(), exact_cuda():  # on a GPU: fp32 convolutions, not TF32
             if self._lpips is None:
                 self._lpips = _lpips_features(model, self.tensor([self.rgb]))
             feats = _lpips_features(model, self.tensor(decoded))
-            maps = sum(F.interpolate(lin(torch.square(f - r)), size=(h, w), mode="bilinear", align_corners=False)
-                       for lin, f, r in zip(model.lins, feats, self._lpips))  # fmt: skip
-            return torch.as_tensor(maps)[:, 0].float().cpu().numpy()
+            return [lin(torch.square(f - r)) for lin, f, r in zip(model.lins, feats, self._lpips)]
 
     # ------------------------------------------------------------ MS-SSIM
 

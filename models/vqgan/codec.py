@@ -140,7 +140,7 @@ class Fields(HeaderFields):
 
     def packets(self, media: dict[str, Any]) -> int:
         """Packets of an image of `media`: per tile its index packets, then its alpha packet if any."""
-        rows, cols = (_spans(-(-media[k] // STRIDE), self.tile // STRIDE) for k in ("height", "width"))
+        rows, cols = (_spans(n, self.tile // STRIDE) for n in _cells(media))
         return packet_count(rows, cols, self.lattice) + (len(rows) * len(cols) if self.alpha else 0)
 
     def consistent(self, header: Header, setting: Setting) -> bool:
@@ -405,7 +405,7 @@ class VQGANCodec(NeuralCodec["Ladder"]):
         size = setting.codebook_size
         k = self.sizes.index(size)
         boxes = tiles(m["height"], m["width"], fields.tile, STRIDE)
-        indices = np.zeros((-(-m["height"] // STRIDE), -(-m["width"] // STRIDE)), np.int64)
+        indices = np.zeros(_cells(m), np.int64)
         masked = np.zeros(indices.shape, bool)
         out = new_canvas(m, fields.alpha)
         lost = [0, 0]  # index packets, alpha packets
